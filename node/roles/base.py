@@ -1,0 +1,70 @@
+"""The interface between the daemon (I/O, timers, codec) and the roles (protocol logic)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+from node.codec import Message
+from node.config import NodeConfig
+from node.metrics import MetricsWriter
+from topologies import NodeSpec, TopologySpec
+
+
+class NodeContext(Protocol):
+    """What a role may use: identity, topology, clock, sending, timers, metrics."""
+
+    node_id: str
+    config: NodeConfig
+    topology: TopologySpec
+    metrics: MetricsWriter
+
+    @property
+    def me(self) -> NodeSpec:
+        """This node's spec."""
+        ...
+
+    def now(self) -> float:
+        """Monotonic seconds."""
+        ...
+
+    def send(self, dst: str, msg_type: str, payload: Mapping[str, Any]) -> None:
+        """Sign and send one message (over the shaped links)."""
+        ...
+
+    def multicast(self, dsts: Iterable[str], msg_type: str, payload: Mapping[str, Any]) -> None:
+        """Send the same message to each of `dsts`, encoding it once."""
+        ...
+
+    def set_timer(self, name: str, delay_s: float) -> None:
+        """Call `Role.on_timer(name)` after `delay_s` (replaces a timer of that name)."""
+        ...
+
+    def cancel_timer(self, name: str) -> None:
+        """Forget a pending timer."""
+        ...
+
+    def stop(self) -> None:
+        """End the daemon's loop after this callback (pending sends are flushed)."""
+        ...
+
+
+class Role(ABC):
+    """Protocol logic for one kind of node; every callback runs on the daemon's thread."""
+
+    kind: str = "node"
+
+    @abstractmethod
+    def start(self, ctx: NodeContext) -> None:
+        """Called once the transport is up."""
+
+    @abstractmethod
+    def on_message(self, ctx: NodeContext, msg: Message) -> None:
+        """Called for every verified message."""
+
+    def on_timer(self, ctx: NodeContext, name: str) -> None:  # noqa: B027 - optional hook
+        """Called when a timer set with `ctx.set_timer` fires."""
+
+    def finish(self, ctx: NodeContext) -> None:  # noqa: B027 - optional hook
+        """Called once when the daemon stops."""

@@ -1,0 +1,1 @@
+"""The orchestrator: scenarios, backends, runs, metrics and the `bcfl` CLI."""

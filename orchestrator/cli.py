@@ -1,0 +1,130 @@
+"""The `bcfl` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+from orchestrator.scenario import BACKENDS, ScenarioError, load_scenario
+from topologies import TopologyError
+
+EXIT_USAGE = 2
+
+
+def _version() -> str:
+    try:
+        return metadata.version("bcfl-testbed")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bcfl",
+        description="An emulated network testbed for blockchain-based federated learning.",
+    )
+    p.add_argument("--version", action="version", version=f"bcfl {_version()}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log the orchestrator's details")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a scenario and write a run directory")
+    run.add_argument("scenario", type=Path, help="scenario YAML file")
+    run.add_argument("--backend", choices=BACKENDS, help="override the scenario's backend")
+    run.add_argument("--out", type=Path, help="run directory (default runs/NAME-TIME); must be new or empty")
+    run.add_argument("--seed", type=int, help="override the scenario's seed (0 ≤ N < 2**32)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    check = sub.add_parser("validate", help="check a scenario file without running it")
+    check.add_argument("scenario", type=Path)
+
+    report = sub.add_parser("report", help="re-make figures and print the per-round table of a run")
+    report.add_argument("run_dir", type=Path)
+    return p
+
+
+def _fail(msg: str) -> int:
+    print(f"bcfl: error: {msg}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _load(path: Path, backend: str | None, seed: int | None):  # type: ignore[no-untyped-def]
+    scenario = load_scenario(path)
+    updates: dict[str, object] = {}
+    if backend is not None:
+        updates["backend"] = backend
+    if seed is not None:
+        if not 0 <= seed < 2**32:
+            raise ScenarioError(f"--seed: {seed} is invalid; allowed: 0 ≤ N < 2**32")
+        updates["seed"] = seed
+    return scenario.model_copy(update=updates) if updates else scenario
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """`bcfl run`."""
+    from orchestrator.runner import Run
+
+    try:
+        scenario = _load(args.scenario, args.backend, args.seed)
+        out = args.out or Path("runs") / f"{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            return _fail(f"--out: {str(out)!r} exists and is not an empty directory; choose a new one")
+        run = Run(scenario, out, progress=not args.quiet)
+    except (ScenarioError, TopologyError) as exc:
+        return _fail(str(exc))
+    n = len(run.topology.daemons())
+    print(f"bcfl: running {scenario.name!r}: scheme {scenario.scheme}, backend {scenario.backend} "
+          f"(shaping: {scenario.shaping}), {n} node processes, {scenario.training.rounds} rounds "
+          f"-> {out}", file=sys.stderr)
+    result = run.execute()
+    acc = "n/a" if result.final_accuracy is None else f"{result.final_accuracy:.4f}"
+    print(f"bcfl: {result.rounds_completed}/{scenario.training.rounds} rounds in "
+          f"{result.elapsed_s:.1f}s, final test accuracy {acc}; results in {out}", file=sys.stderr)
+    if result.interrupted:
+        return 130
+    return 0 if result.rounds_completed == scenario.training.rounds else 1
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """`bcfl validate`."""
+    from topologies.builders import build_hierarchy
+
+    try:
+        scenario = load_scenario(args.scenario)
+        spec = build_hierarchy(scenario.topology.to_params(), scenario.seed)
+    except (ScenarioError, TopologyError) as exc:
+        return _fail(str(exc))
+    print(f"{args.scenario}: ok ({len(spec.daemons())} node processes, {len(spec.links)} directed links)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """`bcfl report`."""
+    from orchestrator.collect import collect
+    from orchestrator.report import plot_accuracy, summary_table
+
+    run_dir: Path = args.run_dir
+    if not (run_dir / "nodes").is_dir():
+        return _fail(f"run_dir: {str(run_dir)!r} is not a run directory (no nodes/ inside)")
+    collect(run_dir)
+    print(summary_table(run_dir))
+    print(f"figure: {plot_accuracy(run_dir)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `bcfl` console script."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    handlers = {"run": cmd_run, "validate": cmd_validate, "report": cmd_report}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""One run: build the topology, write node configs and keys, start the daemons, follow
+progress, stop everything it started, and collect metrics, meta.json and figures."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from node.config import LearningConfig, NodeConfig
+from node.keys import NodeKey, Roster
+from orchestrator.collect import collect, read_records
+from orchestrator.report import plot_accuracy
+from orchestrator.scenario import Scenario
+from topologies import TopologySpec
+from topologies.backends.base import Launch
+from topologies.backends.local import LocalBackend
+from topologies.builders import build_hierarchy
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.2
+STOP_GRACE_S = 15.0
+
+
+@dataclass
+class RunResult:
+    """What a run produced."""
+
+    out_dir: Path
+    rounds_completed: int
+    final_accuracy: float | None
+    elapsed_s: float
+    exit_codes: dict[str, int | None] = field(default_factory=dict)
+    interrupted: bool = False
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("bcfl-testbed", "torch", "numpy", "pyzmq", "msgpack", "pynacl", "pydantic"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def _learning(s: Scenario) -> LearningConfig:
+    return LearningConfig(
+        dataset=s.dataset.name,
+        dataset_root=s.dataset.root,
+        model=s.model,
+        partition=s.partition.scheme,
+        alpha=s.partition.alpha,
+        shards_per_device=s.partition.shards_per_device,
+        rounds=s.training.rounds,
+        local_epochs=s.training.local_epochs,
+        batch_size=s.training.batch_size,
+        learning_rate=s.training.learning_rate,
+        momentum=s.training.momentum,
+        round_deadline_s=s.training.round_deadline_s,
+    )
+
+
+def _shaping_meta(shaping: str) -> dict[str, Any]:
+    if shaping == "none":
+        return {"shaping": "none", "delay": "none", "jitter": "none", "bandwidth": "none",
+                "loss": "none"}
+    return {
+        "shaping": "userspace",
+        "delay": "userspace",
+        "jitter": "userspace",
+        "bandwidth": "userspace",
+        "loss": "userspace",
+        "note": "applied per directed link at the sender; queueing behind other nodes' "
+        "traffic at shared hops is not modelled",
+    }
+
+
+class Run:
+    """Prepares and executes one scenario on a backend, writing into `out_dir`."""
+
+    def __init__(self, scenario: Scenario, out_dir: Path, progress: bool = True) -> None:
+        self.scenario = scenario
+        self.out_dir = out_dir
+        self.progress = progress
+        self.run_id = f"{scenario.name}-{uuid.uuid4().hex[:8]}"
+        self.topology: TopologySpec = build_hierarchy(scenario.topology.to_params(), scenario.seed)
+        self.backend = LocalBackend(shaping=scenario.shaping)
+        self.meta: dict[str, Any] = {}
+
+    def node_dir(self, node_id: str) -> Path:
+        """Where a node keeps its config, key, log and metrics."""
+        return self.out_dir / "nodes" / node_id
+
+    def prepare(self) -> list[Launch]:
+        """Write keys, the roster, the topology and each node's config."""
+        s = self.scenario
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        daemons = self.topology.daemons()
+        keys = {n.id: NodeKey.generate() for n in daemons}
+        roster = Roster({nid: k.public_key for nid, k in keys.items()})
+        endpoints = self.backend.endpoints(self.topology)
+        topo = self.topology.to_dict()
+        (self.out_dir / "topology.json").write_text(json.dumps(topo, indent=1))
+        (self.out_dir / "roster.json").write_text(json.dumps(roster.to_hex(), indent=1))
+        learning = _learning(s)
+        launches = []
+        for node in daemons:
+            ndir = self.node_dir(node.id)
+            ndir.mkdir(parents=True, exist_ok=True)
+            keys[node.id].save(ndir / "node.key")
+            config = NodeConfig(
+                run_id=self.run_id,
+                node_id=node.id,
+                scheme=s.scheme,
+                seed=s.seed,
+                node_dir=str(ndir),
+                key_path=str(ndir / "node.key"),
+                bind=endpoints[node.id],
+                endpoints=endpoints,
+                roster=roster.to_hex(),
+                topology=topo,
+                shaping=s.shaping,
+                learning=learning,
+                max_message_bytes=int(s.max_message_mb * 1024 * 1024),
+                startup_timeout_s=s.startup_timeout_s,
+            )
+            config.save(ndir / "config.json")
+            launches.append(
+                Launch(
+                    node_id=node.id,
+                    argv=(sys.executable, "-m", "node", str(ndir / "config.json")),
+                    env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"},
+                    log_path=ndir / "stdout.log",
+                )
+            )
+        self.meta = {
+            "run_id": self.run_id,
+            "scenario": s.model_dump(mode="json"),
+            "seed": s.seed,
+            "scheme": s.scheme,
+            "backend": self.backend.name,
+            **_shaping_meta(s.shaping),
+            "nodes": {n.id: str(n.kind) for n in daemons},
+            "endpoints": endpoints,
+            "versions": _versions(),
+            "host": {"platform": platform.platform(), "cpus": _cpu_count()},
+        }
+        self._write_meta()
+        return launches
+
+    def _write_meta(self) -> None:
+        (self.out_dir / "meta.json").write_text(json.dumps(self.meta, indent=1))
+
+    def _timeout_s(self) -> float:
+        t = self.scenario.training
+        return self.scenario.startup_timeout_s + t.rounds * (t.round_deadline_s + 30.0) + 60.0
+
+    def execute(self) -> RunResult:
+        """Start the daemons, follow the publisher's rounds, stop, collect."""
+        launches = self.prepare()
+        started = time.monotonic()
+        self.meta["started_at"] = time.time()
+        interrupted = False
+        rounds_seen: list[dict[str, Any]] = []
+        bar = tqdm(total=self.scenario.training.rounds, unit="round", disable=not self.progress,
+                   file=sys.stderr, desc="starting")
+        try:
+            self.backend.start(launches)
+            self.meta["pids"] = self.backend.pids()
+            (self.out_dir / "pids.json").write_text(json.dumps(self.meta["pids"]))
+            self._write_meta()
+            deadline = started + self._timeout_s()
+            while True:
+                rounds_seen = self._publisher_rounds()
+                if len(rounds_seen) > bar.n:
+                    last = rounds_seen[-1]
+                    bar.update(len(rounds_seen) - bar.n)
+                    bar.set_description(f"round {last['round']}")
+                    bar.set_postfix(acc=f"{last['accuracy']:.4f}",
+                                    elapsed=f"{time.monotonic() - started:.0f}s")
+                codes = self.backend.poll()
+                if codes.get("pub") is not None:
+                    break
+                if time.monotonic() > deadline:
+                    log.error("run timed out after %.0f s", self._timeout_s())
+                    break
+                time.sleep(POLL_S)
+            self._await_exit(STOP_GRACE_S)
+        except KeyboardInterrupt:
+            interrupted = True
+            log.warning("interrupted: stopping every node process")
+        finally:
+            bar.close()
+            self.backend.stop(grace_s=5.0)
+        return self._finish(started, interrupted)
+
+    def _await_exit(self, grace_s: float) -> None:
+        end = time.monotonic() + grace_s
+        while time.monotonic() < end and any(c is None for c in self.backend.poll().values()):
+            time.sleep(POLL_S)
+
+    def _publisher_rounds(self) -> list[dict[str, Any]]:
+        return [r for r in read_records(self.node_dir("pub")) if r.get("event") == "round"]
+
+    def _finish(self, started: float, interrupted: bool) -> RunResult:
+        rounds = self._publisher_rounds()
+        codes = self.backend.poll()
+        collect(self.out_dir)
+        if rounds:
+            plot_accuracy(self.out_dir)
+        final = rounds[-1]["accuracy"] if rounds else None
+        elapsed = time.monotonic() - started
+        self.meta.update(
+            finished_at=time.time(),
+            elapsed_s=elapsed,
+            rounds_completed=len(rounds),
+            final_accuracy=final,
+            exit_codes=codes,
+            interrupted=interrupted,
+        )
+        self._write_meta()
+        return RunResult(self.out_dir, len(rounds), final, elapsed, codes, interrupted)
+
+
+def _cpu_count() -> int:
+    import os
+
+    return os.cpu_count() or 1

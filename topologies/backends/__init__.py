@@ -1,0 +1,1 @@
+"""Backends that realise a TopologySpec on a concrete network emulator."""

@@ -1,0 +1,47 @@
+"""The `Backend` interface: where node daemons run and how their links are shaped."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from topologies.spec import TopologySpec
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One node daemon to start: its argv, extra environment and log file."""
+
+    node_id: str
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    log_path: Path
+
+
+class Backend(Protocol):
+    """Starts node processes for a topology and stops exactly those."""
+
+    name: str
+    shaping: str
+
+    def endpoints(self, spec: TopologySpec) -> dict[str, str]:
+        """The ZeroMQ endpoint each daemon binds (and its peers connect to)."""
+        ...
+
+    def start(self, launches: list[Launch]) -> None:
+        """Start every daemon."""
+        ...
+
+    def pids(self) -> dict[str, int]:
+        """Node id -> PID of the processes this backend started."""
+        ...
+
+    def poll(self) -> dict[str, int | None]:
+        """Node id -> exit code, or None while running."""
+        ...
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """Terminate what is still running (SIGTERM, then SIGKILL after `grace_s`)."""
+        ...
