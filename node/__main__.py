@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -44,7 +45,12 @@ def build_daemon(config: NodeConfig) -> Daemon:
     )
     metrics = MetricsWriter(
         node_dir / "metrics.jsonl",
-        {"run": config.run_id, "scheme": config.scheme, "node": config.node_id, "role": str(me.kind)},
+        {
+            "run": config.run_id,
+            "scheme": config.scheme,
+            "node": config.node_id,
+            "role": str(me.kind),
+        },
     )
     return Daemon(config, topology, transport, codec, role_for(config.scheme, me.kind), metrics)
 
@@ -63,15 +69,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     configure_torch_threads(1)
     daemon = build_daemon(config)
+    code = 0
     try:
         daemon.run()
     except Exception:
         log.exception("node %s failed", config.node_id)
-        return 1
+        code = 1
     finally:
-        daemon.metrics.close()
-    return 0
+        daemon.close()
+    return code
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_code = main()
+    # Skip the interpreter's teardown: with torch loaded it burns seconds of CPU per process
+    # (measured: ~3 s each with 13 nodes on 2 cores) while everything is already written.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(exit_code)

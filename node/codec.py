@@ -79,7 +79,9 @@ class Message:
 def _pack_array(arr: np.ndarray) -> msgpack.ExtType:
     arr = np.ascontiguousarray(arr)
     if arr.dtype.str not in ALLOWED_DTYPES:
-        raise TypeError(f"array dtype {arr.dtype} cannot be sent; allowed: {sorted(ALLOWED_DTYPES)}")
+        raise TypeError(
+            f"array dtype {arr.dtype} cannot be sent; allowed: {sorted(ALLOWED_DTYPES)}"
+        )
     dt = arr.dtype.str.encode()
     head = struct.pack(f"<B{len(dt)}sB{arr.ndim}Q", len(dt), dt, arr.ndim, *arr.shape)
     return msgpack.ExtType(ARRAY_EXT, head + arr.tobytes())

@@ -102,6 +102,11 @@ class Daemon:
             log.warning("dropped message #%d for %s%s", n, reason, f": {detail}" if detail else "")
 
     # -- loop ------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the transport and the metrics file."""
+        self._transport.close()
+        self.metrics.close()
+
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d: stopping", signum)
         self._stopping = True
@@ -152,5 +157,9 @@ class Daemon:
             recv_bytes=stats.recv_bytes,
             dropped=dropped,
         )
-        log.info("stopped; sent %d msgs, received %d, dropped %s", stats.sent_msgs,
-                 stats.recv_msgs, dropped or "none")
+        log.info(
+            "stopped; sent %d msgs, received %d, dropped %s",
+            stats.sent_msgs,
+            stats.recv_msgs,
+            dropped or "none",
+        )

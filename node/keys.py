@@ -57,7 +57,9 @@ class Roster:
     def __init__(self, public_keys: Mapping[str, bytes]) -> None:
         for node_id, key in public_keys.items():
             if len(key) != PUBLIC_KEY_BYTES:
-                raise ValueError(f"roster[{node_id!r}]: public key must be {PUBLIC_KEY_BYTES} bytes")
+                raise ValueError(
+                    f"roster[{node_id!r}]: public key must be {PUBLIC_KEY_BYTES} bytes"
+                )
         self._keys = {nid: nacl.signing.VerifyKey(k) for nid, k in public_keys.items()}
 
     @classmethod

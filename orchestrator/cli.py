@@ -34,7 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a scenario and write a run directory")
     run.add_argument("scenario", type=Path, help="scenario YAML file")
     run.add_argument("--backend", choices=BACKENDS, help="override the scenario's backend")
-    run.add_argument("--out", type=Path, help="run directory (default runs/NAME-TIME); must be new or empty")
+    run.add_argument(
+        "--out", type=Path, help="run directory (default runs/NAME-TIME); must be new or empty"
+    )
     run.add_argument("--seed", type=int, help="override the scenario's seed (0 ≤ N < 2**32)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -71,18 +73,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         scenario = _load(args.scenario, args.backend, args.seed)
         out = args.out or Path("runs") / f"{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            return _fail(f"--out: {str(out)!r} exists and is not an empty directory; choose a new one")
+            return _fail(
+                f"--out: {str(out)!r} exists and is not an empty directory; choose a new one"
+            )
         run = Run(scenario, out, progress=not args.quiet)
     except (ScenarioError, TopologyError) as exc:
         return _fail(str(exc))
     n = len(run.topology.daemons())
-    print(f"bcfl: running {scenario.name!r}: scheme {scenario.scheme}, backend {scenario.backend} "
-          f"(shaping: {scenario.shaping}), {n} node processes, {scenario.training.rounds} rounds "
-          f"-> {out}", file=sys.stderr)
+    print(
+        f"bcfl: running {scenario.name!r}: scheme {scenario.scheme}, backend {scenario.backend} "
+        f"(shaping: {scenario.shaping}), {n} node processes, {scenario.training.rounds} rounds "
+        f"-> {out}",
+        file=sys.stderr,
+    )
     result = run.execute()
     acc = "n/a" if result.final_accuracy is None else f"{result.final_accuracy:.4f}"
-    print(f"bcfl: {result.rounds_completed}/{scenario.training.rounds} rounds in "
-          f"{result.elapsed_s:.1f}s, final test accuracy {acc}; results in {out}", file=sys.stderr)
+    print(
+        f"bcfl: {result.rounds_completed}/{scenario.training.rounds} rounds in "
+        f"{result.elapsed_s:.1f}s, final test accuracy {acc}; results in {out}",
+        file=sys.stderr,
+    )
     if result.interrupted:
         return 130
     return 0 if result.rounds_completed == scenario.training.rounds else 1
@@ -97,7 +107,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         spec = build_hierarchy(scenario.topology.to_params(), scenario.seed)
     except (ScenarioError, TopologyError) as exc:
         return _fail(str(exc))
-    print(f"{args.scenario}: ok ({len(spec.daemons())} node processes, {len(spec.links)} directed links)")
+    print(
+        f"{args.scenario}: ok ({len(spec.daemons())} node processes, "
+        f"{len(spec.links)} directed links)"
+    )
     return 0
 
 

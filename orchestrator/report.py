@@ -9,7 +9,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 
 def load_metrics(run_dir: Path) -> list[dict[str, str]]:
@@ -37,8 +38,14 @@ def plot_accuracy(run_dir: Path) -> Path:
             by_round[int(r["round"])].append(float(r["accuracy"]))
     if by_round:
         xs = sorted(by_round)
-        ax_acc.plot(xs, [sum(by_round[x]) / len(by_round[x]) for x in xs], "s--",
-                    label="devices, mean (local train)")
+        ax_acc.plot(
+            xs,
+            [sum(by_round[x]) / len(by_round[x]) for x in xs],
+            "s--",
+            label="devices, mean (local train)",
+        )
+    for ax in (ax_acc, ax_time):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_acc.set_xlabel("round")
     ax_acc.set_ylabel("accuracy")
     ax_acc.set_ylim(0, 1)

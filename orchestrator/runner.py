@@ -9,6 +9,7 @@ import platform
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -73,8 +74,13 @@ def _learning(s: Scenario) -> LearningConfig:
 
 def _shaping_meta(shaping: str) -> dict[str, Any]:
     if shaping == "none":
-        return {"shaping": "none", "delay": "none", "jitter": "none", "bandwidth": "none",
-                "loss": "none"}
+        return {
+            "shaping": "none",
+            "delay": "none",
+            "jitter": "none",
+            "bandwidth": "none",
+            "loss": "none",
+        }
     return {
         "shaping": "userspace",
         "delay": "userspace",
@@ -89,8 +95,16 @@ def _shaping_meta(shaping: str) -> dict[str, Any]:
 class Run:
     """Prepares and executes one scenario on a backend, writing into `out_dir`."""
 
-    def __init__(self, scenario: Scenario, out_dir: Path, progress: bool = True) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        out_dir: Path,
+        progress: bool = True,
+        on_round: Callable[[Run, dict[str, Any]], None] | None = None,
+    ) -> None:
+        """`on_round(run, record)` is called for each round the publisher completes."""
         self.scenario = scenario
+        self.on_round = on_round
         self.out_dir = out_dir
         self.progress = progress
         self.run_id = f"{scenario.name}-{uuid.uuid4().hex[:8]}"
@@ -173,8 +187,14 @@ class Run:
         self.meta["started_at"] = time.time()
         interrupted = False
         rounds_seen: list[dict[str, Any]] = []
-        bar = tqdm(total=self.scenario.training.rounds, unit="round", disable=not self.progress,
-                   file=sys.stderr, desc="starting")
+        reported = 0
+        bar = tqdm(
+            total=self.scenario.training.rounds,
+            unit="round",
+            disable=not self.progress,
+            file=sys.stderr,
+            desc="starting",
+        )
         try:
             self.backend.start(launches)
             self.meta["pids"] = self.backend.pids()
@@ -182,13 +202,18 @@ class Run:
             self._write_meta()
             deadline = started + self._timeout_s()
             while True:
-                rounds_seen = self._publisher_rounds()
-                if len(rounds_seen) > bar.n:
+                rounds_seen = self.publisher_rounds()
+                if len(rounds_seen) > reported:
+                    if self.on_round is not None:
+                        for record in rounds_seen[reported:]:
+                            self.on_round(self, record)
                     last = rounds_seen[-1]
-                    bar.update(len(rounds_seen) - bar.n)
+                    bar.update(len(rounds_seen) - reported)
+                    reported = len(rounds_seen)
                     bar.set_description(f"round {last['round']}")
-                    bar.set_postfix(acc=f"{last['accuracy']:.4f}",
-                                    elapsed=f"{time.monotonic() - started:.0f}s")
+                    bar.set_postfix(
+                        acc=f"{last['accuracy']:.4f}", elapsed=f"{time.monotonic() - started:.0f}s"
+                    )
                 codes = self.backend.poll()
                 if codes.get("pub") is not None:
                     break
@@ -210,11 +235,12 @@ class Run:
         while time.monotonic() < end and any(c is None for c in self.backend.poll().values()):
             time.sleep(POLL_S)
 
-    def _publisher_rounds(self) -> list[dict[str, Any]]:
+    def publisher_rounds(self) -> list[dict[str, Any]]:
+        """The publisher's round records written so far."""
         return [r for r in read_records(self.node_dir("pub")) if r.get("event") == "round"]
 
     def _finish(self, started: float, interrupted: bool) -> RunResult:
-        rounds = self._publisher_rounds()
+        rounds = self.publisher_rounds()
         codes = self.backend.poll()
         collect(self.out_dir)
         if rounds:

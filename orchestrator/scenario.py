@@ -167,7 +167,9 @@ def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
     model: type[BaseModel] = Scenario
     for part in loc:
         f = model.model_fields.get(str(part))
-        if f is None or not (isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)):
+        if f is None or not (
+            isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)
+        ):
             return None
         model = f.annotation
     return model
@@ -191,7 +193,9 @@ def _one_line(err: dict[str, Any]) -> str:
 def parse_scenario(data: object, source: str = "scenario") -> Scenario:
     """Validate a parsed YAML document; raises ScenarioError with one line per the first error."""
     if not isinstance(data, dict):
-        raise ScenarioError(f"{source}: the file must hold a mapping of fields, got {type(data).__name__}")
+        raise ScenarioError(
+            f"{source}: the file must hold a mapping of fields, got {type(data).__name__}"
+        )
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:

@@ -128,21 +128,30 @@ def validate_params(params: HierarchyParams) -> None:
     for name in ("device_power_dbm", "bs_power_dbm", "noise_psd_dbm_hz"):
         _num(f"topology.cellular.{name}", getattr(cell, name), low=-math.inf, strict=True)
     _num("topology.cellular.distance_min_m", cell.distance_min_m, low=0.0, strict=True)
-    _num("topology.cellular.distance_max_m", cell.distance_max_m, low=cell.distance_min_m,
-         strict=False)
+    _num(
+        "topology.cellular.distance_max_m",
+        cell.distance_max_m,
+        low=cell.distance_min_m,
+        strict=False,
+    )
     _num("topology.cellular.path_loss_exponent", cell.path_loss_exponent, low=0.0, strict=False)
     if cell.max_rate_mbit < cell.min_rate_mbit:
-        raise TopologyError("topology.cellular.max_rate_mbit", cell.max_rate_mbit,
-                            f">= min_rate_mbit ({cell.min_rate_mbit:g})")
+        raise TopologyError(
+            "topology.cellular.max_rate_mbit",
+            cell.max_rate_mbit,
+            f">= min_rate_mbit ({cell.min_rate_mbit:g})",
+        )
     if not isinstance(params.with_publisher, bool):
         raise TopologyError("topology.with_publisher", params.with_publisher, "true or false")
     if not isinstance(cell.rayleigh_fading, bool):
-        raise TopologyError("topology.cellular.rayleigh_fading", cell.rayleigh_fading,
-                            "true or false")
+        raise TopologyError(
+            "topology.cellular.rayleigh_fading", cell.rayleigh_fading, "true or false"
+        )
 
 
-def _pair(src: str, dst: str, kind: LinkKind, bw: float, delay: float, jitter: float,
-          loss: float) -> tuple[LinkSpec, LinkSpec]:
+def _pair(
+    src: str, dst: str, kind: LinkKind, bw: float, delay: float, jitter: float, loss: float
+) -> tuple[LinkSpec, LinkSpec]:
     """Return a physical link as its two directed LinkSpecs with identical parameters."""
     return (
         LinkSpec(src, dst, kind, bw, delay, jitter, loss),
@@ -152,28 +161,45 @@ def _pair(src: str, dst: str, kind: LinkKind, bw: float, delay: float, jitter: f
 
 def _fixed_pair(src: str, dst: str, kind: LinkKind, fl: FixedLink) -> tuple[LinkSpec, LinkSpec]:
     """Return a fixed-parameter physical link as two directed LinkSpecs."""
-    return _pair(src, dst, kind, float(fl.bandwidth_mbit), float(fl.delay_ms),
-                 float(fl.jitter_ms), float(fl.loss_pct))
+    return _pair(
+        src,
+        dst,
+        kind,
+        float(fl.bandwidth_mbit),
+        float(fl.delay_ms),
+        float(fl.jitter_ms),
+        float(fl.loss_pct),
+    )
 
 
-def _drawn_pair(rng: np.random.Generator, src: str, dst: str, kind: LinkKind, dist: DelayDist,
-                t_ms: float) -> tuple[LinkSpec, LinkSpec]:
+def _drawn_pair(
+    rng: np.random.Generator, src: str, dst: str, kind: LinkKind, dist: DelayDist, t_ms: float
+) -> tuple[LinkSpec, LinkSpec]:
     """Return a physical link whose delay is one truncated-normal draw, used both ways."""
     delay = truncated_normal(rng, dist.mean_t * t_ms, dist.sd_t * t_ms)
-    return _pair(src, dst, kind, float(dist.bandwidth_mbit), delay, float(dist.jitter_ms),
-                 float(dist.loss_pct))
+    return _pair(
+        src,
+        dst,
+        kind,
+        float(dist.bandwidth_mbit),
+        delay,
+        float(dist.jitter_ms),
+        float(dist.loss_pct),
+    )
 
 
-def _cellular_pair(rng: np.random.Generator, dev: str, bs: str, cell: CellularParams,
-                   devices_at_bs: int) -> tuple[LinkSpec, LinkSpec]:
+def _cellular_pair(
+    rng: np.random.Generator, dev: str, bs: str, cell: CellularParams, devices_at_bs: int
+) -> tuple[LinkSpec, LinkSpec]:
     """Return uplink dev->bs and downlink bs->dev sharing one distance and fading draw."""
     distance = float(rng.uniform(cell.distance_min_m, cell.distance_max_m))
     fading = float(rng.exponential(1.0)) if cell.rayleigh_fading else 1.0
     band_hz = cell.bandwidth_mhz * 1e6 / devices_at_bs
 
     def rate(power_dbm: float) -> float:
-        r = shannon_rate_mbit(band_hz, power_dbm, distance, cell.path_loss_exponent,
-                              cell.noise_psd_dbm_hz, fading)
+        r = shannon_rate_mbit(
+            band_hz, power_dbm, distance, cell.path_loss_exponent, cell.noise_psd_dbm_hz, fading
+        )
         return min(max(r, cell.min_rate_mbit), cell.max_rate_mbit)
 
     common = (float(cell.delay_ms), float(cell.jitter_ms), float(cell.loss_pct))
@@ -221,6 +247,10 @@ def build_hierarchy(params: HierarchyParams, seed: int) -> TopologySpec:
     if params.with_publisher:
         links.extend(_fixed_pair(PUBLISHER_ID, mec_ids[0], LinkKind.LAN, params.lan))
     spec = TopologySpec(nodes=tuple(nodes), links=tuple(links))
-    logger.debug("built hierarchy: %d nodes, %d directed links (seed %d)",
-                 len(spec.nodes), len(spec.links), seed)
+    logger.debug(
+        "built hierarchy: %d nodes, %d directed links (seed %d)",
+        len(spec.nodes),
+        len(spec.links),
+        seed,
+    )
     return spec

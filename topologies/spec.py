@@ -111,9 +111,7 @@ class TopologySpec:
     links: tuple[LinkSpec, ...]
     _by_id: dict[str, NodeSpec] = field(init=False, repr=False, compare=False)
     _out: dict[str, tuple[LinkSpec, ...]] = field(init=False, repr=False, compare=False)
-    _link_by_pair: dict[tuple[str, str], LinkSpec] = field(
-        init=False, repr=False, compare=False
-    )
+    _link_by_pair: dict[tuple[str, str], LinkSpec] = field(init=False, repr=False, compare=False)
     _routes: dict[str, dict[str, tuple[LinkSpec, ...]]] = field(
         init=False, repr=False, compare=False
     )
@@ -131,9 +129,7 @@ class TopologySpec:
         out: dict[str, list[LinkSpec]] = {n.id: [] for n in self.nodes}
         for link in self.links:
             out[link.src].append(link)
-        out_sorted = {
-            nid: tuple(sorted(ls, key=lambda lk: lk.dst)) for nid, ls in out.items()
-        }
+        out_sorted = {nid: tuple(sorted(ls, key=lambda lk: lk.dst)) for nid, ls in out.items()}
         object.__setattr__(self, "_by_id", by_id)
         object.__setattr__(self, "_out", out_sorted)
         object.__setattr__(self, "_link_by_pair", pairs)
@@ -276,9 +272,7 @@ class TopologySpec:
     def to_dict(self) -> dict[str, Any]:
         """Return a plain JSON-able dict describing this topology."""
         return {
-            "nodes": [
-                {"id": n.id, "kind": str(n.kind), "parent": n.parent} for n in self.nodes
-            ],
+            "nodes": [{"id": n.id, "kind": str(n.kind), "parent": n.parent} for n in self.nodes],
             "links": [
                 {
                     "src": lk.src,

@@ -84,7 +84,11 @@ def _make(
     )
     logger.info(
         "loaded dataset %s: train=%d test=%d input_shape=%s classes=%d",
-        name, len(ds.train_y), len(ds.test_y), ds.input_shape, num_classes,
+        name,
+        len(ds.train_y),
+        len(ds.test_y),
+        ds.input_shape,
+        num_classes,
     )
     return ds
 
@@ -98,9 +102,7 @@ def _load_digits(test_fraction: float, seed: int) -> Dataset:
     y = np.asarray(bunch.target, dtype=np.int64)
     train_x, train_y, test_x, test_y = _stratified_split(x, y, test_fraction, seed)
     mean, std = float(train_x.mean()), float(train_x.std())
-    return _make(
-        "digits", (train_x - mean) / std, train_y, (test_x - mean) / std, test_y, 10
-    )
+    return _make("digits", (train_x - mean) / std, train_y, (test_x - mean) / std, test_y, 10)
 
 
 def _find_idx_file(directory: Path, stem: str) -> Path | None:

@@ -97,9 +97,7 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, seed:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = builder(shape, num_classes)
-    logger.debug(
-        "built model %s for input %s: %d parameters", name, shape, count_parameters(model)
-    )
+    logger.debug("built model %s for input %s: %d parameters", name, shape, count_parameters(model))
     return model
 
 

@@ -116,6 +116,9 @@ def partition(
         raise ValueError(f"unknown partition scheme {scheme!r}; choose one of {PARTITIONS}")
     logger.debug(
         "partition %s: %d samples into %d parts, sizes %s",
-        scheme, n, n_parts, [len(p) for p in parts],
+        scheme,
+        n,
+        n_parts,
+        [len(p) for p in parts],
     )
     return parts

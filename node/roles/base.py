@@ -49,6 +49,10 @@ class NodeContext(Protocol):
         """End the daemon's loop after this callback (pending sends are flushed)."""
         ...
 
+    def drop(self, reason: str, detail: str = "") -> None:
+        """Count (and log) a verified message the role refuses, under `reason`."""
+        ...
+
 
 class Role(ABC):
     """Protocol logic for one kind of node; every callback runs on the daemon's thread."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Mapping
 
@@ -20,9 +21,7 @@ log = logging.getLogger(__name__)
 class Learner:
     """Holds the data set (or one device's part of it) and the model it trains."""
 
-    def __init__(
-        self, cfg: LearningConfig, seed: int, part: tuple[int, int] | None = None
-    ) -> None:
+    def __init__(self, cfg: LearningConfig, seed: int, part: tuple[int, int] | None = None) -> None:
         """`part` is (this device's index, number of devices); None keeps the whole set."""
         self.cfg = cfg
         self.seed = seed
@@ -46,7 +45,16 @@ class Learner:
             self.indices = parts[self.part_index]
         self.train_x = self.dataset.train_x[self.indices]
         self.train_y = self.dataset.train_y[self.indices]
+        self._warm_up()
         log.info("learner: %s/%s, %d training samples", cfg.dataset, cfg.model, len(self.indices))
+
+    def _warm_up(self) -> None:
+        """One throwaway SGD step on a copy, so that torch's lazy imports (optimizer, autograd)
+        happen at start-up and not inside the first round's timing."""
+        scratch = copy.deepcopy(self.model)
+        n = min(len(self.train_y), 2)
+        train_local(scratch, self.train_x[:n], self.train_y[:n], 1, n, 1e-3, seed=0)
+        evaluate(scratch, self.train_x[:n], self.train_y[:n])
 
     def weights(self) -> Weights:
         """A copy of the current model weights."""

@@ -26,6 +26,7 @@ a counted reason.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,7 @@ from node.learning.aggregate import fedavg
 from node.learning.weights import Weights
 from node.roles.base import NodeContext, Role
 from node.roles.learner import Learner, check_update
-from topologies import NodeKind, NodeSpec
+from topologies import NodeKind
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,9 @@ class MecRole(_Greeter):
         self.updates, self.forwarded = {}, False
         my_deadline = MEC_DEADLINE_FRACTION * float(deadline)
         ctx.multicast(
-            self.devices, "global", {"round": round_no, "weights": weights, "deadline_s": my_deadline}
+            self.devices,
+            "global",
+            {"round": round_no, "weights": weights, "deadline_s": my_deadline},
         )
         ctx.set_timer("deadline", my_deadline)
 
@@ -210,7 +213,9 @@ class MecRole(_Greeter):
         contributors = sorted(self.updates)
         missing = sorted(set(self.devices) - set(self.updates))
         if missing:
-            log.warning("round %d: left out %s (no update before the deadline)", self.round, missing)
+            log.warning(
+                "round %d: left out %s (no update before the deadline)", self.round, missing
+            )
         samples = sum(w for _, w in self.updates.values())
         payload: dict[str, Any] = {
             "round": self.round,
@@ -286,7 +291,9 @@ class PublisherRole(Role):
         self.partials = {}
         deadline = ctx.config.learning.round_deadline_s
         ctx.multicast(
-            self.mecs, "global", {"round": self.round, "weights": self.weights, "deadline_s": deadline}
+            self.mecs,
+            "global",
+            {"round": self.round, "weights": self.weights, "deadline_s": deadline},
         )
         ctx.set_timer("deadline", deadline)
 
@@ -311,7 +318,9 @@ class PublisherRole(Role):
 
     def _aggregate(self, ctx: NodeContext) -> None:
         ctx.cancel_timer("deadline")
-        usable = [(p["weights"], float(p["samples"])) for p in self.partials.values() if p["samples"]]
+        usable = [
+            (p["weights"], float(p["samples"])) for p in self.partials.values() if p["samples"]
+        ]
         contributors = sorted(c for p in self.partials.values() for c in p.get("contributors", []))
         missing_mecs = sorted(set(self.mecs) - set(self.partials))
         if usable:
@@ -334,8 +343,14 @@ class PublisherRole(Role):
             round_time_s=round_time,
             elapsed_s=ctx.now() - self.run_started,
         )
-        log.info("round %d: accuracy %.4f loss %.4f (%d devices, %.2fs)", self.round,
-                 result.accuracy, result.loss, len(contributors), round_time)
+        log.info(
+            "round %d: accuracy %.4f loss %.4f (%d devices, %.2fs)",
+            self.round,
+            result.accuracy,
+            result.loss,
+            len(contributors),
+            round_time,
+        )
         if self.round >= ctx.config.learning.rounds:
             self._finish(ctx)
         else:
@@ -347,7 +362,7 @@ class PublisherRole(Role):
         ctx.stop()
 
 
-ROLES = {
+ROLES: dict[NodeKind, Callable[[], Role]] = {
     NodeKind.DEVICE: DeviceRole,
     NodeKind.MEC: MecRole,
     NodeKind.PUBLISHER: PublisherRole,

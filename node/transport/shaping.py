@@ -81,7 +81,9 @@ class ShapedTransport:
         self._counter = itertools.count()
         self._cond = threading.Condition()
         self._closing = False
-        self._thread = threading.Thread(target=self._run, name=f"shaper-{self.node_id}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"shaper-{self.node_id}", daemon=True
+        )
         self._thread.start()
 
     def send(self, dst: str, frame: bytes) -> None:
@@ -115,7 +117,7 @@ class ShapedTransport:
         return True
 
     def close(self) -> None:
-        """Stop the sender thread (frames still pending are dropped) and close the inner transport."""
+        """Stop the sender thread (dropping pending frames), then close the inner transport."""
         with self._cond:
             self._closing = True
             self._cond.notify_all()
@@ -125,9 +127,7 @@ class ShapedTransport:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._closing and (
-                    not self._heap or self._heap[0][0] > self._clock()
-                ):
+                while not self._closing and (not self._heap or self._heap[0][0] > self._clock()):
                     wait = self._heap[0][0] - self._clock() if self._heap else None
                     self._cond.wait(wait)
                 if self._closing:

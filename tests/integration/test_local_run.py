@@ -1,0 +1,140 @@
+"""Real multi-process runs on the local backend: every node its own OS process over ZeroMQ."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.runner import Run
+from orchestrator.scenario import Scenario, parse_scenario
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def small_scenario(**overrides: Any) -> Scenario:
+    """1 BS, 1 MEC, 4 devices on digits with the MLP."""
+    data: dict[str, Any] = {
+        "name": "itest",
+        "seed": 3,
+        "dataset": {"name": "digits"},
+        "model": "mlp",
+        "training": {
+            "rounds": 8,
+            "local_epochs": 2,
+            "batch_size": 16,
+            "learning_rate": 0.1,
+            "round_deadline_s": 20,
+        },
+        "topology": {"base_stations": 1, "mecs_per_bs": 1, "devices_per_mec": 4, "t_ms": 5},
+    }
+    data.update(overrides)
+    return parse_scenario(data)
+
+
+def rows(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "metrics.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_multi_process_run_reaches_real_accuracy(tmp_path: Path) -> None:
+    scenario = small_scenario()
+
+    result = Run(scenario, tmp_path / "run", progress=False).execute()
+
+    assert result.rounds_completed == 8
+    assert result.final_accuracy is not None and result.final_accuracy >= 0.9
+    assert all(code == 0 for code in result.exit_codes.values()), result.exit_codes
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
+    assert meta["shaping"] == "userspace" and meta["backend"] == "local"
+    pids = meta["pids"]
+    assert set(pids) == {"pub", "mec0", "dev0-0", "dev0-1", "dev0-2", "dev0-3"}
+    assert len(set(pids.values())) == len(pids), "every node is its own process"
+    table = rows(tmp_path / "run")
+    for r in range(1, 9):
+        nodes = {row["node"] for row in table if row["round"] == str(r)}
+        assert nodes == set(pids), f"round {r}: a row per node"
+    assert (tmp_path / "run" / "accuracy.png").stat().st_size > 0
+    counters = list(csv.DictReader((tmp_path / "run" / "counters.csv").open()))
+    assert {c["node"] for c in counters} == set(pids)
+    assert all(c["dropped"] == "" for c in counters), "no message was dropped"
+
+
+def test_run_completes_when_a_device_process_is_killed(tmp_path: Path) -> None:
+    # 50 local epochs make a round last about a second, longer than the orchestrator's poll.
+    scenario = small_scenario(
+        training={
+            "rounds": 8,
+            "local_epochs": 50,
+            "batch_size": 16,
+            "learning_rate": 0.05,
+            "round_deadline_s": 4,
+        }
+    )
+    victim = "dev0-2"
+    killed_after: list[int] = []
+
+    def kill_after_round_2(run: Run, record: dict[str, Any]) -> None:
+        if record["round"] == 2:
+            os.kill(run.backend.pids()[victim], signal.SIGKILL)
+            killed_after.append(run.publisher_rounds()[-1]["round"])
+
+    result = Run(scenario, tmp_path / "run", progress=False, on_round=kill_after_round_2).execute()
+
+    assert len(killed_after) == 1
+    last_before_kill = killed_after[0]
+    assert last_before_kill <= 5, "rounds were too fast for the test to mean anything"
+    assert result.rounds_completed == 8
+    assert result.exit_codes[victim] == -signal.SIGKILL
+    assert all(code == 0 for nid, code in result.exit_codes.items() if nid != victim)
+    table = rows(tmp_path / "run")
+    victim_rounds = {int(r["round"]) for r in table if r["node"] == victim}
+    assert max(victim_rounds) <= last_before_kill + 1  # at most the round in flight
+    pub = {int(r["round"]): r for r in table if r["node"] == "pub"}
+    for r in range(last_before_kill + 2, 9):
+        assert pub[r]["contributors"] == "3"
+        assert victim in pub[r]["missing"].split()
+    assert float(pub[8]["accuracy"]) > 0.8
+    assert "left out" in (tmp_path / "run" / "nodes" / "mec0" / "node.log").read_text()
+
+
+def test_ctrl_c_stops_every_node_process_and_keeps_results(tmp_path: Path) -> None:
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(
+        "name: ctrlc\nseed: 1\ntraining: {rounds: 500, round_deadline_s: 10}\n"
+        "topology: {mecs_per_bs: 1, devices_per_mec: 3}\n"
+    )
+    out = tmp_path / "run"
+    bcfl = Path(sys.executable).parent / "bcfl"
+    proc = subprocess.Popen(
+        [str(bcfl), "run", str(scenario), "--out", str(out), "--quiet"],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+    )
+    metrics = out / "nodes" / "pub" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and '"round"' in metrics.read_text()):
+        assert proc.poll() is None, "the run ended early"
+        assert time.monotonic() < deadline, "no round completed in time"
+        time.sleep(0.2)  # polling a file for a condition, not sleeping for synchronisation
+    pids = json.loads((out / "pids.json").read_text())
+
+    proc.send_signal(signal.SIGINT)
+    code = proc.wait(timeout=60)
+
+    assert code == 130
+    for pid in pids.values():
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert (out / "metrics.csv").exists() and (out / "meta.json").exists()
+    assert json.loads((out / "meta.json").read_text())["interrupted"] is True
