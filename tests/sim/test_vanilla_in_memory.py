@@ -1,0 +1,117 @@
+"""The vanilla scheme's protocol logic over an in-memory network, with a Byzantine device.
+
+Every node runs the real `Daemon` and roles (real Ed25519, real torch training on digits)
+in its own thread; only the transport is in memory.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+import numpy as np
+import pytest
+
+from node.codec import Codec, Message
+from node.config import LearningConfig, NodeConfig
+from node.daemon import Daemon
+from node.keys import NodeKey, Roster
+from node.learning.train import configure_torch_threads
+from node.metrics import MetricsWriter
+from node.roles.base import NodeContext, Role
+from node.schemes import role_for
+from node.schemes.vanilla import DeviceRole
+from node.transport import InMemoryNetwork
+from orchestrator.collect import read_records
+from topologies import HierarchyParams, NodeKind, build_hierarchy
+
+BYZANTINE = "dev1-0"
+
+
+class ByzantineDevice(DeviceRole):
+    """Before each honest update it sends garbage, a forgery, bad tensors, wrong rounds and a
+    replay; the MEC must drop each under its reason and still use the honest update."""
+
+    def __init__(self, network: InMemoryNetwork, impostor: Codec) -> None:
+        self.network = network
+        self.impostor = impostor
+
+    def on_message(self, ctx: NodeContext, msg: Message) -> None:
+        if msg.type == "global" and isinstance(msg.payload.get("round"), int):
+            self._attack(ctx, msg.payload["round"])
+        super().on_message(ctx, msg)
+
+    def _attack(self, ctx: NodeContext, round_no: int) -> None:
+        mec = str(ctx.me.parent)
+        good = self.learner.weights()
+        self.network.deliver(mec, b"\x93garbage\xff" * 7)
+        self.network.deliver(mec, self.impostor.encode("update", {"round": round_no}))
+        nan = {k: np.full_like(v, np.nan) for k, v in good.items()}
+        ctx.send(mec, "update", {"round": round_no, "weights": nan, "samples": 10})
+        wrong = {k: v.reshape(-1)[:1].copy() for k, v in good.items()}
+        ctx.send(mec, "update", {"round": round_no, "weights": wrong, "samples": 10})
+        ctx.send(mec, "update", {"round": round_no + 7, "weights": good, "samples": 10})
+        assert isinstance(ctx, Daemon)
+        old = ctx._codec.encode("update", {"round": round_no - 1, "weights": good, "samples": 1})
+        self.network.deliver(mec, old)  # correctly signed but for a past round
+        self.network.deliver(mec, old)  # the same frame again: a replay
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> None:
+    configure_torch_threads(1)
+
+
+def test_vanilla_completes_and_drops_every_bad_message(tmp_path: Path) -> None:
+    topology = build_hierarchy(HierarchyParams(bs_count=1, mecs_per_bs=2, devices_per_mec=3), 5)
+    daemons = topology.daemons()
+    keys = {n.id: NodeKey.generate() for n in daemons}
+    roster = Roster({nid: k.public_key for nid, k in keys.items()})
+    network = InMemoryNetwork()
+    learning = LearningConfig(
+        dataset="digits", model="mlp", partition="iid", rounds=6, local_epochs=2,
+        batch_size=16, learning_rate=0.1, round_deadline_s=30,
+    )
+    nodes: dict[str, Daemon] = {}
+    for spec in daemons:
+        config = NodeConfig(
+            run_id="sim", node_id=spec.id, scheme="vanilla", seed=5, node_dir=str(tmp_path),
+            key_path="-", bind="-", endpoints={}, roster=roster.to_hex(),
+            topology=topology.to_dict(), shaping="none", learning=learning,
+            max_message_bytes=8 * 1024 * 1024, startup_timeout_s=60,
+        )
+        role: Role
+        if spec.id == BYZANTINE:
+            role = ByzantineDevice(network, Codec(BYZANTINE, NodeKey.generate(), roster))
+        else:
+            role = role_for("vanilla", spec.kind)
+        (tmp_path / spec.id).mkdir()
+        metrics = MetricsWriter(tmp_path / spec.id / "metrics.jsonl", {"node": spec.id})
+        nodes[spec.id] = Daemon(
+            config, topology, network.attach(spec.id),
+            Codec(spec.id, keys[spec.id], roster, config.max_message_bytes), role, metrics,
+        )
+    threads = [
+        threading.Thread(target=d.run, kwargs={"install_signal_handlers": False})
+        for d in nodes.values()
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=240)
+    assert not any(t.is_alive() for t in threads), "the run did not finish"
+    for d in nodes.values():
+        d.metrics.close()
+
+    pub_rounds = [r for r in read_records(tmp_path / "pub") if r["event"] == "round"]
+    assert [r["round"] for r in pub_rounds] == [1, 2, 3, 4, 5, 6]
+    assert all(r["contributors"] == 6 for r in pub_rounds)
+    assert pub_rounds[-1]["accuracy"] >= 0.9
+    mec1 = nodes["mec1"].drops
+    assert mec1["malformed"] == 6
+    assert mec1["bad_signature"] == 6
+    assert mec1["replay"] == 6
+    assert mec1["bad_model"] == 6 * 2  # NaN weights and wrong shapes, every round
+    assert mec1["stale_round"] == 6 * 2  # a past round and a future round, every round
+    assert nodes["mec0"].drops == {}, "the honest MEC saw nothing bad"
+    assert all(n.drops == {} for nid, n in nodes.items() if nid not in {"mec1"})
+    assert {n.id for n in topology.of_kind(NodeKind.DEVICE)} <= set(nodes)
