@@ -40,9 +40,13 @@ REPLAY_WINDOW = 4096
 ALLOWED_DTYPES = frozenset(
     np.dtype(t).str for t in ("<f2", "<f4", "<f8", "|i1", "<i2", "<i4", "<i8", "|u1", "|b1")
 )
-_TYPE_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,31}$")
-_ID_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+_TYPE_RE = re.compile(r"[a-z][a-z0-9_.-]{0,31}")
+_ID_RE = re.compile(r"[a-z][a-z0-9-]{0,31}")
 _MAX_NDIM = 8
+_MAX_STR_LEN = 1 << 20
+_MAX_ARRAY_LEN = 1 << 20
+_MAX_MAP_LEN = 1 << 16
+_MAX_DEPTH = 64
 
 DROP_REASONS = (
     "oversize",
@@ -77,7 +81,8 @@ class Message:
 
 
 def _pack_array(arr: np.ndarray) -> msgpack.ExtType:
-    arr = np.ascontiguousarray(arr)
+    if not arr.flags.c_contiguous:
+        arr = np.ascontiguousarray(arr)  # (ascontiguousarray alone would make 0-d arrays 1-d)
     if arr.dtype.str not in ALLOWED_DTYPES:
         raise TypeError(
             f"array dtype {arr.dtype} cannot be sent; allowed: {sorted(ALLOWED_DTYPES)}"
@@ -123,9 +128,32 @@ def _unpack_array(code: int, data: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype=dtype, count=count, offset=pos).reshape(shape)
 
 
+def _check_encodable(obj: object, depth: int = 0) -> None:
+    """Refuse, at the sender, what every receiver's `decode_body` limits would refuse."""
+    if depth > _MAX_DEPTH:
+        raise ValueError(f"payload nested deeper than {_MAX_DEPTH} levels")
+    if isinstance(obj, dict):
+        if len(obj) > _MAX_MAP_LEN:
+            raise ValueError(f"map of {len(obj)} entries exceeds {_MAX_MAP_LEN}")
+        for key, value in obj.items():
+            if not isinstance(key, str):
+                raise TypeError(f"map key {key!r} is not a string")
+            _check_encodable(key, depth + 1)
+            _check_encodable(value, depth + 1)
+    elif isinstance(obj, list | tuple):
+        if len(obj) > _MAX_ARRAY_LEN:
+            raise ValueError(f"list of {len(obj)} items exceeds {_MAX_ARRAY_LEN}")
+        for item in obj:
+            _check_encodable(item, depth + 1)
+    elif isinstance(obj, str) and len(obj) > _MAX_STR_LEN:
+        raise ValueError(f"string of {len(obj)} characters exceeds {_MAX_STR_LEN}")
+
+
 def encode_body(payload: Mapping[str, Any]) -> bytes:
     """The msgpack body for a payload (arrays as extension type 1)."""
-    return msgpack.packb(dict(payload), default=_default, use_bin_type=True)
+    body = dict(payload)
+    _check_encodable(body)
+    return msgpack.packb(body, default=_default, use_bin_type=True)
 
 
 def decode_body(body: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, Any]:
@@ -136,9 +164,9 @@ def decode_body(body: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, An
         strict_map_key=True,
         ext_hook=_unpack_array,
         max_bin_len=max_bytes,
-        max_str_len=1 << 20,
-        max_array_len=1 << 20,
-        max_map_len=1 << 16,
+        max_str_len=_MAX_STR_LEN,
+        max_array_len=_MAX_ARRAY_LEN,
+        max_map_len=_MAX_MAP_LEN,
         max_ext_len=max_bytes,
     )
     if not isinstance(payload, dict):
@@ -176,6 +204,8 @@ class Codec:
     def __init__(
         self, node_id: str, key: NodeKey, roster: Roster, max_bytes: int = DEFAULT_MAX_BYTES
     ) -> None:
+        if not _ID_RE.fullmatch(node_id):
+            raise ValueError(f"node id {node_id!r} must match {_ID_RE.pattern}")
         self.node_id = node_id
         self._key = key
         self._roster = roster
@@ -185,7 +215,7 @@ class Codec:
 
     def encode(self, msg_type: str, payload: Mapping[str, Any]) -> bytes:
         """A signed frame carrying `payload`; raises ValueError if it would be oversize."""
-        if not _TYPE_RE.match(msg_type):
+        if not _TYPE_RE.fullmatch(msg_type):
             raise ValueError(f"message type {msg_type!r} must match {_TYPE_RE.pattern}")
         body = encode_body(payload)
         seq = self._seq
@@ -217,13 +247,13 @@ class Codec:
         if not (isinstance(env, list) and len(env) == 7 and env[0] == MAGIC):
             raise DecodeError("malformed", "not a bcfl envelope")
         _, version, msg_type, sender, seq, body, sig = env
-        if version != VERSION:
+        if type(version) is not int or version != VERSION:
             raise DecodeError("bad_version", f"version {version!r}, expected {VERSION}")
         if not (
             isinstance(msg_type, str)
-            and _TYPE_RE.match(msg_type)
+            and _TYPE_RE.fullmatch(msg_type)
             and isinstance(sender, str)
-            and _ID_RE.match(sender)
+            and _ID_RE.fullmatch(sender)
             and isinstance(seq, int)
             and seq >= 0
             and isinstance(body, bytes)

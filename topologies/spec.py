@@ -12,7 +12,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-NODE_ID_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+NODE_ID_RE = re.compile(r"[a-z][a-z0-9-]{0,31}")
 
 # Which kind a node's parent must have, per node kind (None: the node has no parent).
 _PARENT_KIND: dict[str, str | None] = {
@@ -145,7 +145,7 @@ class TopologySpec:
         for node in self.nodes:
             if not isinstance(node, NodeSpec):
                 raise TopologyError("nodes", node, "NodeSpec instances")
-            if not isinstance(node.id, str) or not NODE_ID_RE.match(node.id):
+            if not isinstance(node.id, str) or not NODE_ID_RE.fullmatch(node.id):
                 raise TopologyError("node.id", node.id, f"ids matching {NODE_ID_RE.pattern}")
             if node.id in by_id:
                 raise TopologyError("node.id", node.id, "unique node ids")

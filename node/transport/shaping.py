@@ -27,7 +27,7 @@ from collections.abc import Callable
 import numpy as np
 
 from node.transport.base import Transport, TransportStats
-from topologies import LinkSpec, TopologySpec
+from topologies import LinkSpec, TopologyError, TopologySpec
 
 
 class LinkShaper:
@@ -81,6 +81,7 @@ class ShapedTransport:
         self._counter = itertools.count()
         self._cond = threading.Condition()
         self._closing = False
+        self._in_flight = 0
         self._thread = threading.Thread(
             target=self._run, name=f"shaper-{self.node_id}", daemon=True
         )
@@ -88,7 +89,11 @@ class ShapedTransport:
 
     def send(self, dst: str, frame: bytes) -> None:
         """Schedule `frame` for its planned delivery time (or count it lost)."""
-        due = self._shaper.plan(dst, len(frame), self._clock())
+        try:
+            due = self._shaper.plan(dst, len(frame), self._clock())
+        except TopologyError:
+            self.stats.dropped["unknown_peer"] += 1
+            return
         if due is None:
             self.stats.dropped["link_loss"] += 1
             return
@@ -103,13 +108,13 @@ class ShapedTransport:
     def pending(self) -> int:
         """Frames planned but not yet handed to the real transport."""
         with self._cond:
-            return len(self._heap)
+            return len(self._heap) + self._in_flight
 
     def flush(self, timeout_s: float) -> bool:
         """Wait until every planned frame has been sent; False on timeout."""
         deadline = self._clock() + timeout_s
         with self._cond:
-            while self._heap:
+            while self._heap or self._in_flight:
                 left = deadline - self._clock()
                 if left <= 0:
                     return False
@@ -133,6 +138,10 @@ class ShapedTransport:
                 if self._closing:
                     return
                 _, _, dst, frame = heapq.heappop(self._heap)
-                if not self._heap:
+                self._in_flight += 1
+            try:
+                self._inner.send(dst, frame)
+            finally:
+                with self._cond:
+                    self._in_flight -= 1
                     self._cond.notify_all()
-            self._inner.send(dst, frame)

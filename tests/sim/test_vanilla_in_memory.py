@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -68,16 +69,32 @@ def test_vanilla_completes_and_drops_every_bad_message(tmp_path: Path) -> None:
     roster = Roster({nid: k.public_key for nid, k in keys.items()})
     network = InMemoryNetwork()
     learning = LearningConfig(
-        dataset="digits", model="mlp", partition="iid", rounds=6, local_epochs=2,
-        batch_size=16, learning_rate=0.1, round_deadline_s=30,
+        dataset="digits",
+        model="mlp",
+        partition="iid",
+        rounds=6,
+        local_epochs=2,
+        batch_size=16,
+        learning_rate=0.1,
+        round_deadline_s=30,
     )
     nodes: dict[str, Daemon] = {}
     for spec in daemons:
         config = NodeConfig(
-            run_id="sim", node_id=spec.id, scheme="vanilla", seed=5, node_dir=str(tmp_path),
-            key_path="-", bind="-", endpoints={}, roster=roster.to_hex(),
-            topology=topology.to_dict(), shaping="none", learning=learning,
-            max_message_bytes=8 * 1024 * 1024, startup_timeout_s=60,
+            run_id="sim",
+            node_id=spec.id,
+            scheme="vanilla",
+            seed=5,
+            node_dir=str(tmp_path),
+            key_path="-",
+            bind="-",
+            endpoints={},
+            roster=roster.to_hex(),
+            topology=topology.to_dict(),
+            shaping="none",
+            learning=learning,
+            max_message_bytes=8 * 1024 * 1024,
+            startup_timeout_s=60,
         )
         role: Role
         if spec.id == BYZANTINE:
@@ -87,8 +104,12 @@ def test_vanilla_completes_and_drops_every_bad_message(tmp_path: Path) -> None:
         (tmp_path / spec.id).mkdir()
         metrics = MetricsWriter(tmp_path / spec.id / "metrics.jsonl", {"node": spec.id})
         nodes[spec.id] = Daemon(
-            config, topology, network.attach(spec.id),
-            Codec(spec.id, keys[spec.id], roster, config.max_message_bytes), role, metrics,
+            config,
+            topology,
+            network.attach(spec.id),
+            Codec(spec.id, keys[spec.id], roster, config.max_message_bytes),
+            role,
+            metrics,
         )
     threads = [
         threading.Thread(target=d.run, kwargs={"install_signal_handlers": False})

@@ -326,12 +326,6 @@ class _BlockingTransport:
         pass
 
 
-@pytest.mark.xfail(
-    reason="BUG node/transport/shaping.py:108-115,135-138: the sender thread pops the last frame "
-    "and notifies under the lock but calls inner.send() after releasing it, so flush() "
-    "returns True while that frame has not been sent yet",
-    strict=True,
-)
 def test_flush_returns_true_only_after_the_last_frame_was_sent() -> None:
     inner = _BlockingTransport()
     shaped = ShapedTransport(inner, _shaper(_one_link(0.0)))
