@@ -40,8 +40,14 @@ def _write_mnist_like(directory: Path, n_train: int, n_test: int, gz: bool) -> N
 
 @pytest.mark.parametrize(
     ("dtype", "code"),
-    [(np.uint8, 0x08), (np.int8, 0x09), (np.int16, 0x0B), (np.int32, 0x0C), (np.float32, 0x0D),
-     (np.float64, 0x0E)],
+    [
+        (np.uint8, 0x08),
+        (np.int8, 0x09),
+        (np.int16, 0x0B),
+        (np.int32, 0x0C),
+        (np.float32, 0x0D),
+        (np.float64, 0x0E),
+    ],
 )
 @pytest.mark.parametrize("gz", [False, True])
 def test_read_idx_round_trip(tmp_path: Path, dtype: type, code: int, gz: bool) -> None:

@@ -69,8 +69,9 @@ def _raises(nodes: list[NodeSpec], links: list[LinkSpec], field_part: str) -> To
 
 
 def test_duplicate_id() -> None:
-    err = _raises([*_base_nodes(), NodeSpec("mec0", NodeKind.MEC, parent="bs0")],
-                  _base_links(), "node.id")
+    err = _raises(
+        [*_base_nodes(), NodeSpec("mec0", NodeKind.MEC, parent="bs0")], _base_links(), "node.id"
+    )
     assert err.value == "mec0"
 
 
@@ -96,8 +97,11 @@ def test_unknown_link_endpoint() -> None:
 
 
 def test_self_link() -> None:
-    _raises(_base_nodes(), [*_base_links(), LinkSpec("mec0", "mec0", LinkKind.LAN, 1.0, 0.0)],
-            "link.dst")
+    _raises(
+        _base_nodes(),
+        [*_base_links(), LinkSpec("mec0", "mec0", LinkKind.LAN, 1.0, 0.0)],
+        "link.dst",
+    )
 
 
 def test_duplicate_directed_link() -> None:
@@ -132,8 +136,11 @@ def test_missing_reverse_link() -> None:
 
 
 def test_disconnected_graph() -> None:
-    nodes = [*_base_nodes(), NodeSpec("bs1", NodeKind.BS),
-             NodeSpec("mec1", NodeKind.MEC, parent="bs1")]
+    nodes = [
+        *_base_nodes(),
+        NodeSpec("bs1", NodeKind.BS),
+        NodeSpec("mec1", NodeKind.MEC, parent="bs1"),
+    ]
     err = _raises(nodes, [*_base_links(), *_pair("mec1", "bs1")], "links")
     assert err.value == "mec1"
 
@@ -200,10 +207,14 @@ def test_builder_without_publisher() -> None:
         ({"bs_count": 0}, "topology.bs_count"),
         ({"mecs_per_bs": 1.5}, "topology.mecs_per_bs"),
         ({"t_ms": 0.0}, "topology.t_ms"),
-        ({"backhaul": DelayDist(mean_t=-1.0, sd_t=1.0, bandwidth_mbit=1.0)},
-         "topology.backhaul.mean_t"),
-        ({"d2d": DelayDist(mean_t=1.0, sd_t=1.0, bandwidth_mbit=0.0)},
-         "topology.d2d.bandwidth_mbit"),
+        (
+            {"backhaul": DelayDist(mean_t=-1.0, sd_t=1.0, bandwidth_mbit=1.0)},
+            "topology.backhaul.mean_t",
+        ),
+        (
+            {"d2d": DelayDist(mean_t=1.0, sd_t=1.0, bandwidth_mbit=0.0)},
+            "topology.d2d.bandwidth_mbit",
+        ),
     ],
 )
 def test_bad_params(params: dict[str, object], field_name: str) -> None:
@@ -251,8 +262,7 @@ def _check_delays(delays: list[float], mu: float, sd: float) -> None:
 def test_backhaul_delay_statistics() -> None:
     t = 10.0
     spec = build_hierarchy(HierarchyParams(mecs_per_bs=60, devices_per_mec=1, t_ms=t), seed=3)
-    delays = [lk.delay_ms for lk in spec.links
-              if lk.kind == LinkKind.BACKHAUL and lk.src < lk.dst]
+    delays = [lk.delay_ms for lk in spec.links if lk.kind == LinkKind.BACKHAUL and lk.src < lk.dst]
     assert len(delays) == 60 * 59 // 2
     _check_delays(delays, 2.0 * t, 1.1 * t)
 
