@@ -76,6 +76,8 @@ class Figures:
     device_train_s: list[float] = field(default_factory=list)
     missing: int = 0
     out_dir: Path | None = None
+    eval_s: list[float] = field(default_factory=list)
+    phases: list[tuple[float, float, float, float]] = field(default_factory=list)
 
     def steady(self) -> list[float]:
         """Rounds 2.. (round 1 pays one-off costs), or all if there is only one."""
@@ -110,6 +112,7 @@ def floor(w: Workload) -> Figures:
     global_w: Weights = get_weights(model)
     times: list[float] = []
     train_s: list[float] = []
+    eval_s: list[float] = []
     acc = None
     for round_no in range(1, w.rounds + 1):
         t0 = time.perf_counter()
@@ -127,12 +130,36 @@ def floor(w: Workload) -> Figures:
             )
             train_s.append(result.seconds)
             updates.append((get_weights(model), float(result.samples)))
+        t1 = time.perf_counter()
         global_w = fedavg(updates)
         set_weights(model, global_w)
         acc = evaluate(model, ds.test_x, ds.test_y).accuracy
+        eval_s.append(time.perf_counter() - t1)
         times.append(time.perf_counter() - t0)
         log(f"floor round {round_no}: {times[-1]:.2f} s, accuracy {acc:.4f}")
-    return Figures(times, acc, time.perf_counter() - t_start, device_train_s=train_s)
+    return Figures(times, acc, time.perf_counter() - t_start, device_train_s=train_s, eval_s=eval_s)
+
+
+def phases(out: Path, nodes: dict[str, str], rounds: list[dict[str, Any]]) -> list[Any]:
+    """Per steady round, seconds from the publisher's send: (last device got the global,
+    last device sent its update, last MEC sent its partial, publisher finished)."""
+    recs = {
+        nid: {r["round"]: r for r in read_records(out / "nodes" / nid) if r.get("event") == "round"}
+        for nid, kind in nodes.items()
+        if kind in ("device", "mec")
+    }
+    result = []
+    for p in rounds[1:]:
+        rd, t0 = p["round"], p["wall_time"] - p["round_time_s"]
+        dev = [recs[n][rd] for n, k in nodes.items() if k == "device" and rd in recs[n]]
+        mec = [recs[n][rd] for n, k in nodes.items() if k == "mec" and rd in recs[n]]
+        if not dev or not mec:
+            continue
+        got = max(r["wall_time"] - r["round_time_s"] - t0 for r in dev)
+        sent = max(r["wall_time"] - t0 for r in dev)
+        partial = max(r["wall_time"] - t0 for r in mec)
+        result.append((got, sent, partial, float(p["round_time_s"])))
+    return result
 
 
 def distributed(w: Workload, shaping: str, root: Path, deadline_s: float) -> Figures:
@@ -192,6 +219,7 @@ def distributed(w: Workload, shaping: str, root: Path, deadline_s: float) -> Fig
         device_train,
         missing,
         out,
+        phases=phases(out, meta["nodes"], rounds),
     )
 
 
@@ -299,7 +327,14 @@ def main() -> None:
     )
     print()
     floor_train = statistics.median(fl.device_train_s[N_DEVICES:] or fl.device_train_s)
-    print(f"floor: median train_local per device {floor_train:.3f} s (alone on one core)")
+    fl_train = fl.median() - statistics.median(fl.eval_s[1:] or fl.eval_s)
+    print(
+        f"floor: median train_local per device {floor_train:.3f} s (alone on one core); "
+        f"per round: load+train {fl_train:.3f} s + fedavg/evaluate "
+        f"{statistics.median(fl.eval_s[1:] or fl.eval_s):.3f} s; with training split over "
+        f"{cores} cores and evaluation serial the ideal is "
+        f"{fl_train / cores + statistics.median(fl.eval_s[1:] or fl.eval_s):.3f} s/round"
+    )
     for shaping, f in runs.items():
         train = statistics.median(f.device_train_s) if f.device_train_s else float("nan")
         rounds_s = " ".join(f"{t:.2f}" for t in f.round_times)
@@ -309,6 +344,16 @@ def main() -> None:
             f"rounds [s]: {rounds_s}"
         )
     print(f"floor rounds [s]: {' '.join(f'{t:.2f}' for t in fl.round_times)}")
+    print()
+    print("distributed round phases, s after the publisher sent the global (median of rounds 2..):")
+    print(
+        f"{'shaping':<10} {'last dev got global':>20} {'last dev sent update':>21} "
+        f"{'last MEC partial':>17} {'pub done (eval)':>16}"
+    )
+    for shaping, f in runs.items():
+        if f.phases:
+            med = [statistics.median(ph[i] for ph in f.phases) for i in range(4)]
+            print(f"{shaping:<10} {med[0]:20.3f} {med[1]:21.3f} {med[2]:17.3f} {med[3]:16.3f}")
 
 
 if __name__ == "__main__":

@@ -95,7 +95,7 @@ def train_local(
     return result
 
 
-def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> EvalResult:
+def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> EvalResult:
     """Accuracy and mean cross-entropy loss of the model in eval mode."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

@@ -60,3 +60,23 @@ def set_weights(model: nn.Module, weights: Mapping[str, np.ndarray]) -> None:
 def weights_nbytes(weights: Mapping[str, np.ndarray]) -> int:
     """Total size of the arrays in bytes."""
     return sum(int(a.nbytes) for a in weights.values())
+
+
+def weights_to_bytes(weights: Mapping[str, np.ndarray]) -> bytes:
+    """Deterministic bytes of a weights dict (sorted names; raw arrays with dtype and shape).
+
+    This is what the blob store keeps and what a transaction's blob hash commits to.
+    """
+    from node.codec import encode_body
+
+    return encode_body({name: weights[name] for name in sorted(weights)})
+
+
+def weights_from_bytes(data: bytes, max_bytes: int = 1 << 30) -> Weights:
+    """Inverse of `weights_to_bytes`; ValueError if `data` is not a map of arrays."""
+    from node.codec import decode_body
+
+    decoded = decode_body(data, max_bytes)
+    if not all(isinstance(v, np.ndarray) for v in decoded.values()):
+        raise ValueError("blob is not a map of arrays")
+    return dict(decoded)
