@@ -1,0 +1,1 @@
+"""Deterministic smart contracts that every replica runs on each committed block."""

@@ -1,0 +1,176 @@
+"""Contract state: a map of (namespace, key) to a canonical value, with a revert journal.
+
+Values are kept as their canonical bytes, so `get` always hands out a fresh copy and the
+state root is a pure function of the contents: SHA-256 over
+``canonical([[ns, key, value_bytes], ...])`` sorted by ``(ns, key)``. `begin` opens a
+journal level that records the first old value of every key written; `rollback` puts them
+back and `commit` folds them into the enclosing level (levels nest).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from node.contracts.errors import ContractError
+from node.ledger.encoding import EncodingError, canonical, decode_canonical, sha256
+
+Key = tuple[str, str]
+Row = tuple[str, str, bytes]
+
+
+def _check_name(ns: object, key: object) -> None:
+    if not isinstance(ns, str) or not ns:
+        raise ContractError(f"state namespace must be a non-empty string, not {ns!r}")
+    if not isinstance(key, str):
+        raise ContractError(f"state key must be a string, not {type(key).__name__}")
+
+
+class State:
+    """Contract state: namespaced key -> canonical value, with a journal for revert."""
+
+    def __init__(self) -> None:
+        self._data: dict[Key, bytes] = {}
+        self._journal: list[dict[Key, bytes | None]] = []
+        self._root: bytes | None = None
+
+    def get(self, ns: str, key: str, default: Any = None) -> Any:
+        """The value at (ns, key) (a fresh copy), or `default` if absent."""
+        data = self._data.get((ns, key))
+        return default if data is None else decode_canonical(data)
+
+    def get_bytes(self, ns: str, key: str) -> bytes | None:
+        """The canonical bytes at (ns, key), or None if absent."""
+        return self._data.get((ns, key))
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._data
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def set(self, ns: str, key: str, value: Any) -> None:
+        """Store `value`; raises ContractError if it cannot be encoded canonically."""
+        _check_name(ns, key)
+        try:
+            data = canonical(value)
+        except EncodingError as exc:
+            raise ContractError(f"state {ns}/{key}: {exc}") from None
+        self._write((ns, key), data)
+
+    def delete(self, ns: str, key: str) -> None:
+        """Remove (ns, key) if present."""
+        if (ns, key) in self._data:
+            self._write((ns, key), None)
+
+    def _write(self, k: Key, data: bytes | None) -> None:
+        old = self._data.get(k)
+        if old == data:
+            return
+        if self._journal and k not in self._journal[-1]:
+            self._journal[-1][k] = old
+        if data is None:
+            del self._data[k]
+        else:
+            self._data[k] = data
+        self._root = None
+
+    def items(self, ns: str) -> list[tuple[str, Any]]:
+        """(key, value) pairs of namespace `ns`, sorted by key."""
+        return sorted(
+            (key, decode_canonical(data)) for (n, key), data in self._data.items() if n == ns
+        )
+
+    def root(self) -> bytes:
+        """SHA-256 over the canonical sorted rows; the empty state has a fixed root."""
+        if self._root is None:
+            self._root = sha256(canonical([list(row) for row in self.to_rows()]))
+        return self._root
+
+    def copy(self) -> State:
+        """An independent copy of the contents (without any open journal)."""
+        other = State()
+        other._data = dict(self._data)
+        other._root = self._root
+        return other
+
+    def begin(self) -> None:
+        """Open a journal level: later writes can be undone by `rollback`."""
+        self._journal.append({})
+
+    def commit(self) -> None:
+        """Keep the writes since the matching `begin`."""
+        if not self._journal:
+            raise RuntimeError("commit without begin")
+        level = self._journal.pop()
+        if self._journal:
+            outer = self._journal[-1]
+            for k, old in level.items():
+                outer.setdefault(k, old)
+
+    def rollback(self) -> None:
+        """Undo every write since the matching `begin`."""
+        if not self._journal:
+            raise RuntimeError("rollback without begin")
+        level = self._journal.pop()
+        for (ns, key), old in level.items():
+            if old is None:
+                self._data.pop((ns, key), None)
+            else:
+                self._data[(ns, key)] = old
+        if level:
+            self._root = None
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a journal level is open."""
+        return bool(self._journal)
+
+    def diff(self, base: State) -> dict[Key, bytes | None]:
+        """What changed from `base` to self: (ns, key) -> new canonical bytes, None if deleted."""
+        changes: dict[Key, bytes | None] = {}
+        for k, data in self._data.items():
+            if base._data.get(k) != data:
+                changes[k] = data
+        for k in base._data:
+            if k not in self._data:
+                changes[k] = None
+        return dict(sorted(changes.items()))
+
+    def apply_diff(self, changes: dict[Key, bytes | None]) -> None:
+        """Apply a `diff` result (bytes are checked to be canonical)."""
+        for (ns, key), data in sorted(changes.items()):
+            _check_name(ns, key)
+            if data is not None:
+                decode_canonical(data)
+            self._write((ns, key), data)
+
+    def to_rows(self) -> list[Row]:
+        """All entries as (ns, key, canonical value bytes), sorted by (ns, key)."""
+        return [(ns, key, data) for (ns, key), data in sorted(self._data.items())]
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[Row]) -> State:
+        """A state from `to_rows` output; raises ValueError on bad or duplicate rows."""
+        state = cls()
+        for row in rows:
+            ns, key, data = row
+            try:
+                _check_name(ns, key)
+            except ContractError as exc:
+                raise ValueError(str(exc)) from None
+            if not isinstance(data, bytes):
+                raise ValueError(f"row {ns}/{key}: value must be bytes")
+            decode_canonical(data)  # EncodingError (a ValueError) if not canonical
+            if (ns, key) in state._data:
+                raise ValueError(f"duplicate row {ns}/{key}")
+            state._data[(ns, key)] = data
+        return state
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, State) and self._data == other._data
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"State({len(self._data)} entries, root={self.root().hex()[:16]})"

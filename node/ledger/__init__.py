@@ -1,0 +1,1 @@
+"""The ledger: transactions, blocks, a persistent chain, blobs, verification and sync."""

@@ -1,0 +1,325 @@
+"""The chain: validate a block completely, then append it atomically; replay to verify.
+
+How it works
+------------
+A `Chain` wraps one node's `ChainStore` and the contract `Registry`. Height 0 is the
+genesis block, derived deterministically from the run's `ChainConfig` (members, initial
+balances, the validators whose commit signatures count, and the quorum), so every replica
+starts from the same state root. `validate(block)` checks, in order: the height follows
+the head, the previous hash is the head's hash, the timestamp does not go back, the size
+limits, the Merkle root of the transaction hashes, every transaction's form and
+signature, the commit certificate (at least `quorum` valid signatures of distinct
+validators over the block hash), then re-executes every transaction on a copy of the
+state (only registered senders, nonces above the sender's last one) and compares the
+state root. Any failure raises `LedgerError` with a reason from `REASONS` and the height;
+nothing is written. `append` stores the block, its transactions and the state changes in
+one SQLite transaction. `verify_store` replays a stored chain from genesis the same way
+and also checks the stored state table against the replayed state.
+
+The single-writer set-up (vanilla scheme) has one validator, the publisher, and quorum 1;
+the PBFT issue gives a shard's MECs as validators and quorum 2f+1.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from node.contracts.runtime import (
+    BlockContext,
+    Genesis,
+    Receipt,
+    Registry,
+    TxRejected,
+    default_registry,
+    genesis_state,
+)
+from node.contracts.state import State
+from node.keys import NodeKey
+from node.ledger.block import (
+    MAX_BLOCK_TXS,
+    Block,
+    BlockError,
+    BlockHeader,
+    CommitSignature,
+    genesis_header,
+)
+from node.ledger.encoding import EncodingError, canonical, decode_canonical
+from node.ledger.merkle import merkle_root
+from node.ledger.store import ChainStore
+from node.ledger.tx import Transaction, TxError
+
+log = logging.getLogger(__name__)
+
+REASONS = (
+    "malformed",
+    "oversize",
+    "bad_height",
+    "bad_prev_hash",
+    "bad_timestamp",
+    "bad_merkle_root",
+    "bad_signature",
+    "bad_certificate",
+    "unknown_sender",
+    "bad_nonce",
+    "unknown_contract",
+    "bad_state_root",
+    "bad_genesis",
+    "state_mismatch",
+)
+CONFIG_META_KEY = "chain_config"
+
+
+class LedgerError(Exception):
+    """A block is refused; `reason` is one of REASONS, `height` the block's height."""
+
+    def __init__(self, reason: str, height: int, detail: str = "") -> None:
+        assert reason in REASONS, reason
+        super().__init__(f"height {height}: {reason}" + (f": {detail}" if detail else ""))
+        self.reason = reason
+        self.height = height
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    """What every replica of one chain agrees on before block 1."""
+
+    genesis: Genesis
+    validators: tuple[bytes, ...]
+    quorum: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.quorum <= len(self.validators):
+            raise ValueError(f"quorum {self.quorum} must be in 1..{len(self.validators)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {
+            "genesis": self.genesis.to_dict(),
+            "validators": [v.hex() for v in self.validators],
+            "quorum": self.quorum,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ChainConfig:
+        """Inverse of `to_dict`."""
+        return cls(
+            Genesis.from_dict(d["genesis"]),
+            tuple(bytes.fromhex(v) for v in d["validators"]),
+            int(d["quorum"]),
+        )
+
+
+@dataclass
+class VerifyReport:
+    """The outcome of replaying a stored chain."""
+
+    height: int
+    head_hash: bytes
+    tx_count: int
+    failures: list[LedgerError] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True if every block verified."""
+        return not self.failures
+
+
+def _validate(
+    config: ChainConfig,
+    registry: Registry,
+    state: State,
+    prev: BlockHeader,
+    block: Block,
+) -> tuple[State, list[Receipt]]:
+    """Check `block` as the successor of `prev` on `state`; returns the new state and receipts."""
+    h = block.header
+    height = h.height
+    if height != prev.height + 1:
+        raise LedgerError("bad_height", height, f"expected {prev.height + 1}")
+    if h.prev_hash != prev.hash:
+        raise LedgerError("bad_prev_hash", height, f"expected {prev.hash.hex()[:16]}")
+    if h.timestamp_ms < prev.timestamp_ms:
+        raise LedgerError("bad_timestamp", height, "earlier than the previous block")
+    if len(block.txs) > MAX_BLOCK_TXS:
+        raise LedgerError("oversize", height, f"{len(block.txs)} transactions")
+    if merkle_root([tx.hash for tx in block.txs]) != h.merkle_root:
+        raise LedgerError("bad_merkle_root", height)
+    for tx in block.txs:
+        try:
+            tx.verify()
+        except TxError as exc:
+            raise LedgerError(
+                exc.reason if exc.reason in REASONS else "malformed", height, exc.detail
+            ) from None
+    _check_certificate(config, block)
+    new_state = state.copy()
+    ctx = BlockContext(height=height, timestamp_ms=h.timestamp_ms, proposer=h.proposer)
+    try:
+        receipts = registry.execute_block(new_state, ctx, block.txs)
+    except TxRejected as exc:
+        raise LedgerError(exc.reason, height, str(exc)) from None
+    root = new_state.root()
+    if root != h.state_root:
+        raise LedgerError(
+            "bad_state_root",
+            height,
+            f"computed {root.hex()[:16]}, block says {h.state_root.hex()[:16]}",
+        )
+    return new_state, receipts
+
+
+def _check_certificate(config: ChainConfig, block: Block) -> None:
+    validators = set(config.validators)
+    signers: set[bytes] = set()
+    for sig in block.certificate:
+        if sig.signer not in validators:
+            raise LedgerError("bad_certificate", block.height, "signer is not a validator")
+        if not sig.verify(block.hash):
+            raise LedgerError("bad_certificate", block.height, "invalid commit signature")
+        signers.add(sig.signer)
+    if len(signers) < config.quorum:
+        raise LedgerError(
+            "bad_certificate", block.height, f"{len(signers)} of {config.quorum} signatures"
+        )
+
+
+def _genesis_block(config: ChainConfig) -> tuple[Block, State]:
+    state = genesis_state(config.genesis)
+    return Block(genesis_header(state.root()), (), ()), state
+
+
+class Chain:
+    """One node's replica of a chain: validated appends on top of a `ChainStore`."""
+
+    def __init__(
+        self, store: ChainStore, config: ChainConfig, registry: Registry | None = None
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.registry = registry or default_registry()
+        encoded = canonical(config.to_dict())
+        if store.height() < 0:
+            genesis, state = _genesis_block(config)
+            store.meta_set(CONFIG_META_KEY, encoded)
+            store.append(genesis, state.diff(State()))
+        elif store.meta_get(CONFIG_META_KEY) != encoded:
+            raise ValueError("this store holds a different chain (its chain config differs)")
+        self.state = State.from_rows(store.state_rows())
+        head = store.head()
+        assert head is not None
+        self.head: BlockHeader = head.header
+
+    @classmethod
+    def open(cls, store: ChainStore, registry: Registry | None = None) -> Chain:
+        """A chain whose config is read from the store itself."""
+        raw = store.meta_get(CONFIG_META_KEY)
+        if raw is None:
+            raise ValueError("this store has no chain config (not a bcfl ledger?)")
+        return cls(store, ChainConfig.from_dict(decode_canonical(raw)), registry)
+
+    @property
+    def height(self) -> int:
+        """Height of the head block."""
+        return self.head.height
+
+    def build(self, txs: Sequence[Transaction], proposer: NodeKey, timestamp_ms: int) -> Block:
+        """A block of `txs` on top of the head, with roots computed and signed by `proposer`.
+
+        Transactions the contracts reject outright (unknown sender, stale nonce) are left
+        out; calls that revert stay in (their receipts say so).
+        """
+        state = self.state.copy()
+        ctx = BlockContext(
+            self.height + 1, max(timestamp_ms, self.head.timestamp_ms), proposer.public_key
+        )
+        kept = []
+        for tx in txs:
+            trial = state.copy()
+            try:
+                self.registry.execute(trial, ctx, tx)
+            except TxRejected as exc:
+                log.warning("left out transaction %s: %s", tx.hash.hex()[:16], exc)
+                continue
+            state = trial
+            kept.append(tx)
+        header = BlockHeader(
+            height=ctx.height,
+            prev_hash=self.head.hash,
+            timestamp_ms=ctx.timestamp_ms,
+            proposer=proposer.public_key,
+            merkle_root=merkle_root([tx.hash for tx in kept]),
+            state_root=state.root(),
+        )
+        block = Block(header, tuple(kept), ())
+        return block.with_certificate((CommitSignature.create(proposer, block.hash),))
+
+    def validate(self, block: Block) -> tuple[State, list[Receipt]]:
+        """Check `block` as the next block; raises LedgerError."""
+        return _validate(self.config, self.registry, self.state, self.head, block)
+
+    def append(self, block: Block) -> list[Receipt]:
+        """Validate and store `block` atomically; raises LedgerError and writes nothing then."""
+        new_state, receipts = self.validate(block)
+        self.store.append(block, new_state.diff(self.state))
+        self.state = new_state
+        self.head = block.header
+        return receipts
+
+    def append_bytes(self, data: bytes) -> list[Receipt]:
+        """Parse and append a block received from a peer."""
+        try:
+            block = Block.from_bytes(data)
+        except BlockError as exc:
+            raise LedgerError(
+                exc.reason if exc.reason in REASONS else "malformed", self.height + 1, exc.detail
+            ) from None
+        return self.append(block)
+
+
+def verify_store(store: ChainStore, registry: Registry | None = None) -> VerifyReport:
+    """Replay every stored block from genesis; report the first failure (with its height)."""
+    registry = registry or default_registry()
+    raw_config = store.meta_get(CONFIG_META_KEY)
+    report = VerifyReport(height=-1, head_hash=b"", tx_count=0)
+    if raw_config is None:
+        report.failures.append(LedgerError("bad_genesis", 0, "no chain config in the store"))
+        return report
+    try:
+        config = ChainConfig.from_dict(decode_canonical(raw_config))
+    except (EncodingError, KeyError, TypeError, ValueError) as exc:
+        report.failures.append(LedgerError("bad_genesis", 0, f"unreadable chain config: {exc}"))
+        return report
+    expected_genesis, state = _genesis_block(config)
+    prev: BlockHeader | None = None
+    for height in range(store.height() + 1):
+        raw = store.block_bytes(height)
+        try:
+            if raw is None:
+                raise LedgerError("malformed", height, "block missing from the store")
+            try:
+                block = Block.from_bytes(raw)
+            except BlockError as exc:
+                raise LedgerError("malformed", height, exc.detail) from None
+            if block.height != height:
+                raise LedgerError("bad_height", height, f"stored block says {block.height}")
+            if prev is None:
+                if block.to_bytes() != expected_genesis.to_bytes():
+                    raise LedgerError("bad_genesis", 0, "genesis block differs from the config")
+            else:
+                state, _ = _validate(config, registry, state, prev, block)
+        except LedgerError as exc:
+            report.failures.append(exc)
+            return report
+        prev = block.header
+        report.height = height
+        report.head_hash = block.hash
+        report.tx_count += len(block.txs)
+    if State.from_rows(store.state_rows()).root() != state.root():
+        report.failures.append(
+            LedgerError("state_mismatch", report.height, "stored state differs from the replay")
+        )
+    return report

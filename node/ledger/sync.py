@@ -1,0 +1,236 @@
+"""Chain sync and blob fetching between replicas (sans-IO: returns messages to send).
+
+How it works
+------------
+Nodes exchange ``chain.status {height, head}``. A node that hears of a higher chain asks
+that peer for the next blocks with ``chain.get {from, to}`` (one request outstanding at a
+time, re-sent to whoever is ahead if it times out); a node that hears of a lower chain
+answers with its own status, so a restarted node learns who is ahead. ``chain.blocks``
+replies carry raw block bytes (at most MAX_BLOCKS per reply and MAX_REPLY_BYTES); each is
+verified completely by `Chain.append` (hash chain, Merkle root, signatures, certificate,
+state root by re-execution) before it is stored, and the first bad block ends that reply
+with a counted reason. A live ``chain.block`` for the next height is appended the same
+way; one further ahead starts a sync from its sender.
+
+Blobs (model weights) are never in blocks: after appending, a node asks the block's
+sender for every blob a transaction references that it lacks (``blob.get {hash}``); the
+answer ``blob.data {hash, data}`` is stored only if SHA-256(data) equals the hash.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from node.ledger.blobs import BlobError, BlobStore
+from node.ledger.block import Block, BlockError
+from node.ledger.chain import Chain, LedgerError
+from node.ledger.tx import Transaction
+
+log = logging.getLogger(__name__)
+
+MAX_BLOCKS = 64
+MAX_REPLY_BYTES = 16 * 1024 * 1024
+REQUEST_TIMEOUT_S = 5.0
+HASH_BYTES = 32
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message the caller must send."""
+
+    dst: str
+    type: str
+    payload: dict[str, Any]
+
+
+def referenced_blobs(tx: Transaction) -> list[bytes]:
+    """Blob hashes a transaction refers to (payload field ``blob``)."""
+    blob = tx.payload.get("blob")
+    return [blob] if isinstance(blob, bytes) and len(blob) == HASH_BYTES else []
+
+
+class ChainSync:
+    """Keeps one replica up to date with its peers."""
+
+    def __init__(self, chain: Chain, blobs: BlobStore) -> None:
+        self.chain = chain
+        self.blobs = blobs
+        self.failures: Counter[str] = Counter()
+        self.peer_heights: dict[str, int] = {}
+        self._pending: tuple[str, float] | None = None
+        self._wanted_blobs: set[bytes] = set()
+
+    def status(self) -> dict[str, Any]:
+        """The payload of this node's ``chain.status``."""
+        return {"height": self.chain.height, "head": self.chain.head.hash}
+
+    def announce(self, peers: list[str]) -> list[Outgoing]:
+        """Status to each peer (at start-up, after a restart)."""
+        return [Outgoing(p, "chain.status", self.status()) for p in peers]
+
+    def handle(
+        self, sender: str, msg_type: str, payload: dict[str, Any], now: float
+    ) -> list[Outgoing]:
+        """Dispatch one ``chain.*`` or ``blob.*`` message."""
+        handler = {
+            "chain.status": self._on_status,
+            "chain.get": self._on_get,
+            "chain.blocks": self._on_blocks,
+            "chain.block": self._on_block,
+            "blob.get": self._on_blob_get,
+            "blob.data": self._on_blob_data,
+        }.get(msg_type)
+        if handler is None:
+            self.failures["unknown_type"] += 1
+            return []
+        return handler(sender, payload, now)
+
+    def tick(self, now: float) -> list[Outgoing]:
+        """Re-request if the outstanding request timed out."""
+        if self._pending is not None and now - self._pending[1] > REQUEST_TIMEOUT_S:
+            self._pending = None
+            self.failures["timeout"] += 1
+            return self._request_next(now)
+        return []
+
+    @property
+    def syncing(self) -> bool:
+        """True while a block request is outstanding."""
+        return self._pending is not None
+
+    def _request_next(self, now: float) -> list[Outgoing]:
+        if self._pending is not None:
+            return []
+        ahead = [(h, p) for p, h in self.peer_heights.items() if h > self.chain.height]
+        if not ahead:
+            return []
+        height, peer = max(ahead)
+        start = self.chain.height + 1
+        self._pending = (peer, now)
+        end = min(height, start + MAX_BLOCKS - 1)
+        return [Outgoing(peer, "chain.get", {"from": start, "to": end})]
+
+    def _on_status(self, sender: str, p: dict[str, Any], now: float) -> list[Outgoing]:
+        height = p.get("height")
+        if not isinstance(height, int) or height < 0:
+            self.failures["bad_status"] += 1
+            return []
+        self.peer_heights[sender] = height
+        if height < self.chain.height:
+            return [Outgoing(sender, "chain.status", self.status())]
+        return self._request_next(now)
+
+    def _on_get(self, sender: str, p: dict[str, Any], now: float) -> list[Outgoing]:
+        start, end = p.get("from"), p.get("to")
+        if not (isinstance(start, int) and isinstance(end, int) and 0 <= start <= end):
+            self.failures["bad_request"] += 1
+            return []
+        end = min(end, start + MAX_BLOCKS - 1, self.chain.height)
+        blocks: list[bytes] = []
+        size = 0
+        for height in range(start, end + 1):
+            raw = self.chain.store.block_bytes(height)
+            if raw is None or (blocks and size + len(raw) > MAX_REPLY_BYTES):
+                break
+            blocks.append(raw)
+            size += len(raw)
+        return [Outgoing(sender, "chain.blocks", {"blocks": blocks, "height": self.chain.height})]
+
+    def _append(self, sender: str, raw: object) -> bool:
+        """Verify and append one block; True if it is now on our chain."""
+        if not isinstance(raw, bytes):
+            self.failures["malformed"] += 1
+            return False
+        try:
+            block = Block.from_bytes(raw)
+            if block.height <= self.chain.height:  # already held (overlapping replies)
+                return block.hash == self._hash_at(block.height)
+            self.chain.append(block)
+        except BlockError as exc:
+            self.failures["malformed"] += 1
+            log.warning("refused a block from %s: %s", sender, exc)
+            return False
+        except LedgerError as exc:
+            self.failures[exc.reason] += 1
+            log.warning("refused a block from %s: %s", sender, exc)
+            return False
+        for tx in block.txs:
+            for blob in referenced_blobs(tx):
+                if not self.blobs.has(blob):
+                    self._wanted_blobs.add(blob)
+        return True
+
+    def _hash_at(self, height: int) -> bytes | None:
+        raw = self.chain.store.block_bytes(height)
+        return None if raw is None else Block.from_bytes(raw).hash
+
+    def _fetch_blobs(self, sender: str) -> list[Outgoing]:
+        return [Outgoing(sender, "blob.get", {"hash": h}) for h in sorted(self._wanted_blobs)]
+
+    def _on_blocks(self, sender: str, p: dict[str, Any], now: float) -> list[Outgoing]:
+        if self._pending is None or self._pending[0] != sender:
+            self.failures["unsolicited"] += 1
+            return []
+        self._pending = None
+        blocks = p.get("blocks")
+        if not isinstance(blocks, list):
+            self.failures["malformed"] += 1
+            return []
+        for raw in blocks:
+            if not self._append(sender, raw):
+                self.peer_heights.pop(sender, None)
+                break
+        height = p.get("height")
+        if isinstance(height, int) and sender in self.peer_heights:
+            self.peer_heights[sender] = height
+        return self._fetch_blobs(sender) + self._request_next(now)
+
+    def _on_block(self, sender: str, p: dict[str, Any], now: float) -> list[Outgoing]:
+        raw = p.get("block")
+        height = p.get("height")
+        if not isinstance(raw, bytes) or not isinstance(height, int):
+            self.failures["malformed"] += 1
+            return []
+        if height <= self.chain.height:
+            return []
+        if height > self.chain.height + 1:
+            self.peer_heights[sender] = height
+            return self._request_next(now)
+        if not self._append(sender, raw):
+            return []
+        return self._fetch_blobs(sender)
+
+    def _on_blob_get(self, sender: str, p: dict[str, Any], now: float) -> list[Outgoing]:
+        key = p.get("hash")
+        if not (isinstance(key, bytes) and len(key) == HASH_BYTES):
+            self.failures["bad_request"] += 1
+            return []
+        data = self.blobs.get(key)
+        if data is None:
+            return [Outgoing(sender, "blob.data", {"hash": key, "missing": True})]
+        return [Outgoing(sender, "blob.data", {"hash": key, "data": data})]
+
+    def _on_blob_data(self, sender: str, p: dict[str, Any], now: float) -> list[Outgoing]:
+        key, data = p.get("hash"), p.get("data")
+        if not isinstance(key, bytes) or key not in self._wanted_blobs:
+            self.failures["unsolicited_blob"] += 1
+            return []
+        if not isinstance(data, bytes):
+            self.failures["blob_missing"] += 1
+            return []
+        try:
+            self.blobs.put_verified(key, data)
+        except BlobError:
+            self.failures["bad_blob"] += 1
+            log.warning("blob %s from %s does not match its hash", key.hex()[:16], sender)
+            return []
+        self._wanted_blobs.discard(key)
+        return []
+
+    @property
+    def missing_blobs(self) -> set[bytes]:
+        """Blobs referenced on chain that this node still lacks."""
+        return set(self._wanted_blobs)
