@@ -14,6 +14,8 @@ from node.config import NodeConfig
 from node.daemon import Daemon
 from node.keys import NodeKey, Roster
 from node.learning.train import configure_torch_threads
+from node.ledger.chain import ChainConfig
+from node.ledger.replica import Replica
 from node.metrics import MetricsWriter
 from node.schemes import role_for
 from node.transport.base import Transport
@@ -37,9 +39,10 @@ def build_daemon(config: NodeConfig) -> Daemon:
         seed = np.random.SeedSequence([config.seed, *config.node_id.encode()])
         shaper = LinkShaper(topology, config.node_id, np.random.default_rng(seed))
         transport = ShapedTransport(transport, shaper)
+    key = NodeKey.load(Path(config.key_path))
     codec = Codec(
         config.node_id,
-        NodeKey.load(Path(config.key_path)),
+        key,
         Roster.from_hex(config.roster),
         config.max_message_bytes,
     )
@@ -52,7 +55,14 @@ def build_daemon(config: NodeConfig) -> Daemon:
             "role": str(me.kind),
         },
     )
-    return Daemon(config, topology, transport, codec, role_for(config.scheme, me.kind), metrics)
+    replica = Replica(
+        node_dir,
+        ChainConfig.from_dict(config.chain),
+        key,
+        config.ledger_synchronous,
+    )
+    role = role_for(config.scheme, me.kind)
+    return Daemon(config, topology, transport, codec, role, metrics, replica=replica)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,6 +47,9 @@ class NodeConfig(BaseModel):
     learning: LearningConfig
     max_message_bytes: int
     startup_timeout_s: float
+    chain: dict[str, Any]
+    task_id: str
+    ledger_synchronous: str = "NORMAL"
 
     @classmethod
     def load(cls, path: Path) -> NodeConfig:

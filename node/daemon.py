@@ -4,8 +4,9 @@ How it works
 ------------
 One thread runs the loop. It waits on the transport for at most the time to the next
 timer, decodes and verifies each frame with the codec (a bad frame is counted under its
-reason, logged, and dropped; the loop goes on), hands verified messages to the role,
-and fires due timers. The role sends through this object (the `NodeContext`), so roles
+reason, logged, and dropped; the loop goes on), hands ``chain.*``/``blob.*`` messages to
+the node's ledger replica (sync, blob fetching) and every other verified message to the
+role, and fires due timers. The role sends through this object (the `NodeContext`), so roles
 never touch sockets, clocks or keys. The loop ends when the role calls `stop()` or on
 SIGTERM/SIGINT; pending shaped sends are then flushed and the counters are written.
 """
@@ -20,8 +21,10 @@ from collections.abc import Callable, Iterable, Mapping
 from types import FrameType
 from typing import Any
 
-from node.codec import Codec, DecodeError
+from node.codec import Codec, DecodeError, Message
 from node.config import NodeConfig
+from node.ledger.replica import Replica
+from node.ledger.sync import Outgoing
 from node.metrics import MetricsWriter
 from node.roles.base import Role
 from node.transport.base import Transport
@@ -30,6 +33,8 @@ from topologies import NodeSpec, TopologySpec
 log = logging.getLogger(__name__)
 
 MAX_WAIT_S = 0.5
+SYNC_TICK_S = 1.0
+LEDGER_PREFIXES = ("chain.", "blob.")
 LOG_FIRST_DROPS = 20
 
 
@@ -45,6 +50,7 @@ class Daemon:
         role: Role,
         metrics: MetricsWriter,
         clock: Callable[[], float] = time.monotonic,
+        replica: Replica | None = None,
     ) -> None:
         self.node_id = config.node_id
         self.config = config
@@ -55,8 +61,12 @@ class Daemon:
         self._codec = codec
         self._role = role
         self._clock = clock
+        self.replica = replica
         self._timers: dict[str, float] = {}
         self._stopping = False
+        self._stop_at_height: int | None = None
+        self._stop_deadline = 0.0
+        self._next_sync_tick = 0.0
 
     # -- NodeContext -------------------------------------------------------------------
     @property
@@ -82,6 +92,32 @@ class Daemon:
         for dst in dsts:
             self._transport.send(dst, frame)
 
+    def emit(self, outgoing: Iterable[Outgoing]) -> None:
+        """Send messages produced by a sans-IO component (ledger sync)."""
+        for out in outgoing:
+            self.send(out.dst, out.type, out.payload)
+
+    def wall_ms(self) -> int:
+        """Wall-clock milliseconds (block timestamps only; never for protocol timing)."""
+        return int(time.time() * 1000)
+
+    def stop_when_synced(self, height: int, timeout_s: float) -> None:
+        """Stop once the ledger reaches `height` (or after `timeout_s`)."""
+        self._stop_at_height = height
+        self._stop_deadline = self._clock() + timeout_s
+        self._check_synced_stop()
+
+    def _check_synced_stop(self) -> None:
+        if self._stop_at_height is None:
+            return
+        height = self.replica.height if self.replica is not None else self._stop_at_height
+        if height >= self._stop_at_height:
+            self._stopping = True
+        elif self._clock() > self._stop_deadline:
+            log.warning("stopping at ledger height %d, below the final %d", height,
+                        self._stop_at_height)
+            self._stopping = True
+
     def set_timer(self, name: str, delay_s: float) -> None:
         """Fire `name` after `delay_s`."""
         self._timers[name] = self._clock() + delay_s
@@ -106,6 +142,8 @@ class Daemon:
         """Close the transport and the metrics file."""
         self._transport.close()
         self.metrics.close()
+        if self.replica is not None:
+            self.replica.close()
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d: stopping", signum)
@@ -123,6 +161,18 @@ class Daemon:
             return MAX_WAIT_S
         return max(0.0, min(MAX_WAIT_S, min(self._timers.values()) - self._clock()))
 
+    def _ledger_message(self, msg: Message) -> None:
+        if self.replica is None:
+            self.drop("no_ledger", msg.type)
+            return
+        self.emit(self.replica.sync.handle(msg.sender, msg.type, msg.payload, self._clock()))
+
+    def _tick_ledger(self) -> None:
+        now = self._clock()
+        if self.replica is not None and now >= self._next_sync_tick:
+            self._next_sync_tick = now + SYNC_TICK_S
+            self.emit(self.replica.sync.tick(now))
+
     def handle_frame(self, frame: bytes) -> None:
         """Verify one frame and dispatch it (or count why it was dropped)."""
         try:
@@ -130,7 +180,10 @@ class Daemon:
         except DecodeError as exc:
             self.drop(exc.reason, exc.detail)
             return
-        self._role.on_message(self, msg)
+        if msg.type.startswith(LEDGER_PREFIXES):
+            self._ledger_message(msg)
+        else:
+            self._role.on_message(self, msg)
 
     def run(self, install_signal_handlers: bool = True) -> None:
         """Run until the role stops the node or a signal arrives."""
@@ -143,6 +196,8 @@ class Daemon:
             if frame is not None:
                 self.handle_frame(frame)
             self._fire_due_timers()
+            self._tick_ledger()
+            self._check_synced_stop()
         self._role.finish(self)
         flush = getattr(self._transport, "flush", None)
         if flush is not None and not flush(10.0):
@@ -156,6 +211,8 @@ class Daemon:
             recv_msgs=stats.recv_msgs,
             recv_bytes=stats.recv_bytes,
             dropped=dropped,
+            ledger_height=self.replica.height if self.replica is not None else None,
+            ledger_refused=dict(self.replica.sync.failures) if self.replica is not None else {},
         )
         log.info(
             "stopped; sent %d msgs, received %d, dropped %s",

@@ -43,6 +43,16 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("validate", help="check a scenario file without running it")
     check.add_argument("scenario", type=Path)
 
+    chain = sub.add_parser("chain", help="verify or show the ledgers of a run")
+    chain_sub = chain.add_subparsers(dest="chain_command", required=True, metavar="ACTION")
+    verify = chain_sub.add_parser(
+        "verify", help="re-verify every block of every node's ledger (exit 0 ok, 1 failure)"
+    )
+    verify.add_argument("dir", type=Path, help="a run directory or one node's directory")
+    show = chain_sub.add_parser("show", help="print the blocks of one node's ledger")
+    show.add_argument("dir", type=Path, help="a node directory (or a run: its first node)")
+    show.add_argument("--height", type=int, help="only this block")
+
     report = sub.add_parser("report", help="re-make figures and print the per-round table of a run")
     report.add_argument("run_dir", type=Path)
     return p
@@ -128,6 +138,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_chain(args: argparse.Namespace) -> int:
+    """`bcfl chain verify|show`."""
+    from orchestrator.chain_cli import ChainCliError, show, verify
+
+    try:
+        if args.chain_command == "verify":
+            ok, lines = verify(args.dir)
+            print("\n".join(lines))
+            return 0 if ok else 1
+        print("\n".join(show(args.dir, args.height)))
+    except ChainCliError as exc:
+        return _fail(str(exc))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `bcfl` console script."""
     args = _parser().parse_args(argv)
@@ -135,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    handlers = {"run": cmd_run, "validate": cmd_validate, "report": cmd_report}
+    handlers = {"run": cmd_run, "validate": cmd_validate, "report": cmd_report, "chain": cmd_chain}
     return handlers[args.command](args)
 
 

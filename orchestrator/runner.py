@@ -18,14 +18,16 @@ from typing import Any
 from tqdm import tqdm
 
 from node.config import LearningConfig, NodeConfig
+from node.contracts.runtime import Genesis
 from node.keys import NodeKey, Roster
+from node.ledger.chain import ChainConfig
 from orchestrator.collect import collect, read_records
 from orchestrator.report import plot_accuracy
 from orchestrator.scenario import Scenario
 from topologies import TopologySpec
 from topologies.backends.base import Launch
 from topologies.backends.local import LocalBackend
-from topologies.builders import build_hierarchy
+from topologies.builders import PUBLISHER_ID, build_hierarchy
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,14 @@ class Run:
         self.backend = LocalBackend(shaping=scenario.shaping)
         self.meta: dict[str, Any] = {}
 
+    def restart(self, node_id: str) -> int:
+        """Start a dead node's process again (same config, key and directory); its new PID."""
+        pid = self.backend.restart(node_id)
+        self.meta.setdefault("pids", {})[node_id] = pid
+        self.meta.setdefault("restarts", []).append({"node": node_id, "pid": pid})
+        (self.out_dir / "pids.json").write_text(json.dumps(self.meta["pids"]))
+        return pid
+
     def node_dir(self, node_id: str) -> Path:
         """Where a node keeps its config, key, log and metrics."""
         return self.out_dir / "nodes" / node_id
@@ -128,6 +138,16 @@ class Run:
         (self.out_dir / "topology.json").write_text(json.dumps(topo, indent=1))
         (self.out_dir / "roster.json").write_text(json.dumps(roster.to_hex(), indent=1))
         learning = _learning(s)
+        chain = ChainConfig(
+            genesis=Genesis(
+                members={n.id: (keys[n.id].public_key, str(n.kind)) for n in daemons},
+                balances={PUBLISHER_ID: s.ledger.reward_pool} if s.ledger.reward_pool else {},
+                chain_id=self.run_id,
+            ),
+            validators=(keys[PUBLISHER_ID].public_key,),
+            quorum=1,
+        ).to_dict()
+        (self.out_dir / "chain.json").write_text(json.dumps(chain, indent=1))
         launches = []
         for node in daemons:
             ndir = self.node_dir(node.id)
@@ -148,6 +168,9 @@ class Run:
                 learning=learning,
                 max_message_bytes=int(s.max_message_mb * 1024 * 1024),
                 startup_timeout_s=s.startup_timeout_s,
+                chain=chain,
+                task_id=s.name,
+                ledger_synchronous=s.ledger.synchronous,
             )
             config.save(ndir / "config.json")
             launches.append(

@@ -109,6 +109,13 @@ class CellularSection(_Section):
         return self
 
 
+class LedgerSection(_Section):
+    """Every node's ledger: the task's reward pool and SQLite durability."""
+
+    reward_pool: Annotated[int, Field(ge=0, le=2**62)] = 10_000
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+
+
 _DEFAULT_HIERARCHY = HierarchyParams()
 
 
@@ -154,6 +161,7 @@ class Scenario(_Section):
     partition: PartitionSection = PartitionSection()
     training: TrainingSection = TrainingSection()
     topology: TopologySection = TopologySection()
+    ledger: LedgerSection = LedgerSection()
     max_message_mb: Annotated[float, Field(gt=0, le=1024)] = 64.0
     startup_timeout_s: PositiveFloat = 120.0
 

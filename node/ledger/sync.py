@@ -46,22 +46,33 @@ class Outgoing:
     payload: dict[str, Any]
 
 
-def referenced_blobs(tx: Transaction) -> list[bytes]:
-    """Blob hashes a transaction refers to (payload field ``blob``)."""
+DEFAULT_BLOB_TYPES = ("task.record_global",)
+
+
+def referenced_blobs(tx: Transaction, types: tuple[str, ...] = DEFAULT_BLOB_TYPES) -> list[bytes]:
+    """Blob hashes a transaction of one of `types` refers to (payload field ``blob``)."""
     blob = tx.payload.get("blob")
-    return [blob] if isinstance(blob, bytes) and len(blob) == HASH_BYTES else []
+    if tx.type in types and isinstance(blob, bytes) and len(blob) == HASH_BYTES:
+        return [blob]
+    return []
 
 
 class ChainSync:
     """Keeps one replica up to date with its peers."""
 
-    def __init__(self, chain: Chain, blobs: BlobStore) -> None:
+    def __init__(
+        self, chain: Chain, blobs: BlobStore, blob_types: tuple[str, ...] = DEFAULT_BLOB_TYPES
+    ) -> None:
+        """`blob_types`: the transaction types whose blobs every replica fetches (by default
+        the global models; a device's update stays with the device and its MEC)."""
         self.chain = chain
         self.blobs = blobs
+        self.blob_types = blob_types
         self.failures: Counter[str] = Counter()
         self.peer_heights: dict[str, int] = {}
         self._pending: tuple[str, float] | None = None
         self._wanted_blobs: set[bytes] = set()
+        self._asked: dict[bytes, set[str]] = {}
 
     def status(self) -> dict[str, Any]:
         """The payload of this node's ``chain.status``."""
@@ -89,12 +100,15 @@ class ChainSync:
         return handler(sender, payload, now)
 
     def tick(self, now: float) -> list[Outgoing]:
-        """Re-request if the outstanding request timed out."""
+        """Re-request blocks if the outstanding request timed out; ask other peers for blobs."""
+        out: list[Outgoing] = []
         if self._pending is not None and now - self._pending[1] > REQUEST_TIMEOUT_S:
             self._pending = None
             self.failures["timeout"] += 1
-            return self._request_next(now)
-        return []
+            out += self._request_next(now)
+        for peer in sorted(self.peer_heights):
+            out += self._fetch_blobs(peer)
+        return out
 
     @property
     def syncing(self) -> bool:
@@ -158,7 +172,7 @@ class ChainSync:
             log.warning("refused a block from %s: %s", sender, exc)
             return False
         for tx in block.txs:
-            for blob in referenced_blobs(tx):
+            for blob in referenced_blobs(tx, self.blob_types):
                 if not self.blobs.has(blob):
                     self._wanted_blobs.add(blob)
         return True
@@ -168,7 +182,14 @@ class ChainSync:
         return None if raw is None else Block.from_bytes(raw).hash
 
     def _fetch_blobs(self, sender: str) -> list[Outgoing]:
-        return [Outgoing(sender, "blob.get", {"hash": h}) for h in sorted(self._wanted_blobs)]
+        """Ask `sender` once for each wanted blob it has not been asked for."""
+        out = []
+        for key in sorted(self._wanted_blobs):
+            asked = self._asked.setdefault(key, set())
+            if sender not in asked:
+                asked.add(sender)
+                out.append(Outgoing(sender, "blob.get", {"hash": key}))
+        return out
 
     def _on_blocks(self, sender: str, p: dict[str, Any], now: float) -> list[Outgoing]:
         if self._pending is None or self._pending[0] != sender:
@@ -220,7 +241,7 @@ class ChainSync:
             return []
         if not isinstance(data, bytes):
             self.failures["blob_missing"] += 1
-            return []
+            return []  # another peer is asked at the next tick
         try:
             self.blobs.put_verified(key, data)
         except BlobError:
@@ -228,6 +249,7 @@ class ChainSync:
             log.warning("blob %s from %s does not match its hash", key.hex()[:16], sender)
             return []
         self._wanted_blobs.discard(key)
+        self._asked.pop(key, None)
         return []
 
     @property

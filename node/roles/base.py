@@ -8,6 +8,8 @@ from typing import Any, Protocol
 
 from node.codec import Message
 from node.config import NodeConfig
+from node.ledger.replica import Replica
+from node.ledger.sync import Outgoing
 from node.metrics import MetricsWriter
 from topologies import NodeSpec, TopologySpec
 
@@ -19,6 +21,7 @@ class NodeContext(Protocol):
     config: NodeConfig
     topology: TopologySpec
     metrics: MetricsWriter
+    replica: Replica | None
 
     @property
     def me(self) -> NodeSpec:
@@ -35,6 +38,18 @@ class NodeContext(Protocol):
 
     def multicast(self, dsts: Iterable[str], msg_type: str, payload: Mapping[str, Any]) -> None:
         """Send the same message to each of `dsts`, encoding it once."""
+        ...
+
+    def emit(self, outgoing: Iterable[Outgoing]) -> None:
+        """Send messages produced by a sans-IO component (ledger sync)."""
+        ...
+
+    def wall_ms(self) -> int:
+        """Wall-clock milliseconds (for block timestamps)."""
+        ...
+
+    def stop_when_synced(self, height: int, timeout_s: float) -> None:
+        """Stop once the ledger reaches `height`, or after `timeout_s`."""
         ...
 
     def set_timer(self, name: str, delay_s: float) -> None:

@@ -17,6 +17,18 @@ equals FedAvg over all devices), evaluates on the test set, records the round an
 the next. A device that crashed or is too slow is left out of that round and logged.
 After the last round the publisher sends ``stop`` to every node.
 
+The ledger (single writer): a device puts its trained weights in its blob store and signs
+a ``task.record_update{task_id, round, blob hash, size, samples}`` transaction that travels
+with the update; the MEC checks the signature, that the blob hashes to what the
+transaction says, keeps the blob, and forwards the transactions with its partial. After
+aggregating, the publisher (the only validator here; PBFT comes later) builds a block with
+the round's update transactions and its own ``task.record_global`` (the global model's blob
+hash, accuracy, contributors), appends it and sends it to every node, which verifies it
+completely before appending it to its own ledger. Block 1 publishes the task (escrowing
+the reward pool); the last block pays each device a share of the pool proportional to the
+samples it contributed (our choice; the vanilla baseline has no incentive rule) and closes
+the task. ``stop`` carries the final height so that nodes wait (briefly) for the last block.
+
 Each role checks who sent what (``global`` only from the publisher or one's own MEC,
 ``update`` only from one's own devices, for the current round, once) and that received
 weights have the model's exact names, shapes and dtypes; anything else is dropped with
@@ -33,7 +45,10 @@ import numpy as np
 
 from node.codec import Message
 from node.learning.aggregate import fedavg
-from node.learning.weights import Weights
+from node.learning.weights import Weights, weights_from_bytes, weights_to_bytes
+from node.ledger.encoding import sha256
+from node.ledger.replica import Replica
+from node.ledger.tx import Transaction, TxError
 from node.roles.base import NodeContext, Role
 from node.roles.learner import Learner, check_update
 from topologies import NodeKind
@@ -43,6 +58,46 @@ log = logging.getLogger(__name__)
 PUBLISHER = "pub"
 MEC_DEADLINE_FRACTION = 0.8
 HELLO_INTERVAL_S = 1.0
+FINAL_SYNC_S = 5.0
+
+
+def _replica(ctx: NodeContext) -> Replica:
+    if ctx.replica is None:
+        raise RuntimeError("the vanilla scheme needs a ledger replica on every node")
+    return ctx.replica
+
+
+def _stop(ctx: NodeContext, msg: Message) -> None:
+    """Stop once the ledger holds the publisher's final block (or after FINAL_SYNC_S)."""
+    height = msg.payload.get("height")
+    replica = _replica(ctx)
+    if isinstance(height, int) and height > replica.height:
+        ctx.emit(replica.sync.announce([PUBLISHER]))
+        ctx.stop_when_synced(height, FINAL_SYNC_S)
+    else:
+        ctx.stop()
+
+
+def _parse_update_tx(ctx: NodeContext, msg: Message, round_no: int) -> tuple[Transaction, bytes]:
+    """The device's signed update transaction and its blob; ValueError if they do not match."""
+    blob, raw = msg.payload.get("blob"), msg.payload.get("tx")
+    if not isinstance(blob, bytes) or not isinstance(raw, bytes):
+        raise ValueError("update without blob or transaction")
+    try:
+        tx = Transaction.from_bytes(raw)
+        tx.verify()
+    except TxError as exc:
+        raise ValueError(f"transaction: {exc}") from None
+    if tx.sender.hex() != ctx.config.roster.get(msg.sender):
+        raise ValueError("transaction signed by another key than the sender's")
+    p = tx.payload
+    if tx.type != "task.record_update" or p.get("round") != round_no:
+        raise ValueError("not an update transaction for this round")
+    if p.get("blob") != sha256(blob) or p.get("size") != len(blob):
+        raise ValueError("blob does not match the transaction's hash and size")
+    if not isinstance(p.get("samples"), int) or p["samples"] <= 0:
+        raise ValueError("transaction without a sample count")
+    return tx, blob
 
 
 def _devices_of(ctx: NodeContext, mec_id: str) -> list[str]:
@@ -55,7 +110,8 @@ class _Greeter(Role):
     greeted = False
 
     def start(self, ctx: NodeContext) -> None:
-        """Announce this node."""
+        """Announce this node (and its ledger height, so that a restarted node catches up)."""
+        ctx.emit(_replica(ctx).sync.announce([PUBLISHER]))
         self._hello(ctx)
 
     def _hello(self, ctx: NodeContext) -> None:
@@ -87,7 +143,7 @@ class DeviceRole(_Greeter):
     def on_message(self, ctx: NodeContext, msg: Message) -> None:
         """Handle `global` from this device's MEC and `stop` from the publisher."""
         if msg.type == "stop" and msg.sender == PUBLISHER:
-            ctx.stop()
+            _stop(ctx, msg)
         elif msg.type == "global" and msg.sender == ctx.me.parent:
             self._train(ctx, msg)
         else:
@@ -107,13 +163,25 @@ class DeviceRole(_Greeter):
         self.greeted = True
         self.round = round_no
         result = self.learner.train(round_no)
+        replica = _replica(ctx)
+        blob = weights_to_bytes(self.learner.weights())
+        tx = replica.transaction(
+            "task.record_update",
+            {
+                "task_id": ctx.config.task_id,
+                "round": round_no,
+                "blob": replica.blobs.put(blob),
+                "size": len(blob),
+                "samples": result.samples,
+            },
+        )
         ctx.send(
             str(ctx.me.parent),
             "update",
             {
                 "round": round_no,
-                "weights": self.learner.weights(),
-                "samples": result.samples,
+                "blob": blob,
+                "tx": tx.to_bytes(),
                 "loss": result.loss,
                 "accuracy": result.accuracy,
             },
@@ -142,13 +210,14 @@ class MecRole(_Greeter):
         self.round_started = 0.0
         self.reference: Weights | None = None
         self.updates: dict[str, tuple[Weights, float]] = {}
+        self.txs: dict[str, bytes] = {}
         self.forwarded = True
         super().start(ctx)
 
     def on_message(self, ctx: NodeContext, msg: Message) -> None:
         """Handle `global` and `stop` from the publisher and `update` from own devices."""
         if msg.sender == PUBLISHER and msg.type == "stop":
-            ctx.stop()
+            _stop(ctx, msg)
         elif msg.sender == PUBLISHER and msg.type == "global":
             self._on_global(ctx, msg)
         elif msg.type == "update" and msg.sender in self.devices:
@@ -174,7 +243,7 @@ class MecRole(_Greeter):
             return
         self.greeted = True
         self.round, self.round_started = round_no, ctx.now()
-        self.updates, self.forwarded = {}, False
+        self.updates, self.txs, self.forwarded = {}, {}, False
         my_deadline = MEC_DEADLINE_FRACTION * float(deadline)
         ctx.multicast(
             self.devices,
@@ -188,16 +257,22 @@ class MecRole(_Greeter):
         if p.get("round") != self.round or self.forwarded or msg.sender in self.updates:
             ctx.drop("stale_round", f"update round {p.get('round')!r} from {msg.sender}")
             return
-        samples = p.get("samples")
-        if not isinstance(samples, int) or samples <= 0 or self.reference is None:
-            ctx.drop("bad_payload", f"update from {msg.sender} without a sample count")
+        if self.reference is None:
+            ctx.drop("stale_round", "update before any global model")
             return
         try:
-            weights = check_update(self.reference, p.get("weights"))
+            tx, blob = _parse_update_tx(ctx, msg, self.round)
+        except ValueError as exc:
+            ctx.drop("bad_tx", f"{msg.sender}: {exc}")
+            return
+        try:
+            weights = check_update(self.reference, weights_from_bytes(blob))
         except ValueError as exc:
             ctx.drop("bad_model", str(exc))
             return
-        self.updates[msg.sender] = (weights, float(samples))
+        _replica(ctx).blobs.put(blob)
+        self.updates[msg.sender] = (weights, float(tx.payload["samples"]))
+        self.txs[msg.sender] = tx.to_bytes()
         if len(self.updates) == len(self.devices):
             self._forward(ctx)
 
@@ -222,6 +297,7 @@ class MecRole(_Greeter):
             "samples": int(samples),
             "contributors": contributors,
             "missing": missing,
+            "txs": [self.txs[c] for c in contributors],
         }
         if self.updates:
             payload["weights"] = fedavg(list(self.updates.values()))
@@ -251,6 +327,8 @@ class PublisherRole(Role):
         self.round = 0
         self.round_started = 0.0
         self.partials: dict[str, dict[str, Any]] = {}
+        self.update_txs: dict[str, list[Transaction]] = {}
+        self.samples_by_device: dict[str, int] = {}
         self.run_started = ctx.now()
         ctx.set_timer("startup", ctx.config.startup_timeout_s)
         log.info("waiting for %d nodes", len(self.expected))
@@ -270,6 +348,7 @@ class PublisherRole(Role):
             if self.ready == self.expected:
                 ctx.cancel_timer("startup")
                 ctx.metrics.write("started", startup_s=ctx.now() - self.run_started)
+                self._publish_task(ctx)
                 self._begin_round(ctx)
 
     def on_timer(self, ctx: NodeContext, name: str) -> None:
@@ -281,14 +360,40 @@ class PublisherRole(Role):
                 log.error("no MEC is up; ending the run")
                 self._finish(ctx)
                 return
+            self._publish_task(ctx)
             self._begin_round(ctx)
         elif name == "deadline":
             self._aggregate(ctx)
+
+    def _commit(self, ctx: NodeContext, txs: list[Transaction]) -> None:
+        """Build, append and send a block of `txs` (this node is the single writer)."""
+        replica = _replica(ctx)
+        block = replica.chain.build(txs, replica.key, ctx.wall_ms())
+        for receipt in replica.chain.append(block):
+            if not receipt.ok:
+                log.warning("tx %s reverted: %s", receipt.tx_hash.hex()[:16], receipt.error)
+        others = sorted(self.expected)
+        ctx.multicast(others, "chain.block", {"block": block.to_bytes(), "height": block.height})
+        ctx.metrics.write("block", height=block.height, txs=len(block.txs), hash=block.hash.hex())
+
+    def _publish_task(self, ctx: NodeContext) -> None:
+        replica = _replica(ctx)
+        cfg = ctx.config
+        pool = replica.chain.config.genesis.balances.get(ctx.node_id, 0)
+        payload = {
+            "task_id": cfg.task_id,
+            "reward_pool": pool,
+            "rounds": cfg.learning.rounds,
+            "model": cfg.learning.model,
+            "dataset": cfg.learning.dataset,
+        }
+        self._commit(ctx, [replica.transaction("task.publish", payload)])
 
     def _begin_round(self, ctx: NodeContext) -> None:
         self.round += 1
         self.round_started = ctx.now()
         self.partials = {}
+        self.update_txs = {}
         deadline = ctx.config.learning.round_deadline_s
         ctx.multicast(
             self.mecs,
@@ -309,9 +414,13 @@ class PublisherRole(Role):
         if samples > 0:
             try:
                 p = {**p, "weights": check_update(self.weights, p.get("weights"))}
-            except ValueError as exc:
-                ctx.drop("bad_model", str(exc))
+                txs = [Transaction.from_bytes(raw) for raw in p.get("txs", [])]
+                for tx in txs:
+                    tx.verify()
+            except (ValueError, TypeError) as exc:
+                ctx.drop("bad_model", f"partial from {msg.sender}: {exc}")
                 return
+            self.update_txs[msg.sender] = txs
         self.partials[msg.sender] = p
         if len(self.partials) == len(self.mecs):
             self._aggregate(ctx)
@@ -329,6 +438,7 @@ class PublisherRole(Role):
             log.warning("round %d: no update arrived; the global model is unchanged", self.round)
         self.learner.load(self.weights)
         result = self.learner.evaluate()
+        self._record_round(ctx, contributors, result.accuracy)
         round_time = ctx.now() - self.round_started
         ctx.metrics.write(
             "round",
@@ -356,8 +466,52 @@ class PublisherRole(Role):
         else:
             self._begin_round(ctx)
 
+    def _record_round(self, ctx: NodeContext, contributors: list[str], accuracy: float) -> None:
+        """A block with this round's update transactions and the global model's record."""
+        replica = _replica(ctx)
+        txs = [tx for mec in sorted(self.update_txs) for tx in self.update_txs[mec]]
+        for tx in txs:
+            node = replica.chain.config.genesis.members
+            sender = next((nid for nid, (key, _) in node.items() if key == tx.sender), None)
+            if sender is not None:
+                samples = int(tx.payload.get("samples", 0))
+                self.samples_by_device[sender] = self.samples_by_device.get(sender, 0) + samples
+        if contributors:
+            blob = weights_to_bytes(self.weights)
+            payload = {
+                "task_id": ctx.config.task_id,
+                "round": self.round,
+                "blob": replica.blobs.put(blob),
+                "size": len(blob),
+                "accuracy": float(accuracy),
+                "contributors": contributors,
+            }
+            txs.append(replica.transaction("task.record_global", payload))
+        self._commit(ctx, txs)
+
+    def _pay_rewards(self, ctx: NodeContext) -> None:
+        """Share the pool by contributed samples (our choice), then close the task."""
+        replica = _replica(ctx)
+        task_id = ctx.config.task_id
+        pool = replica.chain.config.genesis.balances.get(ctx.node_id, 0)
+        total = sum(self.samples_by_device.values())
+        txs = []
+        for device, samples in sorted(self.samples_by_device.items()):
+            amount = pool * samples // total if total else 0
+            if amount > 0:
+                txs.append(
+                    replica.transaction(
+                        "task.reward", {"task_id": task_id, "to": device, "amount": amount}
+                    )
+                )
+        txs.append(replica.transaction("task.close", {"task_id": task_id}))
+        self._commit(ctx, txs)
+
     def _finish(self, ctx: NodeContext) -> None:
-        ctx.multicast(sorted(self.expected), "stop", {})
+        if self.round > 0:
+            self._pay_rewards(ctx)
+        height = _replica(ctx).height
+        ctx.multicast(sorted(self.expected), "stop", {"height": height})
         ctx.metrics.write("finished", rounds=self.round, elapsed_s=ctx.now() - self.run_started)
         ctx.stop()
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -14,6 +16,9 @@ from typing import Any
 
 import pytest
 
+from node.ledger.chain import verify_store
+from node.ledger.store import open_store
+from orchestrator.cli import main as cli_main
 from orchestrator.runner import Run
 from orchestrator.scenario import Scenario, parse_scenario
 
@@ -70,6 +75,29 @@ def test_multi_process_run_reaches_real_accuracy(tmp_path: Path) -> None:
     assert all(c["dropped"] == "" for c in counters), "no message was dropped"
 
 
+def test_every_ledger_verifies_and_a_changed_byte_is_caught(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    Run(small_scenario(training={"rounds": 4}), run_dir, progress=False).execute()
+
+    assert cli_main(["chain", "verify", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert out.count(": ok  height 6") == 6, out  # publish + 4 rounds + rewards, on 6 nodes
+    assert "heads agree" in out
+
+    db = run_dir / "nodes" / "dev0-1" / "ledger.sqlite"
+    with sqlite3.connect(db) as conn:
+        (data,) = conn.execute("SELECT data FROM blocks WHERE height = 3").fetchone()
+        changed = bytearray(data)
+        changed[len(changed) // 2] ^= 0x01
+        conn.execute("UPDATE blocks SET data = ? WHERE height = 3", (bytes(changed),))
+
+    assert cli_main(["chain", "verify", str(run_dir / "nodes" / "dev0-1")]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED" in out and "at height 3" in out, out
+
+
 def test_run_completes_when_a_device_process_is_killed(tmp_path: Path) -> None:
     # 50 local epochs make a round last about a second, longer than the orchestrator's poll.
     scenario = small_scenario(
@@ -106,6 +134,46 @@ def test_run_completes_when_a_device_process_is_killed(tmp_path: Path) -> None:
         assert victim in pub[r]["missing"].split()
     assert float(pub[8]["accuracy"]) > 0.8
     assert "left out" in (tmp_path / "run" / "nodes" / "mec0" / "node.log").read_text()
+
+
+def test_restarted_device_with_an_empty_ledger_catches_up(tmp_path: Path) -> None:
+    scenario = small_scenario(
+        training={
+            "rounds": 8,
+            "local_epochs": 50,
+            "batch_size": 16,
+            "learning_rate": 0.05,
+            "round_deadline_s": 4,
+        }
+    )
+    victim = "dev0-1"
+    restarted_after: list[int] = []
+
+    def crash_wipe_restart(run: Run, record: dict[str, Any]) -> None:
+        if record["round"] == 2:
+            run.backend.kill(victim, signal.SIGKILL)
+            node_dir = run.node_dir(victim)
+            for name in ("ledger.sqlite", "ledger.sqlite-wal", "ledger.sqlite-shm"):
+                (node_dir / name).unlink(missing_ok=True)
+            shutil.rmtree(node_dir / "blobs")
+            run.restart(victim)
+            restarted_after.append(run.publisher_rounds()[-1]["round"])
+
+    run_dir = tmp_path / "run"
+    result = Run(scenario, run_dir, progress=False, on_round=crash_wipe_restart).execute()
+
+    assert result.rounds_completed == 8 and len(restarted_after) == 1
+    assert restarted_after[0] <= 5, "rounds were too fast for the test to mean anything"
+    reports = {}
+    for node in ("pub", victim):
+        store = open_store(run_dir / "nodes" / node)
+        reports[node] = verify_store(store)
+        store.close()
+    assert reports[victim].ok, reports[victim].failures
+    assert reports[victim].height == reports["pub"].height == 10  # publish, 8 rounds, rewards
+    assert reports[victim].head_hash == reports["pub"].head_hash
+    pub = {int(r["round"]): r for r in rows(run_dir) if r["node"] == "pub"}
+    assert pub[8]["contributors"] == "4", "the restarted device takes part again"
 
 
 def test_ctrl_c_stops_every_node_process_and_keeps_results(tmp_path: Path) -> None:

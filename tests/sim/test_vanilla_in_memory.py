@@ -8,15 +8,22 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from node.codec import Codec, Message
 from node.config import LearningConfig, NodeConfig
+from node.contracts.runtime import Genesis
 from node.daemon import Daemon
 from node.keys import NodeKey, Roster
 from node.learning.train import configure_torch_threads
+from node.learning.weights import weights_to_bytes
+from node.ledger.chain import ChainConfig, verify_store
+from node.ledger.encoding import sha256
+from node.ledger.replica import Replica
+from node.ledger.tx import Transaction
 from node.metrics import MetricsWriter
 from node.roles.base import NodeContext, Role
 from node.schemes import role_for
@@ -41,18 +48,42 @@ class ByzantineDevice(DeviceRole):
             self._attack(ctx, msg.payload["round"])
         super().on_message(ctx, msg)
 
+    def _update(self, ctx: NodeContext, round_no: int, weights: Any, key: NodeKey) -> dict:
+        """An update message whose transaction matches its blob, signed by `key`."""
+        blob = weights_to_bytes(weights)
+        tx = Transaction.create(
+            key,
+            "task.record_update",
+            round_no,
+            {
+                "task_id": "sim-task",
+                "round": round_no,
+                "blob": sha256(blob),
+                "size": len(blob),
+                "samples": 10,
+            },
+        )
+        return {"round": round_no, "blob": blob, "tx": tx.to_bytes(), "loss": 0.0, "accuracy": 0}
+
     def _attack(self, ctx: NodeContext, round_no: int) -> None:
         mec = str(ctx.me.parent)
         good = self.learner.weights()
+        own = ctx.replica.key if ctx.replica is not None else NodeKey.generate()
+        # Frames that fail in the codec: garbage, and a frame signed by a key not in the roster.
         self.network.deliver(mec, b"\x93garbage\xff" * 7)
         self.network.deliver(mec, self.impostor.encode("update", {"round": round_no}))
+        # Well-signed messages carrying bad updates.
         nan = {k: np.full_like(v, np.nan) for k, v in good.items()}
-        ctx.send(mec, "update", {"round": round_no, "weights": nan, "samples": 10})
+        ctx.send(mec, "update", self._update(ctx, round_no, nan, own))
         wrong = {k: v.reshape(-1)[:1].copy() for k, v in good.items()}
-        ctx.send(mec, "update", {"round": round_no, "weights": wrong, "samples": 10})
-        ctx.send(mec, "update", {"round": round_no + 7, "weights": good, "samples": 10})
+        ctx.send(mec, "update", self._update(ctx, round_no, wrong, own))
+        ctx.send(mec, "update", self._update(ctx, round_no + 7, good, own))
+        stolen = self._update(ctx, round_no, good, NodeKey.generate())  # tx of another key
+        ctx.send(mec, "update", stolen)
+        forged = {**self._update(ctx, round_no, good, own), "blob": weights_to_bytes(nan)}
+        ctx.send(mec, "update", forged)  # the blob is not the one the transaction names
         assert isinstance(ctx, Daemon)
-        old = ctx._codec.encode("update", {"round": round_no - 1, "weights": good, "samples": 1})
+        old = ctx._codec.encode("update", self._update(ctx, round_no - 1, good, own))
         self.network.deliver(mec, old)  # correctly signed but for a past round
         self.network.deliver(mec, old)  # the same frame again: a replay
 
@@ -78,6 +109,15 @@ def test_vanilla_completes_and_drops_every_bad_message(tmp_path: Path) -> None:
         learning_rate=0.1,
         round_deadline_s=30,
     )
+    chain = ChainConfig(
+        Genesis(
+            members={n.id: (keys[n.id].public_key, str(n.kind)) for n in daemons},
+            balances={"pub": 600},
+            chain_id="sim",
+        ),
+        (keys["pub"].public_key,),
+        1,
+    )
     nodes: dict[str, Daemon] = {}
     for spec in daemons:
         config = NodeConfig(
@@ -95,6 +135,8 @@ def test_vanilla_completes_and_drops_every_bad_message(tmp_path: Path) -> None:
             learning=learning,
             max_message_bytes=8 * 1024 * 1024,
             startup_timeout_s=60,
+            chain=chain.to_dict(),
+            task_id="sim-task",
         )
         role: Role
         if spec.id == BYZANTINE:
@@ -110,6 +152,7 @@ def test_vanilla_completes_and_drops_every_bad_message(tmp_path: Path) -> None:
             Codec(spec.id, keys[spec.id], roster, config.max_message_bytes),
             role,
             metrics,
+            replica=Replica(tmp_path / spec.id, chain, keys[spec.id]),
         )
     threads = [
         threading.Thread(target=d.run, kwargs={"install_signal_handlers": False})
@@ -132,7 +175,20 @@ def test_vanilla_completes_and_drops_every_bad_message(tmp_path: Path) -> None:
     assert mec1["bad_signature"] == 6
     assert mec1["replay"] == 6
     assert mec1["bad_model"] == 6 * 2  # NaN weights and wrong shapes, every round
-    assert mec1["stale_round"] == 6 * 2  # a past round and a future round, every round
+    assert mec1["bad_tx"] == 6 * 2  # another key's transaction, a blob not matching it
+    assert mec1["stale_round"] == 6 * 2  # a past and a future round, every round
     assert nodes["mec0"].drops == {}, "the honest MEC saw nothing bad"
     assert all(n.drops == {} for nid, n in nodes.items() if nid not in {"mec1"})
-    assert {n.id for n in topology.of_kind(NodeKind.DEVICE)} <= set(nodes)
+    heads = {
+        nid: (d.replica.height, d.replica.chain.head.hash)
+        for nid, d in nodes.items()
+        if d.replica is not None
+    }
+    assert len(set(heads.values())) == 1, "every replica holds the same chain"
+    pub_chain = nodes["pub"].replica
+    assert pub_chain is not None
+    assert pub_chain.height == 1 + 6 + 1  # publish, 6 rounds, rewards
+    assert verify_store(pub_chain.chain.store).ok
+    balances = dict(pub_chain.chain.state.items("token.balance"))
+    assert sum(balances.values()) == 600
+    assert set(balances) >= {n.id for n in topology.of_kind(NodeKind.DEVICE)}

@@ -45,6 +45,7 @@ class LocalBackend:
     def __init__(self, shaping: str = "userspace") -> None:
         self.shaping = shaping
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._launches: dict[str, Launch] = {}
 
     def endpoints(self, spec: TopologySpec) -> dict[str, str]:
         """One loopback address and free port per daemon."""
@@ -57,17 +58,29 @@ class LocalBackend:
     def start(self, launches: list[Launch]) -> None:
         """Start each daemon with its output in its log file."""
         for launch in launches:
-            env = {**os.environ, **launch.env}
-            with launch.log_path.open("ab") as out:
-                self._procs[launch.node_id] = subprocess.Popen(
-                    launch.argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    start_new_session=True,
-                )
+            self._launches[launch.node_id] = launch
+            self._spawn(launch)
         log.info("started %d node processes", len(launches))
+
+    def _spawn(self, launch: Launch) -> None:
+        env = {**os.environ, **launch.env}
+        with launch.log_path.open("ab") as out:
+            self._procs[launch.node_id] = subprocess.Popen(
+                launch.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+
+    def restart(self, node_id: str) -> int:
+        """Start a daemon again with its original launch (after it died); returns the new PID."""
+        proc = self._procs[node_id]
+        if proc.poll() is None:
+            raise RuntimeError(f"{node_id} is still running (PID {proc.pid})")
+        self._spawn(self._launches[node_id])
+        return self._procs[node_id].pid
 
     def pids(self) -> dict[str, int]:
         """PIDs of the started daemons."""
@@ -77,11 +90,13 @@ class LocalBackend:
         """Exit codes (None while running)."""
         return {nid: p.poll() for nid, p in self._procs.items()}
 
-    def kill(self, node_id: str, sig: int = signal.SIGKILL) -> None:
-        """Send `sig` to one daemon (fault injection)."""
+    def kill(self, node_id: str, sig: int = signal.SIGKILL, wait_s: float | None = 10.0) -> None:
+        """Send `sig` to one daemon (fault injection) and wait up to `wait_s` for it to exit."""
         proc = self._procs[node_id]
         if proc.poll() is None:
             proc.send_signal(sig)
+            if wait_s is not None:
+                proc.wait(timeout=wait_s)
 
     def stop(self, grace_s: float = 10.0) -> None:
         """SIGTERM every running daemon, SIGKILL those still alive after `grace_s`."""

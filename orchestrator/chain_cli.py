@@ -1,0 +1,127 @@
+"""`bcfl chain verify|show`: re-verify stored ledgers and print blocks readably."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from node.ledger.block import Block
+from node.ledger.chain import CONFIG_META_KEY, ChainConfig, VerifyReport, verify_store
+from node.ledger.encoding import decode_canonical
+from node.ledger.store import DB_NAME, ChainStore
+
+
+class ChainCliError(ValueError):
+    """DIR is neither a run directory nor a node directory with a ledger."""
+
+
+def ledger_dirs(path: Path) -> dict[str, Path]:
+    """Node id -> node directory holding a ledger, for a run directory or one node directory."""
+    if (path / DB_NAME).is_file():
+        return {path.name: path}
+    nodes = path / "nodes"
+    if nodes.is_dir():
+        found = {p.name: p for p in sorted(nodes.iterdir()) if (p / DB_NAME).is_file()}
+        if found:
+            return found
+    raise ChainCliError(
+        f"DIR: {str(path)!r} holds no ledger; give a run directory (with nodes/<id>/{DB_NAME}) "
+        f"or one node's directory"
+    )
+
+
+def _open(node_dir: Path) -> ChainStore:
+    return ChainStore(node_dir / DB_NAME)
+
+
+def verify(path: Path) -> tuple[bool, list[str]]:
+    """Verify every ledger under `path`; returns (all ok, report lines)."""
+    lines: list[str] = []
+    reports: dict[str, VerifyReport] = {}
+    for node, node_dir in ledger_dirs(path).items():
+        store = _open(node_dir)
+        try:
+            report = verify_store(store)
+        finally:
+            store.close()
+        reports[node] = report
+        head = report.head_hash.hex()[:16] if report.head_hash else "-"
+        status = "ok" if report.ok else "FAILED"
+        line = f"{node:>10}: {status}  height {report.height}  head {head}  {report.tx_count} txs"
+        for failure in report.failures:
+            line += f"\n{'':>12}at height {failure.height}: {failure.reason}"
+            line += f": {failure.detail}" if failure.detail else ""
+        lines.append(line)
+    ok = all(r.ok for r in reports.values())
+    if len(reports) > 1:
+        heads = {r.height: r.head_hash for r in reports.values() if r.ok}
+        agree = all(heads.get(r.height) == r.head_hash for r in reports.values() if r.ok)
+        top = max(reports.values(), key=lambda r: r.height)
+        behind = sorted(n for n, r in reports.items() if r.ok and r.height < top.height)
+        lines.append(
+            f"{len(reports)} ledgers, {sum(r.ok for r in reports.values())} verified; "
+            f"heads {'agree' if agree else 'DISAGREE'} at equal heights"
+            + (f"; behind the highest ({top.height}): {', '.join(behind)}" if behind else "")
+        )
+        ok = ok and agree
+    return ok, lines
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, bytes):
+        return f"{value.hex()[:16]}…({len(value)} B)" if len(value) > 8 else value.hex()
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_short(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_short(v) for v in value) + "]"
+    return str(value)
+
+
+def show(path: Path, height: int | None = None) -> list[str]:
+    """Readable lines for every block (or the one at `height`) of one node's ledger."""
+    dirs = ledger_dirs(path)
+    node, node_dir = next(iter(dirs.items()))
+    store = _open(node_dir)
+    try:
+        raw = store.meta_get(CONFIG_META_KEY)
+        names: dict[bytes, str] = {}
+        if raw is not None:
+            config = ChainConfig.from_dict(decode_canonical(raw))
+            names = {key: nid for nid, (key, _) in config.genesis.members.items()}
+        top = store.height()
+        if height is not None and not 0 <= height <= top:
+            raise ChainCliError(f"--height: {height} is invalid; allowed: 0..{top}")
+        heights = [height] if height is not None else list(range(top + 1))
+        lines = [f"ledger of {node} ({node_dir}), height {top}"]
+        for h in heights:
+            data = store.block_bytes(h)
+            if data is None:
+                lines.append(f"block {h}: missing")
+                continue
+            lines.extend(_block_lines(Block.from_bytes(data), names))
+        return lines
+    finally:
+        store.close()
+
+
+def _block_lines(block: Block, names: dict[bytes, str]) -> list[str]:
+    h = block.header
+    when = dt.datetime.fromtimestamp(h.timestamp_ms / 1000, dt.UTC).isoformat(
+        timespec="milliseconds"
+    )
+    signers = ", ".join(names.get(s.signer, s.signer.hex()[:16]) for s in block.certificate)
+    lines = [
+        f"block {h.height}  hash {block.hash.hex()[:16]}  prev {h.prev_hash.hex()[:16]}  "
+        f"time {when}  proposer {names.get(h.proposer, h.proposer.hex()[:16])}",
+        f"  merkle {h.merkle_root.hex()[:16]}  state {h.state_root.hex()[:16]}  "
+        f"certificate: {signers or '-'}  {len(block.txs)} txs",
+    ]
+    for i, tx in enumerate(block.txs):
+        sender = names.get(tx.sender, tx.sender.hex()[:16])
+        lines.append(
+            f"  tx {i:<3} {tx.type:<20} from {sender:<8} nonce {tx.nonce:<4} {_short(tx.payload)}"
+        )
+    return lines
