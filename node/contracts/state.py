@@ -1,8 +1,10 @@
 """Contract state: a map of (namespace, key) to a canonical value, with a revert journal.
 
 Values are kept as their canonical bytes, so `get` always hands out a fresh copy and the
-state root is a pure function of the contents: SHA-256 over
-``canonical([[ns, key, value_bytes], ...])`` sorted by ``(ns, key)``. `begin` opens a
+state root is a pure function of the contents: SHA-256 over the concatenated row hashes
+``SHA-256(canonical([ns, key, value_bytes]))`` in ``(ns, key)`` order. Row hashes are
+kept up to date on every write, so a root costs one pass over 32-byte hashes, not a
+re-encoding of the whole state. `begin` opens a
 journal level that records the first old value of every key written; `rollback` puts them
 back and `commit` folds them into the enclosing level (levels nest).
 """
@@ -31,6 +33,7 @@ class State:
 
     def __init__(self) -> None:
         self._data: dict[Key, bytes] = {}
+        self._row_hash: dict[Key, bytes] = {}
         self._journal: list[dict[Key, bytes | None]] = []
         self._root: bytes | None = None
 
@@ -69,11 +72,16 @@ class State:
             return
         if self._journal and k not in self._journal[-1]:
             self._journal[-1][k] = old
+        self._put(k, data)
+        self._root = None
+
+    def _put(self, k: Key, data: bytes | None) -> None:
         if data is None:
-            del self._data[k]
+            self._data.pop(k, None)
+            self._row_hash.pop(k, None)
         else:
             self._data[k] = data
-        self._root = None
+            self._row_hash[k] = sha256(canonical([k[0], k[1], data]))
 
     def items(self, ns: str) -> list[tuple[str, Any]]:
         """(key, value) pairs of namespace `ns`, sorted by key."""
@@ -82,15 +90,17 @@ class State:
         )
 
     def root(self) -> bytes:
-        """SHA-256 over the canonical sorted rows; the empty state has a fixed root."""
+        """SHA-256 over the row hashes in (ns, key) order; the empty state has a fixed root."""
         if self._root is None:
-            self._root = sha256(canonical([list(row) for row in self.to_rows()]))
+            hashes = self._row_hash
+            self._root = sha256(b"".join(hashes[k] for k in sorted(hashes)))
         return self._root
 
     def copy(self) -> State:
         """An independent copy of the contents (without any open journal)."""
         other = State()
         other._data = dict(self._data)
+        other._row_hash = dict(self._row_hash)
         other._root = self._root
         return other
 
@@ -113,11 +123,8 @@ class State:
         if not self._journal:
             raise RuntimeError("rollback without begin")
         level = self._journal.pop()
-        for (ns, key), old in level.items():
-            if old is None:
-                self._data.pop((ns, key), None)
-            else:
-                self._data[(ns, key)] = old
+        for k, old in level.items():
+            self._put(k, old)
         if level:
             self._root = None
 
@@ -164,7 +171,7 @@ class State:
             decode_canonical(data)  # EncodingError (a ValueError) if not canonical
             if (ns, key) in state._data:
                 raise ValueError(f"duplicate row {ns}/{key}")
-            state._data[(ns, key)] = data
+            state._put((ns, key), data)
         return state
 
     def __eq__(self, other: object) -> bool:

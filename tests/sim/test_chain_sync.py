@@ -393,14 +393,6 @@ def test_timed_out_request_goes_to_another_peer(tmp_path: Path, closing: list[Re
     assert len(outs) == 1 and outs[0].type == "chain.get"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="liveness gap in node/ledger/sync.py: blobs are only requested from the sender of "
-    "just-appended blocks (_fetch_blobs after chain.blocks / chain.block); a blob answered "
-    "'missing' is never re-requested (tick() retries only block requests), so a node at the "
-    "head keeps it in missing_blobs forever even though another peer has it",
-)
 def test_missing_blob_is_fetched_later_from_another_peer(
     tmp_path: Path, closing: list[Replica]
 ) -> None:
