@@ -337,12 +337,21 @@ def _block(chain: Chain) -> list[Transaction]:
     return [
         chain.tx(DEV1, "token.transfer", {"to": "dev2", "amount": 30}),
         chain.tx(DEV2, "token.transfer", {"to": "dev3", "amount": 500}),  # reverts
-        chain.tx(PUB, "task.publish", {"task_id": "t1", "reward_pool": 100, "rounds": 2,
-                                       "model": "cnn", "dataset": "mnist"}),
-        chain.tx(PUB, "identity.register",
-                 {"id": "newbie", "key": NEWBIE.public_key.hex(), "role": "device"}),
-        chain.tx(DEV3, "task.record_update", {"task_id": "t1", "round": 1,
-                                              "blob": sha256(b"u"), "size": 10, "samples": 5}),
+        chain.tx(
+            PUB,
+            "task.publish",
+            {"task_id": "t1", "reward_pool": 100, "rounds": 2, "model": "cnn", "dataset": "mnist"},
+        ),
+        chain.tx(
+            PUB,
+            "identity.register",
+            {"id": "newbie", "key": NEWBIE.public_key.hex(), "role": "device"},
+        ),
+        chain.tx(
+            DEV3,
+            "task.record_update",
+            {"task_id": "t1", "round": 1, "blob": sha256(b"u"), "size": 10, "samples": 5},
+        ),
     ]
 
 
@@ -460,10 +469,12 @@ def test_contracts_import_nothing_nondeterministic() -> None:
 
 def test_identity_register_and_use() -> None:
     chain = Chain()
-    receipt = chain.ok(PUB, "identity.register",
-                       {"id": "newbie", "key": NEWBIE.public_key.hex(), "role": "device"})
-    assert receipt.events == (Event("identity", "registered",
-                                    {"id": "newbie", "role": "device", "by": "pub"}),)
+    receipt = chain.ok(
+        PUB, "identity.register", {"id": "newbie", "key": NEWBIE.public_key.hex(), "role": "device"}
+    )
+    assert receipt.events == (
+        Event("identity", "registered", {"id": "newbie", "role": "device", "by": "pub"}),
+    )
     assert identity.node_id_of(chain.state, NEWBIE.public_key) == "newbie"
     assert chain.state.get("identity.by_id", "newbie") == NEWBIE.public_key.hex()
     chain.ok(DEV1, "token.transfer", {"to": "newbie", "amount": 5})
@@ -484,8 +495,11 @@ def test_identity_register_and_use() -> None:
         (PUB, {"id": 7, "key": NEWBIE.public_key.hex(), "role": "device"}, "id:"),
         (PUB, {"key": NEWBIE.public_key.hex(), "role": "device"}, "id: missing"),
         (PUB, {"id": "newbie", "key": NEWBIE.public_key.hex()}, "role: missing"),
-        (PUB, {"id": "newbie", "key": NEWBIE.public_key.hex(), "role": "device", "x": 1},
-         "x: unknown field"),
+        (
+            PUB,
+            {"id": "newbie", "key": NEWBIE.public_key.hex(), "role": "device", "x": 1},
+            "x: unknown field",
+        ),
     ],
 )
 def test_identity_register_refusals(key: NodeKey, payload: dict[str, Any], match: str) -> None:
@@ -505,8 +519,9 @@ def test_identity_revoke() -> None:
     assert info.value.reason == "unknown_sender"
     chain.refused(DEV1, "token.transfer", {"to": "dev2", "amount": 1}, "to:")
     # the id and key may be registered again; the old nonce still guards against replays
-    chain.ok(PUB, "identity.register",
-             {"id": "dev2", "key": DEV2.public_key.hex(), "role": "device"})
+    chain.ok(
+        PUB, "identity.register", {"id": "dev2", "key": DEV2.public_key.hex(), "role": "device"}
+    )
     assert last_nonce(chain.state, DEV2.public_key) == 0
     with pytest.raises(TxRejected) as info:
         chain.registry.execute(chain.state, CTX, old)
@@ -533,8 +548,9 @@ def test_identity_revoke_refusals(key: NodeKey, payload: dict[str, Any], match: 
 def test_token_transfer() -> None:
     chain = Chain()
     receipt = chain.ok(DEV1, "token.transfer", {"to": "dev3", "amount": 100})
-    assert receipt.events == (Event("token", "transfer",
-                                    {"from": "dev1", "to": "dev3", "amount": 100}),)
+    assert receipt.events == (
+        Event("token", "transfer", {"from": "dev1", "to": "dev3", "amount": 100}),
+    )
     assert chain.balance("dev1") == 0 and chain.balance("dev3") == 100
     assert chain.state.get(token.NS_BALANCE, "dev1") is None  # zero balances are dropped
     assert token.total_supply(chain.state) == 1160
@@ -579,8 +595,7 @@ MEMBERS = [("pub", PUB), ("dev1", DEV1), ("dev2", DEV2), ("dev3", DEV3), ("mec",
 
 
 @settings(derandomize=True, database=None, deadline=None, max_examples=60)
-@given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4), st.integers(-5, 400)),
-                max_size=25))
+@given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4), st.integers(-5, 400)), max_size=25))
 def test_transfers_conserve_supply(moves: list[tuple[int, int, int]]) -> None:
     chain = Chain()
     supply = token.total_supply(chain.state)

@@ -20,8 +20,7 @@ GENESIS2 = Genesis(
     balances={**GENESIS.balances, "pub2": 500},
     chain_id=GENESIS.chain_id,
 )
-PUBLISH = {"task_id": "t1", "reward_pool": 300, "rounds": 3, "model": "cnn",
-           "dataset": "mnist"}
+PUBLISH = {"task_id": "t1", "reward_pool": 300, "rounds": 3, "model": "cnn", "dataset": "mnist"}
 DEVICES = {"dev1": DEV1, "dev2": DEV2, "dev3": DEV3}
 
 
@@ -32,14 +31,27 @@ def blob(tag: str) -> bytes:
 
 def update(round_: int, tag: str = "u", **over: Any) -> dict[str, Any]:
     """A record_update payload."""
-    return {"task_id": "t1", "round": round_, "blob": blob(tag), "size": 1024, "samples": 50,
-            **over}
+    return {
+        "task_id": "t1",
+        "round": round_,
+        "blob": blob(tag),
+        "size": 1024,
+        "samples": 50,
+        **over,
+    }
 
 
 def global_(round_: int, contributors: list[str], **over: Any) -> dict[str, Any]:
     """A record_global payload."""
-    return {"task_id": "t1", "round": round_, "blob": blob(f"g{round_}"), "size": 1024,
-            "accuracy": 0.5, "contributors": contributors, **over}
+    return {
+        "task_id": "t1",
+        "round": round_,
+        "blob": blob(f"g{round_}"),
+        "size": 1024,
+        "accuracy": 0.5,
+        "contributors": contributors,
+        **over,
+    }
 
 
 def published() -> Chain:
@@ -62,13 +74,25 @@ def one_round(chain: Chain, round_: int, devices: tuple[str, ...] = ("dev1", "de
 def test_publish_escrows_the_pool() -> None:
     chain = Chain(GENESIS2)
     receipt = chain.ok(PUB, "task.publish", PUBLISH)
-    assert receipt.events == (Event("task", "published", {
-        "task_id": "t1", "publisher": "pub", "reward_pool": 300, "rounds": 3}),)
+    assert receipt.events == (
+        Event(
+            "task",
+            "published",
+            {"task_id": "t1", "publisher": "pub", "reward_pool": 300, "rounds": 3},
+        ),
+    )
     assert chain.balance("pub") == 700
     assert task.escrowed(chain.state) == 300
     assert task.get_task(chain.state, "t1") == {
-        "publisher": "pub", "reward_pool": 300, "paid": 0, "rounds": 3, "model": "cnn",
-        "dataset": "mnist", "round": 0, "status": "open"}
+        "publisher": "pub",
+        "reward_pool": 300,
+        "paid": 0,
+        "rounds": 3,
+        "model": "cnn",
+        "dataset": "mnist",
+        "round": 0,
+        "status": "open",
+    }
     chain.ok(PUB, "task.publish", {**PUBLISH, "task_id": "free", "reward_pool": 0})
     assert chain.balance("pub") == 700
 
@@ -98,8 +122,9 @@ def test_publish_refusals(key: NodeKey, over: dict[str, Any], match: str) -> Non
 
 def test_publish_refuses_missing_field_and_duplicate_id() -> None:
     chain = published()
-    chain.refused(PUB, "task.publish", {k: v for k, v in PUBLISH.items() if k != "rounds"},
-                  "rounds: missing")
+    chain.refused(
+        PUB, "task.publish", {k: v for k, v in PUBLISH.items() if k != "rounds"}, "rounds: missing"
+    )
     chain.refused(PUB2, "task.publish", PUBLISH, "task_id: 't1' already exists")
 
 
@@ -109,10 +134,16 @@ def test_publish_refuses_missing_field_and_duplicate_id() -> None:
 def test_record_update() -> None:
     chain = published()
     receipt = chain.ok(DEV1, "task.record_update", update(1, "a"))
-    assert receipt.events[0] == Event("task", "update", {
-        "task_id": "t1", "round": 1, "node": "dev1", "blob": blob("a").hex(), "samples": 50})
+    assert receipt.events[0] == Event(
+        "task",
+        "update",
+        {"task_id": "t1", "round": 1, "node": "dev1", "blob": blob("a").hex(), "samples": 50},
+    )
     assert chain.state.get(task.NS_UPDATE, "t1/1/dev1") == {
-        "blob": blob("a").hex(), "size": 1024, "samples": 50}
+        "blob": blob("a").hex(),
+        "size": 1024,
+        "samples": 50,
+    }
     chain.ok(DEV2, "task.record_update", update(1, "b", size=0))
 
 
@@ -169,8 +200,11 @@ def test_record_global() -> None:
     receipt = chain.ok(PUB, "task.record_global", global_(1, ["dev2", "dev1"], accuracy=1))
     assert receipt.events[0].data["contributors"] == ["dev1", "dev2"]
     assert chain.state.get(task.NS_GLOBAL, "t1/1") == {
-        "blob": blob("g1").hex(), "size": 1024, "accuracy": 1.0,
-        "contributors": ["dev1", "dev2"]}
+        "blob": blob("g1").hex(),
+        "size": 1024,
+        "accuracy": 1.0,
+        "contributors": ["dev1", "dev2"],
+    }
     assert chain.state.get(task.NS, "t1")["round"] == 1
 
 
@@ -207,8 +241,9 @@ def test_record_global_refusals(key: NodeKey, payload: dict[str, Any], match: st
 def test_reward_pays_from_the_pool() -> None:
     chain = published()
     receipt = chain.ok(PUB, "task.reward", {"task_id": "t1", "to": "dev3", "amount": 120})
-    assert receipt.events == (Event("task", "reward", {"task_id": "t1", "to": "dev3",
-                                                       "amount": 120}),)
+    assert receipt.events == (
+        Event("task", "reward", {"task_id": "t1", "to": "dev3", "amount": 120}),
+    )
     assert chain.balance("dev3") == 120
     record = chain.state.get(task.NS, "t1")
     assert (record["reward_pool"], record["paid"]) == (180, 120)
@@ -271,12 +306,26 @@ def test_full_lifecycle() -> None:
         count = sum(node_id in devices for devices in participants.values())
         chain.ok(PUB, "task.reward", {"task_id": "t1", "to": node_id, "amount": 40 * count})
     chain.ok(PUB, "task.close", {"task_id": "t1"})  # refund 20: pub 720
-    assert {nid: chain.balance(nid) for nid in ("pub", "dev1", "dev2", "dev3", "mec", "pub2")} \
-        == {"pub": 720, "dev1": 220, "dev2": 130, "dev3": 80, "mec": 10, "pub2": 500}
+    assert {nid: chain.balance(nid) for nid in ("pub", "dev1", "dev2", "dev3", "mec", "pub2")} == {
+        "pub": 720,
+        "dev1": 220,
+        "dev2": 130,
+        "dev3": 80,
+        "mec": 10,
+        "pub2": 500,
+    }
     assert token.total_supply(chain.state) == supply
     record = chain.state.get(task.NS, "t1")
-    assert record == {"publisher": "pub", "reward_pool": 0, "paid": 280, "rounds": 3,
-                      "model": "cnn", "dataset": "mnist", "round": 3, "status": "closed"}
+    assert record == {
+        "publisher": "pub",
+        "reward_pool": 0,
+        "paid": 280,
+        "rounds": 3,
+        "model": "cnn",
+        "dataset": "mnist",
+        "round": 3,
+        "status": "closed",
+    }
     assert chain.state.get(task.NS_GLOBAL, "t1/2")["contributors"] == ["dev1", "dev2"]
     assert len(chain.state.items(task.NS_UPDATE)) == 7
     assert len(chain.state.items(task.NS_GLOBAL)) == 3

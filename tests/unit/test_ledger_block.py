@@ -29,7 +29,9 @@ from node.ledger.merkle import merkle_root
 from node.ledger.tx import Transaction, TxError
 
 SETTINGS = settings(
-    derandomize=True, database=None, deadline=None,
+    derandomize=True,
+    database=None,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
@@ -88,14 +90,19 @@ floats = st.floats(allow_nan=False, allow_infinity=False)
 scalars = st.none() | st.booleans() | ints | floats | st.text(max_size=20) | st.binary(max_size=40)
 json_like = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=4)
-    | st.lists(inner, max_size=4).map(tuple)
-    | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.lists(inner, max_size=4).map(tuple)
+        | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 payloads = st.dictionaries(
     st.text(max_size=8),
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=16)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.text(max_size=16)
     | st.binary(max_size=32),
     max_size=4,
 )

@@ -321,7 +321,8 @@ def test_concurrent_appenders_from_threads_never_interleave(store: ChainStore) -
 
 
 WRITE = st.tuples(
-    st.sampled_from(["a", "b", "ns"]), st.sampled_from(["k", "l", "ü", ""]),
+    st.sampled_from(["a", "b", "ns"]),
+    st.sampled_from(["k", "l", "ü", ""]),
     st.none() | st.binary(max_size=8),
 )
 
@@ -450,7 +451,10 @@ def test_kill_9_at_random_points_never_leaves_a_half_written_block(tmp_path: Pat
         spin_us = rng.randint(0, 600) if in_append else rng.choice([0, rng.randint(1, 2000)])
         child = subprocess.Popen(
             [sys.executable, str(script), str(db), str(run), "100000"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=REPO_ROOT,
         )
         watchdog = threading.Timer(60, child.kill)
         watchdog.start()

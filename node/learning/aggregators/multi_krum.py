@@ -1,0 +1,44 @@
+"""Multi-Krum (Blanchard et al. 2017): the unweighted mean of the m updates with best Krum score."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from node.learning.aggregators.krum import KrumParams, krum_scores
+from node.learning.aggregators.update import Update, as_updates, cast_like, stack
+from node.learning.attacks._common import integer
+from node.learning.weights import Weights
+
+
+@dataclass(frozen=True)
+class MultiKrumParams:
+    """f >= 0 Byzantine updates tolerated; m >= 1 updates averaged (default n - f)."""
+
+    f: int
+    m: int | None = None
+
+    def __post_init__(self) -> None:
+        """Validate f and m."""
+        KrumParams(self.f)
+        if self.m is not None and integer("m", self.m) < 1:
+            raise ValueError(f"m must be >= 1, got {self.m}")
+
+
+def multi_krum(
+    updates: Sequence[Update | tuple[Mapping[str, np.ndarray], float]],
+    f: int,
+    m: int | None = None,
+) -> Weights:
+    """Mean of the m lowest-scoring updates (stable order on ties); m = n - f when None."""
+    MultiKrumParams(f, m)
+    ups = as_updates(updates)
+    scores = krum_scores(ups, f)
+    count = len(ups) - f if m is None else m
+    if count > len(ups):
+        raise ValueError(f"m must be <= n, got m={m} with n={len(ups)} updates")
+    chosen = [ups[i] for i in np.argsort(scores, kind="stable")[:count]]
+    means = {k: stack(chosen, k).mean(axis=0) for k in ups[0].weights}
+    return cast_like(means, ups[0].weights)

@@ -1,0 +1,40 @@
+"""BEES: FedAvg over the k updates with the highest reported accuracy (ties: earlier first)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from node.learning.aggregators.fedavg import fedavg
+from node.learning.aggregators.update import Update, as_updates, check_shapes
+from node.learning.attacks._common import integer
+from node.learning.weights import Weights
+
+
+@dataclass(frozen=True)
+class TopKParams:
+    """k >= 1 updates kept (all of them when fewer than k arrive)."""
+
+    k: int
+
+    def __post_init__(self) -> None:
+        """Validate k."""
+        if integer("k", self.k) < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
+
+
+def select_top_k(updates: Sequence[Update], k: int) -> list[Update]:
+    """The min(k, n) updates with the highest accuracy, best first; ValueError if one lacks it."""
+    TopKParams(k)
+    for u in updates:
+        if u.accuracy is None:
+            raise ValueError(f"update from {u.sender!r} has no accuracy; top_k_accuracy needs it")
+    order = sorted(range(len(updates)), key=lambda i: (-float(updates[i].accuracy or 0.0), i))
+    return [updates[i] for i in order[:k]]
+
+
+def top_k_accuracy(updates: Sequence[Update], k: int) -> Weights:
+    """Sample-weighted FedAvg of the k most accurate updates."""
+    ups = as_updates(updates)
+    check_shapes(ups)
+    return fedavg(select_top_k(ups, k))
