@@ -19,7 +19,7 @@ from node.ledger.replica import Replica
 from node.metrics import MetricsWriter
 from node.schemes import role_for
 from node.transport.base import Transport
-from node.transport.shaping import LinkShaper, ShapedTransport
+from node.transport.shaping import LinkShaper, LinkState, ShapedTransport
 from node.transport.zmq import ZmqTransport
 from topologies import TopologySpec
 
@@ -37,7 +37,8 @@ def build_daemon(config: NodeConfig) -> Daemon:
     )
     if config.shaping == "userspace":
         seed = np.random.SeedSequence([config.seed, *config.node_id.encode()])
-        shaper = LinkShaper(topology, config.node_id, np.random.default_rng(seed))
+        link_state = LinkState(Path(config.links_down_path)) if config.links_down_path else None
+        shaper = LinkShaper(topology, config.node_id, np.random.default_rng(seed), link_state)
         transport = ShapedTransport(transport, shaper)
     key = NodeKey.load(Path(config.key_path))
     codec = Codec(

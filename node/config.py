@@ -50,6 +50,10 @@ class NodeConfig(BaseModel):
     chain: dict[str, Any]
     task_id: str
     ledger_synchronous: str = "NORMAL"
+    aggregator: dict[str, Any] = {"name": "fedavg", "params": {}}
+    privacy: dict[str, Any] | None = None
+    behaviours: list[dict[str, Any]] = []
+    links_down_path: str | None = None
 
     @classmethod
     def load(cls, path: Path) -> NodeConfig:

@@ -114,8 +114,9 @@ class Daemon:
         if height >= self._stop_at_height:
             self._stopping = True
         elif self._clock() > self._stop_deadline:
-            log.warning("stopping at ledger height %d, below the final %d", height,
-                        self._stop_at_height)
+            log.warning(
+                "stopping at ledger height %d, below the final %d", height, self._stop_at_height
+            )
             self._stopping = True
 
     def set_timer(self, name: str, delay_s: float) -> None:

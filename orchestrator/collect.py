@@ -24,6 +24,9 @@ METRIC_COLUMNS = (
     "samples",
     "contributors",
     "missing",
+    "rejected",
+    "behaviour",
+    "emd",
     "elapsed_s",
     "wall_time",
 )

@@ -3,6 +3,7 @@ progress, stop everything it started, and collect metrics, meta.json and figures
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import platform
@@ -20,10 +21,13 @@ from tqdm import tqdm
 from node.config import LearningConfig, NodeConfig
 from node.contracts.runtime import Genesis
 from node.keys import NodeKey, Roster
+from node.learning.aggregators import make_aggregator
+from node.learning.privacy import gaussian_sigma
 from node.ledger.chain import ChainConfig
 from orchestrator.collect import collect, read_records
+from orchestrator.faults import FaultEvent, behaviour_schedules, resolve_faults
 from orchestrator.report import plot_accuracy
-from orchestrator.scenario import Scenario
+from orchestrator.scenario import Scenario, ScenarioError
 from topologies import TopologySpec
 from topologies.backends.base import Launch
 from topologies.backends.local import LocalBackend
@@ -32,6 +36,17 @@ from topologies.builders import PUBLISHER_ID, build_hierarchy
 log = logging.getLogger(__name__)
 
 POLL_S = 0.2
+EVENT_COLUMNS = (
+    "round",
+    "action",
+    "nodes",
+    "behaviour",
+    "params",
+    "link",
+    "applied_by",
+    "detail",
+    "elapsed_s",
+)
 STOP_GRACE_S = 15.0
 
 
@@ -111,8 +126,15 @@ class Run:
         self.progress = progress
         self.run_id = f"{scenario.name}-{uuid.uuid4().hex[:8]}"
         self.topology: TopologySpec = build_hierarchy(scenario.topology.to_params(), scenario.seed)
+        self.faults = resolve_faults(scenario, self.topology)
+        try:
+            make_aggregator(scenario.aggregator.name, scenario.aggregator.params)
+        except ValueError as exc:
+            raise ScenarioError(f"aggregator.params: {exc}") from None
         self.backend = LocalBackend(shaping=scenario.shaping)
         self.meta: dict[str, Any] = {}
+        self.events: list[dict[str, Any]] = []
+        self._links_down: set[tuple[str, str]] = set()
 
     def restart(self, node_id: str) -> int:
         """Start a dead node's process again (same config, key and directory); its new PID."""
@@ -138,6 +160,8 @@ class Run:
         (self.out_dir / "topology.json").write_text(json.dumps(topo, indent=1))
         (self.out_dir / "roster.json").write_text(json.dumps(roster.to_hex(), indent=1))
         learning = _learning(s)
+        schedules = behaviour_schedules(self.faults)
+        privacy = s.privacy.model_dump() if s.privacy is not None else None
         chain = ChainConfig(
             genesis=Genesis(
                 members={n.id: (keys[n.id].public_key, str(n.kind)) for n in daemons},
@@ -171,6 +195,10 @@ class Run:
                 chain=chain,
                 task_id=s.name,
                 ledger_synchronous=s.ledger.synchronous,
+                aggregator=s.aggregator.model_dump(),
+                privacy=privacy,
+                behaviours=schedules.get(node.id, []),
+                links_down_path=str(self.out_dir / "links_down.json"),
             )
             config.save(ndir / "config.json")
             launches.append(
@@ -191,6 +219,9 @@ class Run:
             "nodes": {n.id: str(n.kind) for n in daemons},
             "endpoints": endpoints,
             "versions": _versions(),
+            "aggregator": s.aggregator.model_dump(),
+            "privacy": _privacy_meta(s),
+            "faults": [vars(ev) | {"link": ev.link} for ev in self.faults],
             "host": {"platform": platform.platform(), "cpus": _cpu_count()},
         }
         self._write_meta()
@@ -227,8 +258,9 @@ class Run:
             while True:
                 rounds_seen = self.publisher_rounds()
                 if len(rounds_seen) > reported:
-                    if self.on_round is not None:
-                        for record in rounds_seen[reported:]:
+                    for record in rounds_seen[reported:]:
+                        self._apply_faults(int(record["round"]) + 1, started)
+                        if self.on_round is not None:
                             self.on_round(self, record)
                     last = rounds_seen[-1]
                     bar.update(len(rounds_seen) - reported)
@@ -253,6 +285,61 @@ class Run:
             self.backend.stop(grace_s=5.0)
         return self._finish(started, interrupted)
 
+    def _apply_faults(self, round_no: int, started: float) -> None:
+        """Apply the process and link events of `round_no` (its previous round just ended)."""
+        for ev in self.faults:
+            if ev.round != round_no or ev.action in ("malicious", "recover"):
+                continue
+            detail = ""
+            if ev.action == "crash":
+                for nid in ev.nodes:
+                    self.backend.kill(nid)
+                detail = "SIGKILL"
+            elif ev.action == "restart":
+                pids = [
+                    self.restart(nid) for nid in ev.nodes if self.backend.poll()[nid] is not None
+                ]
+                detail = f"new PIDs {pids}"
+            elif ev.link is not None:
+                a, b = ev.link
+                change = {(a, b), (b, a)}
+                if ev.action == "link_down":
+                    self._links_down |= change
+                else:
+                    self._links_down -= change
+                path = self.out_dir / "links_down.json"
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(sorted(self._links_down)))
+                tmp.replace(path)
+                detail = "user-space shaping drops frames on it"
+            log.info("applied %s", ev.describe())
+            self._record_event(ev, "orchestrator", detail, time.monotonic() - started)
+
+    def _record_event(self, ev: FaultEvent, by: str, detail: str, elapsed: float | None) -> None:
+        self.events.append(
+            {
+                "round": ev.round,
+                "action": ev.action,
+                "nodes": " ".join(ev.nodes),
+                "behaviour": ev.behaviour or "",
+                "params": json.dumps(ev.params) if ev.params else "",
+                "link": "-".join(ev.link) if ev.link else "",
+                "applied_by": by,
+                "detail": detail,
+                "elapsed_s": "" if elapsed is None else round(elapsed, 3),
+            }
+        )
+
+    def _write_events(self) -> None:
+        for ev in self.faults:
+            if ev.action in ("malicious", "recover"):
+                self._record_event(ev, "node", "from its config, at the start of the round", None)
+        self.events.sort(key=lambda e: (e["round"], e["action"]))
+        with (self.out_dir / "events.csv").open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=EVENT_COLUMNS)
+            writer.writeheader()
+            writer.writerows(self.events)
+
     def _await_exit(self, grace_s: float) -> None:
         end = time.monotonic() + grace_s
         while time.monotonic() < end and any(c is None for c in self.backend.poll().values()):
@@ -266,6 +353,7 @@ class Run:
         rounds = self.publisher_rounds()
         codes = self.backend.poll()
         collect(self.out_dir)
+        self._write_events()
         if rounds:
             plot_accuracy(self.out_dir)
         final = rounds[-1]["accuracy"] if rounds else None
@@ -280,6 +368,20 @@ class Run:
         )
         self._write_meta()
         return RunResult(self.out_dir, len(rounds), final, elapsed, codes, interrupted)
+
+
+def _privacy_meta(s: Scenario) -> dict[str, Any] | None:
+    if s.privacy is None:
+        return None
+    p = s.privacy
+    sigma = gaussian_sigma(p.epsilon, p.delta, p.clip_norm, p.mechanism)
+    return {
+        **p.model_dump(),
+        "sensitivity": p.clip_norm,
+        "sigma": sigma,
+        "formula": "classic: sigma = S*sqrt(2 ln(1.25/delta))/epsilon (Dwork & Roth 2014); "
+        "analytic: Balle & Wang 2018",
+    }
 
 
 def _cpu_count() -> int:

@@ -116,6 +116,57 @@ class LedgerSection(_Section):
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
 
 
+class AggregatorSection(_Section):
+    """How the publisher combines updates (see node/learning/aggregators)."""
+
+    name: Literal[
+        "fedavg",
+        "median",
+        "trimmed_mean",
+        "krum",
+        "multi_krum",
+        "top_k_accuracy",
+        "accuracy_threshold",
+    ] = "fedavg"
+    params: dict[str, Any] = {}
+
+
+class PrivacySection(_Section):
+    """Local differential privacy on every device's update (clip to L2 norm, Gaussian noise)."""
+
+    epsilon: PositiveFloat
+    delta: Annotated[float, Field(gt=0, lt=1)]
+    clip_norm: PositiveFloat = 1.0
+    mechanism: Literal["classic", "analytic"] = "classic"
+
+
+class FaultSection(_Section):
+    """One fault-schedule entry: at round `at_round`, `action` happens to the selected nodes."""
+
+    at_round: Annotated[int, Field(ge=1)]
+    action: Literal["malicious", "recover", "crash", "restart", "link_down", "link_up"]
+    nodes: list[str] | None = None
+    role: Literal["device", "mec"] | None = None
+    fraction: Annotated[float, Field(gt=0, le=1)] | None = None
+    count: Annotated[int, Field(ge=1)] | None = None
+    behaviour: str | None = None
+    params: dict[str, Any] = {}
+    link: Annotated[list[str], Field(min_length=2, max_length=2)] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FaultSection:
+        if self.action in ("link_down", "link_up"):
+            if self.link is None:
+                raise ValueError(f"{self.action} needs link: [NODE, NODE]")
+        elif (self.nodes is None) == (self.role is None):
+            raise ValueError("give exactly one of nodes: [...] or role: device|mec")
+        if self.role is not None and self.fraction is not None and self.count is not None:
+            raise ValueError("give at most one of fraction and count")
+        if self.action == "malicious" and not self.behaviour:
+            raise ValueError("malicious needs a behaviour")
+        return self
+
+
 _DEFAULT_HIERARCHY = HierarchyParams()
 
 
@@ -162,6 +213,9 @@ class Scenario(_Section):
     training: TrainingSection = TrainingSection()
     topology: TopologySection = TopologySection()
     ledger: LedgerSection = LedgerSection()
+    aggregator: AggregatorSection = AggregatorSection()
+    privacy: PrivacySection | None = None
+    faults: list[FaultSection] = []
     max_message_mb: Annotated[float, Field(gt=0, le=1024)] = 64.0
     startup_timeout_s: PositiveFloat = 120.0
 
@@ -195,6 +249,8 @@ def _one_line(err: dict[str, Any]) -> str:
     if kind == "missing":
         return f"{where}: required field is missing"
     msg = err["msg"].removeprefix("Value error, ").removeprefix("Input should be ")
+    if kind == "value_error":
+        return f"{where}: {msg}"
     return f"{where}: {value!r} is invalid; allowed: {msg}"
 
 

@@ -25,8 +25,10 @@ class Genesis:
         """A JSON-able form (keys as hex)."""
         return {
             "chain_id": self.chain_id,
-            "members": {nid: {"key": key.hex(), "role": role}
-                        for nid, (key, role) in sorted(self.members.items())},
+            "members": {
+                nid: {"key": key.hex(), "role": role}
+                for nid, (key, role) in sorted(self.members.items())
+            },
             "balances": dict(sorted(self.balances.items())),
         }
 
@@ -34,8 +36,10 @@ class Genesis:
     def from_dict(cls, data: dict[str, Any]) -> Genesis:
         """Parse `to_dict` output; raises ValueError on a bad shape."""
         try:
-            members = {str(nid): (bytes.fromhex(m["key"]), str(m["role"]))
-                       for nid, m in data["members"].items()}
+            members = {
+                str(nid): (bytes.fromhex(m["key"]), str(m["role"]))
+                for nid, m in data["members"].items()
+            }
             balances = {str(nid): v for nid, v in data.get("balances", {}).items()}
             chain_id = data["chain_id"]
         except (KeyError, TypeError, AttributeError) as exc:

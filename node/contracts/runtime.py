@@ -23,8 +23,19 @@ from node.contracts.state import State
 from node.ledger.tx import TYPE_RE, Transaction
 
 __all__ = [
-    "CONTRACTS", "NS_NONCE", "BlockContext", "Calls", "ContractError", "Event", "Genesis",
-    "Method", "Receipt", "Registry", "TxRejected", "default_registry", "genesis_state",
+    "CONTRACTS",
+    "NS_NONCE",
+    "BlockContext",
+    "Calls",
+    "ContractError",
+    "Event",
+    "Genesis",
+    "Method",
+    "Receipt",
+    "Registry",
+    "TxRejected",
+    "default_registry",
+    "genesis_state",
     "last_nonce",
 ]
 
@@ -40,9 +51,7 @@ def last_nonce(state: State, sender: bytes) -> int:
 class Registry:
     """Contracts by name, and the deterministic execution of transactions against them."""
 
-    def __init__(
-        self, is_member: Callable[[State, bytes], bool] = identity.is_registered
-    ) -> None:
+    def __init__(self, is_member: Callable[[State, bytes], bool] = identity.is_registered) -> None:
         self._methods: dict[str, dict[str, Method]] = {}
         self._internals: dict[str, object] = {}
         self._is_member = is_member

@@ -127,12 +127,27 @@ def publish(state: State, tx: Transaction, ctx: BlockContext, calls: Calls) -> l
         raise ContractError(f"task_id: {task_id!r} already exists")
     if pool > 0:
         calls.api("token", TokenApi).debit(state, sender, pool)
-    state.set(NS, task_id, {
-        "publisher": sender, "reward_pool": pool, "paid": 0, "rounds": rounds,
-        "model": model, "dataset": dataset, "round": 0, "status": OPEN,
-    })
-    return [Event(NAME, "published", {"task_id": task_id, "publisher": sender,
-                                      "reward_pool": pool, "rounds": rounds})]
+    state.set(
+        NS,
+        task_id,
+        {
+            "publisher": sender,
+            "reward_pool": pool,
+            "paid": 0,
+            "rounds": rounds,
+            "model": model,
+            "dataset": dataset,
+            "round": 0,
+            "status": OPEN,
+        },
+    )
+    return [
+        Event(
+            NAME,
+            "published",
+            {"task_id": task_id, "publisher": sender, "reward_pool": pool, "rounds": rounds},
+        )
+    ]
 
 
 def record_update(state: State, tx: Transaction, ctx: BlockContext, calls: Calls) -> list[Event]:
@@ -150,13 +165,22 @@ def record_update(state: State, tx: Transaction, ctx: BlockContext, calls: Calls
     if state.get_bytes(NS_UPDATE, key) is not None:
         raise ContractError(f"round: {sender!r} already recorded an update for round {round_}")
     state.set(NS_UPDATE, key, {"blob": blob.hex(), "size": size, "samples": samples})
-    return [Event(NAME, "update", {"task_id": task_id, "round": round_, "node": sender,
-                                   "blob": blob.hex(), "samples": samples})]
+    return [
+        Event(
+            NAME,
+            "update",
+            {
+                "task_id": task_id,
+                "round": round_,
+                "node": sender,
+                "blob": blob.hex(),
+                "samples": samples,
+            },
+        )
+    ]
 
 
-def _contributors(
-    state: State, payload: dict[str, Any], task_id: str, round_: int
-) -> list[str]:
+def _contributors(state: State, payload: dict[str, Any], task_id: str, round_: int) -> list[str]:
     value = field_of(payload, "contributors")
     if not isinstance(value, list):
         raise ContractError(f"contributors: must be a list, not {type(value).__name__}")
@@ -182,13 +206,31 @@ def record_global(state: State, tx: Transaction, ctx: BlockContext, calls: Calls
     size = int_field(payload, "size", 0, MAX_SIZE)
     accuracy = float_field(payload, "accuracy", 0.0, 1.0)
     contributors = _contributors(state, payload, task_id, round_)
-    state.set(NS_GLOBAL, global_key(task_id, round_), {
-        "blob": blob.hex(), "size": size, "accuracy": accuracy, "contributors": contributors,
-    })
+    state.set(
+        NS_GLOBAL,
+        global_key(task_id, round_),
+        {
+            "blob": blob.hex(),
+            "size": size,
+            "accuracy": accuracy,
+            "contributors": contributors,
+        },
+    )
     task["round"] = round_
     state.set(NS, task_id, task)
-    return [Event(NAME, "global", {"task_id": task_id, "round": round_, "blob": blob.hex(),
-                                   "accuracy": accuracy, "contributors": contributors})]
+    return [
+        Event(
+            NAME,
+            "global",
+            {
+                "task_id": task_id,
+                "round": round_,
+                "blob": blob.hex(),
+                "accuracy": accuracy,
+                "contributors": contributors,
+            },
+        )
+    ]
 
 
 def reward(state: State, tx: Transaction, ctx: BlockContext, calls: Calls) -> list[Event]:
@@ -223,8 +265,9 @@ def close(state: State, tx: Transaction, ctx: BlockContext, calls: Calls) -> lis
     task["reward_pool"] = 0
     task["status"] = CLOSED
     state.set(NS, task_id, task)
-    return [Event(NAME, "closed", {"task_id": task_id, "refund": refund,
-                                   "round": int(task["round"])})]
+    return [
+        Event(NAME, "closed", {"task_id": task_id, "refund": refund, "round": int(task["round"])})
+    ]
 
 
 METHODS: dict[str, Method] = {

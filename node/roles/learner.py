@@ -64,13 +64,16 @@ class Learner:
         """Replace the model weights; ValueError if keys, shapes or dtypes differ."""
         set_weights(self.model, weights)
 
-    def train(self, round_no: int) -> TrainResult:
-        """Local SGD on this node's data for the configured epochs (seeded per round)."""
+    def train(
+        self, round_no: int, x: np.ndarray | None = None, y: np.ndarray | None = None
+    ) -> TrainResult:
+        """Local SGD for the configured epochs (seeded per round) on this node's data, or on
+        (x, y) when given (what an attack made of it)."""
         cfg = self.cfg
         return train_local(
             self.model,
-            self.train_x,
-            self.train_y,
+            self.train_x if x is None else x,
+            self.train_y if y is None else y,
             epochs=cfg.local_epochs,
             batch_size=cfg.batch_size,
             lr=cfg.learning_rate,
@@ -81,6 +84,10 @@ class Learner:
     def evaluate(self) -> EvalResult:
         """Accuracy and loss on the held-out test set."""
         return evaluate(self.model, self.dataset.test_x, self.dataset.test_y)
+
+    def evaluate_on(self, x: np.ndarray, y: np.ndarray) -> EvalResult:
+        """Accuracy and loss of the current weights on (x, y)."""
+        return evaluate(self.model, x, y)
 
 
 def check_update(reference: Mapping[str, np.ndarray], received: object) -> Weights:

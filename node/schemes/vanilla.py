@@ -45,12 +45,20 @@ import numpy as np
 
 from node.codec import Message
 from node.learning.aggregate import fedavg
+from node.learning.aggregators import (
+    NoAcceptedUpdatesError,
+    Update,
+    accepted,
+    make_aggregator,
+    select_top_k,
+)
 from node.learning.weights import Weights, weights_from_bytes, weights_to_bytes
 from node.ledger.encoding import sha256
 from node.ledger.replica import Replica
 from node.ledger.tx import Transaction, TxError
 from node.roles.base import NodeContext, Role
 from node.roles.learner import Learner, check_update
+from node.roles.threats import DeviceThreats, edge_fault, edge_output
 from topologies import NodeKind
 
 log = logging.getLogger(__name__)
@@ -59,6 +67,8 @@ PUBLISHER = "pub"
 MEC_DEADLINE_FRACTION = 0.8
 HELLO_INTERVAL_S = 1.0
 FINAL_SYNC_S = 5.0
+ACCURACY_AGGREGATORS = ("top_k_accuracy", "accuracy_threshold")
+VALIDATION_SAMPLES = 1000
 
 
 def _replica(ctx: NodeContext) -> Replica:
@@ -137,6 +147,7 @@ class DeviceRole(_Greeter):
             ctx.config.learning, ctx.config.seed, (devices.index(ctx.node_id), len(devices))
         )
         self.reference = self.learner.weights()
+        self.threats = DeviceThreats(ctx.config, self.learner)
         self.round = 0
         super().start(ctx)
 
@@ -156,15 +167,18 @@ class DeviceRole(_Greeter):
             ctx.drop("stale_round", f"global round {round_no!r}")
             return
         try:
-            self.learner.load(check_update(self.reference, msg.payload.get("weights")))
+            global_weights = check_update(self.reference, msg.payload.get("weights"))
         except ValueError as exc:
             ctx.drop("bad_model", str(exc))
             return
+        self.learner.load(global_weights)
         self.greeted = True
         self.round = round_no
-        result = self.learner.train(round_no)
+        x, y, behaviour = self.threats.training_data(round_no)
+        result = self.learner.train(round_no, x, y)
+        sent = self.threats.outgoing(round_no, self.learner.weights(), global_weights)
         replica = _replica(ctx)
-        blob = weights_to_bytes(self.learner.weights())
+        blob = weights_to_bytes(sent)
         tx = replica.transaction(
             "task.record_update",
             {
@@ -193,6 +207,8 @@ class DeviceRole(_Greeter):
             loss=result.loss,
             eval_set="local-train",
             samples=result.samples,
+            behaviour=behaviour,
+            emd=self.threats.label_emd(y),
             train_time_s=result.seconds,
             round_time_s=ctx.now() - started,
         )
@@ -209,6 +225,8 @@ class MecRole(_Greeter):
         self.round = 0
         self.round_started = 0.0
         self.reference: Weights | None = None
+        self.global_weights: Weights = {}
+        self.individual = ctx.config.aggregator["name"] != "fedavg"
         self.updates: dict[str, tuple[Weights, float]] = {}
         self.txs: dict[str, bytes] = {}
         self.forwarded = True
@@ -237,7 +255,7 @@ class MecRole(_Greeter):
         if self.reference is None:
             self.reference = {k: v for k, v in weights.items() if isinstance(v, np.ndarray)}
         try:
-            check_update(self.reference, weights)
+            self.global_weights = check_update(self.reference, weights)
         except ValueError as exc:
             ctx.drop("bad_model", str(exc))
             return
@@ -285,22 +303,34 @@ class MecRole(_Greeter):
     def _forward(self, ctx: NodeContext) -> None:
         ctx.cancel_timer("deadline")
         self.forwarded = True
-        contributors = sorted(self.updates)
         missing = sorted(set(self.devices) - set(self.updates))
         if missing:
             log.warning(
                 "round %d: left out %s (no update before the deadline)", self.round, missing
             )
-        samples = sum(w for _, w in self.updates.values())
+        updates = [Update(w, n, None, d) for d, (w, n) in sorted(self.updates.items())]
+        updates, fault = edge_fault(ctx.config, self.round, updates, self.global_weights)
+        contributors = [u.sender for u in updates]
+        samples = sum(u.samples for u in updates)
         payload: dict[str, Any] = {
             "round": self.round,
             "samples": int(samples),
             "contributors": contributors,
             "missing": missing,
-            "txs": [self.txs[c] for c in contributors],
+            "txs": [self.txs[c] for c in sorted(self.txs)],
         }
-        if self.updates:
-            payload["weights"] = fedavg(list(self.updates.values()))
+        if updates and self.individual:
+            payload["updates"] = [
+                {
+                    "node": u.sender,
+                    "weights": edge_output(ctx.config, self.round, dict(u.weights)),
+                    "samples": int(u.samples),
+                }
+                for u in updates
+            ]
+        elif updates:
+            average = fedavg([(u.weights, u.samples) for u in updates])
+            payload["weights"] = edge_output(ctx.config, self.round, average)
         ctx.send(PUBLISHER, "partial", payload)
         ctx.metrics.write(
             "round",
@@ -308,6 +338,7 @@ class MecRole(_Greeter):
             samples=int(samples),
             contributors=len(contributors),
             missing=missing,
+            behaviour=fault,
             round_time_s=ctx.now() - self.round_started,
         )
 
@@ -321,6 +352,10 @@ class PublisherRole(Role):
         """Build the initial global model and wait for every node's hello."""
         self.learner = Learner(ctx.config.learning, ctx.config.seed)
         self.weights = self.learner.weights()
+        agg = ctx.config.aggregator
+        self.aggregator_name = str(agg["name"])
+        self.aggregate_fn = make_aggregator(self.aggregator_name, agg.get("params", {}))
+        self.individual: dict[str, list[Update]] = {}
         self.expected = {n.id for n in ctx.topology.daemons()} - {ctx.node_id}
         self.mecs = [n.id for n in ctx.topology.of_kind(NodeKind.MEC)]
         self.ready: set[str] = set()
@@ -394,6 +429,7 @@ class PublisherRole(Role):
         self.round_started = ctx.now()
         self.partials = {}
         self.update_txs = {}
+        self.individual = {}
         deadline = ctx.config.learning.round_deadline_s
         ctx.multicast(
             self.mecs,
@@ -411,31 +447,89 @@ class PublisherRole(Role):
         if not isinstance(samples, int) or samples < 0:
             ctx.drop("bad_payload", f"partial from {msg.sender} without a sample count")
             return
-        if samples > 0:
-            try:
+        try:
+            txs = [Transaction.from_bytes(raw) for raw in p.get("txs", [])]
+            for tx in txs:
+                tx.verify()
+            if samples > 0 and "updates" in p:
+                self.individual[msg.sender] = self._check_individual(ctx, p["updates"], txs)
+            elif samples > 0:
                 p = {**p, "weights": check_update(self.weights, p.get("weights"))}
-                txs = [Transaction.from_bytes(raw) for raw in p.get("txs", [])]
-                for tx in txs:
-                    tx.verify()
-            except (ValueError, TypeError) as exc:
-                ctx.drop("bad_model", f"partial from {msg.sender}: {exc}")
-                return
-            self.update_txs[msg.sender] = txs
+        except (ValueError, TypeError, KeyError) as exc:
+            ctx.drop("bad_model", f"partial from {msg.sender}: {exc}")
+            return
+        self.update_txs[msg.sender] = txs
         self.partials[msg.sender] = p
         if len(self.partials) == len(self.mecs):
             self._aggregate(ctx)
 
+    def _check_individual(
+        self, ctx: NodeContext, updates: object, txs: list[Transaction]
+    ) -> list[Update]:
+        """Device updates a MEC forwarded one by one; each must match its device's signed
+        transaction (blob hash), so a MEC that tampers with an update is caught here."""
+        if not isinstance(updates, list):
+            raise ValueError("updates must be a list")
+        by_key = {tx.sender.hex(): tx for tx in txs}
+        out = []
+        for item in updates:
+            node, samples = item["node"], item["samples"]
+            weights = check_update(self.weights, item["weights"])
+            tx = by_key.get(ctx.config.roster.get(str(node), ""))
+            if tx is None or tx.payload.get("blob") != sha256(weights_to_bytes(weights)):
+                ctx.drop("tampered_update", f"update of {node} does not match its transaction")
+                continue
+            if not isinstance(samples, int) or samples <= 0:
+                raise ValueError(f"update of {node} without a sample count")
+            out.append(Update(weights, samples, None, str(node)))
+        return out
+
+    def _combine(self, ctx: NodeContext) -> tuple[list[str], list[str]]:
+        """Aggregate this round's updates into self.weights; (contributors, rejected)."""
+        if self.aggregator_name == "fedavg":
+            usable = [
+                (p["weights"], float(p["samples"])) for p in self.partials.values() if p["samples"]
+            ]
+            if usable:
+                self.weights = fedavg(usable)
+            contributors = sorted(
+                c for p in self.partials.values() if p["samples"] for c in p["contributors"]
+            )
+            return contributors, []
+        updates = [u for mec in sorted(self.individual) for u in self.individual[mec]]
+        if not updates:
+            return [], []
+        if self.aggregator_name in ACCURACY_AGGREGATORS:
+            updates = [self._with_accuracy(u) for u in updates]
+        params = ctx.config.aggregator.get("params", {})
+        if self.aggregator_name == "accuracy_threshold":
+            kept = accepted(updates, params["threshold"])
+        elif self.aggregator_name == "top_k_accuracy":
+            kept = select_top_k(updates, params["k"])
+        else:
+            kept = updates
+        try:
+            self.weights = self.aggregate_fn(updates)
+        except NoAcceptedUpdatesError:
+            log.warning("round %d: no update passed the threshold", self.round)
+        kept_ids = sorted(u.sender for u in kept)
+        return kept_ids, sorted({u.sender for u in updates} - set(kept_ids))
+
+    def _with_accuracy(self, update: Update) -> Update:
+        """The update with its accuracy on the publisher's validation samples (the first
+        VALIDATION_SAMPLES test samples: our choice, the papers do not say which data)."""
+        ds = self.learner.dataset
+        n = min(VALIDATION_SAMPLES, len(ds.test_y))
+        self.learner.load(update.weights)
+        acc = self.learner.evaluate_on(ds.test_x[:n], ds.test_y[:n]).accuracy
+        return Update(update.weights, update.samples, acc, update.sender)
+
     def _aggregate(self, ctx: NodeContext) -> None:
         ctx.cancel_timer("deadline")
-        usable = [
-            (p["weights"], float(p["samples"])) for p in self.partials.values() if p["samples"]
-        ]
-        contributors = sorted(c for p in self.partials.values() for c in p.get("contributors", []))
+        contributors, rejected = self._combine(ctx)
         missing_mecs = sorted(set(self.mecs) - set(self.partials))
-        if usable:
-            self.weights = fedavg(usable)
-        else:
-            log.warning("round %d: no update arrived; the global model is unchanged", self.round)
+        if not contributors:
+            log.warning("round %d: no usable update; the global model is unchanged", self.round)
         self.learner.load(self.weights)
         result = self.learner.evaluate()
         self._record_round(ctx, contributors, result.accuracy)
@@ -446,8 +540,8 @@ class PublisherRole(Role):
             accuracy=result.accuracy,
             loss=result.loss,
             eval_set="test",
-            samples=int(sum(w for _, w in usable)),
             contributors=len(contributors),
+            rejected=rejected,
             missing=missing_mecs
             + sorted(m for p in self.partials.values() for m in p.get("missing", [])),
             round_time_s=round_time,
@@ -473,7 +567,7 @@ class PublisherRole(Role):
         for tx in txs:
             node = replica.chain.config.genesis.members
             sender = next((nid for nid, (key, _) in node.items() if key == tx.sender), None)
-            if sender is not None:
+            if sender is not None and sender in contributors:
                 samples = int(tx.payload.get("samples", 0))
                 self.samples_by_device[sender] = self.samples_by_device.get(sender, 0) + samples
         if contributors:

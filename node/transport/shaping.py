@@ -20,24 +20,74 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import json
+import logging
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
 from node.transport.base import Transport, TransportStats
 from topologies import LinkSpec, TopologyError, TopologySpec
 
+log = logging.getLogger(__name__)
+
+
+class LinkState:
+    """Links the orchestrator has taken down, read from a JSON file it rewrites.
+
+    The file holds ``[[src, dst], ...]`` (both directions are listed); it is re-read when
+    its modification time changes, at most every POLL_S seconds.
+    """
+
+    POLL_S = 0.1
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._mtime = -1.0
+        self._next_check = 0.0
+        self.down: frozenset[tuple[str, str]] = frozenset()
+
+    def _refresh(self, now: float) -> None:
+        if now < self._next_check:
+            return
+        self._next_check = now + self.POLL_S
+        try:
+            mtime = self._path.stat().st_mtime
+        except FileNotFoundError:
+            self.down = frozenset()
+            return
+        if mtime != self._mtime:
+            self._mtime = mtime
+            try:
+                pairs = json.loads(self._path.read_text())
+                self.down = frozenset((str(a), str(b)) for a, b in pairs)
+            except (ValueError, TypeError):
+                log.warning("unreadable link state file %s; keeping the last state", self._path)
+
+    def blocks(self, route: tuple[LinkSpec, ...], now: float) -> bool:
+        """True if a link of `route` is down."""
+        self._refresh(now)
+        return any((link.src, link.dst) in self.down for link in route)
+
 
 class LinkShaper:
     """Plans when (or whether) a frame sent now reaches its destination."""
 
-    def __init__(self, topology: TopologySpec, node_id: str, rng: np.random.Generator) -> None:
+    def __init__(
+        self,
+        topology: TopologySpec,
+        node_id: str,
+        rng: np.random.Generator,
+        link_state: LinkState | None = None,
+    ) -> None:
         self._topology = topology
         self._node_id = node_id
         self._rng = rng
         self._busy_until: dict[tuple[str, str], float] = {}
+        self._link_state = link_state
 
     def route(self, dst: str) -> tuple[LinkSpec, ...]:
         """The directed links a frame to `dst` crosses."""
@@ -46,7 +96,10 @@ class LinkShaper:
     def plan(self, dst: str, nbytes: int, now: float) -> float | None:
         """The delivery time of a frame of `nbytes` sent at `now`, or None if a link loses it."""
         t = now
-        for hop, link in enumerate(self.route(dst)):
+        route = self.route(dst)
+        if self._link_state is not None and self._link_state.blocks(route, now):
+            return None
+        for hop, link in enumerate(route):
             serialization = nbytes * 8 / (link.bandwidth_mbit * 1e6)
             if hop == 0:
                 key = (link.src, link.dst)
@@ -95,7 +148,7 @@ class ShapedTransport:
             self.stats.dropped["unknown_peer"] += 1
             return
         if due is None:
-            self.stats.dropped["link_loss"] += 1
+            self.stats.dropped["link_loss"] += 1  # random loss, or a link that is down
             return
         with self._cond:
             heapq.heappush(self._heap, (due, next(self._counter), dst, frame))

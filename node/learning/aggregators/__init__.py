@@ -13,6 +13,7 @@ from typing import Any
 from node.learning.aggregators.accuracy_threshold import (
     AccuracyThresholdParams,
     NoAcceptedUpdatesError,
+    accepted,
     accuracy_threshold,
 )
 from node.learning.aggregators.fedavg import FedAvgParams, fedavg
@@ -36,6 +37,7 @@ __all__ = [
     "TopKParams",
     "TrimmedMeanParams",
     "Update",
+    "accepted",
     "accuracy_threshold",
     "as_updates",
     "fedavg",

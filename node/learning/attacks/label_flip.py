@@ -2,6 +2,10 @@
 
 `random`: round(lambda * n) of the device's n samples, chosen uniformly without replacement,
 each get a label drawn uniformly from the *other* num_classes - 1 classes.
+`reverse`: round(lambda * n) samples, chosen the same way, get label num_classes - 1 - y
+(the consistent "l -> L - l - 1" flip of Fang et al., USENIX Security 2020; every attacker
+pushes the same wrong mapping, so it hurts plain averaging more than random flips do; a
+class that maps to itself, the middle one for odd num_classes, is not counted as chosen).
 `targeted`: round(lambda * n_a) of the device's n_a samples labelled `source` are relabelled
 `target`. Rounding is half-up. The features are never touched.
 """
@@ -14,12 +18,12 @@ import numpy as np
 
 from node.learning.attacks._common import choice, integer, number, round_half_up
 
-FLIP_MODES: tuple[str, ...] = ("random", "targeted")
+FLIP_MODES: tuple[str, ...] = ("random", "reverse", "targeted")
 
 
 @dataclass(frozen=True)
 class LabelFlipParams:
-    """Strength lambda in [0, 1]; mode random|targeted; source/target classes for targeted."""
+    """Strength lambda in [0, 1]; mode random|reverse|targeted; source/target for targeted."""
 
     strength: float
     mode: str = "random"
@@ -62,6 +66,11 @@ def flip_labels(
         shift = rng.integers(1, num_classes, size=k)
         out[chosen] = (y[chosen] + shift) % num_classes
         return out, chosen
+    if params.mode == "reverse":
+        k = round_half_up(params.strength * y.size)
+        chosen = np.sort(rng.choice(y.size, size=k, replace=False)).astype(np.int64)
+        out[chosen] = num_classes - 1 - y[chosen]
+        return out, chosen[out[chosen] != y[chosen]]
     assert params.source is not None and params.target is not None
     if params.source >= num_classes or params.target >= num_classes:
         raise ValueError(f"source and target must be < num_classes={num_classes}")

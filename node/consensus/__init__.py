@@ -1,0 +1,1 @@
+"""Consensus protocol cores (sans-IO): PBFT for a shard's MEC servers."""

@@ -1,0 +1,133 @@
+"""A node's scheduled behaviour (attacks, faults) and local differential privacy.
+
+The orchestrator resolves the scenario's fault schedule and writes each node's intervals
+into its config (``behaviours``: from_round, until_round, name, params); the node applies
+them itself at the exact rounds. Attacks come from `node.learning.attacks`; privacy from
+`node.learning.privacy`. Randomness is seeded per node (and per round where it should
+change each round), so runs are reproducible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from node.config import NodeConfig
+from node.learning.aggregators import Update
+from node.learning.attacks import (
+    DEVICE_ATTACKS,
+    EDGE_FAULTS,
+    apply_data_attack,
+    apply_partition_attack,
+    apply_update_attack,
+    make_params,
+)
+from node.learning.emd import emd, label_distribution
+from node.learning.privacy import privatize
+from node.learning.weights import Weights
+from node.roles.learner import Learner
+
+
+def active_behaviour(config: NodeConfig, round_no: int) -> dict[str, Any] | None:
+    """The behaviour interval covering `round_no`, if any."""
+    for b in config.behaviours:
+        until = b.get("until_round")
+        if b["from_round"] <= round_no and (until is None or round_no < until):
+            return b
+    return None
+
+
+def _rng(config: NodeConfig, *parts: int) -> np.random.Generator:
+    return np.random.default_rng([config.seed, *config.node_id.encode(), *parts])
+
+
+@dataclass
+class DeviceThreats:
+    """What a device does to its data and update in a round, honest or not."""
+
+    config: NodeConfig
+    learner: Learner
+    previous_update: Weights | None = None
+    privacy_record: dict[str, Any] = field(default_factory=dict)
+
+    def training_data(self, round_no: int) -> tuple[np.ndarray, np.ndarray, str]:
+        """(x, y, behaviour name) this device trains on in `round_no`."""
+        b = active_behaviour(self.config, round_no)
+        x, y = self.learner.train_x, self.learner.train_y
+        if b is None:
+            return x, y, ""
+        kind = DEVICE_ATTACKS[b["name"]].kind
+        classes = self.learner.dataset.num_classes
+        rng = _rng(self.config, 1)  # the same choice every round: a device's data is fixed
+        if kind == "data":
+            x, y = apply_data_attack(b["name"], b["params"], x, y, rng, classes)
+        elif kind == "partition":
+            ds = self.learner.dataset
+            idx = apply_partition_attack(
+                b["name"], b["params"], ds.train_y, self.learner.indices, rng, classes
+            )
+            x, y = ds.train_x[idx], ds.train_y[idx]
+        return x, y, b["name"]
+
+    def label_emd(self, y: np.ndarray) -> float:
+        """EMD (L1, as in the SFL paper) between these labels and the whole training set's."""
+        classes = self.learner.dataset.num_classes
+        population = label_distribution(self.learner.dataset.train_y, classes)
+        return emd(label_distribution(y, classes), population)
+
+    def outgoing(self, round_no: int, trained: Weights, global_weights: Weights) -> Weights:
+        """The weights this device sends: privatized if configured, then attacked if malicious."""
+        out = trained
+        privacy = self.config.privacy
+        if privacy is not None:
+            out, record = privatize(
+                out,
+                global_weights,
+                clip_norm=privacy["clip_norm"],
+                epsilon=privacy["epsilon"],
+                delta=privacy["delta"],
+                mechanism=privacy["mechanism"],
+                rng=_rng(self.config, 2, round_no),
+            )
+            self.privacy_record = dict(record)
+        b = active_behaviour(self.config, round_no)
+        if b is not None and DEVICE_ATTACKS[b["name"]].kind == "update":
+            out = apply_update_attack(
+                b["name"],
+                b["params"],
+                out,
+                global_weights,
+                _rng(self.config, 3, round_no),
+                self.previous_update,
+            )
+        self.previous_update = {k: out[k] - global_weights[k] for k in out}
+        return out
+
+
+def edge_fault(
+    config: NodeConfig,
+    round_no: int,
+    updates: list[Update],
+    global_weights: Mapping[str, np.ndarray],
+) -> tuple[list[Update], str]:
+    """A MEC's forwarded updates after a scheduled ``tamper`` (and the behaviour's name)."""
+    b = active_behaviour(config, round_no)
+    if b is None or EDGE_FAULTS[b["name"]].kind != "updates":
+        return updates, "" if b is None else b["name"]
+    spec = EDGE_FAULTS[b["name"]]
+    params = make_params(EDGE_FAULTS, b["name"], b["params"])
+    return spec.fn(updates, global_weights, params, _rng(config, 4, round_no)), b["name"]
+
+
+def edge_output(config: NodeConfig, round_no: int, weights: Weights) -> Weights:
+    """A MEC's aggregate (or forwarded update) after a scheduled ``malfunction``."""
+    b = active_behaviour(config, round_no)
+    if b is None or EDGE_FAULTS[b["name"]].kind != "aggregate":
+        return weights
+    spec = EDGE_FAULTS[b["name"]]
+    params = make_params(EDGE_FAULTS, b["name"], b["params"])
+    out: Weights = spec.fn(weights, params, _rng(config, 5, round_no))
+    return out
