@@ -24,6 +24,11 @@ from node.ledger.block import CommitSignature
 from node.ledger.encoding import sha256
 
 
+def _body(act: Action) -> object:
+    """The body of a broadcast message, else None."""
+    return open_envelope(act.data).body if isinstance(act, Broadcast) else None
+
+
 class Wrapper:
     """Forwards to an honest core; subclasses override `rewrite` and/or `extra`."""
 
@@ -72,8 +77,8 @@ class Equivocator(Wrapper):
         """Split each pre-prepare broadcast into two conflicting ones."""
         out: list[Action] = []
         for act in actions:
-            body = open_envelope(act.data).body if isinstance(act, Broadcast) else None
-            if not isinstance(body, PrePrepare) or not body.request:
+            body = _body(act)
+            if not isinstance(act, Broadcast) or not isinstance(body, PrePrepare):
                 out.append(act)
                 continue
             evil_req = body.request + b"/evil"
@@ -92,7 +97,7 @@ class WrongDigest(Wrapper):
         out: list[Action] = []
         key = self.core.key
         for act in actions:
-            body = open_envelope(act.data).body if isinstance(act, Broadcast) else None
+            body = _body(act)
             if isinstance(body, PrePrepare):
                 bad = sha256(body.digest + b"x")
                 out.append(
