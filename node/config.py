@@ -50,6 +50,7 @@ class NodeConfig(BaseModel):
     chain: dict[str, Any]
     task_id: str
     ledger_synchronous: str = "NORMAL"
+    consensus: str = "single"
     aggregator: dict[str, Any] = {"name": "fedavg", "params": {}}
     privacy: dict[str, Any] | None = None
     behaviours: list[dict[str, Any]] = []

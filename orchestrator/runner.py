@@ -28,7 +28,7 @@ from orchestrator.collect import collect, read_records
 from orchestrator.faults import FaultEvent, behaviour_schedules, resolve_faults
 from orchestrator.report import plot_accuracy
 from orchestrator.scenario import Scenario, ScenarioError
-from topologies import TopologySpec
+from topologies import NodeKind, TopologySpec
 from topologies.backends.base import Launch
 from topologies.backends.local import LocalBackend
 from topologies.builders import PUBLISHER_ID, build_hierarchy
@@ -161,6 +161,12 @@ class Run:
         (self.out_dir / "roster.json").write_text(json.dumps(roster.to_hex(), indent=1))
         learning = _learning(s)
         schedules = behaviour_schedules(self.faults)
+        if s.ledger.consensus == "pbft":
+            mecs = [n.id for n in self.topology.of_kind(NodeKind.MEC)]
+            validators = tuple(keys[m].public_key for m in mecs)
+            quorum = 2 * ((len(mecs) - 1) // 3) + 1
+        else:
+            validators, quorum = (keys[PUBLISHER_ID].public_key,), 1
         privacy = s.privacy.model_dump() if s.privacy is not None else None
         chain = ChainConfig(
             genesis=Genesis(
@@ -168,8 +174,8 @@ class Run:
                 balances={PUBLISHER_ID: s.ledger.reward_pool} if s.ledger.reward_pool else {},
                 chain_id=self.run_id,
             ),
-            validators=(keys[PUBLISHER_ID].public_key,),
-            quorum=1,
+            validators=validators,
+            quorum=quorum,
         ).to_dict()
         (self.out_dir / "chain.json").write_text(json.dumps(chain, indent=1))
         launches = []
@@ -195,6 +201,7 @@ class Run:
                 chain=chain,
                 task_id=s.name,
                 ledger_synchronous=s.ledger.synchronous,
+                consensus=s.ledger.consensus,
                 aggregator=s.aggregator.model_dump(),
                 privacy=privacy,
                 behaviours=schedules.get(node.id, []),

@@ -114,6 +114,7 @@ class LedgerSection(_Section):
 
     reward_pool: Annotated[int, Field(ge=0, le=2**62)] = 10_000
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    consensus: Literal["single", "pbft"] = "single"
 
 
 class AggregatorSection(_Section):

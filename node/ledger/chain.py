@@ -227,15 +227,20 @@ class Chain:
         return self.head.height
 
     def build(self, txs: Sequence[Transaction], proposer: NodeKey, timestamp_ms: int) -> Block:
-        """A block of `txs` on top of the head, with roots computed and signed by `proposer`.
+        """A block of `txs` on top of the head, with roots computed and signed by `proposer`
+        (the single-writer certificate)."""
+        block = self.candidate(txs, proposer.public_key, timestamp_ms)
+        return block.with_certificate((CommitSignature.create(proposer, block.hash),))
+
+    def candidate(self, txs: Sequence[Transaction], proposer: bytes, timestamp_ms: int) -> Block:
+        """An uncertified block of `txs` on top of the head (what consensus decides on).
 
         Transactions the contracts reject outright (unknown sender, stale nonce) are left
-        out; calls that revert stay in (their receipts say so).
+        out; calls that revert stay in (their receipts say so). Deterministic: replicas at
+        the same head given the same arguments build the same block.
         """
         state = self.state.copy()
-        ctx = BlockContext(
-            self.height + 1, max(timestamp_ms, self.head.timestamp_ms), proposer.public_key
-        )
+        ctx = BlockContext(self.height + 1, max(timestamp_ms, self.head.timestamp_ms), proposer)
         kept = []
         for tx in txs:
             try:  # a rejected transaction writes nothing (the registry checks before writing)
@@ -248,12 +253,11 @@ class Chain:
             height=ctx.height,
             prev_hash=self.head.hash,
             timestamp_ms=ctx.timestamp_ms,
-            proposer=proposer.public_key,
+            proposer=proposer,
             merkle_root=merkle_root([tx.hash for tx in kept]),
             state_root=state.root(),
         )
-        block = Block(header, tuple(kept), ())
-        return block.with_certificate((CommitSignature.create(proposer, block.hash),))
+        return Block(header, tuple(kept), ())
 
     def validate(self, block: Block) -> tuple[State, list[Receipt]]:
         """Check `block` as the next block; raises LedgerError."""

@@ -59,6 +59,7 @@ from node.ledger.tx import Transaction, TxError
 from node.roles.base import NodeContext, Role
 from node.roles.learner import Learner, check_update
 from node.roles.threats import DeviceThreats, edge_fault, edge_output
+from node.roles.validator import PbftValidator
 from topologies import NodeKind
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ PUBLISHER = "pub"
 MEC_DEADLINE_FRACTION = 0.8
 HELLO_INTERVAL_S = 1.0
 FINAL_SYNC_S = 5.0
+FINAL_COMMIT_S = 20.0
 ACCURACY_AGGREGATORS = ("top_k_accuracy", "accuracy_threshold")
 VALIDATION_SAMPLES = 1000
 
@@ -230,6 +232,17 @@ class MecRole(_Greeter):
         self.updates: dict[str, tuple[Weights, float]] = {}
         self.txs: dict[str, bytes] = {}
         self.forwarded = True
+        self.validator: PbftValidator | None = None
+        if ctx.config.consensus == "pbft":
+            roster = ctx.config.roster
+            mecs = [n.id for n in ctx.topology.of_kind(NodeKind.MEC)]
+            self.validator = PbftValidator(
+                ctx,
+                _replica(ctx),
+                [(m, bytes.fromhex(roster[m])) for m in mecs],
+                proposer=bytes.fromhex(roster[PUBLISHER]),
+                forward_to=[*self.devices, PUBLISHER],
+            )
         super().start(ctx)
 
     def on_message(self, ctx: NodeContext, msg: Message) -> None:
@@ -240,6 +253,10 @@ class MecRole(_Greeter):
             self._on_global(ctx, msg)
         elif msg.type == "update" and msg.sender in self.devices:
             self._on_update(ctx, msg)
+        elif self.validator is not None and msg.type == "pbft":
+            self.validator.on_pbft(ctx, msg)
+        elif self.validator is not None and msg.type == "submit" and msg.sender == PUBLISHER:
+            self.validator.on_submit(ctx, msg)
         else:
             ctx.drop("unexpected", f"{msg.type} from {msg.sender}")
 
@@ -295,7 +312,9 @@ class MecRole(_Greeter):
             self._forward(ctx)
 
     def on_timer(self, ctx: NodeContext, name: str) -> None:
-        """The round deadline: forward what arrived."""
+        """The round deadline: forward what arrived (and PBFT's timers)."""
+        if self.validator is not None and self.validator.on_timer(ctx, name):
+            return
         if name == "deadline" and not self.forwarded:
             self._forward(ctx)
         super().on_timer(ctx, name)
@@ -364,6 +383,8 @@ class PublisherRole(Role):
         self.partials: dict[str, dict[str, Any]] = {}
         self.update_txs: dict[str, list[Transaction]] = {}
         self.samples_by_device: dict[str, int] = {}
+        self.last_tx: bytes | None = None
+        self.final_deadline = 0.0
         self.run_started = ctx.now()
         ctx.set_timer("startup", ctx.config.startup_timeout_s)
         log.info("waiting for %d nodes", len(self.expected))
@@ -399,10 +420,27 @@ class PublisherRole(Role):
             self._begin_round(ctx)
         elif name == "deadline":
             self._aggregate(ctx)
+        elif name == "final":
+            store = _replica(ctx).chain.store
+            if self.last_tx is None or store.tx_location(self.last_tx) is not None:
+                self._send_stop(ctx)
+            elif ctx.now() > self.final_deadline:
+                log.warning("the validators did not commit the last block in time")
+                self._send_stop(ctx)
+            else:
+                ctx.set_timer("final", 0.2)
 
     def _commit(self, ctx: NodeContext, txs: list[Transaction]) -> None:
-        """Build, append and send a block of `txs` (this node is the single writer)."""
+        """Record `txs` on chain: as the single writer, build, append and send the block;
+        with PBFT, submit them to the MEC validators, which order them into a block."""
         replica = _replica(ctx)
+        if txs:
+            self.last_tx = txs[-1].hash
+        if ctx.config.consensus == "pbft":
+            payload = {"txs": [tx.to_bytes() for tx in txs], "timestamp_ms": ctx.wall_ms()}
+            ctx.multicast(self.mecs, "submit", payload)
+            ctx.metrics.write("submitted", txs=len(txs))
+            return
         block = replica.chain.build(txs, replica.key, ctx.wall_ms())
         for receipt in replica.chain.append(block):
             if not receipt.ok:
@@ -604,6 +642,13 @@ class PublisherRole(Role):
     def _finish(self, ctx: NodeContext) -> None:
         if self.round > 0:
             self._pay_rewards(ctx)
+        if ctx.config.consensus == "pbft":
+            self.final_deadline = ctx.now() + FINAL_COMMIT_S
+            ctx.set_timer("final", 0.2)
+            return
+        self._send_stop(ctx)
+
+    def _send_stop(self, ctx: NodeContext) -> None:
         height = _replica(ctx).height
         ctx.multicast(sorted(self.expected), "stop", {"height": height})
         ctx.metrics.write("finished", rounds=self.round, elapsed_s=ctx.now() - self.run_started)
