@@ -6,6 +6,8 @@ import pytest
 
 from tests.sim.pbft.schedules import run_schedule
 
+pytestmark = pytest.mark.schedules
+
 
 @pytest.mark.parametrize("seed", range(1000))
 def test_random_schedules(seed: int) -> None:
