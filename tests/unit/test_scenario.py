@@ -167,7 +167,6 @@ def test_distance_max_below_min_is_rejected() -> None:
     msg = _error({"topology": {"cellular": {"distance_min_m": 200, "distance_max_m": 150}}})
 
     assert msg.startswith("s.yaml: topology.cellular: ")
-    assert "'distance_max_m': 150" in msg
     assert "distance_max_m must be >= distance_min_m" in msg
 
 

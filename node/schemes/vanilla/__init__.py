@@ -1,0 +1,54 @@
+"""The `vanilla` scheme: hierarchical FedAvg, devices → their MEC → the publisher.
+
+How it works
+------------
+Start-up: every node sends ``hello`` to the publisher (again each second until its first
+``global``); the publisher starts round 1 when all have answered, or at the start-up
+timeout with those that did.
+
+Round r: the publisher sends ``global{round, weights, deadline_s}`` to every MEC; each MEC
+forwards it to its devices with 80% of the deadline left (our choice: it leaves the rest
+for the MEC→publisher leg). A device loads the weights, trains on its partition and sends
+``update{round, weights, samples, loss, accuracy}`` to its MEC. The MEC averages what it
+got (FedAvg weighted by samples) and sends ``partial{round, weights, samples,
+contributors, missing}`` when all its devices answered or its deadline passed. The
+publisher combines the partials (FedAvg over partials weighted by their sample totals
+equals FedAvg over all devices), evaluates on the test set, records the round and starts
+the next. A device that crashed or is too slow is left out of that round and logged.
+After the last round the publisher sends ``stop`` to every node.
+
+The ledger (single writer): a device puts its trained weights in its blob store and signs
+a ``task.record_update{task_id, round, blob hash, size, samples}`` transaction that travels
+with the update; the MEC checks the signature, that the blob hashes to what the
+transaction says, keeps the blob, and forwards the transactions with its partial. After
+aggregating, the publisher (the only validator here; PBFT comes later) builds a block with
+the round's update transactions and its own ``task.record_global`` (the global model's blob
+hash, accuracy, contributors), appends it and sends it to every node, which verifies it
+completely before appending it to its own ledger. Block 1 publishes the task (escrowing
+the reward pool); the last block pays each device a share of the pool proportional to the
+samples it contributed (our choice; the vanilla baseline has no incentive rule) and closes
+the task. ``stop`` carries the final height so that nodes wait (briefly) for the last block.
+
+Each role checks who sent what (``global`` only from the publisher or one's own MEC,
+``update`` only from one's own devices, for the current round, once) and that received
+weights have the model's exact names, shapes and dtypes; anything else is dropped with
+a counted reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from node.roles.base import Role
+from node.schemes.vanilla.device import DeviceRole
+from node.schemes.vanilla.mec import MecRole
+from node.schemes.vanilla.publisher import PublisherRole
+from topologies import NodeKind
+
+ROLES: dict[NodeKind, Callable[[], Role]] = {
+    NodeKind.DEVICE: DeviceRole,
+    NodeKind.MEC: MecRole,
+    NodeKind.PUBLISHER: PublisherRole,
+}
+
+__all__ = ["ROLES", "DeviceRole", "MecRole", "PublisherRole"]

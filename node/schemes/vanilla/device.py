@@ -1,0 +1,94 @@
+"""The vanilla device: trains on its partition when its MEC sends the global model."""
+
+from __future__ import annotations
+
+import logging
+
+from node.codec import Message
+from node.learning.weights import weights_to_bytes
+from node.roles.base import NodeContext
+from node.roles.learner import Learner, check_update
+from node.roles.threats import DeviceThreats
+from node.schemes.vanilla.common import PUBLISHER, Greeter, replica_of, stop_after_last_block
+from topologies import NodeKind
+
+log = logging.getLogger(__name__)
+
+
+class DeviceRole(Greeter):
+    """Trains on its partition whenever its MEC sends a global model."""
+
+    kind = "device"
+
+    def start(self, ctx: NodeContext) -> None:
+        """Load this device's partition, then say hello."""
+        devices = [n.id for n in ctx.topology.of_kind(NodeKind.DEVICE)]
+        self.learner = Learner(
+            ctx.config.learning, ctx.config.seed, (devices.index(ctx.node_id), len(devices))
+        )
+        self.reference = self.learner.weights()
+        self.threats = DeviceThreats(ctx.config, self.learner)
+        self.round = 0
+        super().start(ctx)
+
+    def on_message(self, ctx: NodeContext, msg: Message) -> None:
+        """Handle `global` from this device's MEC and `stop` from the publisher."""
+        if msg.type == "stop" and msg.sender == PUBLISHER:
+            stop_after_last_block(ctx, msg)
+        elif msg.type == "global" and msg.sender == ctx.me.parent:
+            self._train(ctx, msg)
+        else:
+            ctx.drop("unexpected", f"{msg.type} from {msg.sender}")
+
+    def _train(self, ctx: NodeContext, msg: Message) -> None:
+        started = ctx.now()
+        round_no = msg.payload.get("round")
+        if not isinstance(round_no, int) or round_no <= self.round:
+            ctx.drop("stale_round", f"global round {round_no!r}")
+            return
+        try:
+            global_weights = check_update(self.reference, msg.payload.get("weights"))
+        except ValueError as exc:
+            ctx.drop("bad_model", str(exc))
+            return
+        self.learner.load(global_weights)
+        self.greeted = True
+        self.round = round_no
+        x, y, behaviour = self.threats.training_data(round_no)
+        result = self.learner.train(round_no, x, y)
+        sent = self.threats.outgoing(round_no, self.learner.weights(), global_weights)
+        replica = replica_of(ctx)
+        blob = weights_to_bytes(sent)
+        tx = replica.transaction(
+            "task.record_update",
+            {
+                "task_id": ctx.config.task_id,
+                "round": round_no,
+                "blob": replica.blobs.put(blob),
+                "size": len(blob),
+                "samples": result.samples,
+            },
+        )
+        ctx.send(
+            str(ctx.me.parent),
+            "update",
+            {
+                "round": round_no,
+                "blob": blob,
+                "tx": tx.to_bytes(),
+                "loss": result.loss,
+                "accuracy": result.accuracy,
+            },
+        )
+        ctx.metrics.write(
+            "round",
+            round=round_no,
+            accuracy=result.accuracy,
+            loss=result.loss,
+            eval_set="local-train",
+            samples=result.samples,
+            behaviour=behaviour,
+            emd=self.threats.label_emd(y),
+            train_time_s=result.seconds,
+            round_time_s=ctx.now() - started,
+        )

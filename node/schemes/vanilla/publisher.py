@@ -1,0 +1,323 @@
+"""The vanilla publisher: publishes the task, aggregates, evaluates, records, ends the run."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from node.codec import Message
+from node.learning.aggregate import fedavg
+from node.learning.aggregators import (
+    NoAcceptedUpdatesError,
+    Update,
+    accepted,
+    make_aggregator,
+    select_top_k,
+)
+from node.learning.weights import weights_to_bytes
+from node.ledger.encoding import sha256
+from node.ledger.tx import Transaction
+from node.roles.base import NodeContext, Role
+from node.roles.learner import Learner, check_update
+from node.schemes.vanilla.common import (
+    ACCURACY_AGGREGATORS,
+    FINAL_COMMIT_S,
+    VALIDATION_SAMPLES,
+    replica_of,
+)
+from topologies import NodeKind
+
+log = logging.getLogger(__name__)
+
+
+class PublisherRole(Role):
+    """Publishes the task, aggregates the MECs' partials, evaluates, and ends the run."""
+
+    kind = "publisher"
+
+    def start(self, ctx: NodeContext) -> None:
+        """Build the initial global model and wait for every node's hello."""
+        self.learner = Learner(ctx.config.learning, ctx.config.seed)
+        self.weights = self.learner.weights()
+        agg = ctx.config.aggregator
+        self.aggregator_name = str(agg["name"])
+        self.aggregate_fn = make_aggregator(self.aggregator_name, agg.get("params", {}))
+        self.individual: dict[str, list[Update]] = {}
+        self.expected = {n.id for n in ctx.topology.daemons()} - {ctx.node_id}
+        self.mecs = [n.id for n in ctx.topology.of_kind(NodeKind.MEC)]
+        self.ready: set[str] = set()
+        self.round = 0
+        self.round_started = 0.0
+        self.partials: dict[str, dict[str, Any]] = {}
+        self.update_txs: dict[str, list[Transaction]] = {}
+        self.samples_by_device: dict[str, int] = {}
+        self.last_tx: bytes | None = None
+        self.final_deadline = 0.0
+        self.run_started = ctx.now()
+        ctx.set_timer("startup", ctx.config.startup_timeout_s)
+        log.info("waiting for %d nodes", len(self.expected))
+
+    def on_message(self, ctx: NodeContext, msg: Message) -> None:
+        """Handle `hello` from any node and `partial` from MECs."""
+        if msg.type == "hello" and msg.sender in self.expected:
+            self._on_hello(ctx, msg.sender)
+        elif msg.type == "partial" and msg.sender in self.mecs:
+            self._on_partial(ctx, msg)
+        else:
+            ctx.drop("unexpected", f"{msg.type} from {msg.sender}")
+
+    def _on_hello(self, ctx: NodeContext, sender: str) -> None:
+        if self.round == 0 and sender not in self.ready:
+            self.ready.add(sender)
+            if self.ready == self.expected:
+                ctx.cancel_timer("startup")
+                ctx.metrics.write("started", startup_s=ctx.now() - self.run_started)
+                self._publish_task(ctx)
+                self._begin_round(ctx)
+
+    def on_timer(self, ctx: NodeContext, name: str) -> None:
+        """Start-up timeout and round deadline."""
+        if name == "startup" and self.round == 0:
+            missing = sorted(self.expected - self.ready)
+            log.warning("start-up timeout: %d nodes never said hello: %s", len(missing), missing)
+            if not any(m in self.ready for m in self.mecs):
+                log.error("no MEC is up; ending the run")
+                self._finish(ctx)
+                return
+            self._publish_task(ctx)
+            self._begin_round(ctx)
+        elif name == "deadline":
+            self._aggregate(ctx)
+        elif name == "final":
+            store = replica_of(ctx).chain.store
+            if self.last_tx is None or store.tx_location(self.last_tx) is not None:
+                self._send_stop(ctx)
+            elif ctx.now() > self.final_deadline:
+                log.warning("the validators did not commit the last block in time")
+                self._send_stop(ctx)
+            else:
+                ctx.set_timer("final", 0.2)
+
+    def _commit(self, ctx: NodeContext, txs: list[Transaction]) -> None:
+        """Record `txs` on chain: as the single writer, build, append and send the block;
+        with PBFT, submit them to the MEC validators, which order them into a block."""
+        replica = replica_of(ctx)
+        if txs:
+            self.last_tx = txs[-1].hash
+        if ctx.config.consensus == "pbft":
+            payload = {"txs": [tx.to_bytes() for tx in txs], "timestamp_ms": ctx.wall_ms()}
+            ctx.multicast(self.mecs, "submit", payload)
+            ctx.metrics.write("submitted", txs=len(txs))
+            return
+        block = replica.chain.build(txs, replica.key, ctx.wall_ms())
+        for receipt in replica.chain.append(block):
+            if not receipt.ok:
+                log.warning("tx %s reverted: %s", receipt.tx_hash.hex()[:16], receipt.error)
+        others = sorted(self.expected)
+        ctx.multicast(others, "chain.block", {"block": block.to_bytes(), "height": block.height})
+        ctx.metrics.write("block", height=block.height, txs=len(block.txs), hash=block.hash.hex())
+
+    def _publish_task(self, ctx: NodeContext) -> None:
+        replica = replica_of(ctx)
+        cfg = ctx.config
+        pool = replica.chain.config.genesis.balances.get(ctx.node_id, 0)
+        payload = {
+            "task_id": cfg.task_id,
+            "reward_pool": pool,
+            "rounds": cfg.learning.rounds,
+            "model": cfg.learning.model,
+            "dataset": cfg.learning.dataset,
+        }
+        self._commit(ctx, [replica.transaction("task.publish", payload)])
+
+    def _begin_round(self, ctx: NodeContext) -> None:
+        self.round += 1
+        self.round_started = ctx.now()
+        self.partials = {}
+        self.update_txs = {}
+        self.individual = {}
+        deadline = ctx.config.learning.round_deadline_s
+        ctx.multicast(
+            self.mecs,
+            "global",
+            {"round": self.round, "weights": self.weights, "deadline_s": deadline},
+        )
+        ctx.set_timer("deadline", deadline)
+
+    def _on_partial(self, ctx: NodeContext, msg: Message) -> None:
+        p = msg.payload
+        if p.get("round") != self.round or msg.sender in self.partials:
+            ctx.drop("stale_round", f"partial round {p.get('round')!r} from {msg.sender}")
+            return
+        samples = p.get("samples")
+        if not isinstance(samples, int) or samples < 0:
+            ctx.drop("bad_payload", f"partial from {msg.sender} without a sample count")
+            return
+        try:
+            txs = [Transaction.from_bytes(raw) for raw in p.get("txs", [])]
+            for tx in txs:
+                tx.verify()
+            if samples > 0 and "updates" in p:
+                self.individual[msg.sender] = self._check_individual(ctx, p["updates"], txs)
+            elif samples > 0:
+                p = {**p, "weights": check_update(self.weights, p.get("weights"))}
+        except (ValueError, TypeError, KeyError) as exc:
+            ctx.drop("bad_model", f"partial from {msg.sender}: {exc}")
+            return
+        self.update_txs[msg.sender] = txs
+        self.partials[msg.sender] = p
+        if len(self.partials) == len(self.mecs):
+            self._aggregate(ctx)
+
+    def _check_individual(
+        self, ctx: NodeContext, updates: object, txs: list[Transaction]
+    ) -> list[Update]:
+        """Device updates a MEC forwarded one by one; each must match its device's signed
+        transaction (blob hash), so a MEC that tampers with an update is caught here."""
+        if not isinstance(updates, list):
+            raise ValueError("updates must be a list")
+        by_key = {tx.sender.hex(): tx for tx in txs}
+        out = []
+        for item in updates:
+            node, samples = item["node"], item["samples"]
+            weights = check_update(self.weights, item["weights"])
+            tx = by_key.get(ctx.config.roster.get(str(node), ""))
+            if tx is None or tx.payload.get("blob") != sha256(weights_to_bytes(weights)):
+                ctx.drop("tampered_update", f"update of {node} does not match its transaction")
+                continue
+            if not isinstance(samples, int) or samples <= 0:
+                raise ValueError(f"update of {node} without a sample count")
+            out.append(Update(weights, samples, None, str(node)))
+        return out
+
+    def _combine(self, ctx: NodeContext) -> tuple[list[str], list[str]]:
+        """Aggregate this round's updates into self.weights; (contributors, rejected)."""
+        if self.aggregator_name == "fedavg":
+            usable = [
+                (p["weights"], float(p["samples"])) for p in self.partials.values() if p["samples"]
+            ]
+            if usable:
+                self.weights = fedavg(usable)
+            contributors = sorted(
+                c for p in self.partials.values() if p["samples"] for c in p["contributors"]
+            )
+            return contributors, []
+        updates = [u for mec in sorted(self.individual) for u in self.individual[mec]]
+        if not updates:
+            return [], []
+        if self.aggregator_name in ACCURACY_AGGREGATORS:
+            updates = [self._with_accuracy(u) for u in updates]
+        params = ctx.config.aggregator.get("params", {})
+        if self.aggregator_name == "accuracy_threshold":
+            kept = accepted(updates, params["threshold"])
+        elif self.aggregator_name == "top_k_accuracy":
+            kept = select_top_k(updates, params["k"])
+        else:
+            kept = updates
+        try:
+            self.weights = self.aggregate_fn(updates)
+        except NoAcceptedUpdatesError:
+            log.warning("round %d: no update passed the threshold", self.round)
+        kept_ids = sorted(u.sender for u in kept)
+        return kept_ids, sorted({u.sender for u in updates} - set(kept_ids))
+
+    def _with_accuracy(self, update: Update) -> Update:
+        """The update with its accuracy on the publisher's validation samples (the first
+        VALIDATION_SAMPLES test samples: our choice, the papers do not say which data)."""
+        ds = self.learner.dataset
+        n = min(VALIDATION_SAMPLES, len(ds.test_y))
+        self.learner.load(update.weights)
+        acc = self.learner.evaluate_on(ds.test_x[:n], ds.test_y[:n]).accuracy
+        return Update(update.weights, update.samples, acc, update.sender)
+
+    def _aggregate(self, ctx: NodeContext) -> None:
+        ctx.cancel_timer("deadline")
+        contributors, rejected = self._combine(ctx)
+        missing_mecs = sorted(set(self.mecs) - set(self.partials))
+        if not contributors:
+            log.warning("round %d: no usable update; the global model is unchanged", self.round)
+        self.learner.load(self.weights)
+        result = self.learner.evaluate()
+        self._record_round(ctx, contributors, result.accuracy)
+        round_time = ctx.now() - self.round_started
+        ctx.metrics.write(
+            "round",
+            round=self.round,
+            accuracy=result.accuracy,
+            loss=result.loss,
+            eval_set="test",
+            contributors=len(contributors),
+            rejected=rejected,
+            missing=missing_mecs
+            + sorted(m for p in self.partials.values() for m in p.get("missing", [])),
+            round_time_s=round_time,
+            elapsed_s=ctx.now() - self.run_started,
+        )
+        log.info(
+            "round %d: accuracy %.4f loss %.4f (%d devices, %.2fs)",
+            self.round,
+            result.accuracy,
+            result.loss,
+            len(contributors),
+            round_time,
+        )
+        if self.round >= ctx.config.learning.rounds:
+            self._finish(ctx)
+        else:
+            self._begin_round(ctx)
+
+    def _record_round(self, ctx: NodeContext, contributors: list[str], accuracy: float) -> None:
+        """A block with this round's update transactions and the global model's record."""
+        replica = replica_of(ctx)
+        txs = [tx for mec in sorted(self.update_txs) for tx in self.update_txs[mec]]
+        for tx in txs:
+            node = replica.chain.config.genesis.members
+            sender = next((nid for nid, (key, _) in node.items() if key == tx.sender), None)
+            if sender is not None and sender in contributors:
+                samples = int(tx.payload.get("samples", 0))
+                self.samples_by_device[sender] = self.samples_by_device.get(sender, 0) + samples
+        if contributors:
+            blob = weights_to_bytes(self.weights)
+            payload = {
+                "task_id": ctx.config.task_id,
+                "round": self.round,
+                "blob": replica.blobs.put(blob),
+                "size": len(blob),
+                "accuracy": float(accuracy),
+                "contributors": contributors,
+            }
+            txs.append(replica.transaction("task.record_global", payload))
+        self._commit(ctx, txs)
+
+    def _pay_rewards(self, ctx: NodeContext) -> None:
+        """Share the pool by contributed samples (our choice), then close the task."""
+        replica = replica_of(ctx)
+        task_id = ctx.config.task_id
+        pool = replica.chain.config.genesis.balances.get(ctx.node_id, 0)
+        total = sum(self.samples_by_device.values())
+        txs = []
+        for device, samples in sorted(self.samples_by_device.items()):
+            amount = pool * samples // total if total else 0
+            if amount > 0:
+                txs.append(
+                    replica.transaction(
+                        "task.reward", {"task_id": task_id, "to": device, "amount": amount}
+                    )
+                )
+        txs.append(replica.transaction("task.close", {"task_id": task_id}))
+        self._commit(ctx, txs)
+
+    def _finish(self, ctx: NodeContext) -> None:
+        if self.round > 0:
+            self._pay_rewards(ctx)
+        if ctx.config.consensus == "pbft":
+            self.final_deadline = ctx.now() + FINAL_COMMIT_S
+            ctx.set_timer("final", 0.2)
+            return
+        self._send_stop(ctx)
+
+    def _send_stop(self, ctx: NodeContext) -> None:
+        height = replica_of(ctx).height
+        ctx.multicast(sorted(self.expected), "stop", {"height": height})
+        ctx.metrics.write("finished", rounds=self.round, elapsed_s=ctx.now() - self.run_started)
+        ctx.stop()
