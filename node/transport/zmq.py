@@ -16,7 +16,7 @@ from node.transport.base import TransportStats
 
 log = logging.getLogger(__name__)
 
-SEND_HWM = 1000
+SEND_HWM = 64  # frames queued per peer; bounds memory when a peer is dead (models are MBs)
 
 
 class ZmqTransport:
