@@ -35,10 +35,16 @@ def build_daemon(config: NodeConfig) -> Daemon:
     transport: Transport = ZmqTransport(
         config.node_id, config.bind, peers, config.max_message_bytes
     )
-    if config.shaping == "userspace":
+    if config.shaping in ("userspace", "userspace-delay"):
         seed = np.random.SeedSequence([config.seed, *config.node_id.encode()])
         link_state = LinkState(Path(config.links_down_path)) if config.links_down_path else None
-        shaper = LinkShaper(topology, config.node_id, np.random.default_rng(seed), link_state)
+        shaper = LinkShaper(
+            topology,
+            config.node_id,
+            np.random.default_rng(seed),
+            link_state,
+            bandwidth=config.shaping == "userspace",
+        )
         transport = ShapedTransport(transport, shaper)
     key = NodeKey.load(Path(config.key_path))
     codec = Codec(

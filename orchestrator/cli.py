@@ -38,6 +38,11 @@ def _parser() -> argparse.ArgumentParser:
         "--out", type=Path, help="run directory (default runs/NAME-TIME); must be new or empty"
     )
     run.add_argument("--seed", type=int, help="override the scenario's seed (0 ≤ N < 2**32)")
+    run.add_argument(
+        "--delay-mode",
+        choices=("kernel", "userspace"),
+        help="mininet: shape delay/jitter/loss with netem (kernel) or in the nodes (userspace)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
     check = sub.add_parser("validate", help="check a scenario file without running it")
@@ -52,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     show = chain_sub.add_parser("show", help="print the blocks of one node's ledger")
     show.add_argument("dir", type=Path, help="a node directory (or a run: its first node)")
     show.add_argument("--height", type=int, help="only this block")
+
+    clean = sub.add_parser(
+        "clean", help="remove what a crashed mininet run left (only names with its token)"
+    )
+    clean.add_argument("target", help="a run directory (its meta.json names the token) or a token")
 
     report = sub.add_parser("report", help="re-make figures and print the per-round table of a run")
     report.add_argument("run_dir", type=Path)
@@ -81,13 +91,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         scenario = _load(args.scenario, args.backend, args.seed)
+        if args.delay_mode is not None:
+            scenario = scenario.model_copy(update={"delay_mode": args.delay_mode})
         out = args.out or Path("runs") / f"{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             return _fail(
                 f"--out: {str(out)!r} exists and is not an empty directory; choose a new one"
             )
         run = Run(scenario, out, progress=not args.quiet)
-    except (ScenarioError, TopologyError) as exc:
+    except (ScenarioError, TopologyError, RuntimeError) as exc:  # incl. MininetUnavailable
         return _fail(str(exc))
     n = len(run.topology.daemons())
     print(
@@ -153,6 +165,24 @@ def cmd_chain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_clean(args: argparse.Namespace) -> int:
+    """`bcfl clean`."""
+    import json
+
+    from topologies.backends.mininet import clean
+
+    token = args.target
+    meta = Path(args.target) / "meta.json"
+    if meta.is_file():
+        token = json.loads(meta.read_text()).get("run_token", "")
+    try:
+        removed = clean(token)
+    except ValueError as exc:
+        return _fail(f"target: {exc}")
+    print("\n".join(removed) if removed else f"nothing left by run token {token!r}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `bcfl` console script."""
     args = _parser().parse_args(argv)
@@ -160,7 +190,13 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    handlers = {"run": cmd_run, "validate": cmd_validate, "report": cmd_report, "chain": cmd_chain}
+    handlers = {
+        "run": cmd_run,
+        "validate": cmd_validate,
+        "report": cmd_report,
+        "chain": cmd_chain,
+        "clean": cmd_clean,
+    }
     return handlers[args.command](args)
 
 

@@ -131,10 +131,28 @@ class Run:
             make_aggregator(scenario.aggregator.name, scenario.aggregator.params)
         except ValueError as exc:
             raise ScenarioError(f"aggregator.params: {exc}") from None
-        self.backend = LocalBackend(shaping=scenario.shaping)
+        self.backend: Any = self._make_backend(scenario)
         self.meta: dict[str, Any] = {}
         self.events: list[dict[str, Any]] = []
         self._links_down: set[tuple[str, str]] = set()
+
+    def _make_backend(self, scenario: Scenario) -> Any:
+        if scenario.backend == "local":
+            return LocalBackend(shaping=scenario.shaping)
+        from topologies.backends.mininet import MininetBackend, import_mininet
+        from topologies.backends.netem import probe_netem
+
+        import_mininet()
+        probe = probe_netem()
+        self.netem = probe
+        if scenario.delay_mode == "kernel" and not probe.available:
+            raise ScenarioError(
+                f"backend mininet: netem is not available on this kernel ({probe.reason}); "
+                "Mininet would silently drop the links' delays. Rerun with --delay-mode "
+                "userspace (delay, jitter and loss in the node transport, bandwidth in the kernel)"
+            )
+        token = "b" + self.run_id[-2:]
+        return MininetBackend(token, scenario.delay_mode, probe.available, scenario.capture)
 
     def restart(self, node_id: str) -> int:
         """Start a dead node's process again (same config, key and directory); its new PID."""
@@ -194,7 +212,7 @@ class Run:
                 endpoints=endpoints,
                 roster=roster.to_hex(),
                 topology=topo,
-                shaping=s.shaping,
+                shaping=s.shaping if s.backend == "local" else self.backend.shaping,
                 learning=learning,
                 max_message_bytes=int(s.max_message_mb * 1024 * 1024),
                 startup_timeout_s=s.startup_timeout_s,
@@ -222,7 +240,7 @@ class Run:
             "seed": s.seed,
             "scheme": s.scheme,
             "backend": self.backend.name,
-            **_shaping_meta(s.shaping),
+            **(_shaping_meta(s.shaping) if s.backend == "local" else self._mininet_meta()),
             "nodes": {n.id: str(n.kind) for n in daemons},
             "endpoints": endpoints,
             "versions": _versions(),
@@ -233,6 +251,20 @@ class Run:
         }
         self._write_meta()
         return launches
+
+    def _mininet_meta(self) -> dict[str, Any]:
+        b = self.backend
+        kernel_delay = b.shaping == "none"
+        return {
+            "shaping": "kernel" if kernel_delay else "kernel+userspace",
+            "bandwidth": "kernel(htb)",
+            "delay": "kernel(netem)" if kernel_delay else "userspace",
+            "jitter": "kernel(netem)" if kernel_delay else "userspace",
+            "loss": "kernel(netem)" if kernel_delay else "userspace",
+            "by_link_class": b.shaping_meta(),
+            "netem_probe": {"available": self.netem.available, "reason": self.netem.reason},
+            "run_token": b.token,
+        }
 
     def _write_meta(self) -> None:
         (self.out_dir / "meta.json").write_text(json.dumps(self.meta, indent=1))
@@ -257,6 +289,9 @@ class Run:
             desc="starting",
         )
         try:
+            if hasattr(self.backend, "start_network"):
+                self.backend.start_network()
+                self.backend.start_capture_into(self.out_dir / "pcap")
             self.backend.start(launches)
             self.meta["pids"] = self.backend.pids()
             (self.out_dir / "pids.json").write_text(json.dumps(self.meta["pids"]))
@@ -309,6 +344,12 @@ class Run:
                 detail = f"new PIDs {pids}"
             elif ev.link is not None:
                 a, b = ev.link
+                if hasattr(self.backend, "set_link"):
+                    self.backend.set_link(a, b, up=ev.action == "link_up")
+                    self._record_event(
+                        ev, "orchestrator", "ip link set", time.monotonic() - started
+                    )
+                    continue
                 change = {(a, b), (b, a)}
                 if ev.action == "link_down":
                     self._links_down |= change

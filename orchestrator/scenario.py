@@ -24,7 +24,7 @@ from topologies.builders import (
 )
 
 SCHEMES = ("vanilla",)
-BACKENDS = ("local",)
+BACKENDS = ("local", "mininet")
 SHAPING = ("userspace", "none")
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -206,8 +206,10 @@ class Scenario(_Section):
     description: str = ""
     seed: Annotated[int, Field(ge=0, lt=2**32)] = 0
     scheme: Literal["vanilla"] = "vanilla"
-    backend: Literal["local"] = "local"
+    backend: Literal["local", "mininet"] = "local"
     shaping: Literal["userspace", "none"] = "userspace"
+    delay_mode: Literal["kernel", "userspace"] = "kernel"
+    capture: list[str] = []
     dataset: DatasetSection = DatasetSection()
     model: Literal["mlp", "cnn", "small-cnn"] = "mlp"
     partition: PartitionSection = PartitionSection()

@@ -82,7 +82,11 @@ class LinkShaper:
         node_id: str,
         rng: np.random.Generator,
         link_state: LinkState | None = None,
+        bandwidth: bool = True,
     ) -> None:
+        """`bandwidth=False`: the kernel shapes bandwidth (the mininet backend without
+        netem); only delay, jitter and loss are applied here."""
+        self._bandwidth = bandwidth
         self._topology = topology
         self._node_id = node_id
         self._rng = rng
@@ -100,8 +104,8 @@ class LinkShaper:
         if self._link_state is not None and self._link_state.blocks(route, now):
             return None
         for hop, link in enumerate(route):
-            serialization = nbytes * 8 / (link.bandwidth_mbit * 1e6)
-            if hop == 0:
+            serialization = nbytes * 8 / (link.bandwidth_mbit * 1e6) if self._bandwidth else 0.0
+            if hop == 0 and self._bandwidth:
                 key = (link.src, link.dst)
                 t = max(t, self._busy_until.get(key, t)) + serialization
                 self._busy_until[key] = t

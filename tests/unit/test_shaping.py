@@ -339,3 +339,14 @@ def test_flush_returns_true_only_after_the_last_frame_was_sent() -> None:
     finally:
         inner.release.set()
         shaped.close()
+
+
+def test_delay_only_mode_leaves_bandwidth_to_the_kernel() -> None:
+    spec = build_hierarchy(HierarchyParams(bs_count=1, mecs_per_bs=1, devices_per_mec=2), 1)
+    link = spec.link("dev0-0", "dev0-1")
+    shaper = LinkShaper(spec, "dev0-0", np.random.default_rng(0), bandwidth=False)
+
+    first = shaper.plan("dev0-1", 10_000_000, now=0.0)
+    second = shaper.plan("dev0-1", 10_000_000, now=0.0)
+
+    assert first == second == pytest.approx(link.delay_ms / 1000)

@@ -1,0 +1,388 @@
+"""Benchmark: how the mininet backend scales with the number of device nodes.
+
+For each size (10, 50, 100, 300 devices; 5 devices per MEC, at most 10 MECs per BS) one
+short real scenario runs on the mininet backend (digits + MLP, 2 rounds, 1 local epoch,
+delay_mode userspace) through ``Run(...).execute()``. Printed per size:
+
+* topology start: time spent in ``backend.start_network`` (wrapped on the Run's backend
+  instance), split into Mininet build (hosts, bridges, veth links), per-host addresses and
+  routes (``_configure_hosts``) and tc shaping (``_shape``);
+* ready: wall time from the call of ``backend.start`` (the fork server forking daemons) to
+  the publisher's ``started`` record (every node said hello), plus the record's own
+  ``startup_s`` (counted from the publisher's start);
+* PSS per daemon: ``Pss:`` of ``/proc/PID/smaps_rollup`` of every daemon PID, read from
+  the ``on_round`` callback at round 1 (daemons alive, models trained once), mean and max;
+* one FedAvg round: the publisher's ``round_time_s`` of round 2.
+
+Targets: 300 nodes run on this machine; <= 60 MB PSS per node; 100 nodes start-to-ready
+<= 15 s. Needs root and Debian's mininet.
+
+Run: ``python bench/scale.py`` (``--quick``: 10 and 50 devices only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from orchestrator.collect import read_records
+from orchestrator.runner import Run
+from orchestrator.scenario import parse_scenario
+from topologies.spec import NodeKind
+
+DEVICES_PER_MEC = 5
+MECS_PER_BS_MAX = 10
+PSS_TARGET_MB = 60.0
+READY_TARGET_S = 15.0
+READY_TARGET_NODES = 100
+SAMPLE_S = 0.5
+FULL_SIZES = (10, 50, 100, 300)
+QUICK_SIZES = (10, 50)
+
+
+@dataclass
+class Shape:
+    """A BS x MEC x device hierarchy."""
+
+    devices: int
+    base_stations: int
+    mecs_per_bs: int
+    devices_per_mec: int
+
+    @property
+    def mecs(self) -> int:
+        """MEC servers in all."""
+        return self.base_stations * self.mecs_per_bs
+
+    def describe(self) -> str:
+        """One line: the exact shape."""
+        daemons = self.devices + self.mecs + 1
+        return (
+            f"{self.base_stations} BS x {self.mecs_per_bs} MEC x {self.devices_per_mec} dev "
+            f"= {self.devices} devices, {self.mecs} MECs, 1 publisher ({daemons} daemons)"
+        )
+
+
+@dataclass
+class Result:
+    """What one size measured."""
+
+    shape: Shape
+    hosts: int = 0
+    bridges: int = 0
+    veth_pairs: int = 0
+    tc_links: int = 0
+    net_s: float | None = None
+    build_s: float | None = None
+    routes_s: float | None = None
+    tc_s: float | None = None
+    fork_s: float | None = None
+    ready_s: float | None = None
+    startup_s: float | None = None
+    pss_mb: list[float] = field(default_factory=list)
+    rss_mb: list[float] = field(default_factory=list)
+    full_pss_mb: list[float] = field(default_factory=list)
+    full_at: str = ""
+    round2_s: float | None = None
+    rounds: int = 0
+    total_s: float = 0.0
+    error: str | None = None
+
+
+def shape_for(devices: int) -> Shape:
+    """5 devices per MEC, one BS per 10 MECs (fewer MECs per BS when there are fewer MECs)."""
+    mecs = max(1, devices // DEVICES_PER_MEC)
+    bss = max(1, -(-mecs // MECS_PER_BS_MAX))
+    if mecs % bss:
+        raise ValueError(f"{devices} devices do not split evenly over {bss} base stations")
+    return Shape(devices, bss, mecs // bss, DEVICES_PER_MEC)
+
+
+def scenario_dict(shape: Shape, deadline_s: float) -> dict[str, Any]:
+    """A short real scenario on the mininet backend."""
+    return {
+        "name": f"scale-{shape.devices}",
+        "seed": 1,
+        "backend": "mininet",
+        "delay_mode": "userspace",
+        "dataset": {"name": "digits"},
+        "model": "mlp",
+        "partition": {"scheme": "iid"},
+        "training": {
+            "rounds": 2,
+            "local_epochs": 1,
+            "batch_size": 16,
+            "learning_rate": 0.1,
+            "round_deadline_s": deadline_s,
+        },
+        "topology": {
+            "base_stations": shape.base_stations,
+            "mecs_per_bs": shape.mecs_per_bs,
+            "devices_per_mec": shape.devices_per_mec,
+            "t_ms": 10.0,
+        },
+        "startup_timeout_s": deadline_s,
+    }
+
+
+def read_mem_mb(pid: int) -> tuple[float, float] | None:
+    """(PSS, RSS) of `pid` in MB (10^6 bytes) from smaps_rollup; None if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return None
+    vals: dict[str, float] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] in ("Pss:", "Rss:"):
+            vals[parts[0]] = int(parts[1]) * 1024 / 1e6
+    if "Pss:" not in vals:
+        return None
+    return vals["Pss:"], vals.get("Rss:", 0.0)
+
+
+def record_phase(run: Run) -> str:
+    """Where the publisher is: how many rounds it has finished."""
+    done = len(run.publisher_rounds())
+    started = any(r.get("event") == "started" for r in read_records(run.node_dir("pub")))
+    return f"after round {done}" if done else ("round 1" if started else "before ready")
+
+
+def _timed(
+    fn: Callable[..., Any], sink: dict[str, float], key: str, stamp: bool = False
+) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if stamp:
+            sink[key + "_at"] = time.time()
+        t0 = time.monotonic()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            sink[key] = time.monotonic() - t0
+
+    return wrapper
+
+
+def measure(shape: Shape, deadline_s: float, keep: bool) -> Result:
+    """Run one size and collect its figures."""
+    res = Result(shape)
+    scenario = parse_scenario(scenario_dict(shape, deadline_s), f"scale-{shape.devices}")
+    out_dir = Path(tempfile.mkdtemp(prefix=f"bcfl-scale-{shape.devices}-"))
+    run = Run(scenario, out_dir, progress=False)
+    spec = run.topology
+    res.hosts = len(spec.daemons())
+    res.bridges = len(spec.of_kind(NodeKind.BS))
+    res.veth_pairs = len({frozenset((ln.src, ln.dst)) for ln in spec.links})
+    res.tc_links = len(spec.links)
+    times: dict[str, float] = {}
+    backend = run.backend
+    backend.start_network = _timed(backend.start_network, times, "net")
+    backend._configure_hosts = _timed(backend._configure_hosts, times, "routes")
+    backend._shape = _timed(backend._shape, times, "tc")
+    backend.start = _timed(backend.start, times, "fork", stamp=True)
+
+    def on_round(r: Run, record: dict[str, Any]) -> None:
+        if int(record.get("round", 0)) != 1 or res.pss_mb:
+            return
+        for pid in r.backend.pids().values():
+            mem = read_mem_mb(pid)
+            if mem is not None:
+                res.pss_mb.append(mem[0])
+                res.rss_mb.append(mem[1])
+
+    stop = threading.Event()
+
+    def sampler() -> None:
+        """Snapshot every daemon's PSS while all are alive; keep the last full snapshot."""
+        while not stop.wait(SAMPLE_S):
+            pids = backend.pids()
+            if len(pids) < res.hosts:
+                continue
+            snap = [read_mem_mb(pid) for pid in pids.values()]
+            alive = [m for m in snap if m is not None]
+            if len(alive) == res.hosts and backend.poll().get("pub") is None:
+                res.full_pss_mb = [m[0] for m in alive]
+                res.full_at = record_phase(run)
+
+    thread = threading.Thread(target=sampler, daemon=True)
+    thread.start()
+    run.on_round = on_round
+    t0 = time.monotonic()
+    try:
+        result = run.execute()
+        res.rounds = result.rounds_completed
+    except Exception as exc:  # report, do not hide: the breakdown so far is still printed
+        res.error = f"{type(exc).__name__}: {exc}"
+        traceback.print_exc(file=sys.stderr)
+        with contextlib.suppress(Exception):  # best-effort cleanup after a failure
+            run.backend.stop(grace_s=2.0)
+    stop.set()
+    thread.join()
+    res.total_s = time.monotonic() - t0
+    res.net_s = times.get("net")
+    res.routes_s = times.get("routes")
+    res.tc_s = times.get("tc")
+    if res.net_s is not None and res.routes_s is not None and res.tc_s is not None:
+        res.build_s = res.net_s - res.routes_s - res.tc_s
+    res.fork_s = times.get("fork")
+    records = read_records(run.node_dir("pub"))
+    started = [r for r in records if r.get("event") == "started"]
+    if started:
+        res.startup_s = float(started[0]["startup_s"])
+        if "fork_at" in times:
+            res.ready_s = float(started[0]["wall_time"]) - times["fork_at"]
+    rounds = [r for r in records if r.get("event") == "round"]
+    r2 = [r for r in rounds if int(r.get("round", 0)) == 2]
+    if r2:
+        res.round2_s = float(r2[0]["round_time_s"])
+    if not keep:
+        import shutil
+
+        shutil.rmtree(out_dir, ignore_errors=True)
+    else:
+        print(f"  (run directory kept: {out_dir})")
+    return res
+
+
+def _f(value: float | None, unit: str = "s", digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f} {unit}"
+
+
+def report(res: Result) -> None:
+    """Print one size's figures."""
+    s = res.shape
+    print(f"\n== {s.devices} devices: {s.describe()}")
+    print(
+        f"  network: {res.hosts} hosts, {res.bridges} bridges, {res.veth_pairs} veth pairs, "
+        f"{res.tc_links} shaped directed links"
+    )
+    print(
+        f"  topology start (start_network): {_f(res.net_s)}  "
+        f"[Mininet build {_f(res.build_s)}, addresses+routes {_f(res.routes_s)}, "
+        f"tc {_f(res.tc_s)}]"
+    )
+    print(f"  fork all daemons (backend.start): {_f(res.fork_s, digits=2)}")
+    print(
+        f"  launch -> all ready (publisher 'started'): {_f(res.ready_s)}  "
+        f"(record's startup_s {_f(res.startup_s)})"
+    )
+    if res.pss_mb:
+        print(
+            f"  PSS per daemon at round 1 ({len(res.pss_mb)} PIDs): "
+            f"mean {statistics.fmean(res.pss_mb):.1f} MB, max {max(res.pss_mb):.1f} MB, "
+            f"sum {sum(res.pss_mb) / 1000:.2f} GB  (RSS mean {statistics.fmean(res.rss_mb):.0f} MB)"
+        )
+    else:
+        print("  PSS per daemon at round 1: n/a (round 1 never completed)")
+    if res.full_pss_mb:
+        p = res.full_pss_mb
+        print(
+            f"  PSS per daemon, last snapshot with all {len(p)} alive ({res.full_at}): "
+            f"mean {statistics.fmean(p):.1f} MB, max {max(p):.1f} MB, sum {sum(p) / 1000:.2f} GB"
+        )
+    else:
+        print("  PSS per daemon with all alive: n/a")
+    print(f"  FedAvg round 2 wall time (publisher round_time_s): {_f(res.round2_s, digits=2)}")
+    print(f"  rounds completed: {res.rounds}/2, whole run {_f(res.total_s)}")
+    if res.error:
+        print(f"  ERROR: {res.error}")
+
+
+def verdicts(results: list[Result], sizes: tuple[int, ...]) -> None:
+    """PASS/MISS against the targets."""
+    print("\n== targets")
+    by = {r.shape.devices: r for r in results}
+    big = by.get(300)
+    if 300 in sizes:
+        ok = big is not None and big.rounds == 2 and big.error is None
+        print(f"  [{'PASS' if ok else 'MISS'}] 300 device nodes run on this machine "
+              f"({os.cpu_count()} cores): {big.rounds if big else 0}/2 rounds")  # fmt: skip
+    else:
+        print("  [----] 300 device nodes: not run (--quick)")
+    with_pss = [r for r in results if r.full_pss_mb]
+    if with_pss:
+        worst = max(max(r.full_pss_mb) for r in with_pss)
+        mean_at = {r.shape.devices: statistics.fmean(r.full_pss_mb) for r in with_pss}
+        ok = all(statistics.fmean(r.full_pss_mb) <= PSS_TARGET_MB for r in with_pss)
+        means = ", ".join(f"{k}: {v:.1f}" for k, v in mean_at.items())
+        print(
+            f"  [{'PASS' if ok else 'MISS'}] <= {PSS_TARGET_MB:.0f} MB PSS per node "
+            f"(mean MB by size {means}; worst single daemon {worst:.1f} MB)"
+        )
+    r100 = by.get(READY_TARGET_NODES)
+    if r100 is None:
+        print(f"  [----] {READY_TARGET_NODES} nodes start-to-ready: not run (--quick)")
+    else:
+        total = None
+        if r100.net_s is not None and r100.ready_s is not None:
+            total = r100.net_s + r100.ready_s
+        ok = total is not None and total <= READY_TARGET_S
+        print(
+            f"  [{'PASS' if ok else 'MISS'}] {READY_TARGET_NODES} nodes start to ready "
+            f"<= {READY_TARGET_S:.0f} s: topology {_f(r100.net_s)} + daemons ready "
+            f"{_f(r100.ready_s)} = {_f(total)}"
+        )
+        ok = r100.ready_s is not None and r100.ready_s <= READY_TARGET_S
+        print(
+            f"  [{'PASS' if ok else 'MISS'}] (daemons only) launch to ready "
+            f"<= {READY_TARGET_S:.0f} s: {_f(r100.ready_s)}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--quick", action="store_true", help="10 and 50 devices only")
+    ap.add_argument("--sizes", type=int, nargs="+", help="device counts (default 10 50 100 300)")
+    ap.add_argument("--deadline", type=float, default=300.0, help="round/startup deadline (s)")
+    ap.add_argument("--keep", action="store_true", help="keep the run directories")
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench/scale.py needs root (Mininet)", file=sys.stderr)
+        return 2
+    sizes = tuple(args.sizes) if args.sizes else (QUICK_SIZES if args.quick else FULL_SIZES)
+    print(
+        f"bcfl scale benchmark: mininet backend, delay_mode userspace, digits/mlp, 2 rounds, "
+        f"E=1; host {platform.node()} {os.cpu_count()} cores, "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.1f} GiB RAM, "
+        f"kernel {platform.release()}"
+    )
+    results = []
+    for n in sizes:
+        shape = shape_for(n)
+        print(f"\n-- running {shape.describe()} ...", flush=True)
+        res = measure(shape, args.deadline, args.keep)
+        results.append(res)
+        report(res)
+        sys.stdout.flush()
+    verdicts(results, sizes)
+    summary = [
+        {
+            k: round(v, 3) if isinstance(v, float) else v
+            for k, v in vars(r).items()
+            if k not in ("pss_mb", "rss_mb", "full_pss_mb", "shape")
+        }
+        | {"devices": r.shape.devices}
+        for r in results
+    ]
+    print("\njson:", json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""`bcfl run --backend mininet` end to end (as root, with Debian's mininet), and cleanup."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cli import main as cli_main
+from orchestrator.runner import Run
+from orchestrator.scenario import load_scenario
+from topologies.backends.netem import probe_netem
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.emu
+
+if os.geteuid() != 0:
+    pytest.skip("the mininet backend needs root", allow_module_level=True)
+if shutil.which("mnexec") is None or not Path("/usr/lib/python3/dist-packages/mininet").is_dir():
+    pytest.skip("Mininet is not installed (apt-get install mininet)", allow_module_level=True)
+
+
+def leftovers(token: str) -> list[str]:
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    found = [line.split(":")[1].strip() for line in links.splitlines() if f" {token}" in line]
+    for pid in Path("/proc").iterdir():
+        if pid.name.isdigit():
+            try:
+                cmd = (pid / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if f"mininet:{token}".encode() in cmd:
+                found.append(f"process {pid.name}")
+    return found
+
+
+def test_quickstart_runs_in_mininet_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    scenario = load_scenario(REPO / "scenarios" / "quickstart.yaml")
+    delay_mode = "kernel" if probe_netem().available else "userspace"
+    scenario = scenario.model_copy(
+        update={"backend": "mininet", "delay_mode": delay_mode, "capture": ["dev0-0"]}
+    )
+    out = tmp_path / "run"
+
+    result = Run(scenario, out, progress=False).execute()
+
+    assert result.rounds_completed == scenario.training.rounds
+    assert result.final_accuracy is not None and result.final_accuracy >= 0.95
+    assert all(code == 0 for code in result.exit_codes.values()), result.exit_codes
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["backend"] == "mininet"
+    assert meta["bandwidth"] == "kernel(htb)"
+    assert meta["delay"] == ("kernel(netem)" if delay_mode == "kernel" else "userspace")
+    assert meta["endpoints"]["pub"].startswith("tcp://10.77.")
+    assert (out / "pcap" / "dev0-0.pcap").stat().st_size > 24, "tcpdump captured packets"
+    assert leftovers(meta["run_token"]) == []
+    assert cli_main(["chain", "verify", str(out)]) == 0
+
+
+def test_kernel_delay_without_netem_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    if probe_netem().available:
+        pytest.skip("this kernel has netem: nothing to refuse")
+    out = tmp_path / "run"
+    code = cli_main(
+        [
+            "run",
+            str(REPO / "scenarios" / "quickstart.yaml"),
+            "--backend",
+            "mininet",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert code == 2
+    assert not out.exists()
+
+
+def test_clean_removes_only_the_runs_leftovers() -> None:
+    token = "zz9"
+    for name in (f"{token}s1", "zz8s1"):
+        subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True)
+    try:
+        assert cli_main(["clean", token]) == 0
+        names = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+        assert f"{token}s1" not in names
+        assert "zz8s1" in names, "a name without the token is untouched"
+    finally:
+        subprocess.run(["ip", "link", "del", "zz8s1"], capture_output=True)
+        subprocess.run(["ip", "link", "del", f"{token}s1"], capture_output=True)
