@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,7 @@ def build_daemon(config: NodeConfig) -> Daemon:
         key,
         Roster.from_hex(config.roster),
         config.max_message_bytes,
+        first_seq=time.time_ns() // 1000,  # above any sequence number of an earlier start
     )
     metrics = MetricsWriter(
         node_dir / "metrics.jsonl",

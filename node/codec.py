@@ -202,15 +202,23 @@ class Codec:
     """Encodes this node's messages and decodes and verifies everyone's."""
 
     def __init__(
-        self, node_id: str, key: NodeKey, roster: Roster, max_bytes: int = DEFAULT_MAX_BYTES
+        self,
+        node_id: str,
+        key: NodeKey,
+        roster: Roster,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        first_seq: int = 0,
     ) -> None:
+        """`first_seq`: where this process's sequence numbers start. A node restarted with
+        the same key must start above everything it sent before, or its peers' replay
+        windows drop its messages: the daemon passes the wall clock in microseconds."""
         if not _ID_RE.fullmatch(node_id):
             raise ValueError(f"node id {node_id!r} must match {_ID_RE.pattern}")
         self.node_id = node_id
         self._key = key
         self._roster = roster
         self.max_bytes = max_bytes
-        self._seq = 0
+        self._seq = first_seq
         self._windows: dict[str, _ReplayWindow] = {}
 
     def encode(self, msg_type: str, payload: Mapping[str, Any]) -> bytes:

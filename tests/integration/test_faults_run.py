@@ -26,7 +26,7 @@ def test_scheduled_faults_are_applied_and_recorded(tmp_path: Path) -> None:
                 "local_epochs": 40,
                 "batch_size": 16,
                 "learning_rate": 0.05,
-                "round_deadline_s": 4,
+                "round_deadline_s": 8,
             },
             "topology": {"mecs_per_bs": 2, "devices_per_mec": 3},
             "aggregator": {"name": "median"},

@@ -106,7 +106,7 @@ def test_run_completes_when_a_device_process_is_killed(tmp_path: Path) -> None:
             "local_epochs": 50,
             "batch_size": 16,
             "learning_rate": 0.05,
-            "round_deadline_s": 4,
+            "round_deadline_s": 8,
         }
     )
     victim = "dev0-2"
@@ -143,7 +143,7 @@ def test_restarted_device_with_an_empty_ledger_catches_up(tmp_path: Path) -> Non
             "local_epochs": 50,
             "batch_size": 16,
             "learning_rate": 0.05,
-            "round_deadline_s": 4,
+            "round_deadline_s": 8,
         }
     )
     victim = "dev0-1"

@@ -3,6 +3,7 @@ process is killed a view change happens and commits go on; restarted, it catches
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -22,19 +23,20 @@ def test_pbft_validators_survive_a_killed_primary(tmp_path: Path) -> None:
         {
             "name": "pbft",
             "seed": 4,
-            # 40 local epochs make a round last about a second, longer than the orchestrator's poll.
+            # 30 local epochs make a round last about a second, longer than the orchestrator's
+            # poll; a generous deadline keeps slow devices in their rounds on a loaded machine.
             "training": {
-                "rounds": 8,
-                "local_epochs": 40,
+                "rounds": 10,
+                "local_epochs": 30,
                 "batch_size": 16,
                 "learning_rate": 0.05,
-                "round_deadline_s": 4,
+                "round_deadline_s": 8,
             },
             "topology": {"mecs_per_bs": 4, "devices_per_mec": 1},
             "ledger": {"consensus": "pbft"},
             "faults": [
                 {"at_round": 3, "action": "crash", "nodes": ["mec0"]},  # the primary of view 0
-                {"at_round": 6, "action": "restart", "nodes": ["mec0"]},
+                {"at_round": 5, "action": "restart", "nodes": ["mec0"]},
             ],
         }
     )
@@ -42,12 +44,15 @@ def test_pbft_validators_survive_a_killed_primary(tmp_path: Path) -> None:
 
     result = Run(scenario, out, progress=False).execute()
 
-    assert result.rounds_completed == 8
+    assert result.rounds_completed == 10
+    pub_rows = [r for r in csv.DictReader((out / "metrics.csv").open()) if r["role"] == "publisher"]
+    with_updates = sum(1 for r in pub_rows if int(r["contributors"] or 0) > 0)
     stores = {n: open_store(out / "nodes" / n) for n in ("pub", "mec0", "mec1", "dev1-0")}
     try:
         reports = {n: verify_store(s) for n, s in stores.items()}
         assert all(r.ok for r in reports.values()), {n: r.failures for n, r in reports.items()}
-        assert reports["pub"].height == 10  # publish, 8 rounds, rewards: nothing lost
+        # publish, one block per round with updates, rewards: nothing submitted is lost
+        assert reports["pub"].height == 2 + with_updates
         assert {r.head_hash for r in reports.values()} == {reports["pub"].head_hash}
         raw = stores["pub"].meta_get("chain_config")
         assert raw is not None
@@ -55,7 +60,7 @@ def test_pbft_validators_survive_a_killed_primary(tmp_path: Path) -> None:
         names = {key: nid for nid, (key, _) in config.genesis.members.items()}
         assert config.quorum == 3 and len(config.validators) == 4
         signers = []
-        for h in range(1, 11):
+        for h in range(1, reports["pub"].height + 1):
             data = stores["pub"].block_bytes(h)
             assert data is not None
             signers.append({names[s.signer] for s in Block.from_bytes(data).certificate})

@@ -502,3 +502,19 @@ def test_nan_survives_the_round_trip() -> None:
 
     assert math.isnan(msg.payload["x"])
     assert np.isnan(msg.payload["a"]).all()
+
+
+def test_a_restarted_sender_starting_above_its_old_sequence_numbers_is_accepted() -> None:
+    key = NodeKey.generate()
+    roster = Roster({"a": key.public_key, "b": NodeKey.generate().public_key})
+    receiver = Codec("b", NodeKey.generate(), roster)
+    before = Codec("a", key, roster)
+    for _ in range(3):
+        receiver.decode(before.encode("ping", {}))
+
+    restarted_from_zero = Codec("a", key, roster)
+    with pytest.raises(DecodeError) as info:
+        receiver.decode(restarted_from_zero.encode("ping", {}))
+    assert info.value.reason == "replay"
+    restarted = Codec("a", key, roster, first_seq=1_000_000)
+    assert receiver.decode(restarted.encode("ping", {})).seq == 1_000_000
