@@ -362,8 +362,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sizes = tuple(args.sizes) if args.sizes else (QUICK_SIZES if args.quick else FULL_SIZES)
     print(
-        f"bcfl scale benchmark: mininet backend, delay_mode userspace, digits/mlp, 2 rounds, "
-        f"E=1; host {platform.node()} {os.cpu_count()} cores, "
+        f"bcfl scale benchmark: mininet backend, delay_mode userspace, digits/mlp, "
+        f"{ROUNDS} rounds, "
+        f"E=30; host {platform.node()} {os.cpu_count()} cores, "
         f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.1f} GiB RAM, "
         f"kernel {platform.release()}"
     )
