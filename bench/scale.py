@@ -314,9 +314,9 @@ def verdicts(results: list[Result], sizes: tuple[int, ...]) -> None:
     by = {r.shape.devices: r for r in results}
     big = by.get(300)
     if 300 in sizes:
-        ok = big is not None and big.rounds == 2 and big.error is None
+        ok = big is not None and big.rounds == ROUNDS and big.error is None
         print(f"  [{'PASS' if ok else 'MISS'}] 300 device nodes run on this machine "
-              f"({os.cpu_count()} cores): {big.rounds if big else 0}/2 rounds")  # fmt: skip
+              f"({os.cpu_count()} cores): {big.rounds if big else 0}/{ROUNDS} rounds")  # fmt: skip
     else:
         print("  [----] 300 device nodes: not run (--quick)")
     with_pss = [r for r in results if r.full_pss_mb]
