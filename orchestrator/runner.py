@@ -28,7 +28,7 @@ from orchestrator.collect import collect, read_records
 from orchestrator.faults import FaultEvent, behaviour_schedules, resolve_faults
 from orchestrator.report import plot_accuracy
 from orchestrator.scenario import Scenario, ScenarioError
-from topologies import NodeKind, TopologySpec
+from topologies import NodeKind, TopologyError, TopologySpec
 from topologies.backends.base import Launch
 from topologies.backends.local import LocalBackend
 from topologies.builders import PUBLISHER_ID, build_hierarchy
@@ -152,6 +152,18 @@ class Run:
                 "userspace (delay, jitter and loss in the node transport, bandwidth in the kernel)"
             )
         token = "b" + self.run_id[-2:]
+        for i, entry in enumerate(scenario.capture):
+            nodes = [entry] if isinstance(entry, str) else entry
+            for nid in nodes:
+                if nid not in {n.id for n in self.topology.nodes}:
+                    raise ScenarioError(f"capture[{i}]: {nid!r} is invalid; allowed: node ids")
+            if not isinstance(entry, str):
+                try:
+                    self.topology.link(entry[0], entry[1])
+                except TopologyError:
+                    raise ScenarioError(
+                        f"capture[{i}]: {entry!r} is invalid; allowed: two directly linked nodes"
+                    ) from None
         return MininetBackend(token, scenario.delay_mode, probe.available, scenario.capture)
 
     def restart(self, node_id: str) -> int:

@@ -209,7 +209,7 @@ class Scenario(_Section):
     backend: Literal["local", "mininet"] = "local"
     shaping: Literal["userspace", "none"] = "userspace"
     delay_mode: Literal["kernel", "userspace"] = "kernel"
-    capture: list[str] = []
+    capture: list[str | Annotated[list[str], Field(min_length=2, max_length=2)]] = []
     dataset: DatasetSection = DatasetSection()
     model: Literal["mlp", "cnn", "small-cnn"] = "mlp"
     partition: PartitionSection = PartitionSection()

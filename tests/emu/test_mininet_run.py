@@ -43,7 +43,11 @@ def test_quickstart_runs_in_mininet_and_leaves_nothing_behind(tmp_path: Path) ->
     scenario = load_scenario(REPO / "scenarios" / "quickstart.yaml")
     delay_mode = "kernel" if probe_netem().available else "userspace"
     scenario = scenario.model_copy(
-        update={"backend": "mininet", "delay_mode": delay_mode, "capture": ["dev0-0"]}
+        update={
+            "backend": "mininet",
+            "delay_mode": delay_mode,
+            "capture": ["dev0-0", ["mec1", "mec0"]],
+        }
     )
     out = tmp_path / "run"
 
@@ -58,6 +62,7 @@ def test_quickstart_runs_in_mininet_and_leaves_nothing_behind(tmp_path: Path) ->
     assert meta["delay"] == ("kernel(netem)" if delay_mode == "kernel" else "userspace")
     assert meta["endpoints"]["pub"].startswith("tcp://10.77.")
     assert (out / "pcap" / "dev0-0.pcap").stat().st_size > 24, "tcpdump captured packets"
+    assert (out / "pcap" / "mec1_mec0.pcap").stat().st_size > 24, "the backhaul link too"
     assert leftovers(meta["run_token"]) == []
     assert cli_main(["chain", "verify", str(out)]) == 0
 

@@ -81,7 +81,9 @@ class MininetBackend:
 
     name = "mininet"
 
-    def __init__(self, token: str, delay_mode: str, netem: bool, capture: list[str]) -> None:
+    def __init__(
+        self, token: str, delay_mode: str, netem: bool, capture: list[str | list[str]]
+    ) -> None:
         self.token = token
         self.delay_in_kernel = delay_mode == "kernel"
         if self.delay_in_kernel and not netem:
@@ -186,33 +188,45 @@ class MininetBackend:
                     if not out.strip().endswith("rc=0"):
                         raise RuntimeError(f"tc on {dev} failed: {out.strip()}")
 
+    def _capture_points(self) -> list[tuple[str, str, str]]:
+        """(host node, interface or "any", pcap file stem) for each `capture` entry: a node id
+        (all its interfaces) or a link [A, B] (A's interface on that link; B may be a BS)."""
+        assert self._plan is not None
+        points = []
+        for entry in self.capture:
+            if isinstance(entry, str):
+                points.append((entry, "any", entry))
+            else:
+                a, b = entry
+                if a not in self._hosts:
+                    a, b = b, a
+                points.append((a, self._plan.iface[(a, b)].name, f"{a}_{b}"))
+        return points
+
     def _start_capture(self) -> None:
         assert self._plan is not None
-        for nid in self.capture:
+        for nid, itf_name, _ in self._capture_points():
             host = self._hosts[nid]
-            for (owner, _), itf in self._plan.iface.items():
-                if owner == nid:
-                    host.cmd(f"ethtool -K {itf.name} tx off rx off tso off gso off gro off")
+            names = [i.name for (o, _), i in self._plan.iface.items() if o == nid]
+            for name in names if itf_name == "any" else [itf_name]:
+                host.cmd(f"ethtool -K {name} tx off rx off tso off gso off gro off")
 
     def start_capture_into(self, pcap_dir: Path) -> None:
-        """Run tcpdump on every interface of each captured node into pcap_dir/NODE.pcap."""
-        for nid in self.capture:
+        """Run tcpdump for each capture point into pcap_dir/STEM.pcap (wire-sized packets)."""
+        for nid, itf_name, stem in self._capture_points():
             pcap_dir.mkdir(parents=True, exist_ok=True)
+            argv = [
+                "tcpdump",
+                "-i",
+                itf_name,
+                "-U",
+                "-s",
+                "256",
+                "-w",
+                str(pcap_dir / f"{stem}.pcap"),
+            ]
             self._dumps.append(
-                self._hosts[nid].popen(
-                    [
-                        "tcpdump",
-                        "-i",
-                        "any",
-                        "-U",
-                        "-s",
-                        "256",
-                        "-w",
-                        str(pcap_dir / f"{nid}.pcap"),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
+                self._hosts[nid].popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             )
 
     def start(self, launches: list[Launch]) -> None:
