@@ -47,6 +47,20 @@ def small_scenario(**overrides: Any) -> Scenario:
     return parse_scenario(data)
 
 
+def slow_rounds_scenario() -> Scenario:
+    """8 rounds of 50 local epochs: a round outlasts the orchestrator's poll, so a fault
+    injected after round 2 lands while the run still has rounds to go."""
+    return small_scenario(
+        training={
+            "rounds": 8,
+            "local_epochs": 50,
+            "batch_size": 16,
+            "learning_rate": 0.05,
+            "round_deadline_s": 8,
+        }
+    )
+
+
 def rows(run_dir: Path) -> list[dict[str, str]]:
     with (run_dir / "metrics.csv").open() as f:
         return list(csv.DictReader(f))
@@ -99,16 +113,7 @@ def test_every_ledger_verifies_and_a_changed_byte_is_caught(
 
 
 def test_run_completes_when_a_device_process_is_killed(tmp_path: Path) -> None:
-    # 50 local epochs make a round last about a second, longer than the orchestrator's poll.
-    scenario = small_scenario(
-        training={
-            "rounds": 8,
-            "local_epochs": 50,
-            "batch_size": 16,
-            "learning_rate": 0.05,
-            "round_deadline_s": 8,
-        }
-    )
+    scenario = slow_rounds_scenario()
     victim = "dev0-2"
     killed_after: list[int] = []
 
@@ -137,15 +142,7 @@ def test_run_completes_when_a_device_process_is_killed(tmp_path: Path) -> None:
 
 
 def test_restarted_device_with_an_empty_ledger_catches_up(tmp_path: Path) -> None:
-    scenario = small_scenario(
-        training={
-            "rounds": 8,
-            "local_epochs": 50,
-            "batch_size": 16,
-            "learning_rate": 0.05,
-            "round_deadline_s": 8,
-        }
-    )
+    scenario = slow_rounds_scenario()
     victim = "dev0-1"
     restarted_after: list[int] = []
 
