@@ -119,7 +119,6 @@ class MininetBackend:
         import_mininet()
         from mininet.log import setLogLevel
         from mininet.net import Mininet
-        from mininet.nodelib import LinuxBridge
 
         assert self._plan is not None and self._spec is not None
         setLogLevel("warning")
@@ -130,9 +129,9 @@ class MininetBackend:
         for node in spec.nodes:
             name = p.short[node.id]
             if node.kind == NodeKind.BS:
-                nodes[node.id] = net.addSwitch(name, cls=LinuxBridge, stp=False)
+                nodes[node.id] = self._add_switch(net, name)
             else:
-                nodes[node.id] = self._hosts[node.id] = net.addHost(name, ip=None)
+                nodes[node.id] = self._hosts[node.id] = self._add_host(net, node.id, name)
         seen: set[frozenset[str]] = set()
         for link in spec.links:
             pair = frozenset((link.src, link.dst))
@@ -152,6 +151,16 @@ class MininetBackend:
         self._configure_hosts()
         self._shape()
         self._start_capture()
+
+    def _add_switch(self, net: Any, name: str) -> Any:
+        """A base station: a Linux bridge without a controller."""
+        from mininet.nodelib import LinuxBridge
+
+        return net.addSwitch(name, cls=LinuxBridge, stp=False)
+
+    def _add_host(self, net: Any, node_id: str, name: str) -> Any:
+        """A daemon node's host: a plain Mininet host (a shell in its own network namespace)."""
+        return net.addHost(name, ip=None)
 
     def _configure_hosts(self) -> None:
         assert self._plan is not None
