@@ -152,6 +152,15 @@ class MininetBackend:
         self._shape()
         self._start_capture()
 
+    def host(self, node_id: str) -> Any:
+        """The Mininet host of a daemon node (after `start_network`)."""
+        return self._hosts[node_id]
+
+    def interface(self, a: str, b: str) -> str:
+        """The name of a's interface on its link to b."""
+        assert self._plan is not None
+        return self._plan.iface[(a, b)].name
+
     def _add_switch(self, net: Any, name: str) -> Any:
         """A base station: a Linux bridge without a controller."""
         from mininet.nodelib import LinuxBridge
