@@ -13,6 +13,11 @@
     sockets on loopback, and the one-way delay (same clock) is compared with the
     configured mean and standard deviation.
 
+(c) ``--netem-topology SCENARIO``: instead of (a) and (b), the kernel (netem) delay of every
+    link of a scenario's topology, built by the mininet backend, measured with ping against
+    an unshaped baseline of the same topology (``bench/fidelity_netem.py``). Needs a kernel
+    with sch_netem: vm/test-in-qemu.sh runs it inside a QEMU VM.
+
 Run: ``python bench/fidelity.py`` (``--quick``: shorter transfers, fewer messages). Root.
 """
 
@@ -224,10 +229,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rates", type=float, nargs="+", default=[10.0, 50.0], help="Mbit/s")
     ap.add_argument("--delay", type=float, default=20.0, help="configured delay (ms)")
     ap.add_argument("--jitter", type=float, default=5.0, help="configured jitter sd (ms)")
+    ap.add_argument(
+        "--netem-topology",
+        type=Path,
+        metavar="SCENARIO",
+        help="measure the kernel delay of every link of SCENARIO's topology instead",
+    )
+    ap.add_argument("--count", type=int, default=30, help="--netem-topology: pings per link")
+    ap.add_argument(
+        "--interval", type=float, default=0.05, help="--netem-topology: seconds between pings"
+    )
+    ap.add_argument(
+        "--baseline-only",
+        action="store_true",
+        help="--netem-topology: only the unshaped pass (kernels without netem)",
+    )
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("bench/fidelity.py needs root (Mininet, tc)", file=sys.stderr)
         return 2
+    if args.netem_topology is not None:
+        from bench.fidelity_netem import run
+
+        return run(args.netem_topology, args.count, args.interval, args.baseline_only)
     warm_s, dur_s = (1.0, 3.0) if args.quick else (1.0, 10.0)
     count = 200 if args.quick else 1000
     gap_s = 0.005

@@ -1,0 +1,75 @@
+#!/bin/bash
+# What the test VM runs (called by vm/qemu-init.sh, output on the serial console and in
+# /results/in-vm.log): (a) the mininet backend on scenarios/vm_netem.yaml with real netem,
+# (b) the delay fidelity of that topology, per link, with ping (bench/fidelity.py
+# --netem-topology), (c) with BCFL_VM_PYTEST=1 also tests/emu. Exit 0 only if all pass.
+set -u -o pipefail
+cd /opt/bcfl/src || exit 1
+SCENARIO=scenarios/vm_netem.yaml
+export PYTHONDONTWRITEBYTECODE=1
+t0=$(date +%s)
+stamp() { printf '\n== [in-vm +%ss] %s\n' "$(($(date +%s) - t0))" "$*"; }
+fails=()
+
+stamp "kernel $(uname -r), $(nproc) CPUs, $(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo) MiB"
+modprobe sch_netem && echo "sch_netem loaded" || echo "modprobe sch_netem failed"
+/opt/bcfl/venv/bin/python - <<'PY'
+from topologies.backends.netem import probe_netem
+p = probe_netem()
+print(f"netem probe: available={p.available} ({p.reason})")
+PY
+
+stamp "(a) bcfl run $SCENARIO --backend mininet --delay-mode kernel"
+if timeout 1500 bcfl run "$SCENARIO" --backend mininet --delay-mode kernel \
+  --out /root/run --quiet; then
+  echo "bcfl run: ok"
+else
+  echo "bcfl run: FAILED (exit $?)"
+  fails+=("bcfl run")
+fi
+if [ -f /root/run/meta.json ]; then
+  if bcfl chain verify /root/run; then echo "chain verify: ok"; else fails+=("chain verify"); fi
+  /opt/bcfl/venv/bin/python - <<'PY'
+import json
+m = json.load(open("/root/run/meta.json"))
+keys = ("backend", "shaping", "bandwidth", "delay", "jitter", "loss", "netem_probe")
+for k in keys:
+    if k in m:
+        print(f"meta.{k}: {m[k]}")
+PY
+  ls -l /root/run/pcap 2>/dev/null
+  mkdir -p /results/run
+  cp /root/run/*.json /results/run/ 2>/dev/null
+  cp -r /root/run/pcap /results/run/ 2>/dev/null
+  for d in /root/run/nodes/*/; do
+    n=$(basename "$d")
+    mkdir -p "/results/run/nodes/$n"
+    cp "$d"/*.log "$d"/metrics.jsonl "/results/run/nodes/$n/" 2>/dev/null
+  done
+else
+  fails+=("bcfl run: no meta.json")
+fi
+
+stamp "(b) python bench/fidelity.py --netem-topology $SCENARIO"
+if timeout 1200 /opt/bcfl/venv/bin/python bench/fidelity.py --netem-topology "$SCENARIO" \
+  | tee /results/fidelity.txt; then
+  echo "fidelity: ok"
+else
+  fails+=("fidelity")
+fi
+
+if [ "${BCFL_VM_PYTEST:-0}" = 1 ]; then
+  stamp "(c) python -m pytest tests/emu"
+  if timeout 1800 /opt/bcfl/venv/bin/python -m pytest -q -p no:cacheprovider tests/emu; then
+    echo "pytest tests/emu: ok"
+  else
+    fails+=("pytest tests/emu")
+  fi
+fi
+
+stamp "done"
+if [ "${#fails[@]}" -gt 0 ]; then
+  echo "failed: ${fails[*]}"
+  exit 1
+fi
+echo "all passed"

@@ -1,0 +1,46 @@
+#!/bin/bash
+# PID 1 of the test VM that vm/test-in-qemu.sh boots (installed as /usr/local/sbin/bcfl-vm-init,
+# kernel argument init=...). Mounts what Mininet needs, mounts the host's 9p share "results"
+# at /results, runs vm/in-vm-test.sh, prints `BCFL-VM-RESULT: PASS|FAIL` on the console and
+# powers the VM off. No systemd: less to boot under software emulation.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export HOME=/root LANG=C.UTF-8 TERM=dumb
+
+mountpoint -q /proc || mount -t proc proc /proc
+mountpoint -q /sys || mount -t sysfs sysfs /sys
+mountpoint -q /dev || mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm
+mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
+mount -t tmpfs tmpfs /dev/shm
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /tmp
+mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null || true
+hostname bcfl-vm
+ip link set lo up
+
+finish() {
+  echo "BCFL-VM-RESULT: $1"
+  sync
+  umount /results 2>/dev/null
+  echo o >/proc/sysrq-trigger  # power off (qemu exits)
+  sleep 30
+}
+
+mkdir -p /results
+modprobe 9pnet_virtio 2>/dev/null
+if ! mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 results /results; then
+  echo "bcfl-vm-init: cannot mount the 9p share 'results'; writing to /root/results"
+  mkdir -p /root/results
+  mount --bind /root/results /results
+fi
+
+pytest_too=0
+grep -qw 'bcfl.pytest=1' /proc/cmdline && pytest_too=1
+BCFL_VM_PYTEST=$pytest_too bash /opt/bcfl/src/vm/in-vm-test.sh 2>&1 | tee /results/in-vm.log
+if [ "${PIPESTATUS[0]}" = 0 ]; then
+  echo PASS >/results/result.txt
+  finish PASS
+else
+  echo FAIL >/results/result.txt
+  finish FAIL
+fi
