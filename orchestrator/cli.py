@@ -65,6 +65,24 @@ def _parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="re-make figures and print the per-round table of a run")
     report.add_argument("run_dir", type=Path)
+
+    image = sub.add_parser("image", help="the node image of the containernet backend")
+    image_sub = image.add_subparsers(dest="image_command", required=True, metavar="ACTION")
+    build = image_sub.add_parser(
+        "build", help="build the node image in the Docker engine that DOCKER_HOST names"
+    )
+    build.add_argument(
+        "--offline",
+        action="store_true",
+        help="no image registry: debootstrap a Debian base and install from local wheels (root)",
+    )
+    build.add_argument("--tag", help="image tag (default: bcfl-node:VERSION-SOURCEDIGEST)")
+    build.add_argument(
+        "--mirror", default="", help="--offline: Debian mirror (default deb.debian.org)"
+    )
+    image_sub.add_parser(
+        "show", help="print the tag the containernet backend uses, and whether it exists"
+    )
     return p
 
 
@@ -169,6 +187,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
     """`bcfl clean`."""
     import json
 
+    from topologies.backends.docker_engine import remove_run_containers
     from topologies.backends.mininet import clean
 
     token = args.target
@@ -176,11 +195,29 @@ def cmd_clean(args: argparse.Namespace) -> int:
     if meta.is_file():
         token = json.loads(meta.read_text()).get("run_token", "")
     try:
-        removed = clean(token)
+        removed = clean(token) + remove_run_containers(token)
     except ValueError as exc:
         return _fail(f"target: {exc}")
     print("\n".join(removed) if removed else f"nothing left by run token {token!r}")
     return 0
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    """`bcfl image build|show`."""
+    from orchestrator import image
+    from topologies.backends.docker_engine import DockerUnavailable, client
+
+    try:
+        if args.image_command == "build":
+            print(image.build(args.offline, args.tag, args.mirror))
+            return 0
+        tag = image.default_tag()
+        present = bool(client().images.list(name=tag))
+        print(f"{tag} {'present' if present else 'missing (bcfl image build [--offline])'}")
+        return 0 if present else 1
+    except (image.ImageError, DockerUnavailable) as exc:
+        print(f"bcfl: error: {exc}", file=sys.stderr)
+        return 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         "report": cmd_report,
         "chain": cmd_chain,
         "clean": cmd_clean,
+        "image": cmd_image,
     }
     return handlers[args.command](args)
 

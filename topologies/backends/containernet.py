@@ -1,0 +1,233 @@
+"""The `containernet` backend: every MEC, device and publisher node in its own Docker
+container, attached to the same Mininet topology and tc shaping as the mininet backend.
+
+How it works
+------------
+`ContainernetBackend` is the mininet backend with another kind of host. Where the
+`containernet` package is installed (it replaces Mininet's Python package; the Vagrant VM
+installs it) a node's host is Containernet's own `Docker` host. Elsewhere it is our
+`DockerHost`, a Mininet host on stock Mininet: its container is created first with
+docker-py (`--network none`, labelled with the run's token, CPU and memory limits from the
+scenario's `containers:` section, the run directory mounted at the same path), and its
+Mininet shell is started inside the container's network namespace (`nsenter -n`), but in
+the root mount namespace, so Mininet's own ip/tc/tcpdump commands run as for any host while
+the veth ends it creates land in the container. Links, addresses, routes, tc and capture are
+then exactly the mininet backend's.
+
+The daemons do not go through the fork server: each is `docker exec`ed in its container
+(the image's Python, the container's cgroup and limits), and is known by the host PID the
+engine reports for the exec, so kill, restart and stop act by PID. `stop` removes the
+containers with their hosts and then, as a safety net, every container carrying the run's
+label; `bcfl clean` does the same for a crashed run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from topologies.backends.base import Launch
+from topologies.backends.docker_engine import RUN_LABEL, client, remove_run_containers
+from topologies.backends.mininet import MininetBackend, _wait, import_mininet
+from topologies.spec import NodeKind
+
+DATASETS_DIR = "/usr/share/datasets"
+PYTHON = "python"  # on the image's PATH: /opt/bcfl/venv/bin/python
+
+
+@functools.cache
+def docker_host_class() -> type:
+    """Our Mininet host whose network namespace is a Docker container's (stock Mininet)."""
+    import_mininet()
+    from mininet.node import Host
+
+    class DockerHost(Host):
+        """A Mininet host living in a Docker container created here with docker-py."""
+
+        def __init__(self, name: str, container: dict[str, Any], **params: Any) -> None:
+            docker = client()
+            self.container = docker.containers.run(detach=True, **container)
+            self.container.reload()
+            self.container_pid = int(self.container.attrs["State"]["Pid"])
+            if self.container_pid <= 0:
+                self.container.remove(force=True)
+                raise RuntimeError(f"container {self.container.name} did not start")
+            super().__init__(name, **params)
+
+        def _popen(self, cmd: list[str], **params: Any) -> Any:
+            # Mininet starts every host's shell with `mnexec -cdn` (a new namespace); this one
+            # joins the container's network namespace instead and keeps the root mount
+            # namespace (the host's ip, tc and tcpdump; files written where the run is).
+            if self.shell is None and cmd[:1] == ["mnexec"]:
+                opts = cmd[1].replace("n", "")
+                cmd = ["nsenter", "-t", str(self.container_pid), "-n", "mnexec", opts, *cmd[2:]]
+            return super()._popen(cmd, **params)
+
+        def terminate(self) -> None:
+            super().terminate()
+            with contextlib.suppress(Exception):  # already gone: nothing to remove
+                self.container.remove(force=True)
+
+    return DockerHost
+
+
+class ContainernetBackend(MininetBackend):
+    """Runs a run's daemons in one Docker container per node, inside the Mininet network."""
+
+    name = "containernet"
+
+    def __init__(
+        self,
+        token: str,
+        delay_mode: str,
+        netem: bool,
+        capture: list[str | list[str]],
+        containers: Any,
+        out_dir: Path,
+        **kwargs: Any,
+    ) -> None:
+        """`containers` is the scenario's ContainersSection; `out_dir` the run directory,
+        mounted into every container at the same path."""
+        super().__init__(token, delay_mode, netem, capture, **kwargs)
+        from orchestrator.image import default_tag, require
+
+        self.containers = containers
+        self.image = containers.image or default_tag()
+        self.out_dir = out_dir.resolve()
+        self._docker: Any = client()
+        require(self._docker, self.image)  # before anything starts
+        self._execs: dict[str, str] = {}
+        self._containernet_package = False
+
+    def container_meta(self) -> dict[str, Any]:
+        """What meta.json records about the containers."""
+        return {
+            "image": self.image,
+            "host_class": "containernet.Docker" if self._containernet_package else "DockerHost",
+            "limits": {
+                role: self.containers.limits(role).model_dump()
+                for role in ("mec", "device", "publisher")
+            },
+        }
+
+    def _volumes(self) -> dict[str, dict[str, str]]:
+        vols = {str(self.out_dir): {"bind": str(self.out_dir), "mode": "rw"}}
+        if Path(DATASETS_DIR).is_dir():
+            vols[DATASETS_DIR] = {"bind": DATASETS_DIR, "mode": "ro"}
+        for env in ("BCFL_FASHION_MNIST_DIR", "BCFL_MNIST_DIR"):
+            path = os.environ.get(env)
+            if path and Path(path).is_dir():
+                vols[path] = {"bind": path, "mode": "ro"}
+        return vols
+
+    def _add_host(self, net: Any, node_id: str, name: str) -> Any:
+        assert self._spec is not None
+        kind = self._spec.node(node_id).kind
+        role = "publisher" if kind == NodeKind.PUBLISHER else str(kind)
+        limits = self.containers.limits(role)
+        import mininet.node
+
+        package_docker = getattr(mininet.node, "Docker", None)
+        if package_docker is not None:  # the containernet package
+            self._containernet_package = True
+            params: dict[str, Any] = {
+                "dimage": self.image,
+                "volumes": [f"{h}:{v['bind']}:{v['mode']}" for h, v in self._volumes().items()],
+                "labels": {RUN_LABEL: self.token, "bcfl.node": node_id},
+            }
+            if limits.cpus is not None:
+                params.update(cpu_period=100_000, cpu_quota=int(limits.cpus * 100_000))
+            if limits.memory_mb is not None:
+                params["mem_limit"] = f"{limits.memory_mb}m"
+            return net.addHost(name, cls=package_docker, ip=None, **params)
+        container: dict[str, Any] = {
+            "image": self.image,
+            "name": f"bcfl-{name}",
+            "hostname": name,
+            "network_mode": "none",
+            "labels": {RUN_LABEL: self.token, "bcfl.node": node_id},
+            "volumes": self._volumes(),
+        }
+        if limits.cpus is not None:
+            container["nano_cpus"] = int(limits.cpus * 1e9)
+        if limits.memory_mb is not None:
+            container["mem_limit"] = f"{limits.memory_mb}m"
+            container["memswap_limit"] = f"{limits.memory_mb}m"
+        return net.addHost(name, cls=docker_host_class(), ip=None, container=container)
+
+    def container_of(self, node_id: str) -> Any:
+        """The docker-py container of a node."""
+        host = self.host(node_id)
+        if hasattr(host, "container"):
+            return host.container
+        return self._docker.containers.get(host.dc["Id"])  # containernet's Docker host
+
+    def start(self, launches: list[Launch]) -> None:
+        """`docker exec` every daemon in its container."""
+        for launch in launches:
+            self._launches[launch.node_id] = launch
+            self._spawn(launch)
+
+    def _spawn(self, launch: Launch) -> None:
+        config = launch.argv[-1]
+        cmd = f"exec {PYTHON} -m node {config} >>{launch.log_path} 2>&1"
+        api = self._docker.api
+        exec_id = api.exec_create(
+            self.container_of(launch.node_id).id, ["sh", "-c", cmd], environment=launch.env
+        )["Id"]
+        api.exec_start(exec_id, detach=True)
+        end = time.monotonic() + 30
+        pid = 0
+        while time.monotonic() < end:
+            info = api.exec_inspect(exec_id)
+            pid = int(info.get("Pid") or 0)
+            if pid > 0 or (not info.get("Running", False) and info.get("ExitCode") is not None):
+                break
+            time.sleep(0.02)
+        if pid <= 0:
+            raise RuntimeError(f"docker exec of {launch.node_id}'s daemon did not start")
+        self._execs[launch.node_id] = exec_id
+        self._pids[launch.node_id] = pid
+
+    def poll(self) -> dict[str, int | None]:
+        """Exit codes (None while running), from the engine's record of each exec."""
+        if not self._execs:
+            return {nid: self._final.get(pid) for nid, pid in self._pids.items()}
+        out: dict[str, int | None] = {}
+        for nid, exec_id in self._execs.items():
+            info = self._docker.api.exec_inspect(exec_id)
+            out[nid] = None if info["Running"] else int(info["ExitCode"])
+        return out
+
+    def kill(self, node_id: str, sig: int = signal.SIGKILL, wait_s: float | None = 10.0) -> None:
+        """Signal one daemon by its host PID (fault injection)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self._pids[node_id], sig)
+        if wait_s is not None:
+            _wait(lambda: self.poll()[node_id] is not None, wait_s)
+
+    def _stop_daemons(self, grace_s: float) -> None:
+        if not self._execs:
+            return
+        running = [nid for nid, code in self.poll().items() if code is None]
+        for nid in running:
+            self.kill(nid, signal.SIGTERM, wait_s=None)
+        if not _wait(lambda: all(self.poll()[n] is not None for n in running), grace_s):
+            for nid in running:
+                self.kill(nid, signal.SIGKILL, wait_s=None)
+            _wait(lambda: all(self.poll()[n] is not None for n in running), 5)
+        codes = self.poll()
+        self._final = {self._pids[nid]: code for nid, code in codes.items()}
+        self._execs = {}
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """Kill the daemons, remove the network and containers, then anything labelled."""
+        try:
+            super().stop(grace_s)
+        finally:
+            remove_run_containers(self.token)

@@ -1,0 +1,153 @@
+"""Talking to a Docker engine: the client, a private dockerd for tests and benchmarks, and
+removal of a run's containers by label.
+
+The containernet backend and `bcfl image build` use whatever engine `DOCKER_HOST` (or the
+default socket) names. Tests and `bench/containers.py` start their own `PrivateDockerd`:
+its own data root, exec root, socket and pidfile, no bridge and no iptables rules (nodes'
+containers use `--network none`; Mininet gives them their interfaces), stopped by PID.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+RUN_LABEL = "bcfl.run"
+
+
+class DockerUnavailable(RuntimeError):
+    """No Docker engine or client library; the message says what to install or start."""
+
+
+def client() -> Any:
+    """A docker-py client for DOCKER_HOST (or the default socket), checked with a ping."""
+    try:
+        from docker.client import DockerClient
+    except ImportError:
+        raise DockerUnavailable(
+            "the Python Docker client is missing: pip install 'bcfl-testbed[containers]'"
+        ) from None
+    try:
+        c = DockerClient.from_env(timeout=300)
+        c.ping()
+    except Exception as exc:
+        where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        raise DockerUnavailable(
+            f"no Docker engine answers at {where} ({type(exc).__name__}); start dockerd "
+            "(apt-get install docker.io) or set DOCKER_HOST"
+        ) from None
+    return c
+
+
+def remove_run_containers(token: str) -> list[str]:
+    """Remove (force) every container labelled with this run's token; their names."""
+    try:
+        c = client()
+    except DockerUnavailable:
+        return []
+    removed = []
+    for container in c.containers.list(all=True, filters={"label": f"{RUN_LABEL}={token}"}):
+        container.remove(force=True)
+        removed.append(f"container {container.name}")
+    return removed
+
+
+class PrivateDockerd:
+    """A dockerd of our own under `root`, reached at unix://ROOT/docker.sock."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.socket = self.root / "docker.sock"
+        self.pidfile = self.root / "docker.pid"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        """The DOCKER_HOST value for this engine."""
+        return f"unix://{self.socket}"
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        """Start dockerd and wait until it answers; raises DockerUnavailable otherwise."""
+        if os.geteuid() != 0:
+            raise DockerUnavailable("starting a private dockerd needs root")
+        exe = _which("dockerd")
+        if exe is None:
+            raise DockerUnavailable("dockerd is not installed: apt-get install docker.io")
+        self.root.mkdir(parents=True, exist_ok=True)
+        # A dockerd of ours that outlived its test session (kill -9): stop it by its pidfile.
+        self._kill_stale()
+        log = (self.root / "dockerd.log").open("ab")
+        argv = [
+            exe,
+            "--data-root", str(self.root / "data"),
+            "--exec-root", str(self.root / "exec"),
+            "--host", self.host,
+            "--pidfile", str(self.pidfile),
+            "--bridge", "none",
+            "--iptables=false",
+            "--ip6tables=false",
+            "--ip-masq=false",
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise DockerUnavailable(
+                    f"dockerd exited with {self.proc.returncode}; see {self.root / 'dockerd.log'}"
+                )
+            if self.socket.exists() and self._answers():
+                return
+            time.sleep(0.2)
+        self.stop()
+        raise DockerUnavailable(f"dockerd did not answer within {timeout_s:.0f} s")
+
+    def _answers(self) -> bool:
+        from docker.client import DockerClient
+
+        try:
+            return bool(DockerClient(base_url=self.host, timeout=5).ping())
+        except Exception:
+            return False
+
+    def _kill_stale(self) -> None:
+        try:
+            pid = int(self.pidfile.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if b"dockerd" in cmdline and str(self.root).encode() in cmdline:
+            os.kill(pid, signal.SIGTERM)
+            _wait_gone(pid, 20.0)
+
+    def stop(self) -> None:
+        """Stop dockerd by PID (SIGTERM, then SIGKILL after 20 s)."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+def _which(name: str) -> str | None:
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
+
+
+def _wait_gone(pid: int, timeout_s: float) -> None:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
