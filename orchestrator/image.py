@@ -77,9 +77,9 @@ def _package_files(root: Path) -> list[Path]:
     return files
 
 
-def source_digest() -> str:
+def source_digest(root: Path | None = None) -> str:
     """A digest of the package's Python files (and pyproject.toml) as they are now."""
-    root = Path(__file__).resolve().parents[1]
+    root = root or Path(__file__).resolve().parents[1]
     h = hashlib.sha256()
     for path in _package_files(root):
         if path.is_file():
