@@ -1,17 +1,27 @@
 """Benchmark: how the mininet backend scales with the number of device nodes.
 
 For each size (10, 50, 100, 300 devices; 5 devices per MEC, at most 10 MECs per BS) one
-short real scenario runs on the mininet backend (digits + MLP, 2 rounds, 1 local epoch,
-delay_mode userspace) through ``Run(...).execute()``. Printed per size:
+short real scenario runs on the mininet backend (digits + MLP, 3 rounds of 30 local
+epochs, delay_mode userspace; base stations are Linux bridges, or with ``--switch
+ovs-user`` Open vSwitch user-space bridges) through ``Run(...).execute()``. Printed per
+size, with the load average before and after:
 
 * topology start: time spent in ``backend.start_network`` (wrapped on the Run's backend
-  instance), split into Mininet build (hosts, bridges, veth links), per-host addresses and
-  routes (``_configure_hosts``) and tc shaping (``_shape``);
+  instance), split into Mininet build (hosts, bridges, veth links; with ``ovs-user`` also
+  the private OVS's start and its bridges), per-host addresses and routes
+  (``_configure_hosts``) and tc shaping (``_shape``, one ``tc -batch`` per host);
 * ready: wall time from the call of ``backend.start`` (the fork server forking daemons) to
   the publisher's ``started`` record (every node said hello), plus the record's own
   ``startup_s`` (counted from the publisher's start);
-* PSS per daemon: ``Pss:`` of ``/proc/PID/smaps_rollup`` of every daemon PID, read from
-  the ``on_round`` callback at round 1 (daemons alive, models trained once), mean and max;
+* PSS per daemon: ``Pss:`` of ``/proc/PID/smaps_rollup`` of every daemon PID, read by a
+  thread that follows the publisher's metrics file (every 20 ms) at two moments when every
+  daemon is alive: when the publisher logs ``started`` (all nodes said hello) and when it
+  logs round 1 (models trained once); the line says how many of the daemons were read
+  and how long it took. The thread runs at SCHED_FIFO priority (root; nice -20 where that
+  is refused): at normal priority, one of ~100 runnable processes on 2 cores, reading 61
+  smaps_rollup files took 3 s, longer than the whole run after ``started``.
+  (The orchestrator's ``on_round`` callback is too late for this: on 2 loaded cores it may
+  see round 1 only after the last round, when most daemons have exited.)
 * one FedAvg round: the publisher's ``round_time_s`` of round 2.
 
 Targets: 300 nodes run on this machine; <= 60 MB PSS per node; 100 nodes start-to-ready
@@ -50,7 +60,8 @@ MECS_PER_BS_MAX = 10
 PSS_TARGET_MB = 60.0
 READY_TARGET_S = 15.0
 READY_TARGET_NODES = 100
-SAMPLE_S = 0.5
+SAMPLE_S = 0.02
+SAMPLER_RT_PRIORITY = 10
 FULL_SIZES = (10, 50, 100, 300)
 QUICK_SIZES = (10, 50)
 
@@ -94,10 +105,10 @@ class Result:
     fork_s: float | None = None
     ready_s: float | None = None
     startup_s: float | None = None
-    pss_mb: list[float] = field(default_factory=list)
-    rss_mb: list[float] = field(default_factory=list)
-    full_pss_mb: list[float] = field(default_factory=list)
-    full_at: str = ""
+    # moment ("ready", "round 1") -> (PSS MB per daemon read, RSS MB per daemon read)
+    mem: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
+    mem_s: dict[str, float] = field(default_factory=dict)  # how long each snapshot took
+    sampler_priority: str = ""
     round2_s: float | None = None
     rounds: int = 0
     total_s: float = 0.0
@@ -116,13 +127,14 @@ def shape_for(devices: int) -> Shape:
 ROUNDS = 3
 
 
-def scenario_dict(shape: Shape, deadline_s: float) -> dict[str, Any]:
+def scenario_dict(shape: Shape, deadline_s: float, switch: str = "linux") -> dict[str, Any]:
     """A short real scenario on the mininet backend."""
     return {
         "name": f"scale-{shape.devices}",
         "seed": 1,
         "backend": "mininet",
         "delay_mode": "userspace",
+        "switch": switch,
         "dataset": {"name": "digits"},
         "model": "mlp",
         "partition": {"scheme": "iid"},
@@ -161,11 +173,50 @@ def read_mem_mb(pid: int) -> tuple[float, float] | None:
     return vals["Pss:"], vals.get("Rss:", 0.0)
 
 
-def record_phase(run: Run) -> str:
-    """Where the publisher is: how many rounds it has finished."""
-    done = len(run.publisher_rounds())
-    started = any(r.get("event") == "started" for r in read_records(run.node_dir("pub")))
-    return f"after round {done}" if done else ("round 1" if started else "before ready")
+def raise_priority() -> str:
+    """Put the calling thread ahead of the daemons, so that a snapshot (one smaps_rollup walk
+    per daemon) takes well under a round instead of seconds on 2 saturated cores."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(SAMPLER_RT_PRIORITY))
+        return f"SCHED_FIFO {SAMPLER_RT_PRIORITY}"
+    except (OSError, AttributeError):
+        pass
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), -20)
+        return "nice -20"
+    except OSError:
+        return "normal (could not raise)"
+
+
+def snapshot(pids: list[int]) -> tuple[list[float], list[float]]:
+    """(PSS, RSS) in MB of each PID still alive."""
+    mems = [m for m in (read_mem_mb(pid) for pid in pids) if m is not None]
+    return [m[0] for m in mems], [m[1] for m in mems]
+
+
+class PublisherFollower:
+    """Reads the publisher's metrics file as it grows and calls `on_event(record)` for each
+    new record (a partial last line waits for the next read)."""
+
+    def __init__(self, path: Path, on_event: Callable[[dict[str, Any]], None]) -> None:
+        self.path = path
+        self.on_event = on_event
+        self._offset = 0
+        self._partial = b""
+
+    def poll(self) -> None:
+        """Handle whatever was appended since the last call."""
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except OSError:
+            return
+        self._offset += len(data)
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                self.on_event(json.loads(line))
 
 
 def _timed(
@@ -183,10 +234,10 @@ def _timed(
     return wrapper
 
 
-def measure(shape: Shape, deadline_s: float, keep: bool) -> Result:
+def measure(shape: Shape, deadline_s: float, keep: bool, switch: str = "linux") -> Result:
     """Run one size and collect its figures."""
     res = Result(shape)
-    scenario = parse_scenario(scenario_dict(shape, deadline_s), f"scale-{shape.devices}")
+    scenario = parse_scenario(scenario_dict(shape, deadline_s, switch), f"scale-{shape.devices}")
     out_dir = Path(tempfile.mkdtemp(prefix=f"bcfl-scale-{shape.devices}-"))
     run = Run(scenario, out_dir, progress=False)
     spec = run.topology
@@ -201,32 +252,29 @@ def measure(shape: Shape, deadline_s: float, keep: bool) -> Result:
     backend._shape = _timed(backend._shape, times, "tc")
     backend.start = _timed(backend.start, times, "fork", stamp=True)
 
-    def on_round(r: Run, record: dict[str, Any]) -> None:
-        if int(record.get("round", 0)) != 1 or res.pss_mb:
+    def on_event(record: dict[str, Any]) -> None:
+        event = record.get("event")
+        if event == "started":
+            moment = "ready"
+        elif event == "round" and int(record.get("round", 0)) == 1:
+            moment = "round 1"
+        else:
             return
-        for pid in r.backend.pids().values():
-            mem = read_mem_mb(pid)
-            if mem is not None:
-                res.pss_mb.append(mem[0])
-                res.rss_mb.append(mem[1])
+        if moment not in res.mem:  # no backend.poll() here: the fork server has one client
+            t0 = time.monotonic()
+            res.mem[moment] = snapshot(list(backend.pids().values()))
+            res.mem_s[moment] = time.monotonic() - t0
 
     stop = threading.Event()
+    follower = PublisherFollower(run.node_dir("pub") / "metrics.jsonl", on_event)
 
     def sampler() -> None:
-        """Snapshot every daemon's PSS while all are alive; keep the last full snapshot."""
+        res.sampler_priority = raise_priority()
         while not stop.wait(SAMPLE_S):
-            pids = backend.pids()
-            if len(pids) < res.hosts:
-                continue
-            snap = [read_mem_mb(pid) for pid in pids.values()]
-            alive = [m for m in snap if m is not None]
-            if len(alive) == res.hosts:  # no backend.poll() here: the fork server has one client
-                res.full_pss_mb = [m[0] for m in alive]
-                res.full_at = record_phase(run)
+            follower.poll()
 
     thread = threading.Thread(target=sampler, daemon=True)
     thread.start()
-    run.on_round = on_round
     t0 = time.monotonic()
     try:
         result = run.execute()
@@ -286,22 +334,17 @@ def report(res: Result) -> None:
         f"  launch -> all ready (publisher 'started'): {_f(res.ready_s)}  "
         f"(record's startup_s {_f(res.startup_s)})"
     )
-    if res.pss_mb:
+    for moment in ("ready", "round 1"):
+        if moment not in res.mem or not res.mem[moment][0]:
+            print(f"  PSS per daemon at {moment}: n/a (the publisher never logged it)")
+            continue
+        pss, rss = res.mem[moment]
         print(
-            f"  PSS per daemon at round 1 ({len(res.pss_mb)} PIDs): "
-            f"mean {statistics.fmean(res.pss_mb):.1f} MB, max {max(res.pss_mb):.1f} MB, "
-            f"sum {sum(res.pss_mb) / 1000:.2f} GB  (RSS mean {statistics.fmean(res.rss_mb):.0f} MB)"
+            f"  PSS per daemon at {moment} ({len(pss)}/{res.hosts} daemons read in "
+            f"{res.mem_s[moment]:.2f} s, sampler {res.sampler_priority}): "
+            f"mean {statistics.fmean(pss):.1f} MB, max {max(pss):.1f} MB, "
+            f"sum {sum(pss) / 1000:.2f} GB  (RSS mean {statistics.fmean(rss):.0f} MB)"
         )
-    else:
-        print("  PSS per daemon at round 1: n/a (round 1 never completed)")
-    if res.full_pss_mb:
-        p = res.full_pss_mb
-        print(
-            f"  PSS per daemon, last snapshot with all {len(p)} alive ({res.full_at}): "
-            f"mean {statistics.fmean(p):.1f} MB, max {max(p):.1f} MB, sum {sum(p) / 1000:.2f} GB"
-        )
-    else:
-        print("  PSS per daemon with all alive: n/a")
     print(f"  FedAvg round 2 wall time (publisher round_time_s): {_f(res.round2_s, digits=2)}")
     print(f"  rounds completed: {res.rounds}/{ROUNDS}, whole run {_f(res.total_s)}")
     if res.error:
@@ -319,15 +362,18 @@ def verdicts(results: list[Result], sizes: tuple[int, ...]) -> None:
               f"({os.cpu_count()} cores): {big.rounds if big else 0}/{ROUNDS} rounds")  # fmt: skip
     else:
         print("  [----] 300 device nodes: not run (--quick)")
-    with_pss = [r for r in results if r.full_pss_mb]
+    with_pss = [r for r in results if r.mem.get("round 1", ([], []))[0]]
     if with_pss:
-        worst = max(max(r.full_pss_mb) for r in with_pss)
-        mean_at = {r.shape.devices: statistics.fmean(r.full_pss_mb) for r in with_pss}
-        ok = all(statistics.fmean(r.full_pss_mb) <= PSS_TARGET_MB for r in with_pss)
-        means = ", ".join(f"{k}: {v:.1f}" for k, v in mean_at.items())
+        pss = {r.shape.devices: r.mem["round 1"][0] for r in with_pss}
+        worst = max(max(v) for v in pss.values())
+        ok = all(statistics.fmean(v) <= PSS_TARGET_MB for v in pss.values())
+        ok = ok and all(len(r.mem["round 1"][0]) == r.hosts for r in with_pss)
+        means = ", ".join(
+            f"{k}: {statistics.fmean(v):.1f} ({len(v)} daemons)" for k, v in pss.items()
+        )
         print(
-            f"  [{'PASS' if ok else 'MISS'}] <= {PSS_TARGET_MB:.0f} MB PSS per node "
-            f"(mean MB by size {means}; worst single daemon {worst:.1f} MB)"
+            f"  [{'PASS' if ok else 'MISS'}] <= {PSS_TARGET_MB:.0f} MB PSS per node at round 1, "
+            f"every daemon read (mean MB by size {means}; worst single daemon {worst:.1f} MB)"
         )
     r100 = by.get(READY_TARGET_NODES)
     if r100 is None:
@@ -356,13 +402,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", help="device counts (default 10 50 100 300)")
     ap.add_argument("--deadline", type=float, default=300.0, help="round/startup deadline (s)")
     ap.add_argument("--keep", action="store_true", help="keep the run directories")
+    ap.add_argument(
+        "--switch",
+        choices=("linux", "ovs-user"),
+        default="linux",
+        help="base stations: Linux bridges or Open vSwitch's user-space datapath",
+    )
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("bench/scale.py needs root (Mininet)", file=sys.stderr)
         return 2
     sizes = tuple(args.sizes) if args.sizes else (QUICK_SIZES if args.quick else FULL_SIZES)
     print(
-        f"bcfl scale benchmark: mininet backend, delay_mode userspace, digits/mlp, "
+        f"bcfl scale benchmark: mininet backend ({args.switch} bridges), delay_mode userspace, "
+        f"digits/mlp, "
         f"{ROUNDS} rounds, "
         f"E=30; host {platform.node()} {os.cpu_count()} cores, "
         f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.1f} GiB RAM, "
@@ -372,7 +425,13 @@ def main(argv: list[str] | None = None) -> int:
     for n in sizes:
         shape = shape_for(n)
         print(f"\n-- running {shape.describe()} ...", flush=True)
-        res = measure(shape, args.deadline, args.keep)
+        t0 = time.monotonic()
+        load = os.getloadavg()
+        res = measure(shape, args.deadline, args.keep, args.switch)
+        print(
+            f"  load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; after "
+            f"({time.monotonic() - t0:.0f} s): {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+        )
         results.append(res)
         report(res)
         sys.stdout.flush()
@@ -381,9 +440,15 @@ def main(argv: list[str] | None = None) -> int:
         {
             k: round(v, 3) if isinstance(v, float) else v
             for k, v in vars(r).items()
-            if k not in ("pss_mb", "rss_mb", "full_pss_mb", "shape")
+            if k not in ("mem", "mem_s", "shape")
         }
         | {"devices": r.shape.devices}
+        | {
+            f"pss_mean_mb_{m.replace(' ', '')}": round(statistics.fmean(v[0]), 1)
+            for m, v in r.mem.items()
+            if v[0]
+        }
+        | {f"pss_read_{m.replace(' ', '')}": len(v[0]) for m, v in r.mem.items()}
         for r in results
     ]
     print("\njson:", json.dumps(summary))

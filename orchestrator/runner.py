@@ -141,13 +141,22 @@ class Run:
             return LocalBackend(shaping=scenario.shaping)
         from topologies.backends.mininet import MininetBackend, import_mininet
         from topologies.backends.netem import probe_netem
+        from topologies.backends.ovs import OVSUnavailable, check_installed
 
         import_mininet()
+        if scenario.switch == "ovs-user":
+            try:
+                check_installed()
+            except OVSUnavailable as exc:
+                raise ScenarioError(
+                    f"switch: 'ovs-user' needs Open vSwitch: {exc}; or use switch: linux"
+                ) from None
         probe = probe_netem()
         self.netem = probe
         if scenario.delay_mode == "kernel" and not probe.available:
             raise ScenarioError(
-                f"backend mininet: netem is not available on this kernel ({probe.reason}); "
+                f"backend {scenario.backend}: netem is not available on this kernel "
+                f"({probe.reason}); "
                 "Mininet would silently drop the links' delays. Rerun with --delay-mode "
                 "userspace (delay, jitter and loss in the node transport, bandwidth in the kernel)"
             )
@@ -164,7 +173,22 @@ class Run:
                     raise ScenarioError(
                         f"capture[{i}]: {entry!r} is invalid; allowed: two directly linked nodes"
                     ) from None
-        return MininetBackend(token, scenario.delay_mode, probe.available, scenario.capture)
+        options: dict[str, Any] = {"switch": scenario.switch, "log_dir": self.out_dir / "ovs"}
+        if scenario.backend == "containernet":
+            from topologies.backends.containernet import ContainernetBackend
+
+            return ContainernetBackend(
+                token,
+                scenario.delay_mode,
+                probe.available,
+                scenario.capture,
+                scenario.containers,
+                self.out_dir,
+                **options,
+            )
+        return MininetBackend(
+            token, scenario.delay_mode, probe.available, scenario.capture, **options
+        )
 
     def restart(self, node_id: str) -> int:
         """Start a dead node's process again (same config, key and directory); its new PID."""
@@ -276,6 +300,8 @@ class Run:
             "by_link_class": b.shaping_meta(),
             "netem_probe": {"available": self.netem.available, "reason": self.netem.reason},
             "run_token": b.token,
+            "switch": b.switch,
+            **({"containers": b.container_meta()} if hasattr(b, "container_meta") else {}),
         }
 
     def _write_meta(self) -> None:

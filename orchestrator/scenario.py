@@ -24,7 +24,7 @@ from topologies.builders import (
 )
 
 SCHEMES = ("vanilla",)
-BACKENDS = ("local", "mininet")
+BACKENDS = ("local", "mininet", "containernet")
 SHAPING = ("userspace", "none")
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -141,6 +141,31 @@ class PrivacySection(_Section):
     mechanism: Literal["classic", "analytic"] = "classic"
 
 
+class ContainerLimits(_Section):
+    """CPU and memory limits of one container (None: no limit)."""
+
+    cpus: Annotated[float, Field(gt=0, le=1024, allow_inf_nan=False)] | None = None
+    memory_mb: Annotated[int, Field(ge=64, le=1 << 22)] | None = None
+
+
+class ContainersSection(ContainerLimits):
+    """The containernet backend: the node image and per-container limits; `cpus` and
+    `memory_mb` here apply to every container unless its role's entry sets them."""
+
+    image: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/:@-]{0,254}$")] | None = None
+    mec: ContainerLimits = ContainerLimits()
+    device: ContainerLimits = ContainerLimits()
+    publisher: ContainerLimits = ContainerLimits()
+
+    def limits(self, role: str) -> ContainerLimits:
+        """The limits of a container of this role (mec, device or publisher)."""
+        own: ContainerLimits = getattr(self, role)
+        return ContainerLimits(
+            cpus=own.cpus if own.cpus is not None else self.cpus,
+            memory_mb=own.memory_mb if own.memory_mb is not None else self.memory_mb,
+        )
+
+
 class FaultSection(_Section):
     """One fault-schedule entry: at round `at_round`, `action` happens to the selected nodes."""
 
@@ -206,10 +231,12 @@ class Scenario(_Section):
     description: str = ""
     seed: Annotated[int, Field(ge=0, lt=2**32)] = 0
     scheme: Literal["vanilla"] = "vanilla"
-    backend: Literal["local", "mininet"] = "local"
+    backend: Literal["local", "mininet", "containernet"] = "local"
     shaping: Literal["userspace", "none"] = "userspace"
     delay_mode: Literal["kernel", "userspace"] = "kernel"
+    switch: Literal["linux", "ovs-user"] = "linux"
     capture: list[str | Annotated[list[str], Field(min_length=2, max_length=2)]] = []
+    containers: ContainersSection = ContainersSection()
     dataset: DatasetSection = DatasetSection()
     model: Literal["mlp", "cnn", "small-cnn"] = "mlp"
     partition: PartitionSection = PartitionSection()

@@ -3,15 +3,23 @@ node daemons forked into the hosts' namespaces. Needs root and Debian's `mininet
 
 How it works
 ------------
-`start_network` builds the spec into Mininet: every base station is a Linux bridge (no
-controller), every daemon node a host; each physical link becomes a veth pair with our
-interface names. Addresses and static routes come from `addressing.plan` (identity
-addresses on loopback, one subnet per bridge, /30s for host-host links, /32 routes along
-the spec's fewest-hops paths, forwarding on). Each directed link is shaped on its egress
+`start_network` builds the spec into Mininet: every base station is a switch, every daemon
+node a host; each physical link becomes a veth pair with our interface names. Addresses
+and static routes come from `addressing.plan` (identity addresses on loopback, one subnet
+per bridge, /30s for host-host links, /32 routes along the spec's fewest-hops paths,
+forwarding on). Each directed link is shaped on its egress
 interface with tc: HTB for bandwidth and, where the kernel has netem, a netem child for
 delay, jitter and loss. Without netem the run is refused unless the delay mode is
 ``userspace``; then the nodes apply delay, jitter and loss themselves (bandwidth stays in
-the kernel), and meta.json says which parameter was shaped where.
+the kernel), and meta.json says which parameter was shaped where. tc commands run as one
+``tc -batch`` per host (and one for the bridge ports in the root namespace).
+
+Switches (``switch`` in the scenario): ``linux`` (default) makes each base station a Linux
+bridge without a controller; ``ovs-user`` makes it a bridge of Open vSwitch's user-space
+datapath on a private ovsdb-server/ovs-vswitchd that the run starts and stops itself
+(`topologies.backends.ovs`: standalone fail mode, all bridges in one transaction, OVS told
+to leave the ports' qdiscs alone); the hosts' interfaces towards a bridge then get tx
+offload off, since the user-space datapath does not complete offloaded checksums.
 
 Daemons are forked by the `ForkServer` (torch imported once) and join their host's
 namespace with setns before they open a socket. `stop` kills the daemons by PID, stops
@@ -22,6 +30,7 @@ Never `mn -c`: it kills by name and deletes /tmp/*.log machine-wide.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -32,6 +41,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from topologies.backends import ovs
 from topologies.backends.addressing import PORT, AddressPlan, plan, route_batch
 from topologies.backends.base import Launch
 from topologies.backends.tc import link_argv, shaping_plan
@@ -41,6 +51,7 @@ log = logging.getLogger(__name__)
 
 MININET_PATH = "/usr/lib/python3/dist-packages"
 TOKEN_RE = re.compile(r"[a-z][a-z0-9]{2}")
+SWITCHES = ("linux", "ovs-user")
 
 
 class MininetUnavailable(RuntimeError):
@@ -82,9 +93,23 @@ class MininetBackend:
     name = "mininet"
 
     def __init__(
-        self, token: str, delay_mode: str, netem: bool, capture: list[str | list[str]]
+        self,
+        token: str,
+        delay_mode: str,
+        netem: bool,
+        capture: list[str | list[str]],
+        switch: str = "linux",
+        log_dir: Path | None = None,
     ) -> None:
+        """`switch`: one of SWITCHES; `log_dir`: where a private OVS writes its logs."""
+        if switch not in SWITCHES:
+            raise ValueError(f"switch: {switch!r} is invalid; allowed: {', '.join(SWITCHES)}")
+        if switch == "ovs-user":
+            ovs.check_installed()
         self.token = token
+        self.switch = switch
+        self.log_dir = log_dir
+        self.private_ovs: ovs.PrivateOVS | None = None
         self.delay_in_kernel = delay_mode == "kernel"
         if self.delay_in_kernel and not netem:
             raise MininetUnavailable("netem is not available on this kernel")
@@ -148,6 +173,14 @@ class MininetBackend:
         net.build()
         for sw in net.switches:
             sw.start([])
+        if self.switch == "ovs-user":  # after the build: vswitchd would follow every new veth
+            self.private_ovs = ovs.PrivateOVS(self.token, self.log_dir)
+            self.private_ovs.start()
+            bridges: dict[str, list[str]] = {p.short[n.id]: [] for n in spec.of_kind(NodeKind.BS)}
+            for (owner, _), itf in p.iface.items():
+                if p.short[owner] in bridges:
+                    bridges[p.short[owner]].append(itf.name)
+            self.private_ovs.add_bridges(bridges)
         self._configure_hosts()
         self._shape()
         self._start_capture()
@@ -162,7 +195,10 @@ class MininetBackend:
         return self._plan.iface[(a, b)].name
 
     def _add_switch(self, net: Any, name: str) -> Any:
-        """A base station: a Linux bridge without a controller."""
+        """A base station: a Linux bridge without a controller, or (``ovs-user``) a node whose
+        bridge `start_network` creates on the run's private Open vSwitch."""
+        if self.switch == "ovs-user":
+            return net.addSwitch(name, cls=_ovs_bridge_class())
         from mininet.nodelib import LinuxBridge
 
         return net.addSwitch(name, cls=LinuxBridge, stp=False)
@@ -172,39 +208,51 @@ class MininetBackend:
         return net.addHost(name, ip=None)
 
     def _configure_hosts(self) -> None:
+        """Per host, in one shell call: loopback up, the `ip -batch` of addresses and routes,
+        forwarding sysctls and (``ovs-user``) tx offload off towards the bridges."""
         assert self._plan is not None
+        bs = {n.id for n in self._plan.spec.of_kind(NodeKind.BS)}
         with tempfile.TemporaryDirectory(prefix=f"{self.token}-") as tmp:
             for nid, host in self._hosts.items():
                 script = Path(tmp) / f"{nid}.ip"
                 script.write_text(route_batch(self._plan, nid))
-                host.cmd("ip link set lo up")
-                out = host.cmd(f"ip -batch {script} 2>&1; echo rc=$?")
-                if not out.strip().endswith("rc=0"):
-                    raise RuntimeError(f"configuring {nid} failed: {out.strip()}")
+                own = [(peer, i.name) for (o, peer), i in self._plan.iface.items() if o == nid]
                 keys = [
                     "net.ipv4.ip_forward=1",
                     "net.ipv4.conf.all.rp_filter=0",
                     "net.ipv4.conf.default.rp_filter=0",
                 ]
-                keys += [
-                    f"net.ipv4.conf.{i.name}.rp_filter=0"
-                    for (o, _), i in self._plan.iface.items()
-                    if o == nid
-                ]
-                host.cmd("sysctl -qw " + " ".join(keys))
+                keys += [f"net.ipv4.conf.{name}.rp_filter=0" for _, name in own]
+                cmd = f"ip link set lo up; ip -batch {script} 2>&1; r=$?; "
+                cmd += "sysctl -qw " + " ".join(keys) + "; "
+                if self.switch == "ovs-user":
+                    for peer, name in own:
+                        if peer in bs:
+                            cmd += f"ethtool -K {name} {ovs.TX_OFFLOAD_OFF} >/dev/null 2>&1 "
+                            cmd += "|| r=$?; "
+                out = host.cmd(cmd + "echo rc=$r")
+                if not out.strip().endswith("rc=0"):
+                    raise RuntimeError(f"configuring {nid} failed: {out.strip()}")
 
     def _shape(self) -> None:
+        """Shape every directed link on its egress interface: one ``tc -batch`` per host,
+        and one for all bridge ports (they live in the root namespace)."""
         assert self._plan is not None and self._spec is not None
-        for link in self._spec.links:
-            dev = self._plan.iface[(link.src, link.dst)].name
-            for argv in link_argv(dev, link, self.delay_in_kernel):
-                host = self._hosts.get(link.src)
-                if host is None:  # a bridge port: the root namespace
-                    subprocess.run(argv, check=True, capture_output=True)
+        batches = tc_batches(self._spec, self._plan, self.delay_in_kernel)
+        with tempfile.TemporaryDirectory(prefix=f"{self.token}-") as tmp:
+            for owner, text in batches.items():
+                script = Path(tmp) / f"{owner}.tc"
+                script.write_text(text)
+                host = self._hosts.get(owner)
+                if host is None:  # the bridges' ports
+                    proc = subprocess.run(
+                        ["tc", "-batch", str(script)], capture_output=True, text=True
+                    )
+                    out = f"{proc.stdout}{proc.stderr}rc={proc.returncode}"
                 else:
-                    out = host.cmd(" ".join(argv) + " 2>&1; echo rc=$?")
-                    if not out.strip().endswith("rc=0"):
-                        raise RuntimeError(f"tc on {dev} failed: {out.strip()}")
+                    out = host.cmd(f"tc -batch {script} 2>&1; echo rc=$?")
+                if not out.strip().endswith("rc=0"):
+                    raise RuntimeError(f"tc on {owner} failed: {out.strip()}")
 
     def _capture_points(self) -> list[tuple[str, str, str]]:
         """(host node, interface or "any", pcap file stem) for each `capture` entry: a node id
@@ -299,8 +347,8 @@ class MininetBackend:
             else:
                 host.cmd(" ".join(cmd))
 
-    def stop(self, grace_s: float = 10.0) -> None:
-        """Kill what this run started and remove its network."""
+    def _stop_daemons(self, grace_s: float) -> None:
+        """SIGTERM every running daemon, SIGKILL what is left after grace_s."""
         if self._server is not None:
             running = [pid for pid, code in self._server.poll().items() if code is None]
             for pid in running:
@@ -314,13 +362,57 @@ class MininetBackend:
             self._final = self._server.poll()
             self._server.stop()
             self._server = None
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """Kill what this run started and remove its network."""
+        self._stop_daemons(grace_s)
         for dump in self._dumps:
             dump.terminate()
             dump.wait(timeout=5)
         self._dumps = []
-        if self._net is not None:
-            self._net.stop()
-            self._net = None
+        try:
+            if self.private_ovs is not None:
+                self.private_ovs.remove_bridges()
+            if self._net is not None:
+                self._net.stop()
+                self._net = None
+        finally:
+            if self.private_ovs is not None:
+                self.private_ovs.stop()
+                self.private_ovs = None
+
+
+def tc_batches(spec: TopologySpec, p: AddressPlan, delay_in_kernel: bool) -> dict[str, str]:
+    """A ``tc -batch`` script per daemon node with the tc commands of the links leaving it,
+    and one under the key ``""`` for the links leaving the bridges (root namespace)."""
+    out: dict[str, list[str]] = {}
+    daemons = {n.id for n in spec.daemons()}
+    for link in spec.links:
+        dev = p.iface[(link.src, link.dst)].name
+        owner = link.src if link.src in daemons else ""
+        for argv in link_argv(dev, link, delay_in_kernel):
+            assert argv[0] == "tc"
+            out.setdefault(owner, []).append(" ".join(argv[1:]))
+    return {owner: "\n".join(lines) + "\n" for owner, lines in out.items()}
+
+
+@functools.cache
+def _ovs_bridge_class() -> type:
+    """The Mininet node class of an ``ovs-user`` base station: a switch in the root namespace
+    whose bridge `ovs.PrivateOVS.add_bridges` creates (all bridges in one transaction)."""
+    from mininet.node import Switch
+
+    class OVSUserBridge(Switch):
+        """A bridge on the run's private Open vSwitch (user-space datapath, standalone)."""
+
+        def start(self, controllers: list[Any]) -> None:
+            """Nothing to do: the backend creates every bridge at once."""
+
+        def connected(self) -> bool:
+            """A standalone bridge forwards at once."""
+            return True
+
+    return OVSUserBridge
 
 
 def _wait(done: Any, timeout_s: float) -> bool:
@@ -336,10 +428,11 @@ def _wait(done: Any, timeout_s: float) -> bool:
 
 def clean(token: str) -> list[str]:
     """Remove what a crashed run with `token` left: Mininet host shells (by the exact name
-    in their command line), interfaces and bridges whose names start with the token."""
+    in their command line), interfaces and bridges whose names start with the token, and a
+    private Open vSwitch (``switch: ovs-user``) by the PIDs in its pidfiles."""
     if not TOKEN_RE.fullmatch(token):
         raise ValueError(f"run token {token!r} must match {TOKEN_RE.pattern}")
-    removed = []
+    removed = ovs.clean(token)
     name_re = re.compile(rf"mininet:{token}[hs]\d+$")
     for pid_dir in Path("/proc").iterdir():
         if not pid_dir.name.isdigit():
