@@ -2,7 +2,7 @@
 mininet backend's forked daemons on the same topology, measured in the same run.
 
 For each size (10 and 50 devices, 5 per MEC, plus the MECs and the publisher) a short real
-scenario (digits + MLP, 2 rounds, 1 local epoch, delay_mode userspace) runs through
+scenario (digits + MLP, 4 rounds, 1 local epoch, delay_mode userspace) runs through
 ``Run(...).execute()`` on both backends. Printed per size and backend:
 
 * network start: ``backend.start_network`` wall time; for containernet also the part spent
@@ -40,6 +40,7 @@ from orchestrator.scenario import parse_scenario
 from topologies.backends.docker_engine import DockerUnavailable, PrivateDockerd, client
 
 DEVICES_PER_MEC = 5
+ROUNDS = 4  # memory is sampled at round 1: later rounds keep every daemon alive meanwhile
 
 
 @dataclass
@@ -59,7 +60,7 @@ class Result:
     error: str = ""
 
 
-def scenario(devices: int, backend: str) -> Any:
+def scenario(devices: int, backend: str, tag: str) -> Any:
     mecs = max(1, devices // DEVICES_PER_MEC)
     return parse_scenario(
         {
@@ -70,7 +71,7 @@ def scenario(devices: int, backend: str) -> Any:
             "dataset": {"name": "digits"},
             "model": "mlp",
             "training": {
-                "rounds": 2,
+                "rounds": ROUNDS,
                 "local_epochs": 1,
                 "batch_size": 32,
                 "learning_rate": 0.1,
@@ -83,6 +84,7 @@ def scenario(devices: int, backend: str) -> Any:
                 "t_ms": 10,
             },
             "startup_timeout_s": 600.0,
+            "containers": {"image": tag},
         }
     )
 
@@ -117,11 +119,11 @@ def cgroup_mb(pid: int) -> float | None:
     return None
 
 
-def measure(devices: int, backend: str, keep: bool) -> Result:
+def measure(devices: int, backend: str, tag: str, keep: bool) -> Result:
     res = Result(backend, devices)
     out = Path(tempfile.mkdtemp(prefix=f"bench-containers-{backend}-{devices}-"))
     try:
-        run_ = Run(scenario(devices, backend), out / "run", progress=False)
+        run_ = Run(scenario(devices, backend, tag), out / "run", progress=False)
     except Exception as exc:
         res.error = f"{type(exc).__name__}: {exc}"
         return res
@@ -200,7 +202,7 @@ def report(res: Result) -> None:
     if res.error:
         print(f"  ERROR {res.error}")
         return
-    print(f"  rounds completed: {res.rounds}/2")
+    print(f"  rounds completed: {res.rounds}/{ROUNDS}")
     print(f"  network start: {_f(res.net_s)}", end="")
     if res.containers_s is not None:
         per = res.containers_s / max(1, res.nodes)
@@ -255,18 +257,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     dockerd = engine()
     try:
-        if not client().images.list(name=image.default_tag()):
-            image.build(offline=True)
+        tag = image.default_tag()  # fixed now: the image of the code this bench started with
+        if not client().images.list(name=tag):
+            image.build(offline=True, tag=tag)
+        print(f"node image {tag}")
         results = []
         for devices in args.sizes:
-            c = measure(devices, "containernet", args.keep)
+            c = measure(devices, "containernet", tag, args.keep)
             report(c)
-            m = measure(devices, "mininet", args.keep)
+            m = measure(devices, "mininet", tag, args.keep)
             report(m)
             compare(c, m)
             results.append((c, m))
         print(f"\nload {os.getloadavg()[0]:.2f} at end")
-        ok = all(c.rounds == 2 and not c.error for c, _ in results)
+        ok = all(c.rounds == ROUNDS and not c.error for c, _ in results)
         return 0 if ok else 1
     finally:
         if dockerd is not None:

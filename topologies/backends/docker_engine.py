@@ -9,7 +9,9 @@ containers use `--network none`; Mininet gives them their interfaces), stopped b
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -45,15 +47,18 @@ def client() -> Any:
 
 
 def remove_run_containers(token: str) -> list[str]:
-    """Remove (force) every container labelled with this run's token; their names."""
+    """Remove (force) every container of this run: labelled with its token (our hosts) or
+    named `mn.TOKENh<i>` (the containernet package's hosts, which carry no label of ours)."""
     try:
         c = client()
     except DockerUnavailable:
         return []
+    package_name = re.compile(rf"mn\.{re.escape(token)}h\d+")
     removed = []
-    for container in c.containers.list(all=True, filters={"label": f"{RUN_LABEL}={token}"}):
-        container.remove(force=True)
-        removed.append(f"container {container.name}")
+    for container in c.containers.list(all=True):
+        if container.labels.get(RUN_LABEL) == token or package_name.fullmatch(container.name):
+            container.remove(force=True)
+            removed.append(f"container {container.name}")
     return removed
 
 
@@ -65,6 +70,7 @@ class PrivateDockerd:
         self.socket = self.root / "docker.sock"
         self.pidfile = self.root / "docker.pid"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._sysctls: dict[Path, str] = {}
 
     @property
     def host(self) -> str:
@@ -81,6 +87,11 @@ class PrivateDockerd:
         self.root.mkdir(parents=True, exist_ok=True)
         # A dockerd of ours that outlived its test session (kill -9): stop it by its pidfile.
         self._kill_stale()
+        # dockerd turns on br_netfilter's bridge-nf-call-* (machine-wide); put them back on
+        # stop, so later Linux-bridge runs see the machine as it was.
+        self._sysctls = {
+            f: f.read_text() for f in Path("/proc/sys/net/bridge").glob("bridge-nf-call-*")
+        }
         log = (self.root / "dockerd.log").open("ab")
         argv = [
             exe,
@@ -137,6 +148,9 @@ class PrivateDockerd:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+        for path, value in self._sysctls.items():
+            with contextlib.suppress(OSError):
+                path.write_text(value)
 
 
 def _which(name: str) -> str | None:
