@@ -113,6 +113,7 @@ class ForkServer:
         self.info: dict[str, Any] = {}
         self._proc: subprocess.Popen[bytes] | None = None
         self._buf = b""
+        self._owed = 0  # replies of requests interrupted (e.g. by Ctrl-C) before being read
         self._lock = threading.Lock()
 
     @property
@@ -151,7 +152,7 @@ class ForkServer:
                 stderr.close()
         try:
             self.info = self._read_reply(self.ready_timeout_s)
-        except ForkServerError:
+        except BaseException:  # also Ctrl-C: a half-started server would answer out of turn
             self._terminate()
             raise
         if not self.info.get("ready"):
@@ -214,6 +215,7 @@ class ForkServer:
 
     def _terminate(self) -> None:
         proc, self._proc = self._proc, None
+        self._buf, self._owed = b"", 0
         if proc is None:
             return
         if proc.poll() is None:
@@ -228,12 +230,17 @@ class ForkServer:
             proc = self._proc
             if proc is None or proc.stdin is None:
                 raise ForkServerError("fork server is not started")
+            while self._owed:  # skip the answers to interrupted requests
+                self._read_reply(REQUEST_TIMEOUT_S)
+                self._owed -= 1
             try:
                 proc.stdin.write(json.dumps(request).encode() + b"\n")
                 proc.stdin.flush()
             except BrokenPipeError:
                 raise ForkServerError(f"fork server exited ({proc.poll()})") from None
+            self._owed += 1
             reply = self._read_reply(REQUEST_TIMEOUT_S)
+            self._owed -= 1
         if "error" in reply:
             raise ForkServerError(f"{request.get('op')}: {reply['error']}")
         return reply

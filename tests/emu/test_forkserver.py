@@ -247,3 +247,26 @@ def test_a_forked_child_runs_a_real_node_daemon(server: ForkServer, tmp_path: Pa
     assert [r["round"] for r in rounds] == [1, 2]
     logs = {nid: read_text(run.node_dir(nid) / "stdout.log") for nid in pids}
     assert all(codes[p] == 0 for p in pids.values()), logs
+
+
+def test_a_request_interrupted_before_its_reply_does_not_shift_later_replies(
+    server: ForkServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_read = server._read_reply
+    before = set(server.poll())
+
+    def interrupted(timeout_s: float) -> dict[str, Any]:
+        monkeypatch.setattr(server, "_read_reply", real_read)
+        raise KeyboardInterrupt  # Ctrl-C after the request was sent, before its reply came
+
+    monkeypatch.setattr(server, "_read_reply", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        server.spawn(["x"], target="idle", log=tmp_path / "idle.log")
+
+    status = server.poll()  # answered by the status reply, not the spawn's {"pid": N}
+    assert all(isinstance(pid, int) for pid in status)
+    spawned = [pid for pid in status if pid not in before]
+    assert len(spawned) == 1, "the interrupted spawn still forked its child"
+    for pid in spawned:
+        server.kill(pid, signal.SIGKILL)
+    wait_for(lambda: all(server.poll()[p] is not None for p in spawned), "the idle child to die")

@@ -349,6 +349,8 @@ class MininetBackend:
 
     def _stop_daemons(self, grace_s: float) -> None:
         """SIGTERM every running daemon, SIGKILL what is left after grace_s."""
+        if self._server is not None and self._server.pid is None:  # its start was interrupted
+            self._server = None
         if self._server is not None:
             running = [pid for pid, code in self._server.poll().items() if code is None]
             for pid in running:
@@ -364,8 +366,15 @@ class MininetBackend:
             self._server = None
 
     def stop(self, grace_s: float = 10.0) -> None:
-        """Kill what this run started and remove its network."""
-        self._stop_daemons(grace_s)
+        """Kill what this run started and remove its network; a failure in one step (e.g. a
+        fork server left mid-request by Ctrl-C) is logged and the later steps still run."""
+        try:
+            self._stop_daemons(grace_s)
+        except Exception as exc:
+            log.warning("stopping the daemons failed (%s); removing the network anyway", exc)
+            if self._server is not None:
+                self._server.stop(timeout_s=2.0)
+                self._server = None
         for dump in self._dumps:
             dump.terminate()
             dump.wait(timeout=5)
