@@ -10,15 +10,15 @@ is started twice with the mininet backend's own `MininetBackend.start_network`:
    software CPU);
 2. *shaped*: delay mode ``kernel``: HTB plus a netem child per directed link.
 
-In each, one probe per physical link is pinged from inside a host's namespace (``ping -n``,
-first reply dropped: ARP): a host-host link (backhaul, D2D, LAN) from one end to the other
-end's address on that link; a device's cellular link by pinging its MEC's address on the
-base station's bridge (device -> BS -> MEC and back: two cellular and two fronthaul links);
-fronthaul by pinging between two MECs on one bridge (four fronthaul links). The RTT of a
-probe should be the sum of the delays of the directed links it crosses (netem delays each
-packet once, on the sending end's egress) plus the baseline. Measured = median(shaped) -
-median(baseline); a probe passes when |measured - configured| <= max(0.5 ms, 5% of the
-configured RTT).
+In each, every physical link is probed on its own with ping from inside a host's namespace
+(``ping -n``, first reply dropped: ARP): a host-host link (backhaul, D2D, LAN) from one end
+to the other end's address on that link; a link to a base station (cellular, fronthaul) from
+the host to an address that this benchmark gives the BS's bridge in the root namespace
+(10.(100+b).255.254, outside the backend's plan; gone with the bridge). Each probe crosses
+exactly two directed links, each shaped once by netem on its sending end's egress, so its
+RTT should be the two configured delays plus the baseline. Measured one-way delay =
+(median(shaped RTT) - median(baseline RTT)) / 2; a link passes when it is within
+max(0.5 ms, 5%) of the configured one-way delay (the mean of the two directions).
 
 Run (root, a kernel with sch_netem): ``python bench/fidelity.py --netem-topology SCENARIO``.
 """
@@ -28,8 +28,9 @@ from __future__ import annotations
 import platform
 import re
 import statistics
+import subprocess
+import time
 from dataclasses import dataclass
-from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from topologies.backends.addressing import AddressPlan, plan
 from topologies.backends.mininet import MininetBackend, short_names
 from topologies.backends.netem import probe_netem
 from topologies.builders import build_hierarchy
-from topologies.spec import LinkKind, LinkSpec, NodeKind, TopologySpec
+from topologies.spec import LinkSpec, NodeKind, TopologySpec
 
 TOKEN = "fdn"
 ABS_TOL_MS = 0.5
@@ -57,9 +58,9 @@ class Probe:
     path: tuple[LinkSpec, ...]
 
     @property
-    def configured_rtt(self) -> float:
-        """Sum of the configured delays along the path (ms)."""
-        return sum(link.delay_ms for link in self.path)
+    def configured(self) -> float:
+        """Configured one-way delay (ms): the mean of the two directions."""
+        return sum(link.delay_ms for link in self.path) / len(self.path)
 
 
 @dataclass(frozen=True)
@@ -72,18 +73,18 @@ class ProbeResult:
 
     @property
     def measured(self) -> float:
-        """Median shaped RTT minus median baseline RTT."""
-        return statistics.median(self.shaped) - statistics.median(self.baseline)
+        """One-way delay (ms): (median shaped RTT - median baseline RTT) / 2."""
+        return (statistics.median(self.shaped) - statistics.median(self.baseline)) / 2
 
     @property
     def error(self) -> float:
-        """Measured minus configured RTT."""
-        return self.measured - self.probe.configured_rtt
+        """Measured minus configured one-way delay (ms)."""
+        return self.measured - self.probe.configured
 
     @property
     def tolerance(self) -> float:
-        """max(0.5 ms, 5% of the configured RTT)."""
-        return max(ABS_TOL_MS, REL_TOL * self.probe.configured_rtt)
+        """max(0.5 ms, 5% of the configured one-way delay)."""
+        return max(ABS_TOL_MS, REL_TOL * self.probe.configured)
 
     @property
     def ok(self) -> bool:
@@ -91,45 +92,27 @@ class ProbeResult:
         return abs(self.error) <= self.tolerance
 
 
+def bridge_address(spec: TopologySpec, bs: str) -> str:
+    """The address this benchmark gives base station `bs`'s bridge (outside the plan)."""
+    index = [n.id for n in spec.of_kind(NodeKind.BS)].index(bs)
+    return f"10.{100 + index}.255.254"
+
+
 def probes(spec: TopologySpec, p: AddressPlan) -> list[Probe]:
-    """One probe per physical link (per device for cellular, per MEC pair for fronthaul)."""
+    """One probe per physical link, crossing it once each way."""
     out = []
     seen: set[frozenset[str]] = set()
+    bs_ids = {n.id for n in spec.of_kind(NodeKind.BS)}
     for link in spec.links:
         pair = frozenset((link.src, link.dst))
-        if link.kind in (LinkKind.BACKHAUL, LinkKind.D2D, LinkKind.LAN) and pair not in seen:
-            seen.add(pair)
-            a, b = link.src, link.dst
-            out.append(
-                Probe(
-                    str(link.kind),
-                    f"{a} <-> {b}",
-                    a,
-                    p.address_on(b, a),
-                    (spec.link(a, b), spec.link(b, a)),
-                )
-            )
-    parent = {n.id: n.parent for n in spec.nodes}
-    for dev in spec.of_kind(NodeKind.DEVICE):
-        mec = parent[dev.id]
-        assert mec is not None
-        bs = parent[mec]
-        assert bs is not None
-        path = (
-            spec.link(dev.id, bs),
-            spec.link(bs, mec),
-            spec.link(mec, bs),
-            spec.link(bs, dev.id),
-        )
+        if pair in seen:
+            continue
+        seen.add(pair)
+        a, b = (link.dst, link.src) if link.src in bs_ids else (link.src, link.dst)
+        addr = bridge_address(spec, b) if b in bs_ids else p.address_on(b, a)
         out.append(
-            Probe("cellular", f"{dev.id} <-> {bs} <-> {mec}", dev.id, p.address_on(mec, bs), path)
+            Probe(str(link.kind), f"{a} <-> {b}", a, addr, (spec.link(a, b), spec.link(b, a)))
         )
-    for station in spec.of_kind(NodeKind.BS):
-        sid = station.id
-        mecs = [n.id for n in spec.of_kind(NodeKind.MEC) if n.parent == sid]
-        for a, b in combinations(mecs, 2):
-            path = (spec.link(a, sid), spec.link(sid, b), spec.link(b, sid), spec.link(sid, a))
-            out.append(Probe("fronthaul", f"{a} <-> {sid} <-> {b}", a, p.address_on(b, sid), path))
     return out
 
 
@@ -148,10 +131,14 @@ def measure(
     """Start `spec` with the mininet backend in `delay_mode`, ping every probe, stop."""
     backend = MininetBackend(TOKEN, delay_mode, netem, [])
     backend.endpoints(spec)
-    address_plan = plan(spec, short_names(spec, TOKEN))
+    short = short_names(spec, TOKEN)
+    address_plan = plan(spec, short)
     rtts = {}
     try:
         backend.start_network()
+        for bs in spec.of_kind(NodeKind.BS):  # the bridges answer pings: addresses in root ns
+            argv = ["ip", "addr", "add", f"{bridge_address(spec, bs.id)}/16", "dev", short[bs.id]]
+            subprocess.run(argv, check=True, capture_output=True)
         for pr in probes(spec, address_plan):
             rtts[pr.name] = ping(backend.host(pr.src), pr.addr, count, interval_s)
     finally:
@@ -173,6 +160,25 @@ def machine() -> str:
     return f"kernel {platform.release()}, CPU {cpu!r}, system vendor {vendor!r}"
 
 
+def timer_check(repeats: int = 20) -> str:
+    """How late this kernel's timers fire: sleep overshoot at 1 and 20 ms, and the rate error
+    their difference implies (a VM whose timer frequency was calibrated a few % off the
+    clock delays every netem packet that much too long)."""
+    over = {}
+    for ms in (1, 20):
+        samples = []
+        for _ in range(repeats):
+            t = time.monotonic_ns()
+            time.sleep(ms / 1000)
+            samples.append((time.monotonic_ns() - t) / 1e6 - ms)
+        over[ms] = statistics.median(samples)
+    rate = (over[20] - over[1]) / 19 * 100
+    return (
+        f"timer check: sleep() overshoots by median {over[1]:.3f} ms at 1 ms and "
+        f"{over[20]:.3f} ms at 20 ms (late wake-up; rate error about {rate:+.1f}%)"
+    )
+
+
 def run(scenario_path: Path, count: int, interval_s: float, baseline_only: bool) -> int:
     """Measure and print the table; 0 if every probe passes, 1 if not, 2 if netem is missing."""
     scenario = load_scenario(scenario_path)
@@ -180,17 +186,19 @@ def run(scenario_path: Path, count: int, interval_s: float, baseline_only: bool)
     probe = probe_netem()
     print(f"bcfl delay fidelity of {scenario_path} (seed {scenario.seed}); {machine()}")
     print(f"netem: available={probe.available} ({probe.reason})")
+    print(timer_check())
     if not probe.available and not baseline_only:
         print("netem is NOT available on this kernel: kernel delays cannot be measured here "
               "(run vm/test-in-qemu.sh, or --baseline-only)")  # fmt: skip
         return 2
-    print(f"{count} pings per probe every {interval_s * 1000:.0f} ms (first reply dropped), "
-          "baseline = same topology without netem (HTB only), subtracted: measured = "
-          "median(shaped) - median(baseline)")  # fmt: skip
+    print(f"{count} pings per link every {interval_s * 1000:.0f} ms (first reply dropped); "
+          "the baseline is the same topology without netem (HTB only), started first; its "
+          "median RTT (emulation overhead: veth, bridge, and under QEMU TCG the software CPU) "
+          "is subtracted")  # fmt: skip
     baseline = measure(spec, "userspace", probe.available, count, interval_s)
     if baseline_only:
         for name, rtts in baseline.items():
-            print(f"  baseline {name:<28} median {statistics.median(rtts):7.3f} ms")
+            print(f"  baseline {name:<18} median RTT {statistics.median(rtts):7.3f} ms")
         return 0
     shaped = measure(spec, "kernel", True, count, interval_s)
     address_plan = plan(spec, short_names(spec, TOKEN))
@@ -198,39 +206,42 @@ def run(scenario_path: Path, count: int, interval_s: float, baseline_only: bool)
                for pr in probes(spec, address_plan)]  # fmt: skip
     print_table(results)
     failed = [r for r in results if not r.ok]
-    verdict = "PASS" if not failed else f"FAIL ({len(failed)} of {len(results)} probes)"
+    verdict = "PASS" if not failed else f"FAIL ({len(failed)} of {len(results)} links)"
     print(f"\nFIDELITY: {verdict}")
     return 0 if not failed else 1
 
 
 def print_table(results: list[ProbeResult]) -> None:
-    """Per probe, then per link class: configured vs measured RTT and the verdict."""
-    print("\nper probe (RTT in ms; conf = sum of the configured one-way delays on the path; "
-          "tol = max(0.5 ms, 5% of conf))")  # fmt: skip
-    head = (f"{'class':<10} {'probe':<28} {'links':>5} {'conf':>8} {'baseline':>8} "
-            f"{'shaped':>8} {'measured':>8} {'error':>7} {'tol':>6}  result")  # fmt: skip
+    """Per link, then per link class: configured vs measured delay and the verdict."""
+    print("\nper link (ms; one-way = (median shaped RTT - median baseline RTT) / 2; "
+          "tol = max(0.5 ms, 5% of the configured one-way delay))")  # fmt: skip
+    head = (f"{'class':<10} {'link':<18} {'base RTT':>8} {'shap RTT':>8} {'conf RTT':>8} "
+            f"{'conf 1-way':>10} {'meas 1-way':>10} {'error':>7} {'tol':>6}  result")  # fmt: skip
     print(head)
     print("-" * len(head))
     for r in results:
         print(
-            f"{r.probe.kind:<10} {r.probe.name:<28} {len(r.probe.path):>5} "
-            f"{r.probe.configured_rtt:>8.3f} {statistics.median(r.baseline):>8.3f} "
-            f"{statistics.median(r.shaped):>8.3f} {r.measured:>8.3f} {r.error:>+7.3f} "
+            f"{r.probe.kind:<10} {r.probe.name:<18} {statistics.median(r.baseline):>8.3f} "
+            f"{statistics.median(r.shaped):>8.3f} {2 * r.probe.configured:>8.3f} "
+            f"{r.probe.configured:>10.3f} {r.measured:>10.3f} {r.error:>+7.3f} "
             f"{r.tolerance:>6.3f}  {'PASS' if r.ok else 'FAIL'}"
         )
-    print("\nper link class (one-way = RTT / 2 on these symmetric paths)")
-    print(f"{'class':<10} {'probes':>6} {'conf one-way':>13} {'meas one-way':>13} "
-          f"{'max |err| RTT':>14} {'baseline RTT':>13}  result")  # fmt: skip
+    print("\nper link class (one-way delays in ms)")
+    print(f"{'class':<10} {'links':>5} {'configured':>13} {'measured':>13} {'max |err|':>9} "
+          f"{'base RTT':>8}  result")  # fmt: skip
     for kind in dict.fromkeys(r.probe.kind for r in results):
         rs = [r for r in results if r.probe.kind == kind]
-        conf = sorted({round(r.probe.configured_rtt / 2, 3) for r in rs})
-        meas = [r.measured / 2 for r in rs]
-        conf_s = f"{conf[0]:.3f}" if len(conf) == 1 else f"{conf[0]:.2f}-{conf[-1]:.2f}"
-        meas_s = f"{min(meas):.3f}" if len(rs) == 1 else f"{min(meas):.2f}-{max(meas):.2f}"
+        conf = [r.probe.configured for r in rs]
+        meas = [r.measured for r in rs]
         base = statistics.median([statistics.median(r.baseline) for r in rs])
         passed = sum(r.ok for r in rs)
         print(
-            f"{kind:<10} {len(rs):>6} {conf_s:>13} {meas_s:>13} "
-            f"{max(abs(r.error) for r in rs):>14.3f} {base:>13.3f}  "
+            f"{kind:<10} {len(rs):>5} {_span(conf):>13} {_span(meas):>13} "
+            f"{max(abs(r.error) for r in rs):>9.3f} {base:>8.3f}  "
             f"{'PASS' if passed == len(rs) else 'FAIL'} ({passed}/{len(rs)})"
         )
+
+
+def _span(values: list[float]) -> str:
+    lo, hi = min(values), max(values)
+    return f"{lo:.3f}" if hi - lo < 0.0005 else f"{lo:.2f}-{hi:.2f}"

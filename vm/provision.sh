@@ -15,7 +15,7 @@
 #   BCFL_SKIP_TESTS=1            no pytest and no smoke scenario at the end
 #   BCFL_TORCH_VERSION=2.13.0    the CPU torch to install
 #   BCFL_WHEELS=/opt/wheels      a directory that may hold torch-<version>+cpu-*.whl
-#   BCFL_EXTRAS=test             the project's extras to install
+#   BCFL_EXTRAS=test,containers  the project's extras (without Docker: test)
 #   BCFL_CONTAINERNET_REF=master the Containernet branch or tag
 set -euo pipefail
 
@@ -25,6 +25,9 @@ VENV=${BCFL_VENV:-/opt/bcfl/venv}
 TORCH_VERSION=${BCFL_TORCH_VERSION:-2.13.0}
 WHEELS=${BCFL_WHEELS:-/opt/wheels}
 EXTRAS=${BCFL_EXTRAS:-test}
+if [ "${BCFL_SKIP_DOCKER:-0}" != 1 ] && [ -z "${BCFL_EXTRAS:-}" ]; then
+  EXTRAS=test,containers  # the Docker SDK for the containernet backend
+fi
 CN_REPO=https://github.com/containernet/containernet.git
 CN_REF=${BCFL_CONTAINERNET_REF:-master}
 CN_DIR=/opt/containernet
@@ -54,13 +57,17 @@ if [ "${ID:-}" = ubuntu ] && [ "${VERSION_ID:-}" = 22.04 ]; then
   PY_PKGS="$PY_PKGS python3.11 python3.11-venv"
 fi
 
-step "apt packages: mininet and its tools, Python, git"
+step "apt packages: mininet and its tools, Open vSwitch, Python, git"
 apt-get update -qq
 # shellcheck disable=SC2086
 apt-get install -y -qq --no-install-recommends \
-  mininet bridge-utils iputils-ping ethtool tcpdump iproute2 kmod procps ca-certificates \
-  git $PY_PKGS >/dev/null
+  mininet bridge-utils iputils-ping ethtool tcpdump iproute2 openvswitch-switch kmod procps \
+  ca-certificates git $PY_PKGS >/dev/null
 note "mininet $(dpkg-query -W -f='${Version}' mininet), $(ip -V)"
+# Real Fashion-MNIST for the data-set tests, where the distribution has it (Debian 12 does).
+if apt-cache show dataset-fashion-mnist >/dev/null 2>&1; then
+  apt-get install -y -qq --no-install-recommends dataset-fashion-mnist >/dev/null
+fi
 
 step "openvswitch-testcontroller must not run (it grabs every OVS switch)"
 if dpkg-query -W -f='${Status}' openvswitch-testcontroller 2>/dev/null | grep -q "ok installed"; then
@@ -126,10 +133,7 @@ if [ "${BCFL_SKIP_CONTAINERNET:-0}" = 1 ]; then
   step "Containernet: skipped (BCFL_SKIP_CONTAINERNET=1)"
 else
   step "Containernet from $CN_REPO ($CN_REF) into the venv"
-  apt-get install -y -qq --no-install-recommends openvswitch-switch iptables >/dev/null
-  if systemd_running; then
-    systemctl enable --now openvswitch-switch.service >/dev/null 2>&1 || true
-  fi
+  apt-get install -y -qq --no-install-recommends iptables >/dev/null
   if [ -d "$CN_DIR/.git" ]; then
     git -C "$CN_DIR" fetch -q --depth 1 origin "$CN_REF"
     git -C "$CN_DIR" checkout -q --force FETCH_HEAD
@@ -137,10 +141,11 @@ else
     git clone -q --depth 1 --branch "$CN_REF" "$CN_REPO" "$CN_DIR"
   fi
   note "at $(git -C "$CN_DIR" rev-parse --short HEAD)"
-  # Its setup.py imports its own mininet package (and so `docker`) while building: no
-  # build isolation, and its run-time dependencies first.
-  "${PIP[@]}" install -q docker python-iptables pexpect
-  "${PIP[@]}" install -q --no-build-isolation "$CN_DIR"
+  # Its setup.py imports its own mininet package (and so `docker`) while building: no build
+  # isolation, its run-time dependencies first. It also pins an old docker-py (<= 4.1, broken
+  # with today's requests) where the containernet backend needs >= 7: --no-deps.
+  "${PIP[@]}" install -q "docker>=7" python-iptables pexpect
+  "${PIP[@]}" install -q --no-build-isolation --no-deps "$CN_DIR"
   "$VENV/bin/python" -c 'from mininet.node import Docker; print("    containernet imports:", Docker)'
 fi
 

@@ -25,6 +25,8 @@
 #   BCFL_VM_REBUILD=1                throw the cache away and start again
 #   BCFL_VM_PYTEST=1                 also run the emu tests (tests/emu) inside the VM
 #   BCFL_VM_BUILD_ONLY=1             stop after making the image (no boot)
+#   BCFL_VM_APPEND=...               more kernel arguments for the guest
+#   BCFL_VM_ONLY=run|fidelity        run only (a) or only (b) inside the VM
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -188,10 +190,11 @@ fi
 step "booting: qemu-system-x86_64 -accel tcg -m $MEM -smp $CPUS (timeout ${TIMEOUT}s); serial log $LOG"
 extra=""
 if [ "${BCFL_VM_PYTEST:-0}" = 1 ]; then extra="bcfl.pytest=1"; fi
+if [ -n "${BCFL_VM_ONLY:-}" ]; then extra="$extra bcfl.only=$BCFL_VM_ONLY"; fi
 : >"$LOG"
 qemu-system-x86_64 -accel tcg -cpu max -m "$MEM" -smp "$CPUS" -display none -no-reboot \
   -kernel "$CACHE/vmlinuz" -initrd "$CACHE/initrd.img" \
-  -append "console=ttyS0 root=/dev/vda rw rootfstype=ext4 init=/usr/local/sbin/bcfl-vm-init panic=-1 fsck.mode=skip net.ifnames=0 $extra" \
+  -append "console=ttyS0 root=/dev/vda rw rootfstype=ext4 init=/usr/local/sbin/bcfl-vm-init panic=-1 fsck.mode=skip net.ifnames=0 loglevel=4 ${BCFL_VM_APPEND:-} $extra" \
   -drive "file=$IMG,format=raw,if=virtio,cache=unsafe" -snapshot \
   -virtfs "local,path=$RESULTS,mount_tag=results,security_model=none,id=results" \
   -device virtio-rng-pci -nic none \
