@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -40,8 +41,7 @@ if SKIP is not None:
 OVS_MISSING = ovs.missing_parts()
 needs_ovs = pytest.mark.skipif(
     bool(OVS_MISSING),
-    reason=f"Open vSwitch is not installed (missing {OVS_MISSING}): apt-get install "
-    f"{ovs.PACKAGE}",
+    reason=f"Open vSwitch is missing ({', '.join(OVS_MISSING)}): apt-get install {ovs.PACKAGE}",
 )
 
 
@@ -97,7 +97,10 @@ def test_quickstart_on_ovs_user_space_bridges_and_nothing_left(tmp_path: Path) -
         seen["ports"] = set(o.vsctl("list-ports", bridge).split())
         port = b.interface("bs0", "dev0-0")
         seen["port_qdisc"] = subprocess.run(
-            ["tc", "-s", "qdisc", "show", "dev", port], capture_output=True, text=True
+            ["tc", "qdisc", "show", "dev", port], capture_output=True, text=True
+        ).stdout
+        seen["port_class"] = subprocess.run(
+            ["tc", "-s", "class", "show", "dev", port], capture_output=True, text=True
         ).stdout
         seen["host_offload"] = b.host("dev0-0").cmd(f"ethtool -k {b.interface('dev0-0', 'bs0')}")
 
@@ -117,6 +120,8 @@ def test_quickstart_on_ovs_user_space_bridges_and_nothing_left(tmp_path: Path) -
     }
     assert len(seen["ports"]) == 12, "10 devices and 2 MECs on the one base station"
     assert "qdisc htb 5:" in seen["port_qdisc"], "OVS left our shaping on its port"
+    sent = re.search(r"Sent (\d+) bytes", seen["port_class"])
+    assert sent is not None and int(sent.group(1)) > 0, "OVS's frames pass through the HTB class"
     assert "tx-checksumming: off" in seen["host_offload"]
     assert (out / "ovs" / "ovs-vswitchd.log").stat().st_size > 0
     assert not any(alive(pid) for pid in seen["pids"].values()), seen["pids"]
