@@ -141,7 +141,7 @@ class Run:
             return LocalBackend(shaping=scenario.shaping)
         from topologies.backends.mininet import MininetBackend, import_mininet
         from topologies.backends.netem import probe_netem
-        from topologies.backends.ovs import OVSUnavailable, check_installed
+        from topologies.backends.ovs import OVSBusy, OVSUnavailable, busy_reason, check_installed
 
         import_mininet()
         if scenario.switch == "ovs-user":
@@ -151,6 +151,9 @@ class Run:
                 raise ScenarioError(
                     f"switch: 'ovs-user' needs Open vSwitch: {exc}; or use switch: linux"
                 ) from None
+            busy = busy_reason()
+            if busy is not None:
+                raise OVSBusy(f"switch: 'ovs-user': {busy}")
         probe = probe_netem()
         self.netem = probe
         if scenario.delay_mode == "kernel" and not probe.available:

@@ -145,6 +145,8 @@ def test_clean_stops_the_private_ovs_a_crashed_run_left() -> None:
             assert proc.wait(timeout=10) == -9  # SIGKILL by clean, reaped here
         assert any(r.startswith("ovs-vswitchd") for r in removed), removed
         assert leftovers(token) == []
+        assert ovs.netdev_holder() is None
+        assert not Path(f"/sys/class/net/{ovs.NETDEV_DEVICE}").exists(), "the killed OVS's tap"
     finally:
         private.stop()
 
@@ -164,3 +166,40 @@ def test_missing_open_vswitch_is_refused_naming_the_package_and_field(
     assert "apt-get install openvswitch-switch" in msg
     assert "switch" in msg and "ovs-vswitchd" in msg
     assert not (tmp_path / "run").exists()
+
+
+@needs_ovs
+def test_a_second_user_space_ovs_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    first = ovs.PrivateOVS("zq8")
+    try:
+        first.start()
+        first.add_bridges({"zq8s0": []})
+
+        with pytest.raises(ovs.OVSBusy, match=r"run zq8 .* holds"):
+            Run(quickstart(switch="ovs-user"), tmp_path / "run", progress=False)
+        second = ovs.PrivateOVS("zq9")
+        with pytest.raises(ovs.OVSBusy):
+            second.start()
+        assert second.procs == {}, "nothing was started"
+    finally:
+        first.stop()
+    assert ovs.busy_reason() is None, "stopping released the machine"
+
+
+@needs_ovs
+def test_a_bridge_ovs_cannot_open_is_an_error_not_a_silent_network(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first, second = ovs.PrivateOVS("zq8"), ovs.PrivateOVS("zq9")
+    monkeypatch.setattr(second, "_take_lock", lambda: None)  # as if two runs raced
+    try:
+        first.start()
+        first.add_bridges({"zq8s0": []})
+        second.start()
+
+        with pytest.raises(RuntimeError, match=r"could not open zq9s0 .*ovs-netdev"):
+            second.add_bridges({"zq9s0": []})
+    finally:
+        second.stop()
+        first.stop()
+    assert leftovers("zq8") == [] and leftovers("zq9") == []

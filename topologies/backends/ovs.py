@@ -16,12 +16,20 @@ running (no systemd in CI), so a run with ``switch: ovs-user`` starts a private 
 3. `add_bridges` creates all base stations in one transaction: ``datapath_type=netdev``
    (user space), ``fail_mode=standalone`` (a MAC-learning switch, no controller), in-band
    control off, and every port with a ``linux-noop`` QoS row, so that OVS never replaces
-   the tc qdiscs that shape the bridge ports;
+   the tc qdiscs that shape the bridge ports; then it checks that ovs-vswitchd opened every
+   bridge and port (the transaction succeeds even when it did not);
 4. `stop` deletes the bridges (OVS then removes their tap devices), sends SIGTERM to
    ovs-vswitchd and ovsdb-server by PID (SIGKILL after a grace period), deletes any bridge
    device still present by its exact name, and removes the temp dir. `clean` does the same
    for a crashed run from the pidfiles in ``/tmp/bcfl-ovs-<token>-*``, checking each PID's
    command line first.
+
+One at a time: the netdev datapath's own device is always named ``ovs-netdev``, so a second
+ovs-vswitchd in the same network namespace cannot create its bridges. `start` therefore
+holds ``/run/lock/bcfl-ovs-user.lock`` (flock: released by the kernel if the run dies) and
+refuses, naming the holder, while another run holds it or a process (any ovs-vswitchd with
+a user-space datapath) holds the ``ovs-netdev`` tap open. A killed ovs-vswitchd leaves that
+tap behind, persistent and unheld; `stop` and `clean` delete it then.
 
 A user-space datapath forwards frames with AF_PACKET sockets and does not complete
 checksums that a veth left to "hardware": hosts attached to such a bridge must turn tx
@@ -39,6 +47,8 @@ waited for peers until their startup timeout. It also reaches the system's datab
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import logging
 import os
 import shutil
@@ -59,10 +69,16 @@ TX_OFFLOAD_OFF = "tx off"  # ethtool -K IF tx off (tso and friends follow)
 START_TIMEOUT_S = 20.0
 VSCTL_TIMEOUT_S = 60
 DAEMONS = ("ovs-vswitchd", "ovsdb-server")  # stop order
+NETDEV_DEVICE = "ovs-netdev"  # the netdev datapath's tap device: one per network namespace
+LOCK_PATH = Path("/run/lock/bcfl-ovs-user.lock")
 
 
 class OVSUnavailable(RuntimeError):
     """Open vSwitch cannot be used here; the message says what to install."""
+
+
+class OVSBusy(RuntimeError):
+    """Another user-space Open vSwitch runs on this machine; the message names it."""
 
 
 def find_schema() -> Path | None:
@@ -101,6 +117,7 @@ class PrivateOVS:
         self.dir: Path | None = None
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.bridges: list[str] = []
+        self._lock_fd: int | None = None
 
     @property
     def db(self) -> str:
@@ -128,10 +145,12 @@ class PrivateOVS:
         return (self.log_dir or self.dir) / f"{name}.log"
 
     def start(self) -> None:
-        """Create the database and start both daemons; raises RuntimeError with their log."""
+        """Create the database and start both daemons; raises RuntimeError with their log,
+        OVSBusy when another user-space OVS runs on this machine."""
         check_installed()
         schema = find_schema()
         assert schema is not None
+        self._take_lock()
         self.dir = Path(tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{self.token}-"))
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -145,6 +164,16 @@ class PrivateOVS:
         self.vsctl("--no-wait", "init")
         self._spawn("ovs-vswitchd", [self.db], ready=lambda: (d / "ovs-vswitchd.ctl").exists())
         log.info("private Open vSwitch in %s: %s", d, self.pids())
+
+    def _take_lock(self) -> None:
+        """Hold LOCK_PATH for this instance's life (the kernel drops it if we die); raises
+        OVSBusy as `busy_reason` says."""
+        fd, reason = _lock()
+        if fd is None:
+            raise OVSBusy(reason)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"run {self.token} (PID {os.getpid()})\n".encode())
+        self._lock_fd = fd
 
     def _spawn(self, name: str, args: Sequence[str], ready: Callable[[], bool]) -> None:
         assert self.dir is not None
@@ -202,6 +231,21 @@ class PrivateOVS:
             return
         self.bridges += list(ports)
         self.vsctl(*bridge_args(ports))
+        self.check_interfaces()
+
+    def check_interfaces(self) -> None:
+        """Raise RuntimeError naming each bridge or port ovs-vswitchd failed to open (the
+        transaction itself succeeds even then)."""
+        out = self.vsctl("--format=json", "--columns=name,ofport,error", "list", "Interface")
+        bad = []
+        for name, ofport, error in json.loads(out)["data"]:  # unset columns: ["set", []]
+            if not isinstance(ofport, int) or ofport < 0 or isinstance(error, str):
+                bad.append(f"{name} ({error if isinstance(error, str) else 'no OpenFlow port'})")
+        if bad:
+            raise RuntimeError(
+                f"Open vSwitch could not open {', '.join(bad)}; ovs-vswitchd: "
+                f"{self.log_tail('ovs-vswitchd')}"
+            )
 
     def remove_bridges(self) -> None:
         """Delete this run's bridges from OVS (before their ports' veths go away); logs, never
@@ -224,10 +268,80 @@ class PrivateOVS:
         for bridge in self.bridges:  # a user-space bridge is a tap device while OVS runs
             if Path(f"/sys/class/net/{bridge}").exists():
                 subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+        if self.procs:
+            _remove_orphan_netdev()  # left when ovs-vswitchd had to be killed
         self.bridges = []
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
+
+
+def _lock() -> tuple[int | None, str]:
+    """(the fd holding LOCK_PATH, "") or (None, why another user-space OVS is in the way)."""
+    LOCK_PATH.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = LOCK_PATH.read_text().strip() or "another run"
+        os.close(fd)
+        return None, (
+            f"{holder} holds {LOCK_PATH}: Open vSwitch's user-space datapath can run once per "
+            f"machine (its device {NETDEV_DEVICE}); wait for that run or use switch: linux"
+        )
+    holder_pid = netdev_holder()
+    if holder_pid is not None:
+        os.close(fd)
+        return None, (
+            f"process {holder_pid} holds the device {NETDEV_DEVICE}: another Open vSwitch with "
+            "a user-space datapath runs on this machine (a crashed run's: bcfl clean TOKEN; "
+            "the system's: stop it); or use switch: linux"
+        )
+    return fd, ""
+
+
+def netdev_holder() -> int | None:
+    """The PID of a process holding the tap device NETDEV_DEVICE open (an ovs-vswitchd with
+    a user-space datapath), or None. A persistent ``ovs-netdev`` that nobody holds (left by
+    a killed ovs-vswitchd) is no obstacle: the next ovs-vswitchd attaches to it."""
+    if not Path(f"/sys/class/net/{NETDEV_DEVICE}").exists():
+        return None
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fds = list((proc / "fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(fd) != "/dev/net/tun":
+                    continue
+                info = (proc / "fdinfo" / fd.name).read_text()
+            except OSError:
+                continue
+            if f"iff:\t{NETDEV_DEVICE}\n" in info:
+                return int(proc.name)
+    return None
+
+
+def _remove_orphan_netdev() -> None:
+    """Delete a persistent ``ovs-netdev`` tap that no process holds (a killed
+    ovs-vswitchd's); one that is held belongs to a running OVS and stays."""
+    if Path(f"/sys/class/net/{NETDEV_DEVICE}").exists() and netdev_holder() is None:
+        subprocess.run(["ip", "link", "del", NETDEV_DEVICE], capture_output=True)
+
+
+def busy_reason() -> str | None:
+    """Why a private user-space OVS cannot start now, or None (a check: `start` locks)."""
+    fd, reason = _lock()
+    if fd is None:
+        return reason
+    os.close(fd)
+    return None
 
 
 def bridge_args(ports: Mapping[str, Sequence[str]]) -> list[str]:
@@ -280,6 +394,24 @@ def clean(token: str) -> list[str]:
             if str(d).encode() in cmdline:
                 os.kill(pid, signal.SIGKILL)
                 removed.append(f"{name} {pid}")
+                _wait_gone(pid)
         shutil.rmtree(d, ignore_errors=True)
         removed.append(f"dir {d}")
+    if removed and Path(f"/sys/class/net/{NETDEV_DEVICE}").exists():
+        _remove_orphan_netdev()
+        if not Path(f"/sys/class/net/{NETDEV_DEVICE}").exists():
+            removed.append(f"link {NETDEV_DEVICE}")
     return removed
+
+
+def _wait_gone(pid: int, timeout_s: float = 5.0) -> None:
+    """Wait until `pid` has exited (a zombie counts: its files are closed)."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return
+        if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+            return
+        time.sleep(0.02)
