@@ -10,6 +10,7 @@ containers use `--network none`; Mininet gives them their interfaces), stopped b
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import shutil
@@ -17,7 +18,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 RUN_LABEL = "bcfl.run"
 
@@ -71,6 +72,7 @@ class PrivateDockerd:
         self.pidfile = self.root / "docker.pid"
         self.proc: subprocess.Popen[bytes] | None = None
         self._sysctls: dict[Path, str] = {}
+        self._lock_fh: IO[str] | None = None
 
     @property
     def host(self) -> str:
@@ -85,6 +87,7 @@ class PrivateDockerd:
         if exe is None:
             raise DockerUnavailable("dockerd is not installed: apt-get install docker.io")
         self.root.mkdir(parents=True, exist_ok=True)
+        self._lock(timeout_s=900.0)
         # A dockerd of ours that outlived its test session (kill -9): stop it by its pidfile.
         self._kill_stale()
         # dockerd turns on br_netfilter's bridge-nf-call-* (machine-wide); put them back on
@@ -108,15 +111,35 @@ class PrivateDockerd:
         log.close()
         end = time.monotonic() + timeout_s
         while time.monotonic() < end:
-            if self.proc.poll() is not None:
+            code = self.proc.poll()
+            if code is not None:
+                self.stop()
                 raise DockerUnavailable(
-                    f"dockerd exited with {self.proc.returncode}; see {self.root / 'dockerd.log'}"
+                    f"dockerd exited with {code}; see {self.root / 'dockerd.log'}"
                 )
             if self.socket.exists() and self._answers():
                 return
             time.sleep(0.2)
         self.stop()
         raise DockerUnavailable(f"dockerd did not answer within {timeout_s:.0f} s")
+
+    def _lock(self, timeout_s: float) -> None:
+        """Hold ROOT/lock while this engine runs: a second user of the same root (another
+        test session) waits for it instead of killing its dockerd as a stale one."""
+        self._lock_fh = (self.root / "lock").open("a+")
+        end = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > end:
+                    self._lock_fh.close()
+                    raise DockerUnavailable(
+                        f"{self.root} stayed in use by another dockerd of ours for "
+                        f"{timeout_s:.0f} s"
+                    ) from None
+                time.sleep(1.0)
 
     def _answers(self) -> bool:
         from docker.client import DockerClient
@@ -137,10 +160,8 @@ class PrivateDockerd:
             _wait_gone(pid, 20.0)
 
     def stop(self) -> None:
-        """Stop dockerd by PID (SIGTERM, then SIGKILL after 20 s)."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
+        """Stop dockerd by PID (SIGTERM, then SIGKILL after 20 s); release the root."""
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(timeout=20)
@@ -151,6 +172,9 @@ class PrivateDockerd:
         for path, value in self._sysctls.items():
             with contextlib.suppress(OSError):
                 path.write_text(value)
+        if self._lock_fh is not None:
+            self._lock_fh.close()  # releases the lock
+            self._lock_fh = None
 
 
 def _which(name: str) -> str | None:
