@@ -11,6 +11,7 @@ from pathlib import Path
 
 from orchestrator.scenario import BACKENDS, ScenarioError, load_scenario
 from topologies import TopologyError
+from topologies.backends.mininet import SWITCHES
 
 EXIT_USAGE = 2
 
@@ -42,6 +43,11 @@ def _parser() -> argparse.ArgumentParser:
         "--delay-mode",
         choices=("kernel", "userspace"),
         help="mininet: shape delay/jitter/loss with netem (kernel) or in the nodes (userspace)",
+    )
+    run.add_argument(
+        "--switch",
+        choices=SWITCHES,
+        help="mininet/containernet base stations: Linux bridges or Open vSwitch user space",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -111,6 +117,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         scenario = _load(args.scenario, args.backend, args.seed)
         if args.delay_mode is not None:
             scenario = scenario.model_copy(update={"delay_mode": args.delay_mode})
+        if args.switch is not None:
+            scenario = scenario.model_copy(update={"switch": args.switch})
         out = args.out or Path("runs") / f"{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             return _fail(
