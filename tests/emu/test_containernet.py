@@ -9,6 +9,7 @@ all of them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -137,3 +138,25 @@ def test_missing_image_is_a_clear_error(engine: PrivateDockerd, tmp_path: Path) 
     assert code == 2, "refused before anything starts"
     assert not out.exists()
     assert client().containers.list(all=True, filters={"label": RUN_LABEL}) == []
+
+
+def test_clean_removes_only_the_runs_containers(node_image: str) -> None:
+    docker = client()
+    mine = [
+        docker.containers.run(
+            node_image, detach=True, network_mode="none", labels={RUN_LABEL: "zz7"}
+        ),
+        docker.containers.run(node_image, detach=True, network_mode="none", name="mn.zz7h3"),
+    ]
+    other = docker.containers.run(
+        node_image, detach=True, network_mode="none", labels={RUN_LABEL: "zz6"}
+    )
+    try:
+        assert cli_main(["clean", "zz7"]) == 0
+        left = {c.id for c in docker.containers.list(all=True)}
+        assert not left & {c.id for c in mine}
+        assert other.id in left, "another run's container is untouched"
+    finally:
+        for c in [*mine, other]:
+            with contextlib.suppress(Exception):
+                c.remove(force=True)
