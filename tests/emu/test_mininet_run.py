@@ -13,6 +13,7 @@ import pytest
 from orchestrator.cli import main as cli_main
 from orchestrator.runner import Run
 from orchestrator.scenario import load_scenario
+from tests.emu.leftovers import leftovers
 from topologies.backends.netem import probe_netem
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,20 +24,6 @@ if os.geteuid() != 0:
     pytest.skip("the mininet backend needs root", allow_module_level=True)
 if shutil.which("mnexec") is None or not Path("/usr/lib/python3/dist-packages/mininet").is_dir():
     pytest.skip("Mininet is not installed (apt-get install mininet)", allow_module_level=True)
-
-
-def leftovers(token: str) -> list[str]:
-    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    found = [line.split(":")[1].strip() for line in links.splitlines() if f" {token}" in line]
-    for pid in Path("/proc").iterdir():
-        if pid.name.isdigit():
-            try:
-                cmd = (pid / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if f"mininet:{token}".encode() in cmd:
-                found.append(f"process {pid.name}")
-    return found
 
 
 def test_quickstart_runs_in_mininet_and_leaves_nothing_behind(tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import pytest
 
 from orchestrator.runner import Run
 from orchestrator.scenario import ScenarioError, load_scenario
+from tests.emu.leftovers import leftovers
 from topologies.backends import ovs
 from topologies.backends.mininet import MININET_PATH, clean
 
@@ -43,22 +43,6 @@ needs_ovs = pytest.mark.skipif(
     bool(OVS_MISSING),
     reason=f"Open vSwitch is missing ({', '.join(OVS_MISSING)}): apt-get install {ovs.PACKAGE}",
 )
-
-
-def leftovers(token: str) -> list[str]:
-    """Interfaces, Mininet shells, OVS daemons and OVS dirs that carry the run's token."""
-    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    found = [line.split(":")[1].strip() for line in links.splitlines() if f" {token}" in line]
-    for pid in Path("/proc").iterdir():
-        if pid.name.isdigit():
-            try:
-                cmd = (pid / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if f"mininet:{token}".encode() in cmd or f"{ovs.DIR_PREFIX}{token}-".encode() in cmd:
-                found.append(f"process {pid.name}: {cmd[:80]!r}")
-    found += [str(d) for d in Path(tempfile.gettempdir()).glob(f"{ovs.DIR_PREFIX}{token}-*")]
-    return found
 
 
 def alive(pid: int) -> bool:
