@@ -2,7 +2,8 @@
 # What the test VM runs (called by vm/qemu-init.sh, output on the serial console and in
 # /results/in-vm.log): (a) the mininet backend on scenarios/vm_netem.yaml with real netem,
 # (b) the delay fidelity of that topology, per link, with ping (bench/fidelity.py
-# --netem-topology), (c) with BCFL_VM_PYTEST=1 also tests/emu. Exit 0 only if all pass.
+# --netem-topology), (c) with BCFL_VM_PYTEST=1 also tests/emu; BCFL_VM_ONLY=run|fidelity|pytest
+# runs one of them. Exit 0 only if all pass.
 set -u -o pipefail
 cd /opt/bcfl/src || exit 1
 SCENARIO=scenarios/vm_netem.yaml
@@ -23,7 +24,8 @@ p = probe_netem()
 print(f"netem probe: available={p.available} ({p.reason})")
 PY
 
-if [ "${BCFL_VM_ONLY:-}" != fidelity ]; then
+only=${BCFL_VM_ONLY:-}
+if [ -z "$only" ] || [ "$only" = run ]; then
 stamp "(a) bcfl run $SCENARIO --backend mininet --delay-mode kernel"
 if timeout 1500 bcfl run "$SCENARIO" --backend mininet --delay-mode kernel \
   --out /root/run --quiet; then
@@ -57,7 +59,7 @@ fi
 
 fi
 
-if [ "${BCFL_VM_ONLY:-}" != run ]; then
+if [ -z "$only" ] || [ "$only" = fidelity ]; then
 stamp "(b) python bench/fidelity.py --netem-topology $SCENARIO"
 if timeout 1200 /opt/bcfl/venv/bin/python bench/fidelity.py --netem-topology "$SCENARIO" \
   | tee /results/fidelity.txt; then
@@ -67,7 +69,7 @@ else
 fi
 fi
 
-if [ "${BCFL_VM_PYTEST:-0}" = 1 ]; then
+if [ "${BCFL_VM_PYTEST:-0}" = 1 ] || [ "$only" = pytest ]; then
   stamp "(c) python -m pytest tests/emu"
   if timeout 1800 /opt/bcfl/venv/bin/python -m pytest -q -p no:cacheprovider tests/emu; then
     echo "pytest tests/emu: ok"

@@ -17,6 +17,8 @@ mount -t tmpfs tmpfs /tmp
 mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null || true
 hostname bcfl-vm
 ip link set lo up
+# systemd would create /dev/net/tun as a static node (Open vSwitch's user-space datapath needs it)
+modprobe tun 2>/dev/null
 
 finish() {
   echo "BCFL-VM-RESULT: $1"

@@ -26,7 +26,7 @@
 #   BCFL_VM_PYTEST=1                 also run the emu tests (tests/emu) inside the VM
 #   BCFL_VM_BUILD_ONLY=1             stop after making the image (no boot)
 #   BCFL_VM_APPEND=...               more kernel arguments for the guest
-#   BCFL_VM_ONLY=run|fidelity        run only (a) or only (b) inside the VM
+#   BCFL_VM_ONLY=run|fidelity|pytest only (a), (b) or (c) inside the VM
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -52,6 +52,11 @@ for bin in debootstrap qemu-system-x86_64 mkfs.ext4 chroot flock findmnt; do
   command -v "$bin" >/dev/null ||
     die "$bin not found: apt-get install debootstrap qemu-system-x86 qemu-utils e2fsprogs"
 done
+
+case "${BCFL_VM_ONLY:-}" in
+  "" | run | fidelity | pytest) ;;
+  *) die "BCFL_VM_ONLY=${BCFL_VM_ONLY}: allowed: run, fidelity, pytest (or unset: all)" ;;
+esac
 
 mkdir -p "$CACHE" "$RESULTS"
 exec 9>"$CACHE/lock"
