@@ -64,6 +64,8 @@ stamp "(b) python bench/fidelity.py --netem-topology $SCENARIO"
 if timeout 1200 /opt/bcfl/venv/bin/python bench/fidelity.py --netem-topology "$SCENARIO" \
   | tee /results/fidelity.txt; then
   echo "fidelity: ok"
+elif [ "${BCFL_VM_FIDELITY_GATE:-1}" = 0 ]; then
+  echo "fidelity: FAILED, reported only (BCFL_VM_FIDELITY_GATE=0)"
 else
   fails+=("fidelity")
 fi

@@ -39,7 +39,9 @@ fi
 pytest_too=0
 grep -qw 'bcfl.pytest=1' /proc/cmdline && pytest_too=1
 only=$(grep -o 'bcfl.only=[a-z]*' /proc/cmdline | cut -d= -f2)
-BCFL_VM_ONLY=$only BCFL_VM_PYTEST=$pytest_too bash /opt/bcfl/src/vm/in-vm-test.sh 2>&1 | tee /results/in-vm.log
+gate=1
+grep -qw 'bcfl.fidelity_gate=0' /proc/cmdline && gate=0
+BCFL_VM_ONLY=$only BCFL_VM_PYTEST=$pytest_too BCFL_VM_FIDELITY_GATE=$gate bash /opt/bcfl/src/vm/in-vm-test.sh 2>&1 | tee /results/in-vm.log
 if [ "${PIPESTATUS[0]}" = 0 ]; then
   echo PASS >/results/result.txt
   finish PASS
