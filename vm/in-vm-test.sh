@@ -61,9 +61,17 @@ fi
 
 if [ -z "$only" ] || [ "$only" = fidelity ]; then
 stamp "(b) python bench/fidelity.py --netem-topology $SCENARIO"
-if timeout 1200 /opt/bcfl/venv/bin/python bench/fidelity.py --netem-topology "$SCENARIO" \
-  | tee /results/fidelity.txt; then
+fidelity() {
+  timeout 1200 /opt/bcfl/venv/bin/python bench/fidelity.py --netem-topology "$SCENARIO" \
+    | tee "$1"
+}
+# One retry: under software emulation on a loaded host the guest's timer calibration is a few
+# percent off (see vm/README.md), which can push a long link just past its tolerance; broken
+# netem fails both attempts.
+if fidelity /results/fidelity.txt; then
   echo "fidelity: ok"
+elif stamp "(b) fidelity failed once: measuring again" && fidelity /results/fidelity-retry.txt; then
+  echo "fidelity: ok on the second measurement (the first is in fidelity.txt)"
 elif [ "${BCFL_VM_FIDELITY_GATE:-1}" = 0 ]; then
   echo "fidelity: FAILED, reported only (BCFL_VM_FIDELITY_GATE=0)"
 else
