@@ -128,10 +128,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (ScenarioError, TopologyError, RuntimeError) as exc:  # incl. MininetUnavailable
         return _fail(str(exc))
     n = len(run.topology.daemons())
+    if scenario.backend == "local":
+        shaping = f"shaping: {scenario.shaping}"
+    else:
+        where = "netem" if scenario.delay_mode == "kernel" else "the nodes"
+        shaping = f"bandwidth by tc, delay by {where}, switch {scenario.switch}"
     print(
         f"bcfl: running {scenario.name!r}: scheme {scenario.scheme}, backend {scenario.backend} "
-        f"(shaping: {scenario.shaping}), {n} node processes, {scenario.training.rounds} rounds "
-        f"-> {out}",
+        f"({shaping}), {n} node processes, {scenario.training.rounds} rounds -> {out}",
         file=sys.stderr,
     )
     result = run.execute()
