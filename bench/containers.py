@@ -8,9 +8,11 @@ scenario (digits + MLP, 4 rounds, 1 local epoch, delay_mode userspace) runs thro
 * network start: ``backend.start_network`` wall time; for containernet also the part spent
   creating and starting the containers (docker-py ``containers.run``) and per container;
 * ready: from ``backend.start`` (docker exec / fork) to the publisher's ``started`` record;
-* memory per node at round 1 (every daemon alive and trained once): the daemon's PSS
-  (``/proc/PID/smaps_rollup``) and, for containers, the container's memory cgroup
-  ``total_rss`` + ``total_mapped_file`` (what the container is charged for, without page cache);
+* memory per node at round 1 (every daemon alive and trained once; read the moment the
+  publisher writes its round-1 record, by bench/scale.py's follower thread at real-time
+  priority): the daemon's PSS (``/proc/PID/smaps_rollup``) and, for containers, the
+  container's memory cgroup ``total_rss`` + ``total_mapped_file`` (what the container is
+  charged for, without page cache);
 * one FedAvg round: the publisher's ``round_time_s`` of round 2.
 
 Needs root, Mininet, a Docker engine (DOCKER_HOST, or a private dockerd this bench starts
@@ -26,6 +28,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.scale import PublisherFollower, raise_priority, read_mem_mb
 from orchestrator import image
 from orchestrator.collect import read_records
 from orchestrator.runner import Run
@@ -89,16 +93,6 @@ def scenario(devices: int, backend: str, tag: str) -> Any:
     )
 
 
-def pss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
 def cgroup_mb(pid: int) -> float | None:
     """The memory cgroup's rss + mapped files (cgroup v1 memory.stat, v2 memory.stat)."""
     try:
@@ -107,6 +101,8 @@ def cgroup_mb(pid: int) -> float | None:
         return None
     for line in lines:
         _, controllers, path = line.split(":", 2)
+        if "docker" not in path:  # not a container's cgroup (e.g. a reused PID): skip
+            continue
         if controllers in ("memory", ""):
             base = "/sys/fs/cgroup/memory" if controllers else "/sys/fs/cgroup"
             try:
@@ -156,21 +152,36 @@ def measure(devices: int, backend: str, tag: str, keep: bool) -> Result:
     b.start_network = timed_network
     b.start = timed_start
 
-    def on_round(r: Run, record: dict[str, Any]) -> None:
-        if record["round"] == 1:
-            for pid in r.backend.pids().values():
-                if (p := pss_mb(pid)) is not None:
-                    res.pss_mb.append(p)
-                if backend == "containernet" and (c := cgroup_mb(pid)) is not None:
-                    res.cgroup_mb.append(c)
+    def on_event(record: dict[str, Any]) -> None:
+        # read at the publisher's round-1 record, as it is written (the runner's own
+        # on_round comes up to a poll later, when short runs may already be ending)
+        if record.get("event") != "round" or int(record.get("round", 0)) != 1 or res.pss_mb:
+            return
+        for pid in b.pids().values():
+            if (mem := read_mem_mb(pid)) is not None:
+                res.pss_mb.append(mem[0] * 1e6 / 2**20)
+            if backend == "containernet" and (c := cgroup_mb(pid)) is not None:
+                res.cgroup_mb.append(c)
 
-    run_.on_round = on_round
+    follower = PublisherFollower(run_.node_dir("pub") / "metrics.jsonl", on_event)
+    stop = threading.Event()
+
+    def sampler() -> None:
+        raise_priority()
+        while not stop.wait(0.02):
+            follower.poll()
+
+    thread = threading.Thread(target=sampler, daemon=True)
+    thread.start()
     try:
         result = run_.execute()
         res.rounds = result.rounds_completed
     except Exception as exc:
         res.error = f"{type(exc).__name__}: {exc}"
         return res
+    finally:
+        stop.set()
+        thread.join()
     if backend == "containernet":
         res.containers_s = times["containers"]
     records = read_records(run_.node_dir("pub"))
