@@ -8,11 +8,11 @@ How it works
 installs it) a node's host is Containernet's own `Docker` host. Elsewhere it is our
 `DockerHost`, a Mininet host on stock Mininet: its container is created first with
 docker-py (`--network none`, labelled with the run's token, CPU and memory limits from the
-scenario's `containers:` section, the run directory mounted at the same path), and its
-Mininet shell is started inside the container's network namespace (`nsenter -n`), but in
-the root mount namespace, so Mininet's own ip/tc/tcpdump commands run as for any host while
-the veth ends it creates land in the container. Links, addresses, routes, tc and capture are
-then exactly the mininet backend's.
+scenario's `containers:` section, the run and data directories mounted at the same paths),
+and its Mininet shell is started inside the container's network namespace (`nsenter -n`),
+but in the root mount namespace, so Mininet's own ip/tc/tcpdump commands run as for any
+host while the veth ends it creates land in the container. Links, addresses, routes, tc and
+capture are then exactly the mininet backend's.
 
 The daemons do not go through the fork server: each is `docker exec`ed in its container
 (the image's Python, the container's cgroup and limits), and is known by the host PID the
@@ -89,11 +89,13 @@ class ContainernetBackend(MininetBackend):
         capture: list[str | list[str]],
         containers: Any,
         out_dir: Path,
+        data_dirs: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        """`containers` is the scenario's ContainersSection; `out_dir` the run directory,
-        mounted into every container at the same path."""
+        """`containers` is the scenario's ContainersSection; `out_dir` the run directory and
+        `data_dirs` the scenario's data-set directories, mounted into every container."""
         super().__init__(token, delay_mode, netem, capture, **kwargs)
+        self.data_dirs = data_dirs or []
         from orchestrator.image import default_tag, require
 
         self.containers = containers
@@ -115,14 +117,20 @@ class ContainernetBackend(MininetBackend):
             },
         }
 
+    def _data_env(self) -> dict[str, str]:
+        """The data-set variables of this environment, passed on to every daemon."""
+        from node.learning.datasets import FASHION_MNIST_ENV, MNIST_ENV
+
+        return {k: os.environ[k] for k in (FASHION_MNIST_ENV, MNIST_ENV) if k in os.environ}
+
     def _volumes(self) -> dict[str, dict[str, str]]:
+        """The run directory (read-write) and every data directory (read-only), each at
+        its own path, so the paths in the nodes' configs hold inside the containers."""
         vols = {str(self.out_dir): {"bind": str(self.out_dir), "mode": "rw"}}
-        if Path(DATASETS_DIR).is_dir():
-            vols[DATASETS_DIR] = {"bind": DATASETS_DIR, "mode": "ro"}
-        for env in ("BCFL_FASHION_MNIST_DIR", "BCFL_MNIST_DIR"):
-            path = os.environ.get(env)
-            if path and Path(path).is_dir():
-                vols[path] = {"bind": path, "mode": "ro"}
+        for d in [DATASETS_DIR, *self.data_dirs, *self._data_env().values()]:
+            path = Path(d).resolve()
+            if path.is_dir():
+                vols[str(path)] = {"bind": str(path), "mode": "ro"}
         return vols
 
     def _add_host(self, net: Any, node_id: str, name: str) -> Any:
@@ -178,7 +186,9 @@ class ContainernetBackend(MininetBackend):
         cmd = f"exec {PYTHON} -m node {config} >>{launch.log_path} 2>&1"
         api = self._docker.api
         exec_id = api.exec_create(
-            self.container_of(launch.node_id).id, ["sh", "-c", cmd], environment=launch.env
+            self.container_of(launch.node_id).id,
+            ["sh", "-c", cmd],
+            environment=self._data_env() | dict(launch.env),
         )["Id"]
         api.exec_start(exec_id, detach=True)
         end = time.monotonic() + 30
