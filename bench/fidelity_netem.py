@@ -101,13 +101,8 @@ def bridge_address(spec: TopologySpec, bs: str) -> str:
 def probes(spec: TopologySpec, p: AddressPlan) -> list[Probe]:
     """One probe per physical link, crossing it once each way."""
     out = []
-    seen: set[frozenset[str]] = set()
     bs_ids = {n.id for n in spec.of_kind(NodeKind.BS)}
-    for link in spec.links:
-        pair = frozenset((link.src, link.dst))
-        if pair in seen:
-            continue
-        seen.add(pair)
+    for link in spec.physical_links():
         a, b = (link.dst, link.src) if link.src in bs_ids else (link.src, link.dst)
         addr = bridge_address(spec, b) if b in bs_ids else p.address_on(b, a)
         out.append(

@@ -227,6 +227,18 @@ class TopologySpec:
         """Return the nodes of one kind, in spec order."""
         return tuple(n for n in self.nodes if n.kind == kind)
 
+    def physical_links(self) -> tuple[LinkSpec, ...]:
+        """One directed link per physical link (cable or radio): the first of each pair of
+        directions, in spec order."""
+        seen: set[frozenset[str]] = set()
+        out = []
+        for link in self.links:
+            pair = frozenset((link.src, link.dst))
+            if pair not in seen:
+                seen.add(pair)
+                out.append(link)
+        return tuple(out)
+
     def links_from(self, node_id: str) -> tuple[LinkSpec, ...]:
         """Return the links leaving a node, sorted by destination id."""
         self.node(node_id)

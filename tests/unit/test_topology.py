@@ -327,3 +327,11 @@ def test_replace_revalidates() -> None:
     spec = _small()
     with pytest.raises(TopologyError):
         replace(spec, links=spec.links[1:])
+
+
+def test_physical_links_name_each_cable_once() -> None:
+    spec = _small()
+    physical = spec.physical_links()
+    pairs = [frozenset((ln.src, ln.dst)) for ln in physical]
+    assert len(pairs) == len(set(pairs)) == len(spec.links) // 2
+    assert set(pairs) == {frozenset((ln.src, ln.dst)) for ln in spec.links}

@@ -68,12 +68,7 @@ def plan(spec: TopologySpec, short: dict[str, str]) -> AddressPlan:
     bs_index = {n.id: i for i, n in enumerate(spec.of_kind(NodeKind.BS))}
     counters: dict[str, int] = {}
     p2p = ipaddress.IPv4Network("10.128.0.0/10").subnets(new_prefix=30)
-    seen: set[frozenset[str]] = set()
-    for link in spec.links:
-        pair = frozenset((link.src, link.dst))
-        if pair in seen:
-            continue
-        seen.add(pair)
+    for link in spec.physical_links():
         a, b = link.src, link.dst
         ends = []
         for node, peer in ((a, b), (b, a)):

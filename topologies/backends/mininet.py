@@ -157,12 +157,7 @@ class MininetBackend:
                 nodes[node.id] = self._add_switch(net, name)
             else:
                 nodes[node.id] = self._hosts[node.id] = self._add_host(net, node.id, name)
-        seen: set[frozenset[str]] = set()
-        for link in spec.links:
-            pair = frozenset((link.src, link.dst))
-            if pair in seen:
-                continue
-            seen.add(pair)
+        for link in spec.physical_links():
             a, b = link.src, link.dst
             net.addLink(
                 nodes[a],
