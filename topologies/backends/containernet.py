@@ -49,8 +49,9 @@ def docker_host_class() -> type:
     class DockerHost(Host):
         """A Mininet host living in a Docker container created here with docker-py."""
 
-        def __init__(self, name: str, container: dict[str, Any], **params: Any) -> None:
-            docker = client()
+        def __init__(
+            self, name: str, docker: Any, container: dict[str, Any], **params: Any
+        ) -> None:
             self.container = docker.containers.run(detach=True, **container)
             self.container.reload()
             self.container_pid = int(self.container.attrs["State"]["Pid"])
@@ -166,7 +167,9 @@ class ContainernetBackend(MininetBackend):
         if limits.memory_mb is not None:
             container["mem_limit"] = f"{limits.memory_mb}m"
             container["memswap_limit"] = f"{limits.memory_mb}m"
-        return net.addHost(name, cls=docker_host_class(), ip=None, container=container)
+        return net.addHost(
+            name, cls=docker_host_class(), ip=None, docker=self._docker, container=container
+        )
 
     def container_of(self, node_id: str) -> Any:
         """The docker-py container of a node."""
