@@ -17,7 +17,7 @@ import logging
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import FrameType
 from typing import Any
 
@@ -66,6 +66,7 @@ class Daemon:
         self._stopping = False
         self._stop_at_height: int | None = None
         self._stop_deadline = 0.0
+        self._stop_report_to: tuple[str, ...] = ()
         self._next_sync_tick = 0.0
 
     # -- NodeContext -------------------------------------------------------------------
@@ -101,23 +102,30 @@ class Daemon:
         """Wall-clock milliseconds (block timestamps only; never for protocol timing)."""
         return int(time.time() * 1000)
 
-    def stop_when_synced(self, height: int, timeout_s: float) -> None:
-        """Stop once the ledger reaches `height` (or after `timeout_s`)."""
+    def stop_when_synced(
+        self, height: int, timeout_s: float, report_to: Sequence[str] = ()
+    ) -> None:
+        """Stop once the ledger reaches `height` (or after `timeout_s`); then send this
+        node's ``chain.status`` to each of `report_to`."""
         self._stop_at_height = height
         self._stop_deadline = self._clock() + timeout_s
+        self._stop_report_to = tuple(report_to)
         self._check_synced_stop()
 
     def _check_synced_stop(self) -> None:
         if self._stop_at_height is None:
             return
         height = self.replica.height if self.replica is not None else self._stop_at_height
-        if height >= self._stop_at_height:
-            self._stopping = True
-        elif self._clock() > self._stop_deadline:
+        if height < self._stop_at_height:
+            if self._clock() <= self._stop_deadline:
+                return
             log.warning(
                 "stopping at ledger height %d, below the final %d", height, self._stop_at_height
             )
-            self._stopping = True
+        self._stop_at_height = None
+        self._stopping = True
+        if self.replica is not None:
+            self.emit(self.replica.sync.announce(list(self._stop_report_to)))
 
     def set_timer(self, name: str, delay_s: float) -> None:
         """Fire `name` after `delay_s`."""

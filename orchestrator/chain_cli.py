@@ -6,9 +6,10 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+from node.ledger.blobrefs import BlobReport, check_blobs
 from node.ledger.block import Block
 from node.ledger.chain import CONFIG_META_KEY, ChainConfig, VerifyReport, verify_store
-from node.ledger.encoding import decode_canonical
+from node.ledger.encoding import EncodingError, decode_canonical
 from node.ledger.store import DB_NAME, ChainStore
 
 
@@ -35,25 +36,60 @@ def _open(node_dir: Path) -> ChainStore:
     return ChainStore(node_dir / DB_NAME)
 
 
+def _node_key(store: ChainStore, node: str) -> bytes | None:
+    """The public key the chain's genesis gives `node`, or None (unknown or unreadable)."""
+    raw = store.meta_get(CONFIG_META_KEY)
+    if raw is None:
+        return None
+    try:
+        members = ChainConfig.from_dict(decode_canonical(raw)).genesis.members
+    except (EncodingError, KeyError, TypeError, ValueError):
+        return None
+    member = members.get(node)
+    return None if member is None else member[0]
+
+
+def _check_node_blobs(store: ChainStore, node_dir: Path, node: str) -> BlobReport:
+    """Re-hash the blobs `node`'s chain references (see `node.ledger.blobrefs`)."""
+    return check_blobs(store, node_dir / "blobs", _node_key(store, node))
+
+
 def verify(path: Path) -> tuple[bool, list[str]]:
-    """Verify every ledger under `path`; returns (all ok, report lines)."""
+    """Verify every ledger under `path` and the blobs it references; (all ok, report lines).
+
+    Blobs: every referenced blob present in ``nodes/<id>/blobs`` is re-hashed (corrupt: a
+    failure); a blob the node signed itself (a device's updates, the publisher's global
+    models) must be present (missing: a failure); others (another device's update, a
+    global model whose fetch was still in flight at exit) are counted as not held.
+    """
     lines: list[str] = []
     reports: dict[str, VerifyReport] = {}
+    blobs_ok: dict[str, bool] = {}
     for node, node_dir in ledger_dirs(path).items():
         store = _open(node_dir)
         try:
             report = verify_store(store)
+            blob_report = _check_node_blobs(store, node_dir, node)
         finally:
             store.close()
         reports[node] = report
+        blobs_ok[node] = blob_report.ok
         head = report.head_hash.hex()[:16] if report.head_hash else "-"
-        status = "ok" if report.ok else "FAILED"
-        line = f"{node:>10}: {status}  height {report.height}  head {head}  {report.tx_count} txs"
+        status = "ok" if report.ok and blob_report.ok else "FAILED"
+        line = (
+            f"{node:>10}: {status}  height {report.height}  head {head}  {report.tx_count} txs"
+            f"  blobs {blob_report.checked} ok"
+            + (f", {blob_report.not_held} not held" if blob_report.not_held else "")
+        )
         for failure in report.failures:
             line += f"\n{'':>12}at height {failure.height}: {failure.reason}"
             line += f": {failure.detail}" if failure.detail else ""
+        for key, height in blob_report.corrupt:
+            line += f"\n{'':>12}at height {height}: corrupt blob {key.hex()[:16]} (hash mismatch)"
+        for key, height in blob_report.missing:
+            line += f"\n{'':>12}at height {height}: missing blob {key.hex()[:16]}"
         lines.append(line)
-    ok = all(r.ok for r in reports.values())
+    ok = all(r.ok for r in reports.values()) and all(blobs_ok.values())
     if len(reports) > 1:
         heads = {r.height: r.head_hash for r in reports.values() if r.ok}
         agree = all(heads.get(r.height) == r.head_hash for r in reports.values() if r.ok)

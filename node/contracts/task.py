@@ -278,3 +278,13 @@ METHODS: dict[str, Method] = {
     "close": close,
 }
 API = None
+
+# The payload fields of each transaction type that hold a blob hash (weights stay off
+# chain). The ledger's blob references (`node.ledger.blobrefs`) are derived from this.
+BLOB_FIELDS: dict[str, tuple[str, ...]] = {
+    f"{NAME}.record_update": ("blob",),
+    f"{NAME}.record_global": ("blob",),
+}
+# The types whose blobs every replica fetches (the global models); an update's blob stays
+# with the device that signed it and the MEC it sent it to.
+REPLICATED_BLOB_TYPES: tuple[str, ...] = (f"{NAME}.record_global",)

@@ -124,6 +124,13 @@ class MemoryBlobStore:
         return iter(list(self._blobs))
 
 
+def blob_path(root: Path, key: bytes) -> Path:
+    """Where a FileBlobStore rooted at `root` keeps the blob for `key`."""
+    _check_key(key)
+    name = key.hex()
+    return Path(root) / name[:2] / name
+
+
 class FileBlobStore:
     """A blob store in a directory tree, one file per blob, written atomically."""
 
@@ -134,9 +141,7 @@ class FileBlobStore:
 
     def path_for(self, key: bytes) -> Path:
         """Where the blob for `key` lives."""
-        _check_key(key)
-        name = key.hex()
-        return self.root / name[:2] / name
+        return blob_path(self.root, key)
 
     def put(self, data: bytes) -> bytes:
         """Store `data` atomically; returns its key. Idempotent."""

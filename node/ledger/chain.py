@@ -14,7 +14,8 @@ state (only registered senders, nonces above the sender's last one) and compares
 state root. Any failure raises `LedgerError` with a reason from `REASONS` and the height;
 nothing is written. `append` stores the block, its transactions and the state changes in
 one SQLite transaction. `verify_store` replays a stored chain from genesis the same way
-and also checks the stored state table against the replayed state.
+and also checks what the store keeps besides the block bytes against the replay: each
+``blocks.hash`` column, the ``head_hash`` metadata and the state table.
 
 The single-writer set-up (vanilla scheme) has one validator, the publisher, and quorum 1;
 the PBFT issue gives a shard's MECs as validators and quorum 2f+1.
@@ -48,7 +49,7 @@ from node.ledger.block import (
 )
 from node.ledger.encoding import EncodingError, canonical, decode_canonical
 from node.ledger.merkle import merkle_root
-from node.ledger.store import ChainStore
+from node.ledger.store import HEAD_HASH_KEY, ChainStore
 from node.ledger.tx import Transaction, TxError
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ REASONS = (
     "bad_state_root",
     "bad_genesis",
     "state_mismatch",
+    "bad_stored_hash",
+    "bad_head_hash",
 )
 CONFIG_META_KEY = "chain_config"
 
@@ -308,6 +311,14 @@ def verify_store(store: ChainStore, registry: Registry | None = None) -> VerifyR
                 raise LedgerError("malformed", height, exc.detail) from None
             if block.height != height:
                 raise LedgerError("bad_height", height, f"stored block says {block.height}")
+            stored = store.stored_hash(height)
+            if stored != block.hash:
+                raise LedgerError(
+                    "bad_stored_hash",
+                    height,
+                    f"blocks.hash is {stored.hex()[:16] if stored else 'empty'}, "
+                    f"the block hashes to {block.hash.hex()[:16]}",
+                )
             if prev is None:
                 if block.to_bytes() != expected_genesis.to_bytes():
                     raise LedgerError("bad_genesis", 0, "genesis block differs from the config")
@@ -320,6 +331,16 @@ def verify_store(store: ChainStore, registry: Registry | None = None) -> VerifyR
         report.height = height
         report.head_hash = block.hash
         report.tx_count += len(block.txs)
+    head = store.meta_get(HEAD_HASH_KEY)
+    if report.height >= 0 and head != report.head_hash:
+        report.failures.append(
+            LedgerError(
+                "bad_head_hash",
+                report.height,
+                f"meta head_hash is {head.hex()[:16] if head else 'empty'}, "
+                f"the head block hashes to {report.head_hash.hex()[:16]}",
+            )
+        )
     try:
         stored_root = State.from_rows(store.state_rows()).root()
     except ValueError as exc:

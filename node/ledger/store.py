@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 SYNCHRONOUS_MODES = ("NORMAL", "FULL")
 DB_NAME = "ledger.sqlite"
+HEAD_HASH_KEY = "head_hash"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS blocks (
@@ -144,6 +145,12 @@ class ChainStore:
         except BlockError as exc:
             raise StoreError(f"stored block {height} is corrupt: {exc}") from exc
 
+    def stored_hash(self, height: int) -> bytes | None:
+        """The ``blocks.hash`` column at `height` (written by `append`), or None."""
+        with self._lock:
+            row = self._db.execute("SELECT hash FROM blocks WHERE height = ?", (height,)).fetchone()
+        return None if row is None else bytes(row[0])
+
     def head(self) -> Block | None:
         """The highest block, or None if the store is empty."""
         height = self.height()
@@ -202,7 +209,7 @@ class ChainStore:
             self._insert_block(conn, block, data)
             self._insert_txs(conn, block)
             self._apply_state(conn, state_writes)
-            _set_meta(conn, "head_hash", block.hash)
+            _set_meta(conn, HEAD_HASH_KEY, block.hash)
 
         data = block.to_bytes()
         self._transaction(body)

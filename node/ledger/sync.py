@@ -4,8 +4,15 @@ How it works
 ------------
 Nodes exchange ``chain.status {height, head}``. A node that hears of a higher chain asks
 that peer for the next blocks with ``chain.get {from, to}`` (one request outstanding at a
-time, re-sent to whoever is ahead if it times out); a node that hears of a lower chain
-answers with its own status, so a restarted node learns who is ahead. ``chain.blocks``
+time); a node that hears of a lower chain answers with its own status, so a restarted node
+learns who is ahead. A request that times out makes the node forget that peer's height (it
+is presumed gone until it speaks again) and ask the next peer known to be ahead.
+
+`seek(target, candidates)` is the catch-up to a height the node was told of (the final
+height in ``stop``) when it may not know who holds the blocks (its MEC died, say): while
+below `target` and no peer is known to be ahead, it asks the candidates in turn with
+``chain.get``, moving to the next one when a request times out or the answer falls short
+(a peer answers with the blocks it has and its height, possibly none). ``chain.blocks``
 replies carry raw block bytes (at most MAX_BLOCKS per reply and MAX_REPLY_BYTES); each is
 verified completely by `Chain.append` (hash chain, Merkle root, signatures, certificate,
 state root by re-execution) before it is stored, and the first bad block ends that reply
@@ -13,8 +20,9 @@ with a counted reason. A live ``chain.block`` for the next height is appended th
 way; one further ahead starts a sync from its sender.
 
 Blobs (model weights) are never in blocks: after appending, a node asks the block's
-sender for every blob a transaction references that it lacks (``blob.get {hash}``); the
-answer ``blob.data {hash, data}`` is stored only if SHA-256(data) equals the hash.
+sender for every replicated blob (the global models, see `node.ledger.blobrefs`) a
+transaction references that it lacks (``blob.get {hash}``); the answer
+``blob.data {hash, data}`` is stored only if SHA-256(data) equals the hash.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from node.contracts.task import REPLICATED_BLOB_TYPES
+from node.ledger.blobrefs import tx_blobs
 from node.ledger.blobs import BlobError, BlobStore
 from node.ledger.block import Block, BlockError
 from node.ledger.chain import Chain, LedgerError
@@ -46,15 +56,12 @@ class Outgoing:
     payload: dict[str, Any]
 
 
-DEFAULT_BLOB_TYPES = ("task.record_global",)
+DEFAULT_BLOB_TYPES = REPLICATED_BLOB_TYPES
 
 
 def referenced_blobs(tx: Transaction, types: tuple[str, ...] = DEFAULT_BLOB_TYPES) -> list[bytes]:
-    """Blob hashes a transaction of one of `types` refers to (payload field ``blob``)."""
-    blob = tx.payload.get("blob")
-    if tx.type in types and isinstance(blob, bytes) and len(blob) == HASH_BYTES:
-        return [blob]
-    return []
+    """Blob hashes a transaction of one of `types` refers to."""
+    return tx_blobs(tx, types)
 
 
 class ChainSync:
@@ -73,6 +80,9 @@ class ChainSync:
         self._pending: tuple[str, float] | None = None
         self._wanted_blobs: set[bytes] = set()
         self._asked: dict[bytes, set[str]] = {}
+        self._seek_target = -1
+        self._seek_peers: list[str] = []
+        self._seek_next = 0
 
     def status(self) -> dict[str, Any]:
         """The payload of this node's ``chain.status``."""
@@ -99,13 +109,24 @@ class ChainSync:
             return []
         return handler(sender, payload, now)
 
+    def seek(self, target: int, candidates: list[str], now: float) -> list[Outgoing]:
+        """Reach `target`, asking `candidates` in turn (in this order) while no peer is
+        known to be ahead; a request that times out or falls short moves to the next."""
+        self._seek_target = target
+        self._seek_peers = list(dict.fromkeys(candidates))
+        self._seek_next = 0
+        return self._request_next(now)
+
     def tick(self, now: float) -> list[Outgoing]:
         """Re-request blocks if the outstanding request timed out; ask other peers for blobs."""
         out: list[Outgoing] = []
         if self._pending is not None and now - self._pending[1] > REQUEST_TIMEOUT_S:
+            silent = self._pending[0]
             self._pending = None
             self.failures["timeout"] += 1
-            out += self._request_next(now)
+            self.peer_heights.pop(silent, None)  # presumed gone until it speaks again
+            log.info("no blocks from %s in %.0f s; asking another peer", silent, REQUEST_TIMEOUT_S)
+        out += self._request_next(now)
         for peer in sorted(self.peer_heights):
             out += self._fetch_blobs(peer)
         return out
@@ -119,9 +140,14 @@ class ChainSync:
         if self._pending is not None:
             return []
         ahead = [(h, p) for p, h in self.peer_heights.items() if h > self.chain.height]
-        if not ahead:
+        if ahead:
+            height, peer = max(ahead)
+        elif self.chain.height < self._seek_target and self._seek_peers:
+            peer = self._seek_peers[self._seek_next % len(self._seek_peers)]
+            self._seek_next += 1
+            height = self._seek_target
+        else:
             return []
-        height, peer = max(ahead)
         start = self.chain.height + 1
         self._pending = (peer, now)
         end = min(height, start + MAX_BLOCKS - 1)
@@ -200,12 +226,14 @@ class ChainSync:
         if not isinstance(blocks, list):
             self.failures["malformed"] += 1
             return []
+        refused = False
         for raw in blocks:
             if not self._append(sender, raw):
                 self.peer_heights.pop(sender, None)
+                refused = True
                 break
         height = p.get("height")
-        if isinstance(height, int) and sender in self.peer_heights:
+        if isinstance(height, int) and height >= 0 and not refused:
             self.peer_heights[sender] = height
         return self._fetch_blobs(sender) + self._request_next(now)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from node.codec import Message
@@ -48,8 +48,11 @@ class NodeContext(Protocol):
         """Wall-clock milliseconds (for block timestamps)."""
         ...
 
-    def stop_when_synced(self, height: int, timeout_s: float) -> None:
-        """Stop once the ledger reaches `height`, or after `timeout_s`."""
+    def stop_when_synced(
+        self, height: int, timeout_s: float, report_to: Sequence[str] = ()
+    ) -> None:
+        """Stop once the ledger reaches `height`, or after `timeout_s`; then send this
+        node's ``chain.status`` to each of `report_to`."""
         ...
 
     def set_timer(self, name: str, delay_s: float) -> None:

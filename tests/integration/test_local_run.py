@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from node.ledger.chain import verify_store
-from node.ledger.store import open_store
+from node.ledger.chain import CONFIG_META_KEY, ChainConfig, verify_store
+from node.ledger.encoding import decode_canonical
+from node.ledger.store import ChainStore, open_store
 from orchestrator.cli import main as cli_main
 from orchestrator.runner import Run
 from orchestrator.scenario import Scenario, parse_scenario
@@ -59,6 +60,13 @@ def slow_rounds_scenario() -> Scenario:
             "round_deadline_s": 8,
         }
     )
+
+
+def _member_key(store: ChainStore, node: str) -> bytes:
+    raw = store.meta_get(CONFIG_META_KEY)
+    assert raw is not None
+    key: bytes = ChainConfig.from_dict(decode_canonical(raw)).genesis.members[node][0]
+    return key
 
 
 def rows(run_dir: Path) -> list[dict[str, str]]:
@@ -110,6 +118,27 @@ def test_every_ledger_verifies_and_a_changed_byte_is_caught(
     assert cli_main(["chain", "verify", str(run_dir / "nodes" / "dev0-1")]) == 1
     out = capsys.readouterr().out
     assert "FAILED" in out and "at height 3" in out, out
+
+    # A flipped byte in a blob the chain references (dev0-2's own round-2 update).
+    store = open_store(run_dir / "nodes" / "dev0-2")
+    try:
+        block = store.block(3)  # publish at 1, round 2 at 3
+        assert block is not None
+        key = next(
+            tx.payload["blob"]
+            for tx in block.txs
+            if tx.type == "task.record_update" and tx.sender == _member_key(store, "dev0-2")
+        )
+    finally:
+        store.close()
+    blob = run_dir / "nodes" / "dev0-2" / "blobs" / key.hex()[:2] / key.hex()
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 3] ^= 0x10
+    blob.write_bytes(bytes(data))
+
+    assert cli_main(["chain", "verify", str(run_dir)]) == 1
+    out = capsys.readouterr().out
+    assert f"at height 3: corrupt blob {key.hex()[:16]}" in out, out
 
 
 def test_run_completes_when_a_device_process_is_killed(tmp_path: Path) -> None:

@@ -390,7 +390,43 @@ def test_timed_out_request_goes_to_another_peer(tmp_path: Path, closing: list[Re
     assert node.sync.tick(REQUEST_TIMEOUT_S) == []  # not yet
     outs = node.sync.tick(REQUEST_TIMEOUT_S + 0.1)
     assert node.sync.failures["timeout"] == 1
-    assert len(outs) == 1 and outs[0].type == "chain.get"
+    assert [(o.dst, o.type) for o in outs] == [("a", "chain.get")], "not the silent peer again"
+    outs = node.sync.tick(2 * REQUEST_TIMEOUT_S + 0.2)
+    assert node.sync.failures["timeout"] == 2
+    assert outs == [], "both peers are presumed gone until they speak again"
+    outs = node.sync.handle("b", "chain.status", {"height": 3, "head": b""}, 20.0)
+    assert [(o.dst, o.type) for o in outs] == [("b", "chain.get")]
+
+
+def test_seek_reaches_the_head_past_a_dead_and_a_short_peer(
+    tmp_path: Path, closing: list[Replica]
+) -> None:
+    """The final catch-up: the first candidate is dead (its messages are lost), the second
+    holds only part of the chain; the node still reaches the head through the third."""
+    source = _full_chain(tmp_path, closing, "src", "sim", seed=3)
+    short = Replica("short", tmp_path / "short", _config())
+    closing.append(short)
+    for h in range(1, 6):
+        short.chain.append_bytes(source.store.block_bytes(h) or b"")
+    node = Replica("node", tmp_path / "node", _config())
+    closing.append(node)
+    net = Net(seed=9)
+    net.handlers = {"src": source.sync.handle, "short": short.sync.handle, "node": node.sync.handle}
+
+    net.send("node", node.sync.seek(N_BLOCKS, ["gone", "short", "src"], net.now))
+    net.run()
+    assert node.chain.height == 0 and node.sync.syncing  # waiting for the dead peer
+
+    net.now += REQUEST_TIMEOUT_S + 0.1
+    net.send("node", node.sync.tick(net.now))
+    net.run()
+
+    assert node.sync.failures["timeout"] == 1
+    assert node.chain.height == N_BLOCKS
+    assert node.chain.head.hash == source.chain.head.hash
+    assert node.chain.state.root() == source.chain.state.root()
+    assert _has_all_blobs(node) and not node.sync.missing_blobs
+    assert not node.sync.syncing
 
 
 def test_missing_blob_is_fetched_later_from_another_peer(

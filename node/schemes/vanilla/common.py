@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 PUBLISHER = "pub"
 MEC_DEADLINE_FRACTION = 0.8
 HELLO_INTERVAL_S = 1.0
-FINAL_SYNC_S = 5.0
+FINAL_SYNC_S = 20.0  # a node's bound on the final catch-up (normally a few ms)
+FINAL_LINGER_S = 30.0  # the publisher's bound on serving it (longer than FINAL_SYNC_S)
 FINAL_COMMIT_S = 20.0
 ACCURACY_AGGREGATORS = ("top_k_accuracy", "accuracy_threshold")
 VALIDATION_SAMPLES = 1000
@@ -28,15 +29,32 @@ def replica_of(ctx: NodeContext) -> Replica:
     return ctx.replica
 
 
+def catch_up_peers(ctx: NodeContext) -> list[str]:
+    """Whom a node asks for missing blocks, in order: the publisher (it lingers after
+    ``stop`` until its peers report the final height), this node's MEC, the other MECs,
+    the devices of this node's MEC, then every other device (any of them may hold the
+    blocks: the MECs and devices keep a replica each)."""
+    me = ctx.me
+    mecs = sorted(n.id for n in ctx.topology.of_kind(NodeKind.MEC))
+    devices = sorted(n.id for n in ctx.topology.of_kind(NodeKind.DEVICE))
+    own_mec = me.parent if me.kind == NodeKind.DEVICE else me.id
+    order = [PUBLISHER, *([str(own_mec)] if own_mec in mecs else []), *mecs]
+    order += [d for d in devices if ctx.topology.node(d).parent == own_mec] + devices
+    return [n for n in dict.fromkeys(order) if n != ctx.node_id and n in ctx.config.roster]
+
+
 def stop_after_last_block(ctx: NodeContext, msg: Message) -> None:
-    """Stop once the ledger holds the publisher's final block (or after FINAL_SYNC_S)."""
+    """Stop once the ledger holds the publisher's final block (catching up from any peer
+    that has it; at most FINAL_SYNC_S), then tell the publisher this node's height."""
     height = msg.payload.get("height")
     replica = replica_of(ctx)
-    if isinstance(height, int) and height > replica.height:
-        ctx.emit(replica.sync.announce([PUBLISHER]))
-        ctx.stop_when_synced(height, FINAL_SYNC_S)
-    else:
+    if not isinstance(height, int):
         ctx.stop()
+        return
+    if height > replica.height:
+        log.info("catching up from height %d to the final %d", replica.height, height)
+        ctx.emit(replica.sync.seek(height, catch_up_peers(ctx), ctx.now()))
+    ctx.stop_when_synced(height, FINAL_SYNC_S, report_to=[PUBLISHER])
 
 
 def parse_update_tx(ctx: NodeContext, msg: Message, round_no: int) -> tuple[Transaction, bytes]:

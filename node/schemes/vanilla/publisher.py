@@ -22,12 +22,15 @@ from node.roles.learner import Learner, check_update
 from node.schemes.vanilla.common import (
     ACCURACY_AGGREGATORS,
     FINAL_COMMIT_S,
+    FINAL_LINGER_S,
     VALIDATION_SAMPLES,
     replica_of,
 )
 from topologies import NodeKind
 
 log = logging.getLogger(__name__)
+
+LINGER_POLL_S = 0.05
 
 
 class PublisherRole(Role):
@@ -50,9 +53,14 @@ class PublisherRole(Role):
         self.round_started = 0.0
         self.partials: dict[str, dict[str, Any]] = {}
         self.update_txs: dict[str, list[Transaction]] = {}
+        # device -> why its update was dropped this round (it counts as rejected)
+        self.dropped_updates: dict[str, str] = {}
         self.samples_by_device: dict[str, int] = {}
         self.last_tx: bytes | None = None
         self.final_deadline = 0.0
+        self.final_height = 0
+        self.lingering: list[str] = []
+        self.absent: set[str] = set()  # nodes that missed the last round (presumed down)
         self.run_started = ctx.now()
         ctx.set_timer("startup", ctx.config.startup_timeout_s)
         log.info("waiting for %d nodes", len(self.expected))
@@ -88,6 +96,8 @@ class PublisherRole(Role):
             self._begin_round(ctx)
         elif name == "deadline":
             self._aggregate(ctx)
+        elif name == "linger":
+            self._check_linger(ctx)
         elif name == "final":
             store = replica_of(ctx).chain.store
             if self.last_tx is None or store.tx_location(self.last_tx) is not None:
@@ -136,6 +146,7 @@ class PublisherRole(Role):
         self.partials = {}
         self.update_txs = {}
         self.individual = {}
+        self.dropped_updates = {}
         deadline = ctx.config.learning.round_deadline_s
         ctx.multicast(
             self.mecs,
@@ -163,6 +174,7 @@ class PublisherRole(Role):
                 p = {**p, "weights": check_update(self.weights, p.get("weights"))}
         except (ValueError, TypeError, KeyError) as exc:
             ctx.drop("bad_model", f"partial from {msg.sender}: {exc}")
+            self._drop_partial_updates(ctx, msg.sender, p.get("contributors"))
             return
         self.update_txs[msg.sender] = txs
         self.partials[msg.sender] = p
@@ -184,11 +196,22 @@ class PublisherRole(Role):
             tx = by_key.get(ctx.config.roster.get(str(node), ""))
             if tx is None or tx.payload.get("blob") != sha256(weights_to_bytes(weights)):
                 ctx.drop("tampered_update", f"update of {node} does not match its transaction")
+                self.dropped_updates[str(node)] = "tampered"
                 continue
             if not isinstance(samples, int) or samples <= 0:
                 raise ValueError(f"update of {node} without a sample count")
             out.append(Update(weights, samples, None, str(node)))
         return out
+
+    def _drop_partial_updates(self, ctx: NodeContext, mec: str, listed: object) -> None:
+        """Count the updates of a refused partial (the devices it lists that are that
+        MEC's) as rejected this round."""
+        if not isinstance(listed, list):
+            return
+        own = {n.id for n in ctx.topology.of_kind(NodeKind.DEVICE) if n.parent == mec}
+        for node in listed:
+            if isinstance(node, str) and node in own:
+                self.dropped_updates.setdefault(node, "invalid_partial")
 
     def _combine(self, ctx: NodeContext) -> tuple[list[str], list[str]]:
         """Aggregate this round's updates into self.weights; (contributors, rejected)."""
@@ -232,8 +255,13 @@ class PublisherRole(Role):
 
     def _aggregate(self, ctx: NodeContext) -> None:
         ctx.cancel_timer("deadline")
-        contributors, rejected = self._combine(ctx)
+        contributors, refused = self._combine(ctx)
+        reasons = {d: "aggregator" for d in refused}
+        reasons.update(self.dropped_updates)
+        rejected = sorted(reasons)
         missing_mecs = sorted(set(self.mecs) - set(self.partials))
+        missing_devices = sorted(m for p in self.partials.values() for m in p.get("missing", []))
+        self.absent = {*missing_mecs, *missing_devices}
         if not contributors:
             log.warning("round %d: no usable update; the global model is unchanged", self.round)
         self.learner.load(self.weights)
@@ -248,8 +276,8 @@ class PublisherRole(Role):
             eval_set="test",
             contributors=len(contributors),
             rejected=rejected,
-            missing=missing_mecs
-            + sorted(m for p in self.partials.values() for m in p.get("missing", [])),
+            rejected_reasons=dict(sorted(reasons.items())),
+            missing=missing_mecs + missing_devices,
             round_time_s=round_time,
             elapsed_s=ctx.now() - self.run_started,
         )
@@ -317,7 +345,30 @@ class PublisherRole(Role):
         self._send_stop(ctx)
 
     def _send_stop(self, ctx: NodeContext) -> None:
+        """Send ``stop`` with the final height, then linger serving ledger sync until every
+        node still in the run reports that height (or FINAL_LINGER_S passes): a node whose
+        MEC died has missed blocks and catches up from here (or from any other peer)."""
         height = replica_of(ctx).height
         ctx.multicast(sorted(self.expected), "stop", {"height": height})
         ctx.metrics.write("finished", rounds=self.round, elapsed_s=ctx.now() - self.run_started)
-        ctx.stop()
+        alive = self.ready if self.round == 0 else self.expected
+        self.lingering = sorted(alive - self.absent)
+        self.final_height = height
+        self.final_deadline = ctx.now() + FINAL_LINGER_S
+        self._check_linger(ctx)
+
+    def _check_linger(self, ctx: NodeContext) -> None:
+        heights = replica_of(ctx).sync.peer_heights
+        behind = [n for n in self.lingering if heights.get(n, -1) < self.final_height]
+        if not behind:
+            ctx.stop()
+        elif ctx.now() > self.final_deadline:
+            log.warning(
+                "stopping; %d nodes did not report the final height %d: %s",
+                len(behind),
+                self.final_height,
+                behind,
+            )
+            ctx.stop()
+        else:
+            ctx.set_timer("linger", LINGER_POLL_S)
