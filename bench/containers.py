@@ -37,10 +37,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.scale import PublisherFollower, raise_priority, read_mem_mb
-from orchestrator import image
 from orchestrator.collect import read_records
 from orchestrator.runner import Run
 from orchestrator.scenario import parse_scenario
+from topologies.backends import image
 from topologies.backends.docker_engine import DockerUnavailable, PrivateDockerd, client
 
 DEVICES_PER_MEC = 5

@@ -25,6 +25,7 @@ Run (root, a kernel with sch_netem): ``python bench/fidelity.py --netem-topology
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 import statistics
@@ -155,10 +156,30 @@ def machine() -> str:
     return f"kernel {platform.release()}, CPU {cpu!r}, system vendor {vendor!r}"
 
 
-def timer_check(repeats: int = 20) -> str:
-    """How late this kernel's timers fire: sleep overshoot at 1 and 20 ms, and the rate error
-    their difference implies (a VM whose timer frequency was calibrated a few % off the
-    clock delays every netem packet that much too long)."""
+@dataclass(frozen=True)
+class TimerCheck:
+    """Median sleep() overshoot (ms) at 1 and 20 ms and the timer rate error it implies."""
+
+    over_1ms: float
+    over_20ms: float
+
+    @property
+    def rate_pct(self) -> float:
+        """How much slower than the clock the timers run (%): a VM whose timer frequency was
+        calibrated a few % off delays every netem packet that much too long."""
+        return (self.over_20ms - self.over_1ms) / 19 * 100
+
+    def line(self, when: str = "") -> str:
+        """One line for the report."""
+        return (
+            f"timer check{when}: sleep() overshoots by median {self.over_1ms:.3f} ms at 1 ms "
+            f"and {self.over_20ms:.3f} ms at 20 ms (late wake-up; rate error about "
+            f"{self.rate_pct:+.1f}%)"
+        )
+
+
+def timer_check(repeats: int = 20) -> TimerCheck:
+    """How late this kernel's timers fire (see TimerCheck)."""
     over = {}
     for ms in (1, 20):
         samples = []
@@ -167,11 +188,54 @@ def timer_check(repeats: int = 20) -> str:
             time.sleep(ms / 1000)
             samples.append((time.monotonic_ns() - t) / 1e6 - ms)
         over[ms] = statistics.median(samples)
-    rate = (over[20] - over[1]) / 19 * 100
-    return (
-        f"timer check: sleep() overshoots by median {over[1]:.3f} ms at 1 ms and "
-        f"{over[20]:.3f} ms at 20 ms (late wake-up; rate error about {rate:+.1f}%)"
-    )
+    return TimerCheck(over[1], over[20])
+
+
+def diagnose(
+    results: list[ProbeResult],
+    timers: tuple[TimerCheck, TimerCheck],
+    load: tuple[float, float, float],
+    cpus: int,
+) -> list[str]:
+    """Why the measurement failed, in lines: host load, the timers before and after (their
+    rate error and drift), the worst links, and which of these explains the errors."""
+    failed = [r for r in results if not r.ok]
+    if not failed:
+        return []
+    before, after = timers
+    worst = sorted(results, key=lambda r: abs(r.error) / r.tolerance, reverse=True)[:3]
+    out = [
+        f"why: {len(failed)} of {len(results)} links outside max({ABS_TOL_MS} ms, "
+        f"{REL_TOL:.0%}); host load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
+        f"on {cpus} CPUs",
+        f"why: timers: rate error {before.rate_pct:+.1f}% before, {after.rate_pct:+.1f}% after "
+        f"(drift {after.rate_pct - before.rate_pct:+.1f} points); 1 ms sleep overshoot "
+        f"{before.over_1ms:.3f} -> {after.over_1ms:.3f} ms",
+        "why: worst links: "
+        + "; ".join(
+            f"{r.probe.name} ({r.probe.kind}) {r.measured:.3f} vs {r.probe.configured:.3f} ms "
+            f"({r.error / r.probe.configured:+.1%}, {abs(r.error) / r.tolerance:.1f}x tol)"
+            if r.probe.configured
+            else f"{r.probe.name} ({r.probe.kind}) {r.error:+.3f} ms"
+            for r in worst
+        ),
+    ]
+    rel = [r.error / r.probe.configured for r in failed if r.probe.configured > 0]
+    timer_pct = max(before.rate_pct, after.rate_pct)
+    causes = []
+    if rel and all(e > 0 for e in rel) and timer_pct > 0 and max(rel) * 100 <= 2 * timer_pct + 1:
+        causes.append(
+            f"late timers: every failed link is too slow by at most {max(rel):.1%}, in line "
+            f"with the timers' {timer_pct:+.1f}% (a VM's timer calibrated off on a busy host)"
+        )
+    if load[0] > cpus:
+        causes.append(f"a busy host: load {load[0]:.1f} > {cpus} CPUs delays the probes")
+    if abs(after.rate_pct - before.rate_pct) > 1.0:
+        causes.append("the timer rate drifted during the measurement")
+    if not causes:
+        causes.append("not the timers nor the load: look at netem (tc -s qdisc) on these links")
+    out.append("why: likely cause: " + "; ".join(causes))
+    return out
 
 
 def run(scenario_path: Path, count: int, interval_s: float, baseline_only: bool) -> int:
@@ -181,7 +245,8 @@ def run(scenario_path: Path, count: int, interval_s: float, baseline_only: bool)
     probe = probe_netem()
     print(f"bcfl delay fidelity of {scenario_path} (seed {scenario.seed}); {machine()}")
     print(f"netem: available={probe.available} ({probe.reason})")
-    print(timer_check())
+    timer_before = timer_check()
+    print(timer_before.line(" (before)"))
     if not probe.available and not baseline_only:
         print("netem is NOT available on this kernel: kernel delays cannot be measured here "
               "(run vm/test-in-qemu.sh, or --baseline-only)")  # fmt: skip
@@ -200,7 +265,12 @@ def run(scenario_path: Path, count: int, interval_s: float, baseline_only: bool)
     results = [ProbeResult(pr, baseline[pr.name], shaped[pr.name])
                for pr in probes(spec, address_plan)]  # fmt: skip
     print_table(results)
+    timer_after = timer_check()
+    print(timer_after.line(" (after)"))
     failed = [r for r in results if not r.ok]
+    for line in diagnose(results, (timer_before, timer_after), os.getloadavg(),
+                         os.cpu_count() or 1):  # fmt: skip
+        print(line)
     verdict = "PASS" if not failed else f"FAIL ({len(failed)} of {len(results)} links)"
     print(f"\nFIDELITY: {verdict}")
     return 0 if not failed else 1

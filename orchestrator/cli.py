@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     build.add_argument("--tag", help="image tag (default: bcfl-node:VERSION-SOURCEDIGEST)")
     build.add_argument(
-        "--mirror", default="", help="--offline: Debian mirror (default deb.debian.org)"
+        "--mirror", default="", help="--offline: Debian mirror (default: from /etc/apt's sources)"
     )
     image_sub.add_parser(
         "show", help="print the tag the containernet backend uses, and whether it exists"
@@ -216,7 +216,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 def cmd_image(args: argparse.Namespace) -> int:
     """`bcfl image build|show`."""
-    from orchestrator import image
+    from topologies.backends import image
     from topologies.backends.docker_engine import DockerUnavailable, client
 
     try:

@@ -3,7 +3,9 @@
 # /results/in-vm.log): (a) the mininet backend on scenarios/vm_netem.yaml with real netem,
 # (b) the delay fidelity of that topology, per link, with ping (bench/fidelity.py
 # --netem-topology), (c) with BCFL_VM_PYTEST=1 also tests/emu; BCFL_VM_ONLY=run|fidelity|pytest
-# runs one of them. Exit 0 only if all pass.
+# runs one of them. With BCFL_VM_DOCKER=1, dockerd runs first (its br_netfilter and iptables
+# FORWARD DROP must be in force, and the firewall must be the same after (a)-(c) as before).
+# Exit 0 only if all pass.
 set -u -o pipefail
 cd /opt/bcfl/src || exit 1
 SCENARIO=scenarios/vm_netem.yaml
@@ -23,6 +25,37 @@ from topologies.backends.netem import probe_netem
 p = probe_netem()
 print(f"netem probe: available={p.available} ({p.reason})")
 PY
+
+firewall_state() {  # what Docker set and what the backends may touch
+  for f in /proc/sys/net/bridge/bridge-nf-call-iptables /proc/sys/net/bridge/bridge-nf-call-ip6tables; do
+    printf '%s=%s\n' "$f" "$(cat "$f" 2>/dev/null || echo absent)"
+  done
+  iptables -w -S 2>&1
+  ip6tables -w -S 2>&1
+}
+DOCKERD_PID=
+if [ "${BCFL_VM_DOCKER:-0}" = 1 ]; then
+  stamp "dockerd (BCFL_VM_DOCKER=1): Docker's own firewall set-up during every test below"
+  dockerd >/results/dockerd.log 2>&1 &
+  DOCKERD_PID=$!
+  up=0
+  deadline=$(($(date +%s) + 300))
+  while [ "$(date +%s)" -lt "$deadline" ] && kill -0 "$DOCKERD_PID" 2>/dev/null; do
+    if docker info >/dev/null 2>&1; then up=1; break; fi
+    sleep 1
+  done
+  nf=$(cat /proc/sys/net/bridge/bridge-nf-call-iptables 2>/dev/null || echo absent)
+  policy=$(iptables -w -S FORWARD 2>/dev/null | head -n 1)
+  echo "dockerd up: $up ($(docker --version 2>/dev/null)); bridge-nf-call-iptables=$nf;" \
+    "iptables: ${policy:-none}; br_netfilter: $(grep -c '^br_netfilter' /proc/modules) module(s)"
+  if [ "$up" = 1 ] && [ "$nf" = 1 ] && [ "$policy" = "-P FORWARD DROP" ]; then
+    echo "Docker's firewall is in force: ok"
+  else
+    tail -n 20 /results/dockerd.log
+    fails+=("dockerd did not set br_netfilter + FORWARD DROP (the Docker variant tests nothing)")
+  fi
+  firewall_state >/results/firewall-before.txt
+fi
 
 only=${BCFL_VM_ONLY:-}
 if [ -z "$only" ] || [ "$only" = run ]; then
@@ -86,6 +119,17 @@ if [ "${BCFL_VM_PYTEST:-0}" = 1 ] || [ "$only" = pytest ]; then
   else
     fails+=("pytest tests/emu")
   fi
+fi
+
+if [ -n "$DOCKERD_PID" ]; then
+  firewall_state >/results/firewall-after.txt
+  if diff -u /results/firewall-before.txt /results/firewall-after.txt; then
+    echo "firewall and sysctls after the runs: exactly as Docker left them"
+  else
+    fails+=("the firewall changed during the runs (diff above)")
+  fi
+  kill "$DOCKERD_PID" 2>/dev/null
+  wait "$DOCKERD_PID" 2>/dev/null
 fi
 
 stamp "done"

@@ -10,11 +10,16 @@
 #
 # Environment:
 #   BCFL_VENV=/opt/bcfl/venv     where the venv goes
-#   BCFL_SKIP_DOCKER=1           no Docker (and so no node image)
+#   BCFL_SKIP_DOCKER=1           no Docker and no node image (even where Docker is installed)
 #   BCFL_SKIP_CONTAINERNET=1     no Containernet (its Git repository is not fetched)
 #   BCFL_SKIP_TESTS=1            no pytest and no smoke scenario at the end
 #   BCFL_TORCH_VERSION=2.13.0    the CPU torch to install
 #   BCFL_WHEELS=/opt/wheels      a directory that may hold torch-<version>+cpu-*.whl
+#   BCFL_TORCH_INDEX_URL=URL     PyTorch's CPU wheel index (the "CPU" index URL on PyTorch's
+#                                install page); unset: pip's configured index, which on the
+#                                public one is the CUDA build (~2.8 GB)
+#   BCFL_EXTRA_CA=FILE[:FILE]    extra CA certificates (PEM) to trust, e.g. an intercepting
+#                                HTTPS proxy's; *.crt and *.pem in REPO/vm/ca/ are taken too
 #   BCFL_EXTRAS=test,containers  the project's extras (without Docker: test)
 #   BCFL_CONTAINERNET_REF=master the Containernet branch or tag
 set -euo pipefail
@@ -57,6 +62,31 @@ if [ "${ID:-}" = ubuntu ] && [ "${VERSION_ID:-}" = 22.04 ]; then
   PY_PKGS="$PY_PKGS python3.11 python3.11-venv"
 fi
 
+# Extra CA certificates (an intercepting HTTPS proxy's) before anything is downloaded: into
+# the system trust store, which apt, git, Docker and (through PIP_CERT) pip use.
+ca_files=()
+IFS=: read -r -a given <<<"${BCFL_EXTRA_CA:-}"
+for f in "${given[@]}"; do
+  [ -z "$f" ] && continue
+  [ -f "$f" ] || die "BCFL_EXTRA_CA: $f is not a file (give PEM files separated by ':')"
+  ca_files+=("$f")
+done
+for f in "$REPO"/vm/ca/*.crt "$REPO"/vm/ca/*.pem; do
+  if [ -f "$f" ]; then ca_files+=("$f"); fi
+done
+if [ "${#ca_files[@]}" -gt 0 ]; then
+  step "extra CA certificates: ${ca_files[*]}"
+  mkdir -p /usr/local/share/ca-certificates/bcfl
+  for f in "${ca_files[@]}"; do
+    grep -q 'BEGIN CERTIFICATE' "$f" || die "$f holds no PEM certificate (BEGIN CERTIFICATE)"
+    cp "$f" "/usr/local/share/ca-certificates/bcfl/$(basename "${f%.*}").crt"
+  done
+  # Without the ca-certificates package yet, its installation below picks them up.
+  if command -v update-ca-certificates >/dev/null; then update-ca-certificates >/dev/null; fi
+  export PIP_CERT=/etc/ssl/certs/ca-certificates.crt
+  export REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
+fi
+
 step "apt packages: mininet and its tools, Open vSwitch, Python, git"
 apt-get update -qq
 # shellcheck disable=SC2086
@@ -83,8 +113,8 @@ fi
 if [ "${BCFL_SKIP_DOCKER:-0}" = 1 ]; then
   step "Docker: skipped (BCFL_SKIP_DOCKER=1)"
 else
-  step "Docker (docker.io)"
-  apt-get install -y -qq docker.io >/dev/null
+  step "Docker (docker.io; debootstrap for the offline node image)"
+  apt-get install -y -qq docker.io debootstrap >/dev/null
   if systemd_running; then
     systemctl enable --now docker.service >/dev/null
   fi
@@ -117,10 +147,18 @@ else
     note "from the local wheel $wheel"
     "${PIP[@]}" install -q "$wheel"
   else
-    note "from https://download.pytorch.org/whl/cpu"
-    "${PIP[@]}" install -q "torch==$TORCH_VERSION" --index-url https://download.pytorch.org/whl/cpu ||
-      { note "torch $TORCH_VERSION not there: the newest CPU torch instead";
-        "${PIP[@]}" install -q torch --index-url https://download.pytorch.org/whl/cpu; }
+    index=()
+    if [ -n "${BCFL_TORCH_INDEX_URL:-}" ]; then
+      note "from BCFL_TORCH_INDEX_URL=$BCFL_TORCH_INDEX_URL"
+      index=(--index-url "$BCFL_TORCH_INDEX_URL")
+    else
+      note "warning: BCFL_TORCH_INDEX_URL is not set: torch from pip's configured index; on the"
+      note "public index that is the CUDA build (~2.8 GB download, a ~5 GB venv). Set it to"
+      note "the CPU index URL from PyTorch's install page to get the CPU build."
+    fi
+    "${PIP[@]}" install -q "torch==$TORCH_VERSION" "${index[@]}" ||
+      { note "torch $TORCH_VERSION not there: the newest torch of that index instead";
+        "${PIP[@]}" install -q torch "${index[@]}"; }
   fi
 fi
 
@@ -149,8 +187,10 @@ else
   "$VENV/bin/python" -c 'from mininet.node import Docker; print("    containernet imports:", Docker)'
 fi
 
-step "node image (bcfl image build)"
-if ! command -v docker >/dev/null; then
+step "node image (bcfl image build; offline when no registry answers)"
+if [ "${BCFL_SKIP_DOCKER:-0}" = 1 ]; then
+  note "skipped: BCFL_SKIP_DOCKER=1"
+elif ! command -v docker >/dev/null; then
   note "skipped: Docker is not installed"
 elif ! bcfl image --help >/dev/null 2>&1; then
   note "skipped: this checkout has no 'bcfl image' command yet"

@@ -41,7 +41,10 @@ grep -qw 'bcfl.pytest=1' /proc/cmdline && pytest_too=1
 only=$(grep -o 'bcfl.only=[a-z]*' /proc/cmdline | cut -d= -f2)
 gate=1
 grep -qw 'bcfl.fidelity_gate=0' /proc/cmdline && gate=0
-BCFL_VM_ONLY=$only BCFL_VM_PYTEST=$pytest_too BCFL_VM_FIDELITY_GATE=$gate bash /opt/bcfl/src/vm/in-vm-test.sh 2>&1 | tee /results/in-vm.log
+docker=0
+grep -qw 'bcfl.docker=1' /proc/cmdline && docker=1
+BCFL_VM_ONLY=$only BCFL_VM_PYTEST=$pytest_too BCFL_VM_FIDELITY_GATE=$gate BCFL_VM_DOCKER=$docker \
+  bash /opt/bcfl/src/vm/in-vm-test.sh 2>&1 | tee /results/in-vm.log
 if [ "${PIPESTATUS[0]}" = 0 ]; then
   echo PASS >/results/result.txt
   finish PASS

@@ -21,7 +21,13 @@
 #   BCFL_VM_CACHE=/var/tmp/bcfl-vm   cache (rootfs, kernel, image, results/<time>/)
 #   BCFL_VM_TIMEOUT=2400             seconds the VM may run before it is killed (FAIL)
 #   BCFL_VM_MEM=4096 BCFL_VM_CPUS=2  guest memory (MiB) and CPUs
-#   BCFL_VM_MIRROR=http://deb.debian.org/debian
+#   BCFL_VM_MIRROR=URL               the Debian mirror for debootstrap; default: the first Debian
+#                                    "main" source of this machine's apt configuration
+#                                    (/etc/apt/sources.list{,.d/*.list,.d/*.sources})
+#   BCFL_VM_DOCKER=1                 also install docker.io in the image (the package; no image
+#                                    is pulled) and start dockerd in the guest before the tests,
+#                                    so that Docker's br_netfilter + iptables FORWARD DROP are in
+#                                    force while the mininet backend runs (they must not matter)
 #   BCFL_VM_REBUILD=1                throw the cache away and start again
 #   BCFL_VM_PYTEST=1                 also run the emu tests (tests/emu) inside the VM
 #   BCFL_VM_BUILD_ONLY=1             stop after making the image (no boot)
@@ -35,7 +41,9 @@ CACHE=${BCFL_VM_CACHE:-/var/tmp/bcfl-vm}
 TIMEOUT=${BCFL_VM_TIMEOUT:-2400}
 MEM=${BCFL_VM_MEM:-4096}
 CPUS=${BCFL_VM_CPUS:-2}
-MIRROR=${BCFL_VM_MIRROR:-http://deb.debian.org/debian}
+MIRROR=$(python3 "$REPO/topologies/backends/aptsources.py" "${BCFL_VM_MIRROR:-}" BCFL_VM_MIRROR) ||
+  exit 1
+DOCKER=${BCFL_VM_DOCKER:-0}
 SUITE=bookworm
 ROOTFS=$CACHE/rootfs
 IMG=$CACHE/root.raw
@@ -171,6 +179,22 @@ else
   step "provisioned rootfs: cached (key $PROV_KEY)"
 fi
 
+# --- 2b. docker.io (BCFL_VM_DOCKER=1): the package only; dockerd starts in the guest --------
+if [ "$DOCKER" = 1 ]; then
+  if [ "$(cat "$CACHE/docker.stamp" 2>/dev/null || true)" != "$PROV_KEY" ]; then
+    step "docker.io into the rootfs (BCFL_VM_DOCKER=1; no daemon runs in the chroot)"
+    cp /etc/resolv.conf "$ROOTFS/etc/resolv.conf"
+    chroot_mounts
+    CHROOT_CMD=(bash -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends docker.io iptables >/dev/null && docker --version')
+    in_chroot
+    cleanup
+    rm -rf "$ROOTFS/var/cache/apt/archives/"*.deb "$ROOTFS/var/lib/apt/lists/"*
+    echo "$PROV_KEY" >"$CACHE/docker.stamp"
+  else
+    step "docker.io in the rootfs: cached"
+  fi
+fi
+
 # --- 3. this working tree, the init, the disk image --------------------------------------
 step "copying the working tree into the rootfs; init = vm/qemu-init.sh"
 copy_tree
@@ -198,6 +222,7 @@ extra=""
 if [ "${BCFL_VM_PYTEST:-0}" = 1 ]; then extra="bcfl.pytest=1"; fi
 if [ -n "${BCFL_VM_ONLY:-}" ]; then extra="$extra bcfl.only=$BCFL_VM_ONLY"; fi
 if [ "${BCFL_VM_FIDELITY_GATE:-1}" = 0 ]; then extra="$extra bcfl.fidelity_gate=0"; fi
+if [ "$DOCKER" = 1 ]; then extra="$extra bcfl.docker=1"; fi
 : >"$LOG"
 qemu-system-x86_64 -accel tcg -cpu max -m "$MEM" -smp "$CPUS" -display none -no-reboot \
   -kernel "$CACHE/vmlinuz" -initrd "$CACHE/initrd.img" \

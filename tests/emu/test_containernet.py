@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from orchestrator import image
 from orchestrator.cli import main as cli_main
 from orchestrator.runner import Run
 from orchestrator.scenario import load_scenario
 from tests.emu.leftovers import leftovers
+from topologies.backends import image
 from topologies.backends.docker_engine import RUN_LABEL, PrivateDockerd, client
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import image
 from orchestrator.cli import main as cli_main
 from orchestrator.scenario import ScenarioError, parse_scenario
+from topologies.backends import image
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,3 +58,90 @@ def test_no_engine_is_a_clear_error(
     assert cli_main(["image", "show"]) == 1
     err = capsys.readouterr().err
     assert "no Docker engine answers" in err and "nothing.sock" in err
+
+
+# What `docker build` says when it cannot pull its base image or pip cannot reach its index
+# (host names as in real messages, written as labels so no registry host is spelled here).
+_REG = ".".join(("registry-1", "example", "io"))
+NO_REGISTRY = [
+    f'Get "https://{_REG}/v2/": dial tcp: lookup {_REG} on 10.0.2.3:53: no such host',
+    f'Get "https://{_REG}/v2/": dial tcp 10.1.2.3:443: i/o timeout',
+    "Temporary failure in name resolution",
+    "Failed to establish a new connection: [Errno 101] Network is unreachable",
+]
+NOT_REGISTRY = [
+    "COPY failed: file not found in build context: stat pyproject.toml",
+    "no space left on device",
+    "The command '/bin/sh -c pip install torch' returned a non-zero code: 1",
+]
+
+
+@pytest.mark.parametrize("message", NO_REGISTRY)
+def test_no_registry_errors_mean_building_offline(message: str) -> None:
+    assert image.registry_unreachable("docker build failed: " + message)
+
+
+@pytest.mark.parametrize("message", NOT_REGISTRY)
+def test_other_build_errors_are_not_hidden_by_the_fallback(message: str) -> None:
+    assert not image.registry_unreachable("docker build failed: " + message)
+
+
+def _fake_build(
+    monkeypatch: pytest.MonkeyPatch, online_error: str, euid: int = 0
+) -> list[str]:
+    calls: list[str] = []
+
+    def online(client: object, tag: str) -> str:
+        calls.append("online")
+        raise image.ImageError("docker build failed: " + online_error)
+
+    def offline(client: object, tag: str, mirror: str = "") -> str:
+        calls.append("offline")
+        return tag
+
+    import topologies.backends.docker_engine as engine
+
+    monkeypatch.setattr(engine, "client", lambda: object())
+    monkeypatch.setattr(image, "build_online", online)
+    monkeypatch.setattr(image, "build_offline", offline)
+    monkeypatch.setattr(image.os, "geteuid", lambda: euid)
+    return calls
+
+
+def test_build_falls_back_to_offline_when_no_registry_answers(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calls = _fake_build(monkeypatch, NO_REGISTRY[0])
+    assert image.build(offline=False, tag="bcfl-node:t") == "bcfl-node:t"
+    assert calls == ["online", "offline"]
+    said = [ln for ln in capsys.readouterr().err.splitlines() if "building offline" in ln]
+    assert len(said) == 1 and "no registry reachable" in said[0] and "no such host" in said[0]
+
+
+def test_build_does_not_fall_back_on_other_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _fake_build(monkeypatch, NOT_REGISTRY[0])
+    with pytest.raises(image.ImageError, match="COPY failed"):
+        image.build(offline=False, tag="bcfl-node:t")
+    assert calls == ["online"]
+
+
+def test_fallback_without_root_says_the_offline_build_needs_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = _fake_build(monkeypatch, NO_REGISTRY[0], euid=1000)
+    with pytest.raises(image.ImageError, match="--offline needs root"):
+        image.build(offline=False, tag="bcfl-node:t")
+    assert calls == ["online"]
+
+
+def test_the_offline_mirror_comes_from_the_option_the_variable_or_apt(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv(image.MIRROR_ENV, "http://env.example/debian")
+    assert image._mirror("http://opt.example/debian") == "http://opt.example/debian"
+    assert image._mirror() == "http://env.example/debian"
+    monkeypatch.delenv(image.MIRROR_ENV)
+    (tmp_path / "sources.list").write_text("deb http://proxy.example:3142/debian bookworm main\n")
+    assert image._mirror(apt_root=tmp_path) == "http://proxy.example:3142/debian"
+    with pytest.raises(image.ImageError, match=r"give one with --mirror or BCFL_DEBIAN_MIRROR"):
+        image._mirror(apt_root=tmp_path / "nothing")

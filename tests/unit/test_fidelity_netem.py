@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.fidelity_netem import Probe, ProbeResult, bridge_address, probes
+from bench.fidelity_netem import (
+    Probe,
+    ProbeResult,
+    TimerCheck,
+    bridge_address,
+    diagnose,
+    probes,
+)
 from orchestrator.scenario import load_scenario
 from topologies.backends.addressing import plan
 from topologies.backends.mininet import short_names
@@ -55,3 +62,32 @@ def test_verdict_is_one_way_within_half_a_millisecond_or_five_percent() -> None:
     assert ok.tolerance == 1.0
     assert abs(ok.measured - 20.9) < 1e-9 and ok.ok
     assert not late.ok
+
+
+def _result(name: str, delay: float, measured: float) -> ProbeResult:
+    there = LinkSpec("a", "b", LinkKind.BACKHAUL, 1000.0, delay)
+    back = LinkSpec("b", "a", LinkKind.BACKHAUL, 1000.0, delay)
+    probe = Probe("backhaul", name, "a", "10.0.0.2", (there, back))
+    return ProbeResult(probe, baseline=[0.5] * 5, shaped=[0.5 + 2 * measured] * 5)
+
+
+def test_a_failed_measurement_says_why_late_timers() -> None:
+    results = [_result("m0 <-> m1", 40.0, 42.4), _result("d0 <-> d1", 2.0, 2.1)]
+    timers = (TimerCheck(0.05, 0.05 + 19 * 0.04), TimerCheck(0.06, 0.06 + 19 * 0.045))
+
+    lines = diagnose(results, timers, (1.2, 1.0, 0.9), 2)
+
+    text = "\n".join(lines)
+    assert lines and all(line.startswith("why: ") for line in lines)
+    assert "1 of 2 links" in text and "load average 1.2" in text
+    assert "rate error +4.0% before, +4.5% after" in text
+    assert "m0 <-> m1 (backhaul) 42.400 vs 40.000 ms (+6.0%" in text.splitlines()[2]
+    assert "likely cause: late timers" in text and "a busy host: load" not in text
+
+
+def test_a_failed_measurement_says_why_busy_host_and_otherwise_netem() -> None:
+    late = [_result("m0 <-> m1", 40.0, 37.0)]  # early: not the timers
+    steady = (TimerCheck(0.05, 0.05), TimerCheck(0.05, 0.05))
+    assert "a busy host: load 12.0 > 2 CPUs" in diagnose(late, steady, (12.0, 9.0, 5.0), 2)[-1]
+    assert "look at netem" in diagnose(late, steady, (0.5, 0.5, 0.5), 2)[-1]
+    assert diagnose([_result("ok", 40.0, 40.1)], steady, (9.0, 9.0, 9.0), 2) == []

@@ -97,7 +97,7 @@ class ContainernetBackend(MininetBackend):
         `data_dirs` the scenario's data-set directories, mounted into every container."""
         super().__init__(token, delay_mode, netem, capture, **kwargs)
         self.data_dirs = data_dirs or []
-        from orchestrator.image import default_tag, require
+        from topologies.backends.image import default_tag, require
 
         self.containers = containers
         self.image = containers.image or default_tag()

@@ -25,6 +25,8 @@ Daemons are forked by the `ForkServer` (torch imported once) and join their host
 namespace with setns before they open a socket. `stop` kills the daemons by PID, stops
 any tcpdump, and has Mininet remove exactly the hosts, links and bridges it created; every
 name starts with the run's token, which `clean` uses for leftovers of a crashed run.
+Where Docker (or anyone) turned on br_netfilter, the Linux bridges get a FORWARD ACCEPT rule
+tagged with the token (`topologies.backends.bridgefw`), removed by `stop` and by `clean`.
 Never `mn -c`: it kills by name and deletes /tmp/*.log machine-wide.
 """
 
@@ -41,7 +43,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from topologies.backends import ovs
+from topologies.backends import bridgefw, ovs
 from topologies.backends.addressing import PORT, AddressPlan, plan, route_batch
 from topologies.backends.base import Launch
 from topologies.backends.tc import link_argv, shaping_plan
@@ -124,6 +126,7 @@ class MininetBackend:
         self._dumps: list[subprocess.Popen[bytes]] = []
         self._spec: TopologySpec | None = None
         self._final: dict[int, int | None] = {}
+        self._bridge_fw: bridgefw.BridgeForwarding | None = None
 
     def endpoints(self, spec: TopologySpec) -> dict[str, str]:
         """Each daemon's identity address and the fixed port."""
@@ -148,6 +151,9 @@ class MininetBackend:
         assert self._plan is not None and self._spec is not None
         setLogLevel("warning")
         p, spec = self._plan, self._spec
+        if self.switch == "linux":  # Docker's br_netfilter + FORWARD DROP must not matter
+            self._bridge_fw = bridgefw.BridgeForwarding(self.token, f"{self.token}s")
+            self._bridge_fw.start()
         net = Mininet(build=False, controller=None, autoSetMacs=False, waitConnected=False)
         self._net = net
         nodes = {}
@@ -384,6 +390,9 @@ class MininetBackend:
             if self.private_ovs is not None:
                 self.private_ovs.stop()
                 self.private_ovs = None
+            if self._bridge_fw is not None:
+                self._bridge_fw.stop()
+                self._bridge_fw = None
 
 
 def tc_batches(spec: TopologySpec, p: AddressPlan, delay_in_kernel: bool) -> dict[str, str]:
@@ -436,7 +445,7 @@ def clean(token: str) -> list[str]:
     private Open vSwitch (``switch: ovs-user``) by the PIDs in its pidfiles."""
     if not TOKEN_RE.fullmatch(token):
         raise ValueError(f"run token {token!r} must match {TOKEN_RE.pattern}")
-    removed = ovs.clean(token)
+    removed = ovs.clean(token) + bridgefw.clean(token)
     name_re = re.compile(rf"mininet:{token}[hs]\d+$")
     for pid_dir in Path("/proc").iterdir():
         if not pid_dir.name.isdigit():

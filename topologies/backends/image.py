@@ -2,15 +2,19 @@
 
 Two ways to build the same image, one command (`bcfl image build [--offline]`):
 
-* online: `docker build -f docker/Dockerfile` from a slim Python base image, with CPU torch
-  from PyTorch's CPU index (for machines that reach Docker Hub);
+* online: `docker build -f topologies/backends/dockerfiles/Dockerfile` from a slim Python
+  base image, with torch from the index that ``BCFL_TORCH_INDEX_URL`` names (PyTorch's CPU
+  index: never spelled here), for machines that reach Docker Hub. When the build fails
+  because no registry answers (name resolution, connection refused or timed out), it says
+  so in one line and builds offline instead (as root);
 * offline (`--offline`): no registry of images needed. A Debian root filesystem is made with
-  debootstrap (from the Debian mirror), the project and its dependencies are turned into
+  debootstrap (from the Debian mirror of this machine's apt sources, or ``--mirror`` /
+  ``BCFL_DEBIAN_MIRROR``), the project and its dependencies are turned into
   wheels on this machine (`pip wheel`, so pip's own configuration, local wheel directories
   and CPU torch included, applies), installed into a venv inside the root filesystem by a
   chroot'ed pip that never touches the network, and `docker import`ed as the base image
   `bcfl-node-base:<deps digest>`. The project itself is then layered on top by a small
-  `docker build` (docker/Dockerfile.layer), so a code change rebuilds in seconds.
+  `docker build` (dockerfiles/Dockerfile.layer), so a code change rebuilds in seconds.
 
 Both give `/opt/bcfl/venv` with torch, the package and its dependencies on PATH, bash,
 iproute2, net-tools, iputils-ping, tcpdump and ethtool, and `sleep infinity` as the command.
@@ -31,6 +35,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from topologies.backends.aptsources import APT_ROOT, MirrorError, resolve_mirror
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +59,23 @@ DEBIAN_PACKAGES = (
 )
 EXTRAS = "mnist5k"
 DEFAULT_CACHE = Path(os.environ.get("BCFL_IMAGE_CACHE", "/var/tmp/bcfl-image"))
+DOCKERFILES = Path(__file__).resolve().parent / "dockerfiles"
+TORCH_INDEX_ENV = "BCFL_TORCH_INDEX_URL"
+MIRROR_ENV = "BCFL_DEBIAN_MIRROR"
+# What a failed pull or build says when no registry (of images or of packages) answers.
+NO_REGISTRY_SIGNS = (
+    "no such host",
+    "temporary failure in name resolution",
+    "name or service not known",
+    "server misbehaving",
+    "network is unreachable",
+    "connection refused",
+    "i/o timeout",
+    "tls handshake timeout",
+    "failed to establish a new connection",
+    "connection timed out",
+    "could not resolve host",
+)
 
 
 class ImageError(RuntimeError):
@@ -61,7 +84,7 @@ class ImageError(RuntimeError):
 
 def source_root() -> Path:
     """The repository the running package comes from (where pyproject.toml is)."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     if not (root / "pyproject.toml").is_file():
         raise ImageError(
             f"{root} is not a source checkout (no pyproject.toml): build the image from the "
@@ -79,7 +102,7 @@ def _package_files(root: Path) -> list[Path]:
 
 def source_digest(root: Path | None = None) -> str:
     """A digest of the package's Python files (and pyproject.toml) as they are now."""
-    root = root or Path(__file__).resolve().parents[1]
+    root = root or Path(__file__).resolve().parents[2]
     h = hashlib.sha256()
     for path in _package_files(root):
         if path.is_file():
@@ -126,8 +149,23 @@ def _run(argv: list[str], what: str, **kw: Any) -> None:
     log.info("%s took %.1f s", what, time.monotonic() - t0)
 
 
-def _mirror() -> str:
-    return os.environ.get("BCFL_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+def _mirror(explicit: str = "", apt_root: Path = APT_ROOT) -> str:
+    """--mirror, else BCFL_DEBIAN_MIRROR, else this machine's own apt sources."""
+    try:
+        return resolve_mirror(
+            explicit or os.environ.get(MIRROR_ENV, ""),
+            root=apt_root,
+            option=f"--mirror or {MIRROR_ENV}",
+        )
+    except MirrorError as exc:
+        raise ImageError(str(exc)) from None
+
+
+def registry_unreachable(message: str) -> bool:
+    """Whether a failed online build's message means that no registry answered (then the
+    offline build is the way), rather than a broken Dockerfile or a full disk."""
+    low = message.lower()
+    return any(sign in low for sign in NO_REGISTRY_SIGNS)
 
 
 def build_wheels(dest: Path) -> None:
@@ -194,7 +232,7 @@ def build_offline(client: Any, tag: str, cache: Path = DEFAULT_CACHE, mirror: st
         work = Path(tempfile.mkdtemp(prefix="build-", dir=cache))
         try:
             build_wheels(work / "wheels")
-            build_rootfs(work / "rootfs", work / "wheels", mirror or _mirror())
+            build_rootfs(work / "rootfs", work / "wheels", _mirror(mirror))
             _import_base(client, work / "rootfs", base)
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -203,7 +241,7 @@ def build_offline(client: Any, tag: str, cache: Path = DEFAULT_CACHE, mirror: st
 
 
 def _build_layer(client: Any, base: str, tag: str) -> None:
-    """docker/Dockerfile.layer: the project's wheel on top of the base (no network)."""
+    """dockerfiles/Dockerfile.layer: the project's wheel on top of the base (no network)."""
     root = source_root()
     with tempfile.TemporaryDirectory(prefix="bcfl-layer-") as tmp:
         ctx = Path(tmp)
@@ -212,14 +250,23 @@ def _build_layer(client: Any, base: str, tag: str) -> None:
              str(ctx / "wheel"), str(root)],
             "pip wheel (project)",
         )  # fmt: skip
-        shutil.copy(root / "docker" / "Dockerfile.layer", ctx / "Dockerfile")
+        shutil.copy(DOCKERFILES / "Dockerfile.layer", ctx / "Dockerfile")
         _docker_build(client, ctx, "Dockerfile", tag, {"BASE": base})
 
 
 def build_online(client: Any, tag: str) -> str:
-    """docker/Dockerfile from python:3.11-slim (needs Docker Hub and PyPI)."""
+    """dockerfiles/Dockerfile from python:3.11-slim (needs Docker Hub and a package index)."""
     root = source_root()
-    _docker_build(client, root, "docker/Dockerfile", tag, {})
+    index = os.environ.get(TORCH_INDEX_ENV, "")
+    if not index:
+        print(
+            f"bcfl image: {TORCH_INDEX_ENV} is not set: pip in the image takes torch from its "
+            "default index (the CUDA build, ~2.8 GB); set it to the CPU index URL from "
+            "PyTorch's install page",
+            file=sys.stderr,
+        )
+    dockerfile = str((DOCKERFILES / "Dockerfile").relative_to(root))
+    _docker_build(client, root, dockerfile, tag, {"TORCH_INDEX_URL": index})
     return tag
 
 
@@ -227,7 +274,7 @@ def _docker_build(
     client: Any, context: Path, dockerfile: str, tag: str, buildargs: dict[str, str]
 ) -> None:
     print(f"bcfl image: docker build {tag} …", file=sys.stderr, flush=True)
-    from docker.errors import BuildError
+    from docker.errors import APIError, BuildError
 
     try:
         client.images.build(
@@ -244,6 +291,8 @@ def _docker_build(
         raise ImageError(
             "docker build failed: " + str(exc) + "\n" + "\n".join(lines[-15:])
         ) from None
+    except APIError as exc:  # e.g. the engine could not pull the base image
+        raise ImageError(f"docker build failed: {exc}") from None
 
 
 def build(offline: bool, tag: str | None = None, mirror: str = "") -> str:
@@ -253,12 +302,22 @@ def build(offline: bool, tag: str | None = None, mirror: str = "") -> str:
     c = docker_client()
     tag = tag or default_tag()
     t0 = time.monotonic()
+    if not offline:
+        try:
+            build_online(c, tag)
+        except ImageError as exc:
+            if not registry_unreachable(str(exc)):
+                raise
+            first = str(exc).splitlines()[0][:160]
+            print(
+                f"bcfl image: no registry reachable ({first}): building offline instead",
+                file=sys.stderr,
+            )
+            offline = True
     if offline:
         if os.geteuid() != 0:
             raise ImageError("--offline needs root (debootstrap and chroot)")
         build_offline(c, tag, mirror=mirror)
-    else:
-        build_online(c, tag)
     print(f"bcfl image: built {tag} in {time.monotonic() - t0:.0f} s", file=sys.stderr)
     return tag
 
