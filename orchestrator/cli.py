@@ -139,7 +139,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     result = run.execute()
+    for failure in result.failures:
+        print(failure.line(), file=sys.stderr)
+    if result.problem is not None:
+        print(f"bcfl: error: {result.problem}", file=sys.stderr)
     acc = "n/a" if result.final_accuracy is None else f"{result.final_accuracy:.4f}"
+    if result.problem is not None:
+        acc = "n/a (no device contributed)"
     print(
         f"bcfl: {result.rounds_completed}/{scenario.training.rounds} rounds in "
         f"{result.elapsed_s:.1f}s, final test accuracy {acc}; results in {out}",
@@ -147,7 +153,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     if result.interrupted:
         return 130
-    return 0 if result.rounds_completed == scenario.training.rounds else 1
+    complete = result.rounds_completed == scenario.training.rounds
+    return 0 if complete and not result.failures and result.problem is None else 1
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

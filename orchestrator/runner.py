@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import platform
 import sys
 import time
@@ -16,8 +17,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from node.config import LearningConfig, NodeConfig
 from node.contracts.runtime import Genesis
 from node.keys import NodeKey, Roster
@@ -26,6 +25,8 @@ from node.learning.privacy import gaussian_sigma
 from node.ledger.chain import ChainConfig
 from orchestrator.collect import collect, read_records
 from orchestrator.faults import FaultEvent, behaviour_schedules, resolve_faults
+from orchestrator.health import ExitWatch, NodeFailure, device_problem
+from orchestrator.progress import RunProgress
 from orchestrator.report import plot_accuracy
 from orchestrator.scenario import Scenario, ScenarioError
 from topologies import NodeKind, TopologyError, TopologySpec
@@ -60,6 +61,8 @@ class RunResult:
     elapsed_s: float
     exit_codes: dict[str, int | None] = field(default_factory=dict)
     interrupted: bool = False
+    failures: list[NodeFailure] = field(default_factory=list)
+    problem: str | None = None
 
 
 def _versions() -> dict[str, str]:
@@ -135,6 +138,7 @@ class Run:
         self.meta: dict[str, Any] = {}
         self.events: list[dict[str, Any]] = []
         self._links_down: set[tuple[str, str]] = set()
+        self.watch = ExitWatch(out_dir)
 
     def _make_backend(self, scenario: Scenario) -> Any:
         if scenario.backend == "local":
@@ -143,6 +147,11 @@ class Run:
         from topologies.backends.netem import probe_netem
         from topologies.backends.ovs import OVSBusy, OVSUnavailable, busy_reason, check_installed
 
+        if os.geteuid() != 0:
+            raise ScenarioError(
+                f"backend: the {scenario.backend} backend needs root (run bcfl as root, "
+                "or use --backend local)"
+            )
         import_mininet()
         if scenario.switch == "ovs-user":
             try:
@@ -197,6 +206,7 @@ class Run:
     def restart(self, node_id: str) -> int:
         """Start a dead node's process again (same config, key and directory); its new PID."""
         pid = self.backend.restart(node_id)
+        self.watch.restarted(node_id)
         self.meta.setdefault("pids", {})[node_id] = pid
         self.meta.setdefault("restarts", []).append({"node": node_id, "pid": pid})
         (self.out_dir / "pids.json").write_text(json.dumps(self.meta["pids"]))
@@ -323,12 +333,11 @@ class Run:
         interrupted = False
         rounds_seen: list[dict[str, Any]] = []
         reported = 0
-        bar = tqdm(
-            total=self.scenario.training.rounds,
-            unit="round",
-            disable=not self.progress,
-            file=sys.stderr,
-            desc="starting",
+        bar = RunProgress(
+            self.scenario.training.rounds,
+            {launch.node_id: self.node_dir(launch.node_id) for launch in launches},
+            self.progress,
+            sys.stderr,
         )
         try:
             if hasattr(self.backend, "start_network"):
@@ -340,27 +349,29 @@ class Run:
             self._write_meta()
             deadline = started + self._timeout_s()
             while True:
-                rounds_seen = self.publisher_rounds()
+                records = read_records(self.node_dir(PUBLISHER_ID))
+                rounds_seen = [r for r in records if r.get("event") == "round"]
+                bar.startup(any(r.get("event") == "started" for r in records))
                 if len(rounds_seen) > reported:
                     for record in rounds_seen[reported:]:
                         self._apply_faults(int(record["round"]) + 1, started)
                         if self.on_round is not None:
                             self.on_round(self, record)
-                    last = rounds_seen[-1]
-                    bar.update(len(rounds_seen) - reported)
-                    reported = len(rounds_seen)
-                    bar.set_description(f"round {last['round']}")
-                    bar.set_postfix(
-                        acc=f"{last['accuracy']:.4f}", elapsed=f"{time.monotonic() - started:.0f}s"
+                    bar.rounds_done(
+                        len(rounds_seen) - reported, rounds_seen[-1], time.monotonic() - started
                     )
+                    reported = len(rounds_seen)
                 codes = self.backend.poll()
-                if codes.get("pub") is not None:
+                self.watch.observe(codes, reported)
+                if codes.get(PUBLISHER_ID) is not None:
                     break
                 if time.monotonic() > deadline:
                     log.error("run timed out after %.0f s", self._timeout_s())
                     break
                 time.sleep(POLL_S)
-            self._await_exit(STOP_GRACE_S)
+            if codes.get(PUBLISHER_ID) == 0:
+                self._await_exit(STOP_GRACE_S)
+            self.watch.observe(self.backend.poll(), reported)
         except KeyboardInterrupt:
             interrupted = True
             log.warning("interrupted: stopping every node process")
@@ -377,6 +388,7 @@ class Run:
             detail = ""
             if ev.action == "crash":
                 for nid in ev.nodes:
+                    self.watch.expect_exit(nid)
                     self.backend.kill(nid)
                 detail = "SIGKILL"
             elif ev.action == "restart":
@@ -448,6 +460,11 @@ class Run:
             plot_accuracy(self.out_dir)
         final = rounds[-1]["accuracy"] if rounds else None
         elapsed = time.monotonic() - started
+        failures = list(self.watch.failures)
+        devices = sorted(n.id for n in self.topology.of_kind(NodeKind.DEVICE))
+        problem = (
+            None if interrupted else device_problem(rounds, devices, self.node_dir(PUBLISHER_ID))
+        )
         self.meta.update(
             finished_at=time.time(),
             elapsed_s=elapsed,
@@ -455,9 +472,13 @@ class Run:
             final_accuracy=final,
             exit_codes=codes,
             interrupted=interrupted,
+            node_failures=[f.to_dict() for f in failures],
+            problem=problem,
         )
         self._write_meta()
-        return RunResult(self.out_dir, len(rounds), final, elapsed, codes, interrupted)
+        return RunResult(
+            self.out_dir, len(rounds), final, elapsed, codes, interrupted, failures, problem
+        )
 
 
 def _privacy_meta(s: Scenario) -> dict[str, Any] | None:
@@ -475,6 +496,4 @@ def _privacy_meta(s: Scenario) -> dict[str, Any] | None:
 
 
 def _cpu_count() -> int:
-    import os
-
     return os.cpu_count() or 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -195,3 +196,56 @@ def test_validate_non_utf8_file_is_a_usage_error(
 
     assert code == 2
     assert "latin1.yaml" in _one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("backend", ["mininet", "containernet"])
+def test_an_emulated_backend_without_root_names_itself(
+    backend: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    out_dir = tmp_path / "run"
+
+    code = main(["run", str(QUICKSTART), "--backend", backend, "--out", str(out_dir), "--quiet"])
+
+    line = _one_error_line(capsys.readouterr().err)
+    assert code == 2
+    assert f"the {backend} backend needs root" in line
+    assert not out_dir.exists()
+
+
+HEAVY = ("torch", "sklearn", "matplotlib")
+IMPORT_PROBE = """
+import sys
+from orchestrator.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+print("heavy:", sorted(m for m in {heavy!r} if m in sys.modules), "code:", code)
+"""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["chain", "verify", "{tmp}"], ["clean", "{tmp}"], ["chain", "--help"]],
+    ids=["help", "chain-verify", "clean", "chain-help"],
+)
+def test_light_commands_do_not_import_torch_sklearn_or_matplotlib(
+    argv: list[str], tmp_path: Path
+) -> None:
+    (tmp_path / "meta.json").write_text('{"run_token": "bzz"}')
+    args = [a.format(tmp=tmp_path) for a in argv]
+
+    proc = subprocess.run(
+        [sys.executable, "-c", IMPORT_PROBE.format(heavy=HEAVY), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=REPO,
+    )
+
+    assert "heavy: [] code:" in proc.stdout, proc.stdout + proc.stderr
