@@ -14,6 +14,7 @@ from orchestrator.cli import main as cli_main
 from orchestrator.runner import Run
 from orchestrator.scenario import load_scenario
 from tests.emu.leftovers import leftovers
+from topologies.backends import bridgefw
 from topologies.backends.netem import probe_netem
 
 REPO = Path(__file__).resolve().parents[2]
@@ -77,11 +78,24 @@ def test_clean_removes_only_the_runs_leftovers() -> None:
     token = "zz9"
     for name in (f"{token}s1", "zz8s1"):
         subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True)
+    rules = shutil.which("iptables") is not None
+    if rules:  # the FORWARD rules a crashed run left (bridgefw), its own and another run's
+        for t in (token, "zz8"):
+            subprocess.run(bridgefw.insert_argv("iptables", f"{t}s", t), check=True)
     try:
         assert cli_main(["clean", token]) == 0
         names = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
         assert f"{token}s1" not in names
         assert "zz8s1" in names, "a name without the token is untouched"
+        if rules:
+            listing = subprocess.run(
+                ["iptables", "-w", "-S", "FORWARD"], capture_output=True, text=True
+            ).stdout
+            assert bridgefw.comment(token) not in listing
+            assert bridgefw.comment("zz8") in listing, "another run's rule is untouched"
     finally:
         subprocess.run(["ip", "link", "del", "zz8s1"], capture_output=True)
         subprocess.run(["ip", "link", "del", f"{token}s1"], capture_output=True)
+        if rules:
+            bridgefw.clean("zz8")
+            bridgefw.clean(token)
