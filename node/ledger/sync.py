@@ -83,6 +83,8 @@ class ChainSync:
         self._seek_target = -1
         self._seek_peers: list[str] = []
         self._seek_next = 0
+        self._seek_pass_height = -1
+        self._seek_resume = 0.0
 
     def status(self) -> dict[str, Any]:
         """The payload of this node's ``chain.status``."""
@@ -115,7 +117,29 @@ class ChainSync:
         self._seek_target = target
         self._seek_peers = list(dict.fromkeys(candidates))
         self._seek_next = 0
+        self._seek_pass_height = self.chain.height
+        self._seek_resume = 0.0
         return self._request_next(now)
+
+    def _next_candidate(self, now: float) -> str | None:
+        """The next seek candidate to ask, or None: target reached, no candidates, or a
+        pause. A pass over every candidate that brought no block is followed by a pause of
+        REQUEST_TIMEOUT_S (peers that are alive but behind answer at once, and would
+        otherwise be asked again and again)."""
+        if self.chain.height >= self._seek_target or not self._seek_peers:
+            return None
+        if self._seek_next >= len(self._seek_peers):
+            if now < self._seek_resume:
+                return None
+            if self.chain.height == self._seek_pass_height:
+                self._seek_resume = now + REQUEST_TIMEOUT_S
+                self._seek_pass_height = -1  # the first call after the pause starts a pass
+                return None
+            self._seek_next = 0
+            self._seek_pass_height = self.chain.height
+        peer = self._seek_peers[self._seek_next]
+        self._seek_next += 1
+        return peer
 
     def tick(self, now: float) -> list[Outgoing]:
         """Re-request blocks if the outstanding request timed out; ask other peers for blobs."""
@@ -142,10 +166,8 @@ class ChainSync:
         ahead = [(h, p) for p, h in self.peer_heights.items() if h > self.chain.height]
         if ahead:
             height, peer = max(ahead)
-        elif self.chain.height < self._seek_target and self._seek_peers:
-            peer = self._seek_peers[self._seek_next % len(self._seek_peers)]
-            self._seek_next += 1
-            height = self._seek_target
+        elif (candidate := self._next_candidate(now)) is not None:
+            height, peer = self._seek_target, candidate
         else:
             return []
         start = self.chain.height + 1

@@ -450,3 +450,28 @@ def test_missing_blob_is_fetched_later_from_another_peer(
     assert node.chain.height == N_BLOCKS and node.sync.failures["blob_missing"] > 0
     net.send("honest", honest.sync.announce(["node"]))
     net.settle([node], {"node": ["honest", "bare"]}, lambda: _has_all_blobs(node))
+
+
+def test_seek_pauses_after_a_pass_that_brought_nothing(
+    tmp_path: Path, closing: list[Replica]
+) -> None:
+    """Candidates that are alive but behind answer at once; the node must not ask them
+    again and again, but once per REQUEST_TIMEOUT_S."""
+    source = _full_chain(tmp_path, closing, "src", "sim", seed=3, n=5)
+    node = Replica("node", tmp_path / "node", _config())
+    closing.append(node)
+    net = Net(seed=2)
+    net.handlers = {"src": source.sync.handle, "node": node.sync.handle}
+
+    net.send("node", node.sync.seek(N_BLOCKS, ["src"], net.now))
+    net.run()  # raises if the network never goes quiet
+
+    assert node.chain.height == 5
+    first = net.delivered["chain.get"]
+    assert first == 2  # one that brought blocks 1..5, one that brought nothing
+    net.send("node", node.sync.tick(net.now + 1.0))
+    net.run()
+    assert net.delivered["chain.get"] == first, "paused"
+    net.send("node", node.sync.tick(net.now + REQUEST_TIMEOUT_S + 0.1))
+    net.run()
+    assert net.delivered["chain.get"] == first + 1, "one more pass after the pause"
