@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 
 import pytest
@@ -107,3 +108,15 @@ def test_tagged_rules_parses_quoted_comments() -> None:
         ["-w", "-D", "FORWARD", "-i", "ab1s+", "-o", "ab1s+", "-m", "comment",
          "--comment", "bcfl-run-ab1", "-j", "ACCEPT"],
     ]  # fmt: skip
+
+
+def test_mininets_warning_is_dropped_only_for_the_families_the_rules_cover() -> None:
+    def record(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("mininet", logging.WARNING, "", 0, msg, None, None)
+
+    f = bridgefw.HandledWarning(["iptables"])
+    warn = "Warning: Linux bridge may not work with net.bridge.bridge-nf-call-{} = 1"
+    assert not f.filter(record(warn.format("iptables")))
+    assert f.filter(record(warn.format("ip6tables")))
+    assert f.filter(record(warn.format("arptables")))
+    assert f.filter(record("*** Error: something else"))

@@ -154,6 +154,10 @@ class MininetBackend:
         if self.switch == "linux":  # Docker's br_netfilter + FORWARD DROP must not matter
             self._bridge_fw = bridgefw.BridgeForwarding(self.token, f"{self.token}s")
             self._bridge_fw.start()
+            mn_log = logging.getLogger("mininet")
+            for old in [f for f in mn_log.filters if isinstance(f, bridgefw.HandledWarning)]:
+                mn_log.removeFilter(old)
+            mn_log.addFilter(bridgefw.HandledWarning(self._bridge_fw.added))
         net = Mininet(build=False, controller=None, autoSetMacs=False, waitConnected=False)
         self._net = net
         nodes = {}
