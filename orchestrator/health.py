@@ -45,13 +45,20 @@ class NodeFailure:
 
 
 def describe_exit(code: int) -> str:
-    """'signal SIGKILL' for a negative code (killed by a signal), else 'exit code N'."""
+    """'signal SIGKILL' for a negative code (killed by a signal), else 'exit code N', with
+    the signal for 129-192 (how shells and container engines report a killed process)."""
     if code < 0:
-        try:
-            return f"signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"signal {-code}"
+        return f"signal {_signal_name(-code)}"
+    if 128 < code <= 192:
+        return f"exit code {code} (128+{_signal_name(code - 128)})"
     return f"exit code {code}"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
 
 
 def last_log(node_dir: Path) -> tuple[Path | None, str]:

@@ -26,6 +26,7 @@ def test_exit_codes_and_signals_are_described() -> None:
     assert describe_exit(1) == "exit code 1"
     assert describe_exit(-signal.SIGKILL) == "signal SIGKILL"
     assert describe_exit(-signal.SIGTERM) == "signal SIGTERM"
+    assert describe_exit(137) == "exit code 137 (128+SIGKILL)"  # a container's exec
 
 
 def test_last_log_is_the_latest_written_file_and_its_last_line(tmp_path: Path) -> None:
