@@ -83,6 +83,12 @@ class ProbeResult:
         return self.measured - self.probe.configured
 
     @property
+    def noise(self) -> float:
+        """How much the one-way estimate wobbles (ms): half the sum of the interquartile
+        ranges of the shaped and baseline RTTs."""
+        return (_iqr(self.shaped) + _iqr(self.baseline)) / 2
+
+    @property
     def tolerance(self) -> float:
         """max(0.5 ms, 5% of the configured one-way delay)."""
         return max(ABS_TOL_MS, REL_TOL * self.probe.configured)
@@ -91,6 +97,13 @@ class ProbeResult:
     def ok(self) -> bool:
         """Whether the error is within the tolerance."""
         return abs(self.error) <= self.tolerance
+
+
+def _iqr(values: list[float]) -> float:
+    if len(values) < 4:
+        return 0.0
+    q = statistics.quantiles(values, n=4)
+    return q[2] - q[0]
 
 
 def bridge_address(spec: TopologySpec, bs: str) -> str:
@@ -206,15 +219,17 @@ def diagnose(
     worst = sorted(results, key=lambda r: abs(r.error) / r.tolerance, reverse=True)[:3]
     out = [
         f"why: {len(failed)} of {len(results)} links outside max({ABS_TOL_MS} ms, "
-        f"{REL_TOL:.0%}); host load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
-        f"on {cpus} CPUs",
+        f"{REL_TOL:.0%}); load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
+        f"on {cpus} CPUs (this kernel's: a VM does not see its host's load, the timer "
+        "check below does)",
         f"why: timers: rate error {before.rate_pct:+.1f}% before, {after.rate_pct:+.1f}% after "
         f"(drift {after.rate_pct - before.rate_pct:+.1f} points); 1 ms sleep overshoot "
         f"{before.over_1ms:.3f} -> {after.over_1ms:.3f} ms",
         "why: worst links: "
         + "; ".join(
             f"{r.probe.name} ({r.probe.kind}) {r.measured:.3f} vs {r.probe.configured:.3f} ms "
-            f"({r.error / r.probe.configured:+.1%}, {abs(r.error) / r.tolerance:.1f}x tol)"
+            f"({r.error / r.probe.configured:+.1%}, {abs(r.error) / r.tolerance:.1f}x tol, "
+            f"RTT spread {r.noise:.3f})"
             if r.probe.configured
             else f"{r.probe.name} ({r.probe.kind}) {r.error:+.3f} ms"
             for r in worst
@@ -232,6 +247,14 @@ def diagnose(
         causes.append(f"a busy host: load {load[0]:.1f} > {cpus} CPUs delays the probes")
     if abs(after.rate_pct - before.rate_pct) > 1.0:
         causes.append("the timer rate drifted during the measurement")
+    noisy = [r for r in failed if abs(r.error) <= r.noise]
+    if noisy:
+        causes.append(
+            f"noisy RTTs: on {len(noisy)} of the failed links the error is within the "
+            f"RTTs' own spread (up to {max(r.noise for r in noisy):.3f} ms one-way, "
+            "interquartile): the CPU was taken away mid-measurement (under QEMU TCG: the "
+            "physical host is busy)"
+        )
     if not causes:
         causes.append("not the timers nor the load: look at netem (tc -s qdisc) on these links")
     out.append("why: likely cause: " + "; ".join(causes))

@@ -79,7 +79,7 @@ def test_a_failed_measurement_says_why_late_timers() -> None:
 
     text = "\n".join(lines)
     assert lines and all(line.startswith("why: ") for line in lines)
-    assert "1 of 2 links" in text and "load average 1.2" in text
+    assert "1 of 2 links" in text and "load average 1.2 / 1.0 / 0.9 on 2 CPUs" in text
     assert "rate error +4.0% before, +4.5% after" in text
     assert "m0 <-> m1 (backhaul) 42.400 vs 40.000 ms (+6.0%" in text.splitlines()[2]
     assert "likely cause: late timers" in text and "a busy host: load" not in text
@@ -91,3 +91,17 @@ def test_a_failed_measurement_says_why_busy_host_and_otherwise_netem() -> None:
     assert "a busy host: load 12.0 > 2 CPUs" in diagnose(late, steady, (12.0, 9.0, 5.0), 2)[-1]
     assert "look at netem" in diagnose(late, steady, (0.5, 0.5, 0.5), 2)[-1]
     assert diagnose([_result("ok", 40.0, 40.1)], steady, (9.0, 9.0, 9.0), 2) == []
+
+
+def test_a_failed_measurement_says_why_noisy_rtts() -> None:
+    there = LinkSpec("p", "m", LinkKind.LAN, 1000.0, 0.1)
+    back = LinkSpec("m", "p", LinkKind.LAN, 1000.0, 0.1)
+    probe = Probe("lan", "pub <-> mec0", "p", "10.0.0.2", (there, back))
+    noisy = ProbeResult(
+        probe, baseline=[1.0, 1.1, 1.2, 3.0, 1.0, 1.1], shaped=[1.2, 4.5, 4.0, 1.3, 3.9, 4.1]
+    )
+    steady = (TimerCheck(0.05, 0.05), TimerCheck(0.05, 0.05))
+
+    assert not noisy.ok and abs(noisy.error) <= noisy.noise
+    last = diagnose([noisy], steady, (0.5, 0.5, 0.5), 2)[-1]
+    assert "noisy RTTs: on 1 of the failed links" in last and "look at netem" not in last
