@@ -4,7 +4,11 @@ restart, a link going down and up; every event is applied and recorded."""
 from __future__ import annotations
 
 import csv
+import os
+import signal
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,6 +16,27 @@ from orchestrator.runner import Run
 from orchestrator.scenario import parse_scenario
 
 pytestmark = pytest.mark.integration
+
+RESTARTED = "dev0-2"
+
+
+def hold_publisher_until_restarted(run: Run, record: dict[str, Any]) -> None:
+    """After round 4 (the restart of round 5 is applied just before this hook), freeze the
+    publisher until the restarted process has loaded its data and said hello: the rounds
+    after the restart then find it up however long a fresh process takes to import torch
+    on a loaded machine (the MEC no longer waits for a device it presumes down)."""
+    if record["round"] != 4:
+        return
+    pub = run.backend.pids()["pub"]
+    log = run.node_dir(RESTARTED) / "node.log"
+    os.kill(pub, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 300
+        while log.read_text().count(" training samples") < 2:  # its second start loaded data
+            assert time.monotonic() < deadline, "the restarted device did not start"
+            time.sleep(0.1)  # polling a file for a condition, not sleeping for synchronisation
+    finally:
+        os.kill(pub, signal.SIGCONT)
 
 
 def test_scheduled_faults_are_applied_and_recorded(tmp_path: Path) -> None:
@@ -54,7 +79,7 @@ def test_scheduled_faults_are_applied_and_recorded(tmp_path: Path) -> None:
     )
     out = tmp_path / "run"
 
-    result = Run(scenario, out, progress=False).execute()
+    result = Run(scenario, out, progress=False, on_round=hold_publisher_until_restarted).execute()
 
     assert result.rounds_completed == 8
     events = list(csv.DictReader((out / "events.csv").open()))
@@ -80,3 +105,4 @@ def test_scheduled_faults_are_applied_and_recorded(tmp_path: Path) -> None:
     tampered = dict(kv.split("=") for kv in counters["pub"]["dropped"].split(";") if kv)
     assert int(tampered["tampered_update"]) >= 6, "the MEC's tampering is caught every round"
     assert float(pub[8]["accuracy"]) > 0.8, "median keeps the model useful"
+    assert result.failures == [], "scheduled crashes are no failures"
