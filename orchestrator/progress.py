@@ -77,9 +77,12 @@ class RunProgress:
     def rounds_done(self, new: int, last: dict[str, Any], elapsed_s: float) -> None:
         """`new` more rounds finished; `last` is the latest round record."""
         self.begin_rounds()
+        self.bar.set_description(f"round {last['round']}", refresh=False)
+        self.bar.set_postfix(
+            acc=f"{last['accuracy']:.4f}", elapsed=f"{elapsed_s:.0f}s", refresh=False
+        )
         self.bar.update(new)
-        self.bar.set_description(f"round {last['round']}")
-        self.bar.set_postfix(acc=f"{last['accuracy']:.4f}", elapsed=f"{elapsed_s:.0f}s")
+        self.bar.refresh()
 
     def close(self) -> None:
         """Leave the bar as it is."""
