@@ -200,6 +200,7 @@ class Daemon:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
         self._role.start(self)
+        self.metrics.write("ready")  # the orchestrator's start-up progress counts these
         while not self._stopping:
             frame = self._transport.recv(self._wait_s())
             if frame is not None:
