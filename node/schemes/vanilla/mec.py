@@ -47,6 +47,9 @@ class MecRole(Greeter):
         self.updates: dict[str, tuple[Weights, float]] = {}
         self.txs: dict[str, bytes] = {}
         self.forwarded = True
+        # Devices that sent no update in an earlier round and nothing since: presumed down,
+        # the round does not wait for them (their update is still taken if it comes first).
+        self.down: set[str] = set()
         self.validator: PbftValidator | None = None
         if ctx.config.consensus == "pbft":
             roster = ctx.config.roster
@@ -104,6 +107,7 @@ class MecRole(Greeter):
 
     def _on_update(self, ctx: NodeContext, msg: Message) -> None:
         p = msg.payload
+        self.down.discard(msg.sender)  # any signed update, even a late one, shows it is up
         if p.get("round") != self.round or self.forwarded or msg.sender in self.updates:
             ctx.drop("stale_round", f"update round {p.get('round')!r} from {msg.sender}")
             return
@@ -123,25 +127,30 @@ class MecRole(Greeter):
         replica_of(ctx).blobs.put(blob)
         self.updates[msg.sender] = (weights, float(tx.payload["samples"]))
         self.txs[msg.sender] = tx.to_bytes()
-        if len(self.updates) == len(self.devices):
-            self._forward(ctx)
+        if set(self.updates) >= set(self.devices) - self.down:
+            self._forward(ctx, "all_answered")
 
     def on_timer(self, ctx: NodeContext, name: str) -> None:
         """The round deadline: forward what arrived (and PBFT's timers)."""
         if self.validator is not None and self.validator.on_timer(ctx, name):
             return
         if name == "deadline" and not self.forwarded:
-            self._forward(ctx)
+            self._forward(ctx, "deadline")
         super().on_timer(ctx, name)
 
-    def _forward(self, ctx: NodeContext) -> None:
+    def _forward(self, ctx: NodeContext, why: str) -> None:
+        """Send the round's partial; `why`: "all_answered" or "deadline" (in the metrics)."""
         ctx.cancel_timer("deadline")
         self.forwarded = True
         missing = sorted(set(self.devices) - set(self.updates))
         if missing:
             log.warning(
-                "round %d: left out %s (no update before the deadline)", self.round, missing
+                "round %d: left out %s (no update before the deadline, or presumed down: "
+                "no update since an earlier round)",
+                self.round,
+                missing,
             )
+        self.down |= set(missing)
         updates = [Update(w, n, None, d) for d, (w, n) in sorted(self.updates.items())]
         updates, fault = edge_fault(ctx.config, self.round, updates, self.global_weights)
         contributors = [u.sender for u in updates]
@@ -172,6 +181,7 @@ class MecRole(Greeter):
             samples=int(samples),
             contributors=len(contributors),
             missing=missing,
+            forwarded_on=why,
             behaviour=fault,
             round_time_s=ctx.now() - self.round_started,
         )

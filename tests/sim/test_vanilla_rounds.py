@@ -1,10 +1,7 @@
-"""The publisher's round record counts updates it dropped as tampered among the rejected.
+"""Round outcomes of the vanilla scheme that must not hang on timing: what the round
+record says was rejected, and rounds not waiting for a device that is down.
 
-A tampering MEC (the `edge_faults` scenario's behaviour) scales one device's update before
-forwarding it; the publisher catches that the weights no longer match the device's signed
-transaction and drops it. That update must show in the round's ``rejected`` (with the
-reason), not only in the node's drop counters. Real daemons, roles, Ed25519 and torch in
-threads; only the transport is in memory.
+Real daemons, roles, Ed25519 and torch in threads; only the transport is in memory.
 """
 
 from __future__ import annotations
@@ -15,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from node.codec import Codec
+from node.codec import Codec, Message
 from node.config import LearningConfig, NodeConfig
 from node.contracts.runtime import Genesis
 from node.daemon import Daemon
@@ -24,7 +21,9 @@ from node.learning.train import configure_torch_threads
 from node.ledger.chain import ChainConfig
 from node.ledger.replica import Replica
 from node.metrics import MetricsWriter
+from node.roles.base import NodeContext
 from node.schemes import role_for
+from node.schemes.vanilla import DeviceRole
 from node.transport import InMemoryNetwork
 from orchestrator.collect import read_records
 from topologies import HierarchyParams, build_hierarchy
@@ -34,12 +33,26 @@ TARGET = "dev1-0"
 ROUNDS = 3
 
 
+class SilentDevice(DeviceRole):
+    """Says hello, then never answers a global model (as if it crashed after start-up)."""
+
+    def on_message(self, ctx: NodeContext, msg: Message) -> None:
+        if msg.type != "global":
+            super().on_message(ctx, msg)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def one_torch_thread() -> None:
     configure_torch_threads(1)
 
 
-def _run(tmp_path: Path, behaviours: dict[str, list[dict[str, Any]]]) -> dict[str, Daemon]:
+def _run(
+    tmp_path: Path,
+    behaviours: dict[str, list[dict[str, Any]]],
+    silent: frozenset[str] = frozenset(),
+    deadline_s: float = 120,
+) -> dict[str, Daemon]:
+    """Run the vanilla scheme to the end; the devices in `silent` never send an update."""
     topology = build_hierarchy(HierarchyParams(bs_count=1, mecs_per_bs=2, devices_per_mec=2), 7)
     daemons = topology.daemons()
     keys = {n.id: NodeKey.from_seed(bytes([i + 1]) * 32) for i, n in enumerate(daemons)}
@@ -53,7 +66,7 @@ def _run(tmp_path: Path, behaviours: dict[str, list[dict[str, Any]]]) -> dict[st
         local_epochs=1,
         batch_size=16,
         learning_rate=0.1,
-        round_deadline_s=120,  # never reached: every MEC forwards once all its devices answer
+        round_deadline_s=deadline_s,
     )
     chain = ChainConfig(
         Genesis(
@@ -92,7 +105,7 @@ def _run(tmp_path: Path, behaviours: dict[str, list[dict[str, Any]]]) -> dict[st
             topology,
             network.attach(spec.id),
             Codec(spec.id, keys[spec.id], roster, config.max_message_bytes),
-            role_for("vanilla", spec.kind),
+            SilentDevice() if spec.id in silent else role_for("vanilla", spec.kind),
             MetricsWriter(tmp_path / spec.id / "metrics.jsonl", {"node": spec.id}),
             replica=Replica(tmp_path / spec.id, chain, keys[spec.id]),
         )
@@ -111,6 +124,10 @@ def _run(tmp_path: Path, behaviours: dict[str, list[dict[str, Any]]]) -> dict[st
 
 
 def test_tampered_updates_are_in_the_rounds_rejected(tmp_path: Path) -> None:
+    """A tampering MEC (the `edge_faults` scenario's behaviour) scales one device's update;
+    the publisher catches that it no longer matches the device's signed transaction and
+    drops it: the round's ``rejected`` must name it (with the reason), not only the
+    publisher's drop counters. The deadline (120 s) is never reached."""
     tamper = {
         "from_round": 2,
         "until_round": None,
@@ -128,3 +145,20 @@ def test_tampered_updates_are_in_the_rounds_rejected(tmp_path: Path) -> None:
         assert rounds[r]["rejected_reasons"] == {TARGET: "tampered"}
         assert rounds[r]["contributors"] == 3
     assert nodes["pub"].drops["tampered_update"] == ROUNDS - 1
+
+
+def test_rounds_do_not_wait_for_a_device_that_is_down(tmp_path: Path) -> None:
+    """A device that never answers holds up one round (its MEC's deadline); after that it
+    is presumed down and its MEC forwards as soon as the other devices answered."""
+    dead = "dev0-1"
+
+    _run(tmp_path, {}, silent=frozenset({dead}), deadline_s=20)
+
+    pub = {r["round"]: r for r in read_records(tmp_path / "pub") if r["event"] == "round"}
+    assert sorted(pub) == list(range(1, ROUNDS + 1))
+    assert all(pub[r]["contributors"] == 3 and pub[r]["missing"] == [dead] for r in pub)
+    mec0 = {r["round"]: r for r in read_records(tmp_path / "mec0") if r["event"] == "round"}
+    mec1 = {r["round"]: r for r in read_records(tmp_path / "mec1") if r["event"] == "round"}
+    assert mec0[1]["forwarded_on"] == "deadline"
+    assert [mec0[r]["forwarded_on"] for r in range(2, ROUNDS + 1)] == ["all_answered"] * 2
+    assert {r["forwarded_on"] for r in mec1.values()} == {"all_answered"}
