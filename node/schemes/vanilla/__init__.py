@@ -11,17 +11,10 @@ forwards it to its devices with 80% of the deadline left (our choice: it leaves 
 for the MEC→publisher leg). A device loads the weights, trains on its partition and sends
 ``update{round, weights, samples, loss, accuracy}`` to its MEC. The MEC averages what it
 got (FedAvg weighted by samples) and sends ``partial{round, weights, samples,
-contributors, missing}`` when all its devices answered (but those presumed down, below)
-or its deadline passed. The publisher combines the partials (FedAvg over partials weighted
-by their sample totals equals FedAvg over all devices), evaluates on the test set, records
-the round and starts the next. A device that crashed or is too slow is left out of that
-round and logged; from then on it is presumed down and the MEC does not wait for it (it
-forwards as soon as the other devices answered) until it sends an update again, even a
-late one. Without this a
-dead device would make every later round last the MEC's whole deadline, leaving only the
-last 20% of the publisher's for the MEC's partial, which on a loaded machine can then
-miss the publisher's deadline and lose every device of that MEC for the round. The
-publisher treats a MEC that sent no partial the same way.
+contributors, missing}`` when all its devices answered or its deadline passed. The
+publisher combines the partials (FedAvg over partials weighted by their sample totals
+equals FedAvg over all devices), evaluates on the test set, records the round and starts
+the next. A device that crashed or is too slow is left out of that round and logged.
 After the last round the publisher sends ``stop`` to every node.
 
 The ledger (single writer): a device puts its trained weights in its blob store and signs

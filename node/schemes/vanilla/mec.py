@@ -47,9 +47,6 @@ class MecRole(Greeter):
         self.updates: dict[str, tuple[Weights, float]] = {}
         self.txs: dict[str, bytes] = {}
         self.forwarded = True
-        # Devices that sent no update in an earlier round and nothing since: presumed down,
-        # the round does not wait for them (their update is still taken if it comes first).
-        self.down: set[str] = set()
         self.validator: PbftValidator | None = None
         if ctx.config.consensus == "pbft":
             roster = ctx.config.roster
@@ -107,7 +104,6 @@ class MecRole(Greeter):
 
     def _on_update(self, ctx: NodeContext, msg: Message) -> None:
         p = msg.payload
-        self.down.discard(msg.sender)  # any signed update, even a late one, shows it is up
         if p.get("round") != self.round or self.forwarded or msg.sender in self.updates:
             ctx.drop("stale_round", f"update round {p.get('round')!r} from {msg.sender}")
             return
@@ -127,7 +123,7 @@ class MecRole(Greeter):
         replica_of(ctx).blobs.put(blob)
         self.updates[msg.sender] = (weights, float(tx.payload["samples"]))
         self.txs[msg.sender] = tx.to_bytes()
-        if set(self.updates) >= set(self.devices) - self.down:
+        if len(self.updates) == len(self.devices):
             self._forward(ctx, "all_answered")
 
     def on_timer(self, ctx: NodeContext, name: str) -> None:
@@ -145,12 +141,8 @@ class MecRole(Greeter):
         missing = sorted(set(self.devices) - set(self.updates))
         if missing:
             log.warning(
-                "round %d: left out %s (no update before the deadline, or presumed down: "
-                "no update since an earlier round)",
-                self.round,
-                missing,
+                "round %d: left out %s (no update before the deadline)", self.round, missing
             )
-        self.down |= set(missing)
         updates = [Update(w, n, None, d) for d, (w, n) in sorted(self.updates.items())]
         updates, fault = edge_fault(ctx.config, self.round, updates, self.global_weights)
         contributors = [u.sender for u in updates]

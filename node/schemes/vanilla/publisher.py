@@ -61,9 +61,6 @@ class PublisherRole(Role):
         self.final_height = 0
         self.lingering: list[str] = []
         self.absent: set[str] = set()  # nodes that missed the last round (presumed down)
-        # MECs that sent no partial in an earlier round and nothing since: the round does
-        # not wait for them (their partial is still taken if it comes first)
-        self.down_mecs: set[str] = set()
         self.run_started = ctx.now()
         ctx.set_timer("startup", ctx.config.startup_timeout_s)
         log.info("waiting for %d nodes", len(self.expected))
@@ -160,7 +157,6 @@ class PublisherRole(Role):
 
     def _on_partial(self, ctx: NodeContext, msg: Message) -> None:
         p = msg.payload
-        self.down_mecs.discard(msg.sender)  # any signed partial, even a late one, shows it is up
         if p.get("round") != self.round or msg.sender in self.partials:
             ctx.drop("stale_round", f"partial round {p.get('round')!r} from {msg.sender}")
             return
@@ -182,7 +178,7 @@ class PublisherRole(Role):
             return
         self.update_txs[msg.sender] = txs
         self.partials[msg.sender] = p
-        if set(self.partials) >= set(self.mecs) - self.down_mecs:
+        if len(self.partials) == len(self.mecs):
             self._aggregate(ctx)
 
     def _check_individual(
@@ -266,7 +262,6 @@ class PublisherRole(Role):
         missing_mecs = sorted(set(self.mecs) - set(self.partials))
         missing_devices = sorted(m for p in self.partials.values() for m in p.get("missing", []))
         self.absent = {*missing_mecs, *missing_devices}
-        self.down_mecs |= set(missing_mecs)
         if not contributors:
             log.warning("round %d: no usable update; the global model is unchanged", self.round)
         self.learner.load(self.weights)
