@@ -51,8 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    check = sub.add_parser("validate", help="check a scenario file without running it")
-    check.add_argument("scenario", type=Path)
+    check = sub.add_parser(
+        "validate", help="check scenario files, and that this machine can run them, without running"
+    )
+    check.add_argument("scenario", type=Path, nargs="+", help="scenario YAML file(s)")
 
     chain = sub.add_parser("chain", help="verify or show the ledgers of a run")
     chain_sub = chain.add_subparsers(dest="chain_command", required=True, metavar="ACTION")
@@ -158,19 +160,27 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    """`bcfl validate`."""
+    """`bcfl validate FILE...`: `FILE: ok (...)` per good file, one error line per bad one;
+    exit 2 if any failed. Imports neither torch nor scikit-learn."""
+    from orchestrator.preflight import check as preflight
+    from orchestrator.scenario import escape
     from topologies.builders import build_hierarchy
 
-    try:
-        scenario = load_scenario(args.scenario)
-        spec = build_hierarchy(scenario.topology.to_params(), scenario.seed)
-    except (ScenarioError, TopologyError) as exc:
-        return _fail(str(exc))
-    print(
-        f"{args.scenario}: ok ({len(spec.daemons())} node processes, "
-        f"{len(spec.links)} directed links)"
-    )
-    return 0
+    failed = 0
+    for path in args.scenario:
+        try:
+            scenario = load_scenario(path)
+            spec = build_hierarchy(scenario.topology.to_params(), scenario.seed)
+            found = preflight(scenario, spec)
+        except (ScenarioError, TopologyError) as exc:
+            msg = escape(str(exc))
+            if not msg.startswith(f"{path}:"):
+                msg = f"{path}: {msg}"
+            _fail(msg if len(msg) <= 400 else msg[:397] + "...")
+            failed += 1
+            continue
+        print(f"{path}: ok ({found.summary()})")
+    return EXIT_USAGE if failed else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:

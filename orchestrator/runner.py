@@ -26,6 +26,7 @@ from node.ledger.chain import ChainConfig
 from orchestrator.collect import collect, read_records
 from orchestrator.faults import FaultEvent, behaviour_schedules, resolve_faults
 from orchestrator.health import ExitWatch, NodeFailure, device_problem
+from orchestrator.preflight import check as preflight
 from orchestrator.progress import RunProgress
 from orchestrator.report import plot_accuracy
 from orchestrator.scenario import Scenario, ScenarioError
@@ -129,6 +130,7 @@ class Run:
         self.progress = progress
         self.run_id = f"{scenario.name}-{uuid.uuid4().hex[:8]}"
         self.topology: TopologySpec = build_hierarchy(scenario.topology.to_params(), scenario.seed)
+        preflight(scenario, self.topology)  # data, partition, privacy, memory: before anything
         self.faults = resolve_faults(scenario, self.topology)
         try:
             make_aggregator(scenario.aggregator.name, scenario.aggregator.params)

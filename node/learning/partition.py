@@ -6,9 +6,9 @@ import logging
 
 import numpy as np
 
-logger = logging.getLogger(__name__)
+from node.learning.names import PARTITIONS
 
-PARTITIONS: tuple[str, ...] = ("iid", "dirichlet", "shards")
+logger = logging.getLogger(__name__)
 
 # Dirichlet draws that leave a part empty are redrawn at most this many times (or N if smaller).
 MAX_DIRICHLET_REDRAWS = 100

@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from node.learning.weights import Weights
+from node.learning.names import MECHANISMS
 
-MECHANISMS: tuple[str, ...] = ("classic", "analytic")
-_MAX_ANALYTIC_EPSILON = 700.0  # e^epsilon must stay finite in float64
+if TYPE_CHECKING:  # weights.py imports torch; the sigma formulas here need none
+    from node.learning.weights import Weights
+
+MAX_ANALYTIC_EPSILON = 700.0  # e^epsilon must stay finite in float64
 _BISECTION_STEPS = 200
 
 
@@ -64,8 +67,8 @@ def analytic_delta(sigma: float, epsilon: float, sensitivity: float) -> float:
 def analytic_sigma(epsilon: float, delta: float, sensitivity: float) -> float:
     """Smallest sigma (to ~1e-12 relative) with analytic_delta(sigma) <= delta (bisection)."""
     _check(epsilon, delta, sensitivity)
-    if epsilon > _MAX_ANALYTIC_EPSILON:
-        raise ValueError(f"epsilon must be <= {_MAX_ANALYTIC_EPSILON} for the analytic mechanism")
+    if epsilon > MAX_ANALYTIC_EPSILON:
+        raise ValueError(f"epsilon must be <= {MAX_ANALYTIC_EPSILON} for the analytic mechanism")
     hi = sensitivity
     while analytic_delta(hi, epsilon, sensitivity) > delta:
         hi *= 2.0

