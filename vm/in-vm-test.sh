@@ -114,7 +114,7 @@ fi
 
 if [ "${BCFL_VM_PYTEST:-0}" = 1 ] || [ "$only" = pytest ]; then
   stamp "(c) python -m pytest tests/emu"
-  if timeout 1800 /opt/bcfl/venv/bin/python -m pytest -q -p no:cacheprovider tests/emu; then
+  if timeout 1800 /opt/bcfl/venv/bin/python -m pytest -v -p no:cacheprovider --durations=10 tests/emu; then
     echo "pytest tests/emu: ok"
   else
     fails+=("pytest tests/emu")
