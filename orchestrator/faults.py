@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from node.learning.attacks import DEVICE_ATTACKS, EDGE_FAULTS, make_params
-from orchestrator.scenario import Scenario, ScenarioError
+from orchestrator.scenario import Scenario, ScenarioError, show
 from topologies import NodeKind, TopologySpec
 
 PROCESS_ACTIONS = ("crash", "restart")
@@ -43,7 +43,7 @@ class FaultEvent:
 
 
 def _error(index: int, name: str, value: object, allowed: str) -> ScenarioError:
-    return ScenarioError(f"faults[{index}].{name}: {value!r} is invalid; allowed: {allowed}")
+    return ScenarioError(f"faults[{index}].{name}: {show(value)} is invalid; allowed: {allowed}")
 
 
 def _select(index: int, entry: Any, topology: TopologySpec, seed: int) -> tuple[str, ...]:

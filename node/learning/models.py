@@ -9,10 +9,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from node.learning.names import MODELS
+
 logger = logging.getLogger(__name__)
-
-MODELS: tuple[str, ...] = ("mlp", "cnn", "small-cnn")
-
 
 def _flat_size(features: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Number of features a conv stack outputs for one input, found with a dummy forward."""

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
+
+if TYPE_CHECKING:  # torch is imported where weights are moved in or out of a model, so that
+    import torch  # validating a scenario (aggregators, attacks) does not import it
+    from torch import nn
 
 logger = logging.getLogger(__name__)
 
@@ -16,6 +19,8 @@ Weights = dict[str, np.ndarray]
 
 def _numpy_dtype(tensor: torch.Tensor) -> np.dtype:
     """The numpy dtype get_weights uses for a tensor: float32 for floats, else the native one."""
+    import torch
+
     if tensor.is_floating_point():
         return np.dtype(np.float32)
     return np.dtype(torch.empty(0, dtype=tensor.dtype).numpy().dtype)
@@ -32,6 +37,8 @@ def get_weights(model: nn.Module) -> Weights:
 
 def set_weights(model: nn.Module, weights: Mapping[str, np.ndarray]) -> None:
     """Load weights into the model after checking keys, shapes and dtypes match exactly."""
+    import torch
+
     state = model.state_dict()
     missing = [k for k in state if k not in weights]
     if missing:

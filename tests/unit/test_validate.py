@@ -54,11 +54,14 @@ def test_empty_file_is_every_default(text: str, tmp_path: Path) -> None:
     assert load_scenario(path) == Scenario()
 
 
-def test_validate_imports_neither_torch_nor_sklearn_nor_matplotlib() -> None:
+@pytest.mark.parametrize(
+    "scenario", [QUICKSTART, REPO / "scenarios" / "attacks" / "edge_faults.yaml"], ids=lambda p: p.stem
+)
+def test_validate_imports_neither_torch_nor_sklearn_nor_matplotlib(scenario: Path) -> None:
     code = (
         "import sys\n"
         "from orchestrator.cli import main\n"
-        f"assert main(['validate', {str(QUICKSTART)!r}]) == 0\n"
+        f"assert main(['validate', {str(scenario)!r}]) == 0\n"
         "heavy = [m for m in ('torch', 'sklearn', 'matplotlib') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
