@@ -8,10 +8,12 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from orchestrator.scenario import BACKENDS, ScenarioError, load_scenario
-from topologies import TopologyError
-from topologies.backends.mininet import SWITCHES
+from topologies.backends.names import BACKENDS, SWITCHES
+
+if TYPE_CHECKING:
+    from orchestrator.scenario import Scenario
 
 EXIT_USAGE = 2
 
@@ -99,7 +101,9 @@ def _fail(msg: str) -> int:
     return EXIT_USAGE
 
 
-def _load(path: Path, backend: str | None, seed: int | None):  # type: ignore[no-untyped-def]
+def _load(path: Path, backend: str | None, seed: int | None) -> Scenario:
+    from orchestrator.scenario import ScenarioError, load_scenario
+
     scenario = load_scenario(path)
     updates: dict[str, object] = {}
     if backend is not None:
@@ -114,6 +118,8 @@ def _load(path: Path, backend: str | None, seed: int | None):  # type: ignore[no
 def cmd_run(args: argparse.Namespace) -> int:
     """`bcfl run`."""
     from orchestrator.runner import Run
+    from orchestrator.scenario import ScenarioError
+    from topologies import TopologyError
 
     try:
         scenario = _load(args.scenario, args.backend, args.seed)
@@ -163,7 +169,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     """`bcfl validate FILE...`: `FILE: ok (...)` per good file, one error line per bad one;
     exit 2 if any failed. Imports neither torch nor scikit-learn."""
     from orchestrator.preflight import check as preflight
-    from orchestrator.scenario import escape
+    from orchestrator.scenario import ScenarioError, escape, load_scenario
+    from topologies import TopologyError
     from topologies.builders import build_hierarchy
 
     failed = 0

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from node.learning.names import DATASETS, MECHANISMS, MODELS, PARTITIONS
 from node.learning.privacy import MAX_ANALYTIC_EPSILON
+from topologies.backends.names import Backend, DelayMode, Shaping, Switch
 from topologies.builders import (
     CellularParams,
     DelayDist,
@@ -42,8 +43,6 @@ from topologies.builders import (
 )
 
 SCHEMES = ("vanilla",)
-BACKENDS = ("local", "mininet", "containernet")
-SHAPING = ("userspace", "none")
 
 MAX_FILE_BYTES = 1 << 20
 MAX_DEPTH = 32
@@ -274,10 +273,10 @@ class Scenario(_Section):
     description: Annotated[str, Field(max_length=10_000)] = ""
     seed: Annotated[int, Field(ge=0, lt=2**32)] = 0
     scheme: Literal["vanilla"] = "vanilla"
-    backend: Literal["local", "mininet", "containernet"] = "local"
-    shaping: Literal["userspace", "none"] = "userspace"
-    delay_mode: Literal["kernel", "userspace"] = "kernel"
-    switch: Literal["linux", "ovs-user"] = "linux"
+    backend: Backend = "local"
+    shaping: Shaping = "userspace"
+    delay_mode: DelayMode = "kernel"
+    switch: Switch = "linux"
     capture: list[str | Annotated[list[str], Field(min_length=2, max_length=2)]] = []
     containers: ContainersSection = ContainersSection()
     dataset: DatasetSection = DatasetSection()

@@ -46,6 +46,7 @@ from typing import Any
 from topologies.backends import bridgefw, ovs
 from topologies.backends.addressing import PORT, AddressPlan, plan, route_batch
 from topologies.backends.base import Launch
+from topologies.backends.names import SWITCHES
 from topologies.backends.tc import link_argv, shaping_plan
 from topologies.spec import NodeKind, TopologySpec
 
@@ -53,7 +54,6 @@ log = logging.getLogger(__name__)
 
 MININET_PATH = "/usr/lib/python3/dist-packages"
 TOKEN_RE = re.compile(r"[a-z][a-z0-9]{2}")
-SWITCHES = ("linux", "ovs-user")
 
 
 class MininetUnavailable(RuntimeError):
