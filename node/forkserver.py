@@ -26,7 +26,11 @@ Requests and replies::
     {"op": "stop"}                                  -> {"ok": true}, then the server exits
     anything wrong                                  -> {"error": "..."}
 
-A spawned child: ``os.setsid()``; stdin from /dev/null, stdout and stderr appended to
+Used by the local backend (``netns`` null, ``seed`` from the scenario's seed and the node id)
+and the mininet backend (``netns`` the host's PID).
+
+A spawned child: ``os.setsid()``; SIGINT back to Python's default (the server ignores it);
+stdin from /dev/null, stdout and stderr appended to
 ``log``; joins ``netns`` with `setns_net` FIRST, before anything creates a socket (a socket
 made earlier keeps sending from the root namespace); reseeds `random`, numpy and torch (fork
 copies the RNG state) from ``seed`` or its PID; runs the target (``node``:
@@ -502,6 +506,7 @@ class _Server:
             os.setsid()
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # the server ignores it
             if self.selector is not None:
                 self.selector.close()
             for fd in (self.fd_in, self.fd_out, self.wake_r, self.wake_w):

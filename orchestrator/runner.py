@@ -31,7 +31,7 @@ from orchestrator.progress import RunProgress
 from orchestrator.report import plot_accuracy
 from orchestrator.scenario import Scenario, ScenarioError
 from topologies import NodeKind, TopologyError, TopologySpec
-from topologies.backends.base import Launch
+from topologies.backends.base import Launch, child_seed
 from topologies.backends.local import LocalBackend
 from topologies.builders import PUBLISHER_ID, build_hierarchy
 
@@ -144,7 +144,7 @@ class Run:
 
     def _make_backend(self, scenario: Scenario) -> Any:
         if scenario.backend == "local":
-            return LocalBackend(shaping=scenario.shaping)
+            return LocalBackend(shaping=scenario.shaping, log_dir=self.out_dir)
         from topologies.backends.mininet import MininetBackend, import_mininet
         from topologies.backends.netem import probe_netem
         from topologies.backends.ovs import OVSBusy, OVSUnavailable, busy_reason, check_installed
@@ -284,6 +284,7 @@ class Run:
                     argv=(sys.executable, "-m", "node", str(ndir / "config.json")),
                     env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"},
                     log_path=ndir / "stdout.log",
+                    seed=child_seed(s.seed, node.id),
                 )
             )
         self.meta = {
@@ -345,6 +346,7 @@ class Run:
             if hasattr(self.backend, "start_network"):
                 self.backend.start_network()
                 self.backend.start_capture_into(self.out_dir / "pcap")
+            bar.startup(False)  # 0/N while the backend starts (the local fork server's imports)
             self.backend.start(launches)
             self.meta["pids"] = self.backend.pids()
             (self.out_dir / "pids.json").write_text(json.dumps(self.meta["pids"]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,12 +13,21 @@ from topologies.spec import TopologySpec
 
 @dataclass(frozen=True)
 class Launch:
-    """One node daemon to start: its argv, extra environment and log file."""
+    """One node daemon to start: its argv, extra environment, log file and the seed a forked
+    daemon's global RNGs (`random`, numpy, torch) start from (None: the fork server's choice)."""
 
     node_id: str
     argv: tuple[str, ...]
     env: Mapping[str, str]
     log_path: Path
+    seed: int | None = None
+
+
+def child_seed(scenario_seed: int, node_id: str) -> int:
+    """A node's RNG seed from the scenario's seed and its id (the same in every run, different
+    per node; a 63-bit integer, which torch, numpy (mod 2**32) and `random` all accept)."""
+    digest = hashlib.sha256(f"{scenario_seed}:{node_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
 
 
 class Backend(Protocol):
