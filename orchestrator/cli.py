@@ -117,6 +117,7 @@ def _load(path: Path, backend: str | None, seed: int | None) -> Scenario:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """`bcfl run`."""
+    from node.forkserver import ForkServerError
     from orchestrator.runner import Run
     from orchestrator.scenario import ScenarioError
     from topologies import TopologyError
@@ -146,7 +147,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"({shaping}), {n} node processes, {scenario.training.rounds} rounds -> {out}",
         file=sys.stderr,
     )
-    result = run.execute()
+    try:
+        result = run.execute()
+    except ForkServerError as exc:  # nothing started; execute() has stopped what it began
+        print(f"bcfl: error: {exc}", file=sys.stderr)
+        return 1
     for failure in result.failures:
         print(failure.line(), file=sys.stderr)
     if result.problem is not None:

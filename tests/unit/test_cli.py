@@ -249,3 +249,23 @@ def test_light_commands_do_not_import_torch_sklearn_or_matplotlib(
     )
 
     assert "heavy: [] code:" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_a_fork_server_that_cannot_start_is_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from node.forkserver import ForkServerError
+    from orchestrator.runner import Run
+
+    def refuse(self: Run) -> None:
+        raise ForkServerError("fork server exited during start-up (code 1); see forkserver.log")
+
+    monkeypatch.setattr(Run, "execute", refuse)
+    code = main(["run", str(QUICKSTART), "--out", str(tmp_path / "r"), "--quiet"])
+
+    err = capsys.readouterr().err.splitlines()
+    assert code == 1
+    assert err[-1] == (
+        "bcfl: error: fork server exited during start-up (code 1); "
+        "see forkserver.log"
+    )

@@ -54,9 +54,10 @@ def test_empty_file_is_every_default(text: str, tmp_path: Path) -> None:
     assert load_scenario(path) == Scenario()
 
 
-@pytest.mark.parametrize(
-    "scenario", [QUICKSTART, REPO / "scenarios" / "attacks" / "edge_faults.yaml"], ids=lambda p: p.stem
-)
+EDGE_FAULTS = REPO / "scenarios" / "attacks" / "edge_faults.yaml"
+
+
+@pytest.mark.parametrize("scenario", [QUICKSTART, EDGE_FAULTS], ids=lambda p: p.stem)
 def test_validate_imports_neither_torch_nor_sklearn_nor_matplotlib(scenario: Path) -> None:
     code = (
         "import sys\n"
