@@ -25,6 +25,7 @@ METRIC_COLUMNS = (
     "contributors",
     "missing",
     "rejected",
+    "rejected_reasons",
     "behaviour",
     "emd",
     "elapsed_s",
