@@ -48,20 +48,6 @@ def small_scenario(**overrides: Any) -> Scenario:
     return parse_scenario(data)
 
 
-def slow_rounds_scenario() -> Scenario:
-    """8 rounds of 50 local epochs: a round outlasts the orchestrator's poll, so a fault
-    injected after round 2 lands while the run still has rounds to go."""
-    return small_scenario(
-        training={
-            "rounds": 8,
-            "local_epochs": 50,
-            "batch_size": 16,
-            "learning_rate": 0.05,
-            "round_deadline_s": 8,
-        }
-    )
-
-
 def _member_key(store: ChainStore, node: str) -> bytes:
     raw = store.meta_get(CONFIG_META_KEY)
     assert raw is not None
@@ -200,7 +186,7 @@ def test_run_completes_when_a_device_process_is_killed(tmp_path: Path) -> None:
 
 
 def test_restarted_device_with_an_empty_ledger_catches_up(tmp_path: Path) -> None:
-    scenario = slow_rounds_scenario()
+    scenario = paced_scenario(rounds=8)
     victim = "dev0-1"
     restarted_after: list[int] = []
 
