@@ -114,7 +114,10 @@ fi
 
 if [ "${BCFL_VM_PYTEST:-0}" = 1 ] || [ "$only" = pytest ]; then
   stamp "(c) python -m pytest tests/emu"
-  if timeout 1800 /opt/bcfl/venv/bin/python -m pytest -v -p no:cacheprovider --durations=10 tests/emu; then
+  select=()
+  if [ -n "${BCFL_VM_PYTEST_K:-}" ]; then select=(-k "$BCFL_VM_PYTEST_K"); fi
+  if timeout 1800 /opt/bcfl/venv/bin/python -m pytest -v -p no:cacheprovider --durations=10 \
+    "${select[@]}" tests/emu; then
     echo "pytest tests/emu: ok"
   else
     fails+=("pytest tests/emu")

@@ -43,8 +43,9 @@ gate=1
 grep -qw 'bcfl.fidelity_gate=0' /proc/cmdline && gate=0
 docker=0
 grep -qw 'bcfl.docker=1' /proc/cmdline && docker=1
+pytest_k=$(grep -o 'bcfl.pytest_k=[A-Za-z0-9_]*' /proc/cmdline | cut -d= -f2)
 BCFL_VM_ONLY=$only BCFL_VM_PYTEST=$pytest_too BCFL_VM_FIDELITY_GATE=$gate BCFL_VM_DOCKER=$docker \
-  bash /opt/bcfl/src/vm/in-vm-test.sh 2>&1 | tee /results/in-vm.log
+  BCFL_VM_PYTEST_K=$pytest_k bash /opt/bcfl/src/vm/in-vm-test.sh 2>&1 | tee /results/in-vm.log
 if [ "${PIPESTATUS[0]}" = 0 ]; then
   echo PASS >/results/result.txt
   finish PASS

@@ -30,6 +30,7 @@
 #                                    force while the mininet backend runs (they must not matter)
 #   BCFL_VM_REBUILD=1                throw the cache away and start again
 #   BCFL_VM_PYTEST=1                 also run the emu tests (tests/emu) inside the VM
+#   BCFL_VM_PYTEST_K=EXPR            only the emu tests pytest -k EXPR selects ([A-Za-z0-9_])
 #   BCFL_VM_BUILD_ONLY=1             stop after making the image (no boot)
 #   BCFL_VM_APPEND=...               more kernel arguments for the guest
 #   BCFL_VM_ONLY=run|fidelity|pytest only (a), (b) or (c) inside the VM
@@ -223,6 +224,11 @@ if [ "${BCFL_VM_PYTEST:-0}" = 1 ]; then extra="bcfl.pytest=1"; fi
 if [ -n "${BCFL_VM_ONLY:-}" ]; then extra="$extra bcfl.only=$BCFL_VM_ONLY"; fi
 if [ "${BCFL_VM_FIDELITY_GATE:-1}" = 0 ]; then extra="$extra bcfl.fidelity_gate=0"; fi
 if [ "$DOCKER" = 1 ]; then extra="$extra bcfl.docker=1"; fi
+if [ -n "${BCFL_VM_PYTEST_K:-}" ]; then
+  [[ "$BCFL_VM_PYTEST_K" =~ ^[A-Za-z0-9_]+$ ]] ||
+    die "BCFL_VM_PYTEST_K=$BCFL_VM_PYTEST_K: one word of [A-Za-z0-9_] (a kernel argument)"
+  extra="$extra bcfl.pytest_k=$BCFL_VM_PYTEST_K"
+fi
 : >"$LOG"
 qemu-system-x86_64 -accel tcg -cpu max -m "$MEM" -smp "$CPUS" -display none -no-reboot \
   -kernel "$CACHE/vmlinuz" -initrd "$CACHE/initrd.img" \

@@ -99,26 +99,29 @@ def test_bridges_forward_under_dockers_firewall_and_it_is_restored(
 ) -> None:
     if bridged_ping_works("zq1"):
         pytest.skip("bridged frames cross a bridge despite FORWARD DROP: nothing to test here")
+    # the quickstart, smaller (7 processes: also run inside the QEMU VM under TCG)
     scenario = load_scenario(REPO / "scenarios" / "quickstart.yaml")
-    training = scenario.training.model_copy(update={"rounds": 3, "round_deadline_s": 120})
+    training = scenario.training.model_copy(update={"rounds": 2, "round_deadline_s": 300})
+    topology = scenario.topology.model_copy(update={"devices_per_mec": 2})
     scenario = scenario.model_copy(
         update={
             "backend": "mininet",
             "delay_mode": "kernel" if probe_netem().available else "userspace",
             "training": training,
+            "topology": topology,
         }
     )
     out = tmp_path / "run"
 
     result = Run(scenario, out, progress=False).execute()
 
-    assert result.rounds_completed == 3, result
+    assert result.rounds_completed == 2, result
     assert result.problem is None and not result.failures, result
     with (out / "metrics.csv").open() as f:
         table = list(csv.DictReader(f))
-    for rnd in ("1", "2", "3"):  # every device of the 2 MECs x 5 in every round
+    for rnd in ("1", "2"):  # every device of the 2 MECs x 2 in every round
         pub = [r for r in table if r["round"] == rnd and r["role"] == "publisher"]
-        assert len(pub) == 1 and pub[0]["contributors"] == "10", pub
+        assert len(pub) == 1 and pub[0]["contributors"] == "4", pub
         assert pub[0]["missing"] in ("", "[]"), pub
     # exactly Docker's firewall again: the run's tagged rules are gone
     assert firewall() == docker_like_firewall

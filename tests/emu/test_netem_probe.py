@@ -204,6 +204,16 @@ def test_htb_limits_tcp_goodput(veth_pair: VethPair) -> None:
         apply_argv(link_argv(dev, _link(bw=rate, delay=20), delay_in_kernel=False), netns=ns)
         measured[rate] = _goodput_mbit(veth_pair)
     print(f"goodput under HTB (Mbit/s, configured -> measured): {measured}")
-    for rate, got in measured.items():
+    for rate, got in measured.items():  # HTB never lets more through
         model = rate * GOODPUT_PER_RATE
-        assert abs(got - model) <= MODEL_TOLERANCE * model, (rate, got, model)
+        assert got - model <= MODEL_TOLERANCE * model, (rate, got, model)
+    short = {r: g for r, g in measured.items() if g < (1 - MODEL_TOLERANCE) * r * GOODPUT_PER_RATE}
+    if short:  # too little: HTB, or a machine that cannot push that much at all?
+        apply_argv(clear_argv(dev), netns=ns)
+        capacity = _goodput_mbit(veth_pair)
+        if all(capacity < 2 * rate for rate in short):
+            pytest.skip(
+                f"this machine carries only {capacity:.1f} Mbit/s over an unshaped veth now "
+                f"(e.g. QEMU TCG on a busy host): too slow to check HTB at {sorted(short)} Mbit/s"
+            )
+        raise AssertionError(f"goodput below HTB's rate: {short}; unshaped {capacity:.1f}")
