@@ -315,7 +315,7 @@ class MininetBackend:
         host = self._hosts[launch.node_id]
         config = launch.argv[-1]
         self._pids[launch.node_id] = self._server.spawn(
-            [config], netns=host.pid, log=str(launch.log_path)
+            [config], netns=host.pid, log=str(launch.log_path), seed=launch.seed
         )
 
     def pids(self) -> dict[str, int]:
