@@ -6,7 +6,6 @@ in its own thread; only the transport is in memory.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,23 +13,20 @@ import numpy as np
 import pytest
 
 from node.codec import Codec, Message
-from node.config import LearningConfig, NodeConfig
-from node.contracts.runtime import Genesis
+from node.config import LearningConfig
 from node.daemon import Daemon
-from node.keys import NodeKey, Roster
+from node.keys import NodeKey
 from node.learning.train import configure_torch_threads
 from node.learning.weights import weights_to_bytes
-from node.ledger.chain import ChainConfig, verify_store
+from node.ledger.chain import verify_store
 from node.ledger.encoding import sha256
-from node.ledger.replica import Replica
 from node.ledger.tx import Transaction
-from node.metrics import MetricsWriter
 from node.roles.base import NodeContext, Role
-from node.schemes import role_for
 from node.schemes.vanilla import DeviceRole
 from node.transport import InMemoryNetwork
 from orchestrator.collect import read_records
-from topologies import HierarchyParams, NodeKind, build_hierarchy
+from tests.sim.vanilla_net import VanillaNet
+from topologies import NodeKind, NodeSpec
 
 BYZANTINE = "dev1-0"
 
@@ -94,11 +90,8 @@ def one_torch_thread() -> None:
 
 
 def test_vanilla_completes_and_drops_every_bad_message(tmp_path: Path) -> None:
-    topology = build_hierarchy(HierarchyParams(bs_count=1, mecs_per_bs=2, devices_per_mec=3), 5)
-    daemons = topology.daemons()
-    keys = {n.id: NodeKey.generate() for n in daemons}
-    roster = Roster({nid: k.public_key for nid, k in keys.items()})
-    network = InMemoryNetwork()
+    net = VanillaNet.build(mecs=2, devices_per_mec=3, seed=5)
+    topology = net.topology
     learning = LearningConfig(
         dataset="digits",
         model="mlp",
@@ -109,62 +102,20 @@ def test_vanilla_completes_and_drops_every_bad_message(tmp_path: Path) -> None:
         learning_rate=0.1,
         round_deadline_s=30,
     )
-    chain = ChainConfig(
-        Genesis(
-            members={n.id: (keys[n.id].public_key, str(n.kind)) for n in daemons},
-            balances={"pub": 600},
-            chain_id="sim",
-        ),
-        (keys["pub"].public_key,),
-        1,
+    impostor = Codec(BYZANTINE, NodeKey.generate(), net.roster)
+
+    def byzantine(spec: NodeSpec) -> Role | None:
+        return ByzantineDevice(net.network, impostor) if spec.id == BYZANTINE else None
+
+    nodes = net.run(
+        tmp_path,
+        learning,
+        seed=5,
+        reward_pool=600,
+        config={"startup_timeout_s": 60},
+        role=byzantine,
+        join_timeout_s=240,
     )
-    nodes: dict[str, Daemon] = {}
-    for spec in daemons:
-        config = NodeConfig(
-            run_id="sim",
-            node_id=spec.id,
-            scheme="vanilla",
-            seed=5,
-            node_dir=str(tmp_path),
-            key_path="-",
-            bind="-",
-            endpoints={},
-            roster=roster.to_hex(),
-            topology=topology.to_dict(),
-            shaping="none",
-            learning=learning,
-            max_message_bytes=8 * 1024 * 1024,
-            startup_timeout_s=60,
-            chain=chain.to_dict(),
-            task_id="sim-task",
-        )
-        role: Role
-        if spec.id == BYZANTINE:
-            role = ByzantineDevice(network, Codec(BYZANTINE, NodeKey.generate(), roster))
-        else:
-            role = role_for("vanilla", spec.kind)
-        (tmp_path / spec.id).mkdir()
-        metrics = MetricsWriter(tmp_path / spec.id / "metrics.jsonl", {"node": spec.id})
-        nodes[spec.id] = Daemon(
-            config,
-            topology,
-            network.attach(spec.id),
-            Codec(spec.id, keys[spec.id], roster, config.max_message_bytes),
-            role,
-            metrics,
-            replica=Replica(tmp_path / spec.id, chain, keys[spec.id]),
-        )
-    threads = [
-        threading.Thread(target=d.run, kwargs={"install_signal_handlers": False})
-        for d in nodes.values()
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=240)
-    assert not any(t.is_alive() for t in threads), "the run did not finish"
-    for d in nodes.values():
-        d.metrics.close()
 
     pub_rounds = [r for r in read_records(tmp_path / "pub") if r["event"] == "round"]
     assert [r["round"] for r in pub_rounds] == [1, 2, 3, 4, 5, 6]

@@ -6,25 +6,16 @@ Real daemons, roles, Ed25519 and torch in threads; only the transport is in memo
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from node.codec import Codec
-from node.config import LearningConfig, NodeConfig
-from node.contracts.runtime import Genesis
+from node.config import LearningConfig
 from node.daemon import Daemon
-from node.keys import NodeKey, Roster
 from node.learning.train import configure_torch_threads
-from node.ledger.chain import ChainConfig
-from node.ledger.replica import Replica
-from node.metrics import MetricsWriter
-from node.schemes import role_for
-from node.transport import InMemoryNetwork
 from orchestrator.collect import read_records
-from topologies import HierarchyParams, build_hierarchy
+from tests.sim.vanilla_net import VanillaNet
 
 TAMPERER = "mec1"
 TARGET = "dev1-0"
@@ -42,11 +33,7 @@ def _run(
     deadline_s: float = 120,
 ) -> dict[str, Daemon]:
     """Run the vanilla scheme to the end."""
-    topology = build_hierarchy(HierarchyParams(bs_count=1, mecs_per_bs=2, devices_per_mec=2), 7)
-    daemons = topology.daemons()
-    keys = {n.id: NodeKey.from_seed(bytes([i + 1]) * 32) for i, n in enumerate(daemons)}
-    roster = Roster({nid: k.public_key for nid, k in keys.items()})
-    network = InMemoryNetwork()
+    net = VanillaNet.build(mecs=2, devices_per_mec=2, seed=7, fixed_keys=True)
     learning = LearningConfig(
         dataset="digits",
         model="mlp",
@@ -57,59 +44,12 @@ def _run(
         learning_rate=0.1,
         round_deadline_s=deadline_s,
     )
-    chain = ChainConfig(
-        Genesis(
-            members={n.id: (keys[n.id].public_key, str(n.kind)) for n in daemons},
-            balances={"pub": 100},
-            chain_id="sim",
-        ),
-        (keys["pub"].public_key,),
-        1,
-    )
-    nodes: dict[str, Daemon] = {}
-    for spec in daemons:
-        config = NodeConfig(
-            run_id="sim",
-            node_id=spec.id,
-            scheme="vanilla",
-            seed=7,
-            node_dir=str(tmp_path),
-            key_path="-",
-            bind="-",
-            endpoints={},
-            roster=roster.to_hex(),
-            topology=topology.to_dict(),
-            shaping="none",
-            learning=learning,
-            max_message_bytes=8 * 1024 * 1024,
-            startup_timeout_s=120,
-            chain=chain.to_dict(),
-            task_id="sim-task",
-            aggregator={"name": "median", "params": {}},
-            behaviours=behaviours.get(spec.id, []),
-        )
-        (tmp_path / spec.id).mkdir()
-        nodes[spec.id] = Daemon(
-            config,
-            topology,
-            network.attach(spec.id),
-            Codec(spec.id, keys[spec.id], roster, config.max_message_bytes),
-            role_for("vanilla", spec.kind),
-            MetricsWriter(tmp_path / spec.id / "metrics.jsonl", {"node": spec.id}),
-            replica=Replica(tmp_path / spec.id, chain, keys[spec.id]),
-        )
-    threads = [
-        threading.Thread(target=d.run, kwargs={"install_signal_handlers": False})
-        for d in nodes.values()
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
-    assert not any(t.is_alive() for t in threads), "the run did not finish"
-    for d in nodes.values():
-        d.metrics.close()
-    return nodes
+    config = {
+        "startup_timeout_s": 120,
+        "aggregator": {"name": "median", "params": {}},
+        "behaviours": lambda nid: behaviours.get(nid, []),
+    }
+    return net.run(tmp_path, learning, seed=7, reward_pool=100, config=config)
 
 
 def test_tampered_updates_are_in_the_rounds_rejected(tmp_path: Path) -> None:
