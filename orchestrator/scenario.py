@@ -18,22 +18,22 @@ What the loader accepts (anything else is one such line, never a traceback):
   0.001..1000, privacy epsilon 0.001..700 (e^epsilon must be finite), clip norm up to 1e6,
   at most 10,000 node processes and 500,000 directed links (see each field below).
 What a scenario needs from the machine (data set files, a feasible partition, memory) is
-checked by `orchestrator.preflight`, before anything starts.
+checked by `orchestrator.preflight`, before anything starts. The YAML rules live in
+`orchestrator.plainyaml`, the one-line error texts in `orchestrator.errors`.
 """
 
 from __future__ import annotations
 
-import math
 import re
-import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from node.learning.names import DATASETS, MECHANISMS, MODELS, PARTITIONS
 from node.learning.privacy import MAX_ANALYTIC_EPSILON
+from orchestrator.errors import ScenarioError, escape, show
+from orchestrator.plainyaml import read_plain_yaml
 from topologies.backends.names import Backend, DelayMode, Shaping, Switch
 from topologies.builders import (
     CellularParams,
@@ -44,11 +44,8 @@ from topologies.builders import (
 
 SCHEMES = ("vanilla",)
 
-MAX_FILE_BYTES = 1 << 20
-MAX_DEPTH = 32
 MAX_NODES = 10_000
 MAX_LINKS = 500_000
-SHOW_CHARS = 80
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -59,10 +56,6 @@ Seconds = Annotated[float, Field(gt=0, le=86_400, allow_inf_nan=False)]
 Dbm = Annotated[float, Field(ge=-60, le=80, allow_inf_nan=False)]
 Metres = Annotated[float, Field(gt=0, le=100_000, allow_inf_nan=False)]
 TimesT = Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)]
-
-
-class ScenarioError(ValueError):
-    """A scenario file or override is invalid; the message is one line."""
 
 
 class _Section(BaseModel):
@@ -297,31 +290,7 @@ assert set(MODELS) == set(Scenario.model_fields["model"].annotation.__args__)  #
 assert set(PARTITIONS) == set(PartitionSection.model_fields["scheme"].annotation.__args__)  # type: ignore[union-attr]
 assert set(MECHANISMS) == set(PrivacySection.model_fields["mechanism"].annotation.__args__)  # type: ignore[union-attr]
 
-_SHORT = reprlib.Repr()
-_SHORT.maxstring = _SHORT.maxother = SHOW_CHARS
-_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxtuple = 3, 4, 4, 4
-_SHORT.maxset = _SHORT.maxfrozenset = 4
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9_.\-\[\]]{1,64}$")
-
-
-def show(value: object, limit: int = SHOW_CHARS) -> str:
-    """`value` for an error line: escaped like repr (no raw newline or control character),
-    at most `limit` characters, and never an int-to-str conversion of a huge integer."""
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
-        digits = int(value.bit_length() * math.log10(2)) + 1
-        text = f"{'a negative' if value < 0 else 'an'} integer of about {digits} digits"
-    else:
-        try:
-            text = _SHORT.repr(value)
-        except Exception:  # a value whose repr fails: say what it is instead
-            text = f"a {type(value).__name__}"
-    text = escape(text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def escape(text: str) -> str:
-    """`text` with newlines and other unprintable characters backslash-escaped."""
-    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 def _where(loc: tuple[int | str, ...]) -> str:
@@ -373,138 +342,7 @@ def parse_scenario(data: object, source: str = "scenario") -> Scenario:
         raise ScenarioError(f"{source}: {_one_line(dict(errors[0]))}{more}") from None
 
 
-_YAML_TAG = "tag:yaml.org,2002:"
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader for plain YAML: no aliases, no explicit tags, scalar keys given once, and
-    at most MAX_DEPTH levels of nesting; a value that cannot be constructed (an implicit
-    ``2001-13-45``) is a ConstructorError, not a ValueError from deep inside PyYAML."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-
-    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.composer.ComposerError(
-                None,
-                None,
-                f"alias *{show(event.anchor)[1:-1]} is invalid; allowed: no YAML aliases "
-                "(write the value out)",
-                event.start_mark,
-            )
-        event = self.peek_event()
-        tag = getattr(event, "tag", None)
-        if tag not in (None, "!"):
-            raise yaml.composer.ComposerError(
-                None,
-                None,
-                f"tag {show(str(tag).replace(_YAML_TAG, '!!'))} is invalid; allowed: no YAML "
-                "tags (write plain values, "
-                "quote strings)",
-                event.start_mark,
-            )
-        self._depth += 1
-        try:
-            if self._depth > MAX_DEPTH:
-                raise yaml.composer.ComposerError(
-                    None,
-                    None,
-                    f"nesting deeper than {MAX_DEPTH} levels is invalid; allowed: at most "
-                    f"{MAX_DEPTH}",
-                    event.start_mark,
-                )
-            node: yaml.Node | None = super().compose_node(parent, index)  # type: ignore[arg-type]
-            return node
-        finally:
-            self._depth -= 1
-
-    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
-        try:
-            return super().construct_object(node, deep)
-        except yaml.YAMLError:
-            raise
-        except (ValueError, TypeError, LookupError, ArithmeticError, AttributeError):
-            raise yaml.constructor.ConstructorError(
-                None,
-                None,
-                f"{show(node.value)} is invalid; allowed: a valid "
-                f"{str(node.tag).replace(_YAML_TAG, '')}, or quote it to make it a string",
-                node.start_mark,
-            ) from None
-
-
-def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen = set()
-    for key_node, _ in node.value:
-        if not isinstance(key_node, yaml.ScalarNode):
-            raise yaml.constructor.ConstructorError(
-                None,
-                None,
-                "a key that is a list or mapping is invalid; allowed: plain names as keys",
-                key_node.start_mark,
-            )
-        key = loader.construct_object(key_node)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None,
-                None,
-                f"key {show(key)} is invalid; allowed: each key once per mapping (given twice)",
-                key_node.start_mark,
-            )
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_StrictLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates
-)
-
-
-def _read(path: Path) -> str:
-    """The file's text; ScenarioError when it is missing, too large or not UTF-8."""
-    try:
-        with path.open("rb") as f:
-            raw = f.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise ScenarioError(f"{path}: cannot read: {exc.strerror or type(exc).__name__}") from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise ScenarioError(
-            f"{path}: a file over {MAX_FILE_BYTES} bytes is invalid; allowed: a scenario file "
-            f"of at most {MAX_FILE_BYTES} bytes (1 MiB)"
-        )
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ScenarioError(
-            f"{path}: byte {exc.start} ({raw[exc.start : exc.start + 1]!r}) is invalid; "
-            "allowed: UTF-8 text (not UTF-8)"
-        ) from None
-
-
 def load_scenario(path: Path) -> Scenario:
     """Read and validate a scenario YAML file (an empty one is every default)."""
-    text = _read(path)
-    try:
-        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
-    except yaml.reader.ReaderError as exc:
-        line = text.count("\n", 0, exc.position) + 1
-        char = chr(exc.character) if isinstance(exc.character, int) else exc.character
-        raise ScenarioError(
-            f"{path}: line {line}: character {show(char)} is invalid; "
-            "allowed: printable text (not valid YAML: no control characters)"
-        ) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}:" if mark is not None else ""
-        problem = escape(str(getattr(exc, "problem", None) or type(exc).__name__))
-        if " is invalid; allowed: " in problem:  # ours, already in the one-line form
-            raise ScenarioError(f"{path}:{where} {problem}") from None
-        raise ScenarioError(f"{path}:{where} not valid YAML ({problem[:200]})") from None
-    except RecursionError:  # kept out by MAX_DEPTH; a backstop for a deep parser path
-        raise ScenarioError(
-            f"{path}: nesting is invalid; allowed: at most {MAX_DEPTH} levels"
-        ) from None
+    data = read_plain_yaml(path)
     return parse_scenario({} if data is None else data, str(path))
