@@ -48,6 +48,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from node import sigcache
 from node.consensus.actions import (
     Action,
     Broadcast,
@@ -58,7 +59,7 @@ from node.consensus.actions import (
     StopTimer,
 )
 from node.consensus.ledger import certified_block, ledger_config
-from node.consensus.messages import open_envelope, verify_signature
+from node.consensus.messages import open_envelope
 from node.consensus.pbft import PbftReplica
 from node.contracts.runtime import Genesis
 from node.keys import NodeKey
@@ -490,7 +491,7 @@ def run_memory(n: int, work: Workload, commits: int, isolated: bool) -> MemResul
             src, dst, data = queue.popleft()
             if isolated:
                 open_envelope.cache_clear()
-                verify_signature.cache_clear()
+                sigcache.CACHE.clear()
             enqueue(dst, cores[dst].handle(src, data, time.monotonic()))
         c1, w1 = time.process_time(), time.perf_counter()
         if any(c != i + 1 for c in committed.values()):

@@ -7,8 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import nacl.exceptions
 import nacl.signing
+
+from node import sigcache
 
 SIGNATURE_BYTES = 64
 PUBLIC_KEY_BYTES = 32
@@ -60,7 +61,7 @@ class Roster:
                 raise ValueError(
                     f"roster[{node_id!r}]: public key must be {PUBLIC_KEY_BYTES} bytes"
                 )
-        self._keys = {nid: nacl.signing.VerifyKey(k) for nid, k in public_keys.items()}
+        self._keys = {nid: bytes(k) for nid, k in public_keys.items()}
 
     @classmethod
     def from_hex(cls, public_keys: Mapping[str, str]) -> Roster:
@@ -69,7 +70,7 @@ class Roster:
 
     def to_hex(self) -> dict[str, str]:
         """{node id: hex public key}, for writing into files."""
-        return {nid: bytes(k).hex() for nid, k in self._keys.items()}
+        return {nid: k.hex() for nid, k in self._keys.items()}
 
     def __contains__(self, node_id: object) -> bool:
         return node_id in self._keys
@@ -82,12 +83,9 @@ class Roster:
         return list(self._keys)
 
     def verify(self, node_id: str, message: bytes, signature: bytes) -> bool:
-        """True if `signature` is `node_id`'s signature of `message`."""
+        """True if `signature` is `node_id`'s signature of `message` (checked once per
+        process: see `node.sigcache`)."""
         key = self._keys.get(node_id)
         if key is None or len(signature) != SIGNATURE_BYTES:
             return False
-        try:
-            key.verify(message, signature)
-        except nacl.exceptions.BadSignatureError:
-            return False
-        return True
+        return sigcache.verify(key, message, signature)

@@ -18,9 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import nacl.exceptions
-import nacl.signing
-
+from node import sigcache
 from node.keys import SIGNATURE_BYTES, NodeKey
 from node.ledger.block import CommitSignature
 from node.ledger.encoding import EncodingError, canonical, decode_canonical
@@ -263,14 +261,9 @@ def open_envelope(raw: bytes) -> Envelope:
     return Envelope(kind, sender, body, signed, _bytes(obj[4], SIGNATURE_BYTES), raw)
 
 
-@functools.lru_cache(maxsize=262144)
 def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> bool:
-    """Ed25519 verification (memoised: a pure function of its arguments)."""
-    try:
-        nacl.signing.VerifyKey(public_key).verify(message, signature)
-    except (nacl.exceptions.BadSignatureError, ValueError):
-        return False
-    return True
+    """Ed25519 verification, once per (key, message, signature) per process (`sigcache`)."""
+    return sigcache.verify(public_key, message, signature)
 
 
 class Group:

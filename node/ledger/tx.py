@@ -17,9 +17,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-import nacl.exceptions
-import nacl.signing
-
+from node import sigcache
 from node.keys import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, NodeKey
 from node.ledger.encoding import EncodingError, canonical, decode_canonical, sha256
 
@@ -86,10 +84,8 @@ class Transaction:
         if not isinstance(self.signature, bytes) or len(self.signature) != SIGNATURE_BYTES:
             raise TxError("bad_signature", "signature must be 64 bytes")
         message = self.signing_bytes_for(self.type, self.sender, self.nonce, self.payload)
-        try:
-            nacl.signing.VerifyKey(self.sender).verify(message, self.signature)
-        except (nacl.exceptions.BadSignatureError, ValueError):
-            raise TxError("bad_signature", f"transaction {self.hash.hex()[:16]}") from None
+        if not sigcache.verify(self.sender, message, self.signature):  # once per process
+            raise TxError("bad_signature", f"transaction {self.hash.hex()[:16]}")
 
     def to_obj(self) -> list[Any]:
         """The canonical list form."""
