@@ -14,7 +14,6 @@ from node.codec import Codec
 from node.config import NodeConfig
 from node.daemon import Daemon
 from node.keys import NodeKey, Roster
-from node.learning.train import configure_torch_threads
 from node.ledger.chain import ChainConfig
 from node.ledger.replica import Replica
 from node.metrics import MetricsWriter
@@ -86,7 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    configure_torch_threads(1)
+    if "torch" in sys.modules:  # forked with torch loaded (a Learner sets it where it imports it)
+        from node.learning.train import configure_torch_threads
+
+        configure_torch_threads(1)
     daemon = build_daemon(config)
     code = 0
     try:

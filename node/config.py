@@ -26,6 +26,9 @@ class LearningConfig(BaseModel):
     learning_rate: float
     momentum: float = 0.0
     round_deadline_s: float
+    # This node's prepared data directory (node.learning.prepared), written by the orchestrator;
+    # None: the node loads and partitions the data set itself (unit tests, in-memory sims).
+    data_dir: str | None = None
 
 
 class NodeConfig(BaseModel):

@@ -24,6 +24,7 @@ from node.learning.aggregators import make_aggregator
 from node.learning.privacy import gaussian_sigma
 from node.ledger.chain import ChainConfig
 from orchestrator.collect import collect, read_records
+from orchestrator.dataprep import prepare_run_data
 from orchestrator.faults import FaultEvent, behaviour_schedules, resolve_faults
 from orchestrator.health import ExitWatch, NodeFailure, device_problem
 from orchestrator.preflight import check as preflight
@@ -230,6 +231,7 @@ class Run:
         (self.out_dir / "topology.json").write_text(json.dumps(topo, indent=1))
         (self.out_dir / "roster.json").write_text(json.dumps(roster.to_hex(), indent=1))
         learning = _learning(s)
+        data = prepare_run_data(learning, s.seed, self.out_dir, self.topology)
         schedules = behaviour_schedules(self.faults)
         if s.ledger.consensus == "pbft":
             mecs = [n.id for n in self.topology.of_kind(NodeKind.MEC)]
@@ -265,7 +267,9 @@ class Run:
                 roster=roster.to_hex(),
                 topology=topo,
                 shaping=s.shaping if s.backend == "local" else self.backend.shaping,
-                learning=learning,
+                learning=learning.model_copy(update={"data_dir": str(data.dirs[node.id])})
+                if node.id in data.dirs
+                else learning,
                 max_message_bytes=int(s.max_message_mb * 1024 * 1024),
                 startup_timeout_s=s.startup_timeout_s,
                 chain=chain,
@@ -297,6 +301,7 @@ class Run:
             "nodes": {n.id: str(n.kind) for n in daemons},
             "endpoints": endpoints,
             "versions": _versions(),
+            "data_prep": data.summary(),
             "aggregator": s.aggregator.model_dump(),
             "privacy": _privacy_meta(s),
             "faults": [vars(ev) | {"link": ev.link} for ev in self.faults],

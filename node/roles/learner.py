@@ -1,19 +1,28 @@
-"""A node's model and data, rebuilt identically on every node from the run's seed."""
+"""A node's model and data, rebuilt identically on every node from the run's seed.
+
+With `LearningConfig.data_dir` set (a run's nodes), the data comes from the files the
+orchestrator prepared (node.learning.prepared): a device holds only its part, the publisher
+only the test set. Without it (unit tests, in-memory sims) the node loads the whole data set
+and partitions it itself, with the same function and seed.
+"""
 
 from __future__ import annotations
 
 import copy
 import logging
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from node.config import LearningConfig
 from node.learning.datasets import Dataset, load_dataset
-from node.learning.models import build_model
 from node.learning.partition import partition
-from node.learning.train import EvalResult, TrainResult, evaluate, train_local
-from node.learning.weights import Weights, get_weights, set_weights
+from node.learning.prepared import DataSpec, read_prepared
+from node.learning.weights import Weights
+
+if TYPE_CHECKING:  # torch is imported by the Learner, not by whoever imports this module
+    from node.learning.train import EvalResult, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -22,46 +31,101 @@ class Learner:
     """Holds the data set (or one device's part of it) and the model it trains."""
 
     def __init__(self, cfg: LearningConfig, seed: int, part: tuple[int, int] | None = None) -> None:
-        """`part` is (this device's index, number of devices); None keeps the whole set."""
+        """`part` is (this device's index, number of devices); None keeps the whole set
+        (or, from prepared data, only the test set)."""
+        from node.learning.models import build_model
+        from node.learning.train import configure_torch_threads
+
+        configure_torch_threads(1)
         self.cfg = cfg
         self.seed = seed
-        self.dataset: Dataset = load_dataset(cfg.dataset, cfg.dataset_root, seed=seed)
-        self.model = build_model(
-            cfg.model, self.dataset.input_shape, self.dataset.num_classes, seed=seed
-        )
-        self.part_index = -1
-        if part is None:
-            self.indices = np.arange(len(self.dataset.train_y))
-        else:
-            self.part_index, n_parts = part
-            parts = partition(
-                self.dataset.train_y,
-                n_parts,
-                cfg.partition,
-                seed,
-                alpha=cfg.alpha,
-                shards_per_part=cfg.shards_per_device,
+        self.part_index = -1 if part is None else part[0]
+        self._dataset: Dataset | None = None
+        if cfg.data_dir is not None:
+            spec = DataSpec(
+                cfg.dataset, seed, cfg.partition, cfg.alpha, cfg.shards_per_device, part
             )
-            self.indices = parts[self.part_index]
-        self.train_x = self.dataset.train_x[self.indices]
-        self.train_y = self.dataset.train_y[self.indices]
+            data = read_prepared(cfg.data_dir, spec)
+            self.name, self.num_classes = data.name, data.num_classes
+            self.input_shape = data.input_shape
+            self.indices, self.train_x, self.train_y = data.indices, data.train_x, data.train_y
+            self.population_labels = data.population_labels
+            self.test_x, self.test_y = data.test_x, data.test_y
+        else:
+            ds = load_dataset(cfg.dataset, cfg.dataset_root, seed=seed)
+            self._dataset = ds
+            self.name, self.num_classes, self.input_shape = ds.name, ds.num_classes, ds.input_shape
+            if part is None:
+                self.indices = np.arange(len(ds.train_y))
+            else:
+                parts = partition(
+                    ds.train_y,
+                    part[1],
+                    cfg.partition,
+                    seed,
+                    alpha=cfg.alpha,
+                    shards_per_part=cfg.shards_per_device,
+                )
+                self.indices = parts[part[0]]
+            self.train_x = ds.train_x[self.indices]
+            self.train_y = ds.train_y[self.indices]
+            self.population_labels = ds.train_y
+            self.test_x, self.test_y = ds.test_x, ds.test_y
+        self.model = build_model(cfg.model, self.input_shape, self.num_classes, seed=seed)
         self._warm_up()
         log.info("learner: %s/%s, %d training samples", cfg.dataset, cfg.model, len(self.indices))
+
+    @property
+    def dataset(self) -> Dataset:
+        """The data set as `load_dataset` gives it, for code that indexes the whole training
+        set (node.roles.threats). From prepared data it is built on first use and holds only
+        this node's rows (at their indices; the others are zero pages the kernel never
+        allocates), the population's labels and the test set it has."""
+        if self._dataset is None:
+            train_x = np.zeros((len(self.population_labels), *self.input_shape), np.float32)
+            train_x[self.indices] = self.train_x
+            self._dataset = Dataset(
+                self.name,
+                train_x,
+                self.population_labels,
+                self.test_x,
+                self.test_y,
+                self.num_classes,
+            )
+        return self._dataset
+
+    def samples(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(x, y) of training samples by their indices into the whole training set; each must
+        be one of this node's (`self.indices`, sorted). IndexError otherwise."""
+        idx = np.asarray(indices, dtype=np.int64)
+        local = np.searchsorted(self.indices, idx)
+        if local.size and (
+            local.max() >= len(self.indices) or not np.array_equal(self.indices[local], idx)
+        ):
+            raise IndexError("samples: an index is not one of this node's training samples")
+        return self.train_x[local], self.train_y[local]
 
     def _warm_up(self) -> None:
         """One throwaway SGD step on a copy, so that torch's lazy imports (optimizer, autograd)
         happen at start-up and not inside the first round's timing."""
+        from node.learning.train import evaluate, train_local
+
         scratch = copy.deepcopy(self.model)
-        n = min(len(self.train_y), 2)
-        train_local(scratch, self.train_x[:n], self.train_y[:n], 1, n, 1e-3, seed=0)
-        evaluate(scratch, self.train_x[:n], self.train_y[:n])
+        x, y = (self.train_x, self.train_y) if len(self.train_y) else (self.test_x, self.test_y)
+        n = min(len(y), 2)
+        train_local(scratch, x[:n], y[:n], 1, n, 1e-3, seed=0)
+        evaluate(scratch, x[:n], y[:n])
 
     def weights(self) -> Weights:
         """A copy of the current model weights."""
+        from node.learning.weights import get_weights
+
         return get_weights(self.model)
 
     def load(self, weights: Mapping[str, np.ndarray]) -> None:
         """Replace the model weights; ValueError if keys, shapes or dtypes differ."""
+        from node.learning.weights import set_weights
+
         set_weights(self.model, weights)
 
     def train(
@@ -69,6 +133,8 @@ class Learner:
     ) -> TrainResult:
         """Local SGD for the configured epochs (seeded per round) on this node's data, or on
         (x, y) when given (what an attack made of it)."""
+        from node.learning.train import train_local
+
         cfg = self.cfg
         return train_local(
             self.model,
@@ -83,10 +149,14 @@ class Learner:
 
     def evaluate(self) -> EvalResult:
         """Accuracy and loss on the held-out test set."""
-        return evaluate(self.model, self.dataset.test_x, self.dataset.test_y)
+        from node.learning.train import evaluate
+
+        return evaluate(self.model, self.test_x, self.test_y)
 
     def evaluate_on(self, x: np.ndarray, y: np.ndarray) -> EvalResult:
         """Accuracy and loss of the current weights on (x, y)."""
+        from node.learning.train import evaluate
+
         return evaluate(self.model, x, y)
 
 
