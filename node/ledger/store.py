@@ -9,14 +9,29 @@ transactions, its state writes and the new head in one transaction, so a crash o
 at any point leaves either the whole block or none of it (ROLLBACK on any exception). The
 store does not check blocks semantically; the chain module does that before `append`.
 With synchronous=NORMAL a commit survives a process crash; FULL also survives power loss.
+
+Deferred writes (`deferred=True` or `set_deferred`, used by PBFT validators): `append`
+returns once the block is in an in-memory overlay, and a writer thread stores pending blocks
+in order, up to BATCH_BLOCKS per SQLite transaction, on its own connection. Every read
+(`height`, `block_bytes`, `tx_location`, `state_get`, `state_rows`, `meta_get(head_hash)`…)
+looks at the overlay first, so callers see no difference; an overlay entry is dropped only
+after its transaction committed. `durable_height()` is what the database holds and
+`flush()` waits for the writer (`close()` flushes, and so does interpreter exit). A
+kill -9 loses at most the blocks not yet written, never part of one: each batch is one
+transaction, so the reopened store is a verifiable chain at its durable height, and a PBFT
+replica fills the gap from its peers (they committed those blocks too). A failed write is
+kept and raised by the next `append`/`flush`.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -30,6 +45,7 @@ logger = logging.getLogger(__name__)
 SYNCHRONOUS_MODES = ("NORMAL", "FULL")
 DB_NAME = "ledger.sqlite"
 HEAD_HASH_KEY = "head_hash"
+BATCH_BLOCKS = 64
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS blocks (
@@ -61,30 +77,46 @@ class StoreError(RuntimeError):
     """The store refused an operation (wrong height, bad write) or holds corrupt data."""
 
 
+@dataclass(frozen=True)
+class _Pending:
+    """A block appended but not yet written (deferred mode)."""
+
+    block: Block
+    data: bytes
+    state_writes: tuple[tuple[tuple[str, str], bytes | None], ...]
+
+
 class ChainStore:
     """A node's chain on disk; thread-safe, one writer at a time."""
 
-    def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
+    def __init__(self, path: Path, synchronous: str = "NORMAL", deferred: bool = False) -> None:
         mode = synchronous.upper()
         if mode not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
         self.path = Path(path)
+        self.synchronous = mode
         self._lock = threading.RLock()
-        self._conn: sqlite3.Connection | None = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False
-        )
+        self._conn: sqlite3.Connection | None = _connect(self.path, mode)
         try:
-            self._conn.execute("PRAGMA busy_timeout=5000")
-            journal = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(journal).lower() != "wal":
-                raise StoreError(f"could not enable WAL on {self.path} (got {journal})")
-            self._conn.execute(f"PRAGMA synchronous={mode}")
-            self._conn.execute("PRAGMA foreign_keys=ON")
             self._transaction(_create_schema)
         except BaseException:
             self._conn.close()
             self._conn = None
             raise
+        # deferred writes: the overlay (guarded by _cv) and the writer thread
+        self._cv = threading.Condition(threading.Lock())
+        self._pending: list[_Pending] = []
+        self._p_blocks: dict[int, tuple[bytes, bytes]] = {}
+        self._p_txs: dict[bytes, tuple[int, int]] = {}
+        self._p_state: dict[tuple[str, str], tuple[int, bytes | None]] = {}
+        self._writing = 0  # blocks taken by the writer, not yet committed
+        self._write_error: BaseException | None = None
+        self._writer: threading.Thread | None = None
+        self._closing = False
+        self.deferred = False
+        self.batches = 0
+        if deferred:
+            self.set_deferred(True)
         logger.debug("opened chain store %s at height %d", self.path, self.height())
 
     # -- plumbing -------------------------------------------------------------------------
@@ -110,11 +142,100 @@ class ChainStore:
             return result
 
     def close(self) -> None:
-        """Close the database; further calls raise StoreError."""
+        """Write what is pending, stop the writer and close the database; further calls raise
+        StoreError. A write error is logged here (`flush` raises it)."""
+        if self._writer is not None:
+            try:
+                self.flush()
+            except StoreError as exc:
+                logger.error("chain store %s: pending blocks not written: %s", self.path, exc)
+            with self._cv:
+                self._closing = True
+                self._cv.notify_all()
+            self._writer.join()
+            self._writer = None
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+    # -- deferred writes ------------------------------------------------------------------
+
+    def set_deferred(self, on: bool) -> None:
+        """Switch deferred writes on (a writer thread) or off (after a flush)."""
+        if not on:
+            self.flush()
+            self.deferred = False
+            return
+        self.deferred = True
+        if self._writer is None:
+            self._closing = False
+            self._writer = threading.Thread(
+                target=self._write_loop, name=f"ledger-writer:{self.path.parent.name}", daemon=True
+            )
+            self._writer.start()
+            atexit.register(_close_at_exit, weakref.ref(self))
+
+    def durable_height(self) -> int:
+        """The height of the head block in the database (what survives a kill -9)."""
+        with self._lock:
+            return _height(self._db)
+
+    def pending_blocks(self) -> int:
+        """Blocks appended but not yet written."""
+        with self._cv:
+            return len(self._pending)
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Wait until every appended block is written; raises StoreError if a write failed
+        or `timeout_s` passed first."""
+        with self._cv:
+            done = self._cv.wait_for(
+                lambda: not self._pending or self._write_error is not None, timeout_s
+            )
+            if self._write_error is not None:
+                raise StoreError(f"deferred write failed: {self._write_error}")
+            if not done:
+                raise StoreError(f"{len(self._pending)} blocks still pending after {timeout_s} s")
+
+    def _write_loop(self) -> None:
+        """The writer thread: store pending blocks in order, a batch per transaction."""
+        conn = _connect(self.path, self.synchronous)
+        try:
+            while True:
+                with self._cv:
+                    self._cv.wait_for(lambda: len(self._pending) > self._writing or self._closing)
+                    if self._closing and len(self._pending) <= self._writing:
+                        return
+                    batch = self._pending[:BATCH_BLOCKS]
+                    self._writing = len(batch)
+                try:
+                    _write_batch(conn, batch)
+                except BaseException as exc:  # kept; the next append/flush raises it
+                    logger.error("chain store %s: writing blocks failed: %s", self.path, exc)
+                    with self._cv:
+                        self._write_error = exc
+                        self._writing = 0
+                        self._cv.notify_all()
+                    return
+                with self._cv:
+                    self._settle(batch)
+                    self.batches += 1
+                    self._cv.notify_all()
+        finally:
+            conn.close()
+
+    def _settle(self, batch: list[_Pending]) -> None:
+        """Drop a committed batch from the overlay (caller holds _cv)."""
+        del self._pending[: len(batch)]
+        self._writing = 0
+        top = batch[-1].block.height
+        for p in batch:
+            self._p_blocks.pop(p.block.height, None)
+            for tx in p.block.txs:
+                if self._p_txs.get(tx.hash, (top + 1,))[0] <= top:
+                    del self._p_txs[tx.hash]
+        self._p_state = {k: v for k, v in self._p_state.items() if v[0] > top}
 
     def __enter__(self) -> ChainStore:
         return self
@@ -125,12 +246,18 @@ class ChainStore:
     # -- reads ----------------------------------------------------------------------------
 
     def height(self) -> int:
-        """The height of the head block; -1 if the store is empty."""
-        with self._lock:
-            return _height(self._db)
+        """The height of the head block (written or pending); -1 if the store is empty."""
+        with self._cv:
+            if self._pending:
+                return self._pending[-1].block.height
+        return self.durable_height()
 
     def block_bytes(self, height: int) -> bytes | None:
         """The stored bytes of the block at `height`, or None."""
+        with self._cv:
+            pending = self._p_blocks.get(height)
+        if pending is not None:
+            return pending[1]
         with self._lock:
             row = self._db.execute("SELECT data FROM blocks WHERE height = ?", (height,)).fetchone()
         return None if row is None else bytes(row[0])
@@ -147,6 +274,10 @@ class ChainStore:
 
     def stored_hash(self, height: int) -> bytes | None:
         """The ``blocks.hash`` column at `height` (written by `append`), or None."""
+        with self._cv:
+            pending = self._p_blocks.get(height)
+        if pending is not None:
+            return pending[0]
         with self._lock:
             row = self._db.execute("SELECT hash FROM blocks WHERE height = ?", (height,)).fetchone()
         return None if row is None else bytes(row[0])
@@ -165,6 +296,10 @@ class ChainStore:
 
     def tx_location(self, tx_hash: bytes) -> tuple[int, int] | None:
         """(height, index) of the transaction with `tx_hash`, or None."""
+        with self._cv:
+            pending = self._p_txs.get(tx_hash)
+        if pending is not None:
+            return pending
         with self._lock:
             row = self._db.execute(
                 "SELECT height, idx FROM txs WHERE hash = ?", (tx_hash,)
@@ -173,6 +308,10 @@ class ChainStore:
 
     def state_get(self, ns: str, key: str) -> bytes | None:
         """One state value, or None."""
+        with self._cv:
+            pending = self._p_state.get((ns, key))
+        if pending is not None:
+            return pending[1]
         with self._lock:
             row = self._db.execute(
                 "SELECT value FROM state WHERE ns = ? AND key = ?", (ns, key)
@@ -181,12 +320,24 @@ class ChainStore:
 
     def state_rows(self) -> list[tuple[str, str, bytes]]:
         """Every state row as (ns, key, value), sorted by (ns, key)."""
+        with self._cv:  # taken before the read: the database can only catch up with it
+            overlay = dict(self._p_state)
         with self._lock:
             rows = self._db.execute("SELECT ns, key, value FROM state").fetchall()
-        return sorted((str(ns), str(key), bytes(value)) for ns, key, value in rows)
+        merged = {(str(ns), str(key)): bytes(value) for ns, key, value in rows}
+        for k, (_, value) in overlay.items():
+            if value is None:
+                merged.pop(k, None)
+            else:
+                merged[k] = value
+        return sorted((ns, key, value) for (ns, key), value in merged.items())
 
     def meta_get(self, key: str) -> bytes | None:
         """A metadata value, or None."""
+        if key == HEAD_HASH_KEY:
+            with self._cv:
+                if self._pending:
+                    return self._pending[-1].block.hash
         with self._lock:
             row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None or row[0] is None else bytes(row[0])
@@ -197,33 +348,22 @@ class ChainStore:
         """Set a metadata value."""
         if not isinstance(key, str) or not isinstance(value, bytes):
             raise StoreError("meta keys are str and values bytes")
+        self.flush()
         self._transaction(lambda conn: _set_meta(conn, key, value))
 
     def append(self, block: Block, state_writes: Mapping[tuple[str, str], bytes | None]) -> None:
-        """Store `block` as the new head with its state writes, all or nothing."""
+        """Store `block` as the new head with its state writes, all or nothing (deferred: in
+        the overlay now, in the database when the writer gets to it)."""
+        data = block.to_bytes()
+        if self.deferred:
+            self._append_deferred(_Pending(block, data, _check_writes(state_writes)))
+            return
 
         def body(conn: sqlite3.Connection) -> None:
-            expected = _height(conn) + 1
-            if block.height != expected:
-                raise StoreError(f"block at height {block.height}, expected {expected}")
-            self._insert_block(conn, block, data)
-            self._insert_txs(conn, block)
-            self._apply_state(conn, state_writes)
-            _set_meta(conn, HEAD_HASH_KEY, block.hash)
+            _write_block(conn, block, data, state_writes)
 
-        data = block.to_bytes()
         self._transaction(body)
         logger.debug("appended block %d (%s)", block.height, block.hash.hex()[:16])
-
-    def reset(self) -> None:
-        """Delete every block, transaction, state row and metadata value."""
-
-        def body(conn: sqlite3.Connection) -> None:
-            for table in ("txs", "blocks", "state", "meta"):
-                conn.execute(f"DELETE FROM {table}")
-
-        self._transaction(body)
-        logger.info("reset chain store %s", self.path)
 
     @staticmethod
     def _insert_block(conn: sqlite3.Connection, block: Block, data: bytes) -> None:
@@ -243,19 +383,110 @@ class ChainStore:
     def _apply_state(
         conn: sqlite3.Connection, writes: Mapping[tuple[str, str], bytes | None]
     ) -> None:
-        for (ns, key), value in writes.items():
-            if not isinstance(ns, str) or not isinstance(key, str):
-                raise StoreError(f"state key ({ns!r}, {key!r}) must be two strings")
+        for (ns, key), value in _check_writes(writes):
             if value is None:
                 conn.execute("DELETE FROM state WHERE ns = ? AND key = ?", (ns, key))
-            elif isinstance(value, bytes):
+            else:
                 conn.execute(
                     "INSERT INTO state (ns, key, value) VALUES (?, ?, ?) "
                     "ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value",
                     (ns, key, value),
                 )
-            else:
-                raise StoreError(f"state value for ({ns!r}, {key!r}) must be bytes or None")
+
+    def _append_deferred(self, p: _Pending) -> None:
+        height = p.block.height
+        with self._cv:
+            if self._write_error is not None:
+                raise StoreError(f"deferred write failed: {self._write_error}")
+            top = self._pending[-1].block.height if self._pending else None
+        expected = (top if top is not None else self.durable_height()) + 1
+        if height != expected:
+            raise StoreError(f"block at height {height}, expected {expected}")
+        with self._cv:
+            self._pending.append(p)
+            self._p_blocks[height] = (p.block.hash, p.data)
+            for idx, tx in enumerate(p.block.txs):
+                self._p_txs[tx.hash] = (height, idx)
+            for k, value in p.state_writes:
+                self._p_state[k] = (height, value)
+            self._cv.notify_all()
+        logger.debug("appended block %d (%s), write deferred", height, p.block.hash.hex()[:16])
+
+    def reset(self) -> None:
+        """Delete every block, transaction, state row and metadata value."""
+        self.flush()
+
+        def body(conn: sqlite3.Connection) -> None:
+            for table in ("txs", "blocks", "state", "meta"):
+                conn.execute(f"DELETE FROM {table}")
+
+        self._transaction(body)
+        logger.info("reset chain store %s", self.path)
+
+
+def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
+    """A connection in autocommit mode with WAL, `synchronous` and foreign keys on."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA busy_timeout=5000")
+        journal = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(journal).lower() != "wal":
+            raise StoreError(f"could not enable WAL on {path} (got {journal})")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _check_writes(
+    writes: Mapping[tuple[str, str], bytes | None],
+) -> tuple[tuple[tuple[str, str], bytes | None], ...]:
+    """The state writes as a tuple; raises StoreError on a wrong key or value type."""
+    for (ns, key), value in writes.items():
+        if not isinstance(ns, str) or not isinstance(key, str):
+            raise StoreError(f"state key ({ns!r}, {key!r}) must be two strings")
+        if value is not None and not isinstance(value, bytes):
+            raise StoreError(f"state value for ({ns!r}, {key!r}) must be bytes or None")
+    return tuple(writes.items())
+
+
+def _write_block(
+    conn: sqlite3.Connection,
+    block: Block,
+    data: bytes,
+    writes: Mapping[tuple[str, str], bytes | None],
+) -> None:
+    """Insert `block` as the next head with its transactions and state writes (inside the
+    caller's transaction)."""
+    expected = _height(conn) + 1
+    if block.height != expected:
+        raise StoreError(f"block at height {block.height}, expected {expected}")
+    ChainStore._insert_block(conn, block, data)
+    ChainStore._insert_txs(conn, block)
+    ChainStore._apply_state(conn, writes)
+    _set_meta(conn, HEAD_HASH_KEY, block.hash)
+
+
+def _write_batch(conn: sqlite3.Connection, batch: list[_Pending]) -> None:
+    """Write pending blocks in one BEGIN IMMEDIATE ... COMMIT (all or none of them)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for p in batch:
+            _write_block(conn, p.block, p.data, dict(p.state_writes))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _close_at_exit(ref: weakref.ref[ChainStore]) -> None:
+    """At interpreter exit, write what a still-open deferred store holds."""
+    store = ref()
+    if store is not None:
+        store.close()
 
 
 def _height(conn: sqlite3.Connection) -> int:
