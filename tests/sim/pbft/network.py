@@ -40,6 +40,7 @@ class NetConfig:
     max_delay: float = 0.02
     stable_at: float = 0.0
     partitions: list[tuple[frozenset[str], float, float]] = field(default_factory=list)
+    slow: dict[str, float] = field(default_factory=dict)  # extra delay to/from a replica id
 
 
 class SafetyViolation(AssertionError):
@@ -89,6 +90,7 @@ class Sim:
         copies = 2 if unstable and self.rng.random() < self.net.dup else 1
         for _ in range(copies):
             delay = self.rng.uniform(self.net.min_delay, self.net.max_delay)
+            delay += self.net.slow.get(src, 0.0) + self.net.slow.get(dst, 0.0)
             self._push(self.now + delay, "msg", dst_idx, (src, data))
 
     def apply(self, idx: int, actions: list[Action]) -> None:
