@@ -1,0 +1,60 @@
+"""Gossip: spread a scheme's items (transactions, blocks, model updates) along topology links.
+
+`core.GossipNode` is the sans-IO protocol (see its module docstring for how it works),
+`messages` the typed wire messages with their strict encodings, `cache` its bounded maps.
+A host feeds the node authenticated ``(sender, message, now)`` and a heartbeat `tick(now)`,
+sends each `Send` (framed with `messages.to_payload` under `messages.CODEC_TYPE`, or with
+`messages.encode`) and hands each `Deliver` to the scheme.
+"""
+
+from node.gossip.core import (
+    ACCEPT,
+    Deliver,
+    GossipAction,
+    GossipConfig,
+    GossipNode,
+    GossipStats,
+    Send,
+    Topic,
+    Validator,
+    Verdict,
+    ignore,
+    reject,
+)
+from node.gossip.messages import (
+    CODEC_TYPE,
+    GossipError,
+    GossipMessage,
+    IHave,
+    Item,
+    IWant,
+    decode,
+    encode,
+    from_payload,
+    to_payload,
+)
+
+__all__ = [
+    "ACCEPT",
+    "CODEC_TYPE",
+    "Deliver",
+    "GossipAction",
+    "GossipConfig",
+    "GossipError",
+    "GossipMessage",
+    "GossipNode",
+    "GossipStats",
+    "IHave",
+    "IWant",
+    "Item",
+    "Send",
+    "Topic",
+    "Validator",
+    "Verdict",
+    "decode",
+    "encode",
+    "from_payload",
+    "ignore",
+    "reject",
+    "to_payload",
+]

@@ -1,0 +1,564 @@
+"""A sans-IO gossip node: eager push to a seeded fan-out, lazy IHAVE/IWANT pull, TTL, dedup.
+
+How it works
+------------
+The design follows gossipsub v1.1 (libp2p) with a Plumtree-like split: *eager push* of
+whole items to a few neighbours, *lazy push* of their ids to the rest, and *pull* of what
+is missing — without gossipsub's mesh maintenance (the neighbours are the topology's links,
+given per topic by the caller: D2D links for an LMUC, the backhaul for the MECs).
+
+- An item is opaque bytes in a topic; its id is SHA-256(bytes), computed by every receiver.
+  De-duplication is per (topic, id) in a bounded seen-set whose entries expire after
+  `seen_ttl_s` (a replay older than that is treated as new: the application's ledger must
+  still refuse what it already holds).
+- `publish` (local item, trusted) and the first valid copy from a peer are stored, delivered
+  to the application (`Deliver`, unless the topic is relay-only) and pushed to `fanout`
+  neighbours chosen by SHA-256(seed, node, item, peer) order — seeded-random, reproducible
+  and independent of event order — or to all when fanout >= degree. Neither the sender nor
+  a peer known to hold the item is chosen.
+- TTL: an `Item` copy carries the hops it may still travel; a receiver relays with ttl - 1
+  when that is >= 1, clamping what arrives to `config.ttl`, so an item reaches at most
+  `config.ttl` hops from its source (or from a Byzantine relay that re-sends it). A later
+  copy, or IHAVE, with a larger ttl *upgrades* the stored one: the node sends an IHAVE with
+  its new ttl to the neighbours that would gain (ids only, so this costs no item bytes; a
+  neighbour holding the item upgrades in turn, one lacking it pulls it). Each node raises
+  an item's ttl at most `config.ttl` times, and a Byzantine relay that forwards first
+  with ttl 1 cannot stop an item that has an honest path.
+- Validation: each topic has a hook from the scheme (verify a signed transaction, a block).
+  `reject(reason)` drops the copy, counts it (per reason and per sending peer) and
+  remembers its id so a resend costs no second check; `ignore(reason)` drops it without
+  remembering (e.g. a block whose parent is not known yet). Rejected or ignored copies are
+  never delivered nor relayed. Oversize items are dropped before hashing.
+- Pull (`tick`, called every heartbeat by the host): a stored item is announced in
+  IHAVE(topic, ids, ttl) to neighbours not known to hold it (a peer holds an item once it
+  sent us the item or an IHAVE for it) at each of the first `announce_ticks` heartbeats
+  after it arrived, then (`announce_backoff`) at heartbeats 2^k while it is stored, so a
+  neighbour that lost every copy in a burst of loss or a partition still learns of it. A node that
+  sees an unknown id sends IWANT to the announcer and retries another announcer (or the
+  same one) after `want_timeout_s`, `max_want_tries` times in all. IWANT is answered with
+  the stored item, at most `max_serves_per_peer` times per peer and item (no amplifier).
+  Pending wants are bounded in all and per peer, so fake announcements cannot crowd out
+  real ones. Pull recovers what lost messages, a small fan-out or dropping relays missed.
+
+Inputs are already-authenticated ``(sender, message, now)``; outputs are `Send` and
+`Deliver` actions. The core reads no clock, opens no socket and draws no random numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from node.gossip.cache import ExpiringMap
+from node.gossip.messages import (
+    DEFAULT_MAX_ITEM_BYTES,
+    MAX_IDS,
+    MAX_TTL,
+    GossipError,
+    GossipMessage,
+    IHave,
+    Item,
+    IWant,
+    check_topic,
+    decode,
+)
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, bytes]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A validation hook's answer: accept (empty reason), reject, or ignore for now."""
+
+    reason: str = ""
+    remember: bool = True
+
+    @property
+    def ok(self) -> bool:
+        """Whether the item is valid."""
+        return not self.reason
+
+
+ACCEPT = Verdict()
+
+
+def reject(reason: str) -> Verdict:
+    """Invalid for good: dropped, counted against the sender, its id remembered."""
+    return Verdict(reason or "invalid", True)
+
+
+def ignore(reason: str) -> Verdict:
+    """Not valid now (e.g. unknown parent): dropped and counted, not remembered."""
+    return Verdict(reason or "ignored", False)
+
+
+Validator = Callable[[bytes], Verdict]
+
+
+@dataclass(frozen=True)
+class Topic:
+    """A topic this node takes part in: its neighbours, its validation hook, delivery."""
+
+    name: str
+    peers: tuple[str, ...]
+    validate: Validator
+    deliver: bool = True
+    """False: relay-only (the paper's devices that only transfer LMUC data)."""
+
+
+@dataclass(frozen=True)
+class GossipConfig:
+    """Parameters shared by the nodes of a topic (times in seconds of the caller's clock)."""
+
+    ttl: int = 16
+    fanout: int = 4
+    announce_ticks: int = 3
+    announce_backoff: bool = True
+    lazy_fanout: int | None = None
+    want_timeout_s: float = 2.0
+    max_want_tries: int = 3
+    max_pending_wants: int = 4096
+    max_pending_per_peer: int = 512
+    max_serves_per_peer: int = 2
+    seen_ttl_s: float = 600.0
+    max_seen: int = 100_000
+    history_s: float = 120.0
+    max_store_items: int = 4096
+    max_store_bytes: int = 256 * 1024 * 1024
+    max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES
+    max_ids: int = 1024
+    seed: bytes = b""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.ttl <= MAX_TTL:
+            raise ValueError(f"gossip.ttl must be in 1..{MAX_TTL}")
+        if self.fanout < 1 or (self.lazy_fanout is not None and self.lazy_fanout < 0):
+            raise ValueError("gossip.fanout must be >= 1 and gossip.lazy_fanout >= 0")
+        if self.announce_ticks < 0 or self.max_want_tries < 1 or self.max_serves_per_peer < 1:
+            raise ValueError("gossip announce_ticks >= 0, max_want_tries and serves >= 1")
+        if min(self.want_timeout_s, self.seen_ttl_s, self.history_s) <= 0:
+            raise ValueError("gossip timeouts and lifetimes must be > 0")
+        if min(self.max_pending_wants, self.max_pending_per_peer, self.max_seen) < 1:
+            raise ValueError("gossip bounds must be >= 1")
+        if min(self.max_store_items, self.max_store_bytes, self.max_item_bytes) < 1:
+            raise ValueError("gossip store and item bounds must be >= 1")
+        if not 1 <= self.max_ids <= MAX_IDS:
+            raise ValueError(f"gossip.max_ids must be in 1..{MAX_IDS}")
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send `message` to peer `dst` (encode it with `messages.to_payload` or `encode`)."""
+
+    dst: str
+    message: GossipMessage
+
+
+@dataclass(frozen=True)
+class Deliver:
+    """A new valid item for the application, first received from `sender`."""
+
+    topic: str
+    item_id: bytes
+    data: bytes
+    sender: str
+
+
+GossipAction = Send | Deliver
+
+
+@dataclass
+class GossipStats:
+    """Per-node counters (items unless named `_msgs`)."""
+
+    published: int = 0
+    received: int = 0
+    delivered: int = 0
+    relayed: int = 0
+    duplicates: int = 0
+    ttl_upgrades: int = 0
+    pulled: int = 0
+    served: int = 0
+    ihave_msgs: int = 0
+    iwant_msgs: int = 0
+    want_failed: int = 0
+    invalid: Counter[str] = field(default_factory=Counter)
+    dropped: Counter[str] = field(default_factory=Counter)
+    invalid_from: Counter[str] = field(default_factory=Counter)
+
+    def as_record(self, prefix: str = "gossip_") -> dict[str, Any]:
+        """Flat counters for a metrics record; the three Counters as plain dicts."""
+        out: dict[str, Any] = {}
+        for name, value in vars(self).items():
+            out[prefix + name] = dict(value) if isinstance(value, Counter) else value
+        return out
+
+
+@dataclass
+class _Entry:
+    data: bytes
+    relay_ttl: int
+    age: int = 0
+    """Heartbeats since it was stored (or since its ttl rose from 0)."""
+    have: dict[str, int] = field(default_factory=dict)
+    """Peer -> the largest relay ttl it is known to hold the item with (MAX_TTL after an
+    IHAVE, whose ttl is unknown)."""
+    pushed: dict[str, int] = field(default_factory=dict)
+    """Peer -> the largest ttl this node sent it the item with."""
+    served: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class _Want:
+    announcers: list[str]
+    deadline: float
+    tries: int = 1
+    asked: str = ""
+
+
+class GossipNode:
+    """One node's gossip state across its topics: feed it messages and ticks, get actions."""
+
+    def __init__(
+        self, node_id: str, topics: Iterable[Topic], config: GossipConfig | None = None
+    ) -> None:
+        self.id = node_id
+        self.config = cfg = config or GossipConfig()
+        self.stats = GossipStats()
+        self._topics: dict[str, Topic] = {}
+        for topic in topics:
+            self.subscribe(topic)
+        self._seen: ExpiringMap[Key, None] = ExpiringMap(cfg.seen_ttl_s, cfg.max_seen)
+        self._rejected: ExpiringMap[Key, str] = ExpiringMap(
+            cfg.seen_ttl_s, max(1, cfg.max_seen // 4)
+        )
+        self._store: ExpiringMap[Key, _Entry] = ExpiringMap(
+            cfg.history_s, cfg.max_store_items, self._forget
+        )
+        self._store_bytes = 0
+        self._wants: dict[Key, _Want] = {}
+        self._wants_per_peer: Counter[str] = Counter()
+
+    # ---- configuration ----------------------------------------------------------------
+
+    def subscribe(self, topic: Topic) -> None:
+        """Take part in `topic` (replaces an earlier subscription of that name)."""
+        check_topic(topic.name)
+        self._topics[topic.name] = Topic(
+            topic.name,
+            tuple(sorted(set(topic.peers) - {self.id})),
+            topic.validate,
+            topic.deliver,
+        )
+
+    def set_peers(self, topic: str, peers: Sequence[str]) -> None:
+        """Replace the neighbours of `topic` (links came up or went down)."""
+        old = self._topics[topic]
+        self.subscribe(Topic(topic, tuple(peers), old.validate, old.deliver))
+
+    def peers(self, topic: str) -> tuple[str, ...]:
+        """The neighbours of `topic`."""
+        return self._topics[topic].peers
+
+    # ---- queries ----------------------------------------------------------------------
+
+    @staticmethod
+    def item_id(data: bytes) -> bytes:
+        """The id of an item: SHA-256 of its bytes."""
+        return hashlib.sha256(data).digest()
+
+    def has(self, topic: str, item_id: bytes, now: float) -> bool:
+        """Whether the item was seen (accepted or published) and has not expired."""
+        return self._seen.contains((topic, item_id), now)
+
+    def get(self, topic: str, item_id: bytes, now: float) -> bytes | None:
+        """The stored bytes of an item (kept `history_s` for serving), or None."""
+        entry = self._store.get((topic, item_id), now)
+        return None if entry is None else entry.data
+
+    def pending_wants(self) -> int:
+        """Ids asked for (IWANT) and not yet received."""
+        return len(self._wants)
+
+    # ---- inputs -----------------------------------------------------------------------
+
+    def publish(self, topic: str, data: bytes, now: float) -> list[GossipAction]:
+        """Spread a local item (trusted: not validated); [] if it was already seen."""
+        if topic not in self._topics:
+            raise ValueError(f"not subscribed to gossip topic {topic!r}")
+        if len(data) > self.config.max_item_bytes:
+            raise ValueError(
+                f"gossip item of {len(data)} bytes exceeds max_item_bytes "
+                f"{self.config.max_item_bytes}"
+            )
+        key = (topic, self.item_id(data))
+        if self._seen.contains(key, now):
+            return []
+        self.stats.published += 1
+        entry = self._accept(key, data, self.config.ttl, now)
+        self._drop_want(key)
+        return self._push(key, entry, exclude="", now=now)
+
+    def handle_bytes(self, sender: str, raw: bytes, now: float) -> list[GossipAction]:
+        """`decode` then `handle`; a malformed message is counted under its reason."""
+        try:
+            msg = decode(raw, self.config.max_item_bytes, self.config.max_ids)
+        except GossipError as exc:
+            self.stats.dropped[exc.reason] += 1
+            return []
+        return self.handle(sender, msg, now)
+
+    def handle(self, sender: str, msg: GossipMessage, now: float) -> list[GossipAction]:
+        """Process one authenticated message from peer `sender`."""
+        if msg.topic not in self._topics:
+            self.stats.dropped["unknown_topic"] += 1
+            return []
+        if isinstance(msg, Item):
+            return self._on_item(sender, msg, now)
+        if len(msg.ids) > self.config.max_ids:
+            self.stats.dropped["too_many_ids"] += 1
+            return []
+        if isinstance(msg, IHave):
+            return self._on_ihave(sender, msg, now)
+        return self._on_iwant(sender, msg, now)
+
+    def tick(self, now: float) -> list[GossipAction]:
+        """The heartbeat: expire state, announce recent items, retry overdue wants."""
+        self._seen.expire(now)
+        self._rejected.expire(now)
+        self._store.expire(now)
+        return self._announce() + self._retry_wants(now)
+
+    # ---- items ------------------------------------------------------------------------
+
+    def _on_item(self, sender: str, msg: Item, now: float) -> list[GossipAction]:
+        cfg = self.config
+        if len(msg.data) > cfg.max_item_bytes:
+            self.stats.dropped["oversize"] += 1
+            return []
+        key = (msg.topic, self.item_id(msg.data))
+        relay_ttl = min(msg.ttl, cfg.ttl) - 1
+        if self._seen.contains(key, now):
+            self.stats.duplicates += 1
+            entry = self._store.get(key, now)
+            if entry is None:
+                return []
+            _note(entry.have, sender, msg.ttl)
+            return self._upgrade(key, entry, sender, relay_ttl)
+        remembered = self._rejected.get(key, now)
+        if remembered is not None:
+            self._count_invalid(sender, remembered)
+            return []
+        verdict = self._validate(msg.topic, msg.data)
+        if not verdict.ok:
+            self._count_invalid(sender, verdict.reason)
+            if verdict.remember:
+                self._rejected.put(key, verdict.reason, now)
+            return []
+        self.stats.received += 1
+        if self._drop_want(key):
+            self.stats.pulled += 1
+        entry = self._accept(key, msg.data, relay_ttl, now)
+        _note(entry.have, sender, msg.ttl)
+        out: list[GossipAction] = []
+        if self._topics[msg.topic].deliver:
+            self.stats.delivered += 1
+            out.append(Deliver(msg.topic, key[1], msg.data, sender))
+        return out + self._push(key, entry, exclude=sender, now=now)
+
+    def _validate(self, topic: str, data: bytes) -> Verdict:
+        try:
+            verdict = self._topics[topic].validate(data)
+        except Exception as exc:  # a hook must not crash the node on hostile bytes
+            log.warning("gossip validator for %s raised %s", topic, type(exc).__name__)
+            return reject("validator_error")
+        if not isinstance(verdict, Verdict):
+            return reject("validator_error")
+        return verdict
+
+    def _count_invalid(self, sender: str, reason: str) -> None:
+        self.stats.invalid[reason] += 1
+        self.stats.invalid_from[sender] += 1
+
+    def _accept(self, key: Key, data: bytes, relay_ttl: int, now: float) -> _Entry:
+        """Mark seen and store; `relay_ttl` is the ttl this node relays the item with."""
+        self._seen.put(key, None, now)
+        entry = _Entry(data, relay_ttl)
+        self._forget(key, self._store.pop(key))
+        self._store.put(key, entry, now)
+        self._store_bytes += len(data)
+        while self._store_bytes > self.config.max_store_bytes and len(self._store) > 1:
+            oldest = next(iter(self._store))
+            self._forget(oldest, self._store.pop(oldest))
+        return entry
+
+    def _forget(self, key: Key, entry: _Entry | None) -> None:
+        if entry is not None:
+            self._store_bytes -= len(entry.data)
+
+    def _pick(self, candidates: Iterable[str], k: int | None, salt: bytes) -> list[str]:
+        """Up to `k` of `candidates`, in seeded pseudo-random order (all if k is None)."""
+        pool = sorted(candidates)
+        if k is None or len(pool) <= k:
+            return pool
+        base = self.config.seed + b"\x00" + self.id.encode() + b"\x00" + salt
+        pool.sort(key=lambda p: hashlib.sha256(base + p.encode()).digest())
+        return pool[:k]
+
+    def _short(self, key: Key, entry: _Entry, exclude: str) -> list[str]:
+        """Neighbours not known to hold the item with at least our relay ttl - 1."""
+        ttl = entry.relay_ttl
+        return [
+            p
+            for p in self._topics[key[0]].peers
+            if p != exclude and max(entry.have.get(p, -1), entry.pushed.get(p, 0) - 1) < ttl - 1
+        ]
+
+    def _push(self, key: Key, entry: _Entry, exclude: str, now: float) -> list[GossipAction]:
+        if entry.relay_ttl < 1:
+            return []
+        ttl = entry.relay_ttl
+        targets = self._pick(self._short(key, entry, exclude), self.config.fanout, key[1])
+        for peer in targets:
+            entry.pushed[peer] = ttl
+        if exclude:
+            self.stats.relayed += len(targets)
+        msg = Item(key[0], ttl, entry.data)
+        return [Send(peer, msg) for peer in targets]
+
+    def _upgrade(self, key: Key, entry: _Entry, sender: str, relay_ttl: int) -> list[GossipAction]:
+        """A copy (or IHAVE) with more hops left than ours: raise our relay ttl and tell the
+        neighbours that would gain, with an IHAVE carrying the new ttl (ids only: a
+        neighbour holding the item raises its ttl in turn, one lacking it pulls it)."""
+        if relay_ttl <= entry.relay_ttl:
+            return []
+        self.stats.ttl_upgrades += 1
+        if entry.relay_ttl < 1:
+            entry.age = 0
+        entry.relay_ttl = relay_ttl
+        out: list[GossipAction] = []
+        msg = IHave(key[0], (key[1],), relay_ttl)
+        for peer in self._short(key, entry, sender):
+            entry.pushed[peer] = relay_ttl
+            self.stats.ihave_msgs += 1
+            out.append(Send(peer, msg))
+        return out
+
+    # ---- pull -------------------------------------------------------------------------
+
+    def _on_ihave(self, sender: str, msg: IHave, now: float) -> list[GossipAction]:
+        cfg = self.config
+        wanted: list[bytes] = []
+        out: list[GossipAction] = []
+        for item_id in dict.fromkeys(msg.ids):
+            key = (msg.topic, item_id)
+            if self._seen.contains(key, now):
+                entry = self._store.get(key, now)
+                if entry is not None:
+                    _note(entry.have, sender, msg.ttl)
+                    out += self._upgrade(key, entry, sender, min(msg.ttl, cfg.ttl) - 1)
+                continue
+            if msg.ttl < 1 or self._rejected.contains(key, now):
+                continue
+            want = self._wants.get(key)
+            if want is not None:
+                if sender not in want.announcers and len(want.announcers) < 16:
+                    want.announcers.append(sender)
+                continue
+            if (
+                len(self._wants) >= cfg.max_pending_wants
+                or self._wants_per_peer[sender] >= cfg.max_pending_per_peer
+            ):
+                self.stats.dropped["want_overflow"] += 1
+                continue
+            self._wants[key] = _Want([sender], now + cfg.want_timeout_s, 1, sender)
+            self._wants_per_peer[sender] += 1
+            wanted.append(item_id)
+        if wanted:
+            self.stats.iwant_msgs += 1
+            out.append(Send(sender, IWant(msg.topic, tuple(wanted))))
+        return out
+
+    def _on_iwant(self, sender: str, msg: IWant, now: float) -> list[GossipAction]:
+        out: list[GossipAction] = []
+        for item_id in dict.fromkeys(msg.ids):
+            entry = self._store.get((msg.topic, item_id), now)
+            if entry is None or entry.relay_ttl < 1:
+                self.stats.dropped["want_unknown"] += 1
+                continue
+            if entry.served[sender] >= self.config.max_serves_per_peer:
+                self.stats.dropped["serve_limit"] += 1
+                continue
+            entry.served[sender] += 1
+            self.stats.served += 1
+            out.append(Send(sender, Item(msg.topic, entry.relay_ttl, entry.data)))
+        return out
+
+    def _drop_want(self, key: Key) -> bool:
+        want = self._wants.pop(key, None)
+        if want is None:
+            return False
+        self._release(want.asked)
+        return True
+
+    def _release(self, peer: str) -> None:
+        self._wants_per_peer[peer] -= 1
+        if self._wants_per_peer[peer] <= 0:
+            del self._wants_per_peer[peer]
+
+    def _announce_now(self, age: int) -> bool:
+        ticks = self.config.announce_ticks
+        if age <= ticks:
+            return True
+        return ticks > 0 and self.config.announce_backoff and age & (age - 1) == 0
+
+    def _announce(self) -> list[GossipAction]:
+        batches: dict[tuple[str, str, int], list[bytes]] = {}
+        for key, entry in self._store.items():
+            entry.age += 1
+            if entry.relay_ttl < 1 or not self._announce_now(entry.age):
+                continue
+            candidates = [p for p in self._topics[key[0]].peers if p not in entry.have]
+            for peer in self._pick(candidates, self.config.lazy_fanout, key[1]):
+                batches.setdefault((key[0], peer, entry.relay_ttl), []).append(key[1])
+        out: list[GossipAction] = []
+        step = self.config.max_ids
+        for (topic, peer, ttl), ids in sorted(batches.items()):
+            for i in range(0, len(ids), step):
+                self.stats.ihave_msgs += 1
+                out.append(Send(peer, IHave(topic, tuple(ids[i : i + step]), ttl)))
+        return out
+
+    def _retry_wants(self, now: float) -> list[GossipAction]:
+        batches: dict[tuple[str, str], list[bytes]] = {}
+        for key, want in list(self._wants.items()):
+            if want.deadline > now:
+                continue
+            if want.tries >= self.config.max_want_tries or key[0] not in self._topics:
+                self.stats.want_failed += 1
+                self._drop_want(key)
+                continue
+            peer = want.announcers[want.tries % len(want.announcers)]
+            self._release(want.asked)
+            self._wants_per_peer[peer] += 1
+            want.asked = peer
+            want.tries += 1
+            want.deadline = now + self.config.want_timeout_s
+            batches.setdefault((key[0], peer), []).append(key[1])
+        out: list[GossipAction] = []
+        for (topic, peer), ids in sorted(batches.items()):
+            for i in range(0, len(ids), self.config.max_ids):
+                self.stats.iwant_msgs += 1
+                out.append(Send(peer, IWant(topic, tuple(ids[i : i + self.config.max_ids]))))
+        return out
+
+
+def _note(have: dict[str, int], peer: str, ttl: int) -> None:
+    if ttl > have.get(peer, -1):
+        have[peer] = ttl
