@@ -167,7 +167,7 @@ def decode(
             use_list=True,
             max_bin_len=len(data),
             max_str_len=256,
-            max_array_len=max_ids,
+            max_array_len=max_ids + 1,
             max_map_len=8,
             max_ext_len=0,
         )
