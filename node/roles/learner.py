@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import mmap
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -80,10 +81,9 @@ class Learner:
         """The data set as `load_dataset` gives it, for code that indexes the whole training
         set (node.roles.threats). From prepared data it is built on first use and holds only
         this node's rows (at their indices; the others are zero pages the kernel never
-        allocates), the population's labels and the test set it has."""
+        allocates: about this node's part again), the population's labels and its test set."""
         if self._dataset is None:
-            train_x = np.zeros((len(self.population_labels), *self.input_shape), np.float32)
-            train_x[self.indices] = self.train_x
+            train_x = _sparse_rows(len(self.population_labels), self.indices, self.train_x)
             self._dataset = Dataset(
                 self.name,
                 train_x,
@@ -158,6 +158,20 @@ class Learner:
         from node.learning.train import evaluate
 
         return evaluate(self.model, x, y)
+
+
+def _sparse_rows(n: int, indices: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """A float32 array of n rows shaped like `rows`'s, zero except `rows` at `indices`, in
+    anonymous memory the kernel allocates only where written (4 KiB pages: with transparent
+    huge pages, which numpy asks for, scattered rows would fault in most of the array)."""
+    shape = (n, *rows.shape[1:])
+    count = int(np.prod(shape))
+    buf = mmap.mmap(-1, max(4 * count, 1))
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):
+        buf.madvise(mmap.MADV_NOHUGEPAGE)
+    out = np.frombuffer(buf, np.float32, count=count).reshape(shape)
+    out[indices] = rows
+    return out
 
 
 def check_update(reference: Mapping[str, np.ndarray], received: object) -> Weights:
