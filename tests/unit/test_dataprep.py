@@ -118,6 +118,7 @@ def test_publisher_from_prepared_data_evaluates_like_the_old_path(tmp_path: Path
 
     assert new.evaluate() == old.evaluate()
     assert len(new.train_y) == 0
+    assert np.array_equal(new.dataset.test_x[:50], old.dataset.test_x[:50])  # top-k's validation
 
 
 def node_config(cfg: LearningConfig, behaviour: dict[str, Any]) -> NodeConfig:
