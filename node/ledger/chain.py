@@ -13,7 +13,9 @@ validators over the block hash), then re-executes every transaction on a copy of
 state (only registered senders, nonces above the sender's last one) and compares the
 state root. Any failure raises `LedgerError` with a reason from `REASONS` and the height;
 nothing is written. `append` stores the block, its transactions and the state changes in
-one SQLite transaction. `verify_store` replays a stored chain from genesis the same way
+one SQLite transaction (or, on a store with deferred writes, hands them to its writer
+thread: head, height, state and the store's reads change at once, durability follows).
+`verify_store` replays a stored chain from genesis the same way
 and also checks what the store keeps besides the block bytes against the replay: each
 ``blocks.hash`` column, the ``head_hash`` metadata and the state table.
 
@@ -242,8 +244,20 @@ class Chain:
         out; calls that revert stay in (their receipts say so). Deterministic: replicas at
         the same head given the same arguments build the same block.
         """
-        state = self.state.copy()
-        ctx = BlockContext(self.height + 1, max(timestamp_ms, self.head.timestamp_ms), proposer)
+        return self.candidate_on(self.head, self.state, txs, proposer, timestamp_ms)[0]
+
+    def candidate_on(
+        self,
+        parent: BlockHeader,
+        parent_state: State,
+        txs: Sequence[Transaction],
+        proposer: bytes,
+        timestamp_ms: int,
+    ) -> tuple[Block, State]:
+        """Like `candidate`, on top of `parent` with its post-state `parent_state` (a block
+        not yet committed: pipelined proposals); also returns the block's post-state."""
+        state = parent_state.copy()
+        ctx = BlockContext(parent.height + 1, max(timestamp_ms, parent.timestamp_ms), proposer)
         kept = []
         for tx in txs:
             try:  # a rejected transaction writes nothing (the registry checks before writing)
@@ -254,13 +268,13 @@ class Chain:
             kept.append(tx)
         header = BlockHeader(
             height=ctx.height,
-            prev_hash=self.head.hash,
+            prev_hash=parent.hash,
             timestamp_ms=ctx.timestamp_ms,
             proposer=proposer,
             merkle_root=merkle_root([tx.hash for tx in kept]),
             state_root=state.root(),
         )
-        return Block(header, tuple(kept), ())
+        return Block(header, tuple(kept), ()), state
 
     def validate(self, block: Block) -> tuple[State, list[Receipt]]:
         """Check `block` as the next block; raises LedgerError."""

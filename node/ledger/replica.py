@@ -18,10 +18,16 @@ class Replica:
     """Everything ledger-related a node keeps in `nodes/<id>/` (ledger.sqlite, blobs/)."""
 
     def __init__(
-        self, node_dir: Path, config: ChainConfig, key: NodeKey, synchronous: str = "NORMAL"
+        self,
+        node_dir: Path,
+        config: ChainConfig,
+        key: NodeKey,
+        synchronous: str = "NORMAL",
+        deferred: bool = False,
     ) -> None:
         self.key = key
         self.chain = Chain(open_store(node_dir, synchronous), config)
+        self.chain.store.set_deferred(deferred)
         self.blobs: FileBlobStore = open_blobs(node_dir)
         self.sync = ChainSync(self.chain, self.blobs)
         self._last_nonce = -1
@@ -41,6 +47,10 @@ class Replica:
         """A transaction signed by this node with a fresh nonce."""
         return Transaction.create(self.key, type_, self.next_nonce(), payload)
 
+    def flush(self) -> None:
+        """Wait until every appended block is in the database (deferred writes)."""
+        self.chain.store.flush()
+
     def close(self) -> None:
-        """Close the SQLite store."""
+        """Write what is pending and close the SQLite store."""
         self.chain.store.close()

@@ -4,18 +4,25 @@ paper): it orders the publisher's submitted transactions into blocks by PBFT.
 How it works
 ------------
 The publisher sends ``submit {txs, timestamp_ms}`` to every validator. Each keeps
-the submissions in order and, when nothing of its own is in flight, builds the candidate
-block for the first one on its current head (`Chain.candidate`, with the publisher's key
-as the header's proposer and the publisher's timestamp), so validators at the same head
-build the same block and PBFT sees one request (one digest). It hands the block to its
-PBFT core (`propose`: the primary orders it, a backup forwards it and starts the request
-timer that triggers a view change if the primary is faulty). PBFT messages travel as
-``pbft {data}`` in the node's signed envelopes. On a `Commit`, the block gets the 2f+1
-commit signatures as its certificate, is validated completely and appended (a block
-that does not apply is refused the same way by every honest validator, so they stay
-consistent), and is sent on to the MEC's devices and the publisher. A submission is done
-once all its transactions are on chain; a commit that moved the head under an in-flight
-candidate makes the validator rebuild on the new head.
+the submissions in order and builds a candidate block for each (`Chain.candidate_on`, with
+the publisher's key as the header's proposer and the publisher's timestamp): the first on
+its head, the next on the previous candidate, up to MAX_IN_FLIGHT candidates not yet
+committed (pipelined: PBFT orders sequence n+1 while n is still preparing, inside its
+watermarks, and executes in sequence order). Validators at the same head given the same
+submissions build the same blocks, so PBFT sees one request (one digest) per block. It
+hands each block to its PBFT core (`propose`: the primary orders it, a backup forwards it
+and starts the request timer that triggers a view change if the primary is faulty). PBFT
+messages travel as ``pbft {data}`` in the node's signed envelopes. On a `Commit`, the
+block gets the 2f+1 commit signatures as its certificate, is validated completely and
+appended (a block that does not apply is refused the same way by every honest validator,
+so they stay consistent), and is sent on to the MEC's devices and the publisher.
+Transactions are verified once, on submission (`node.sigcache` spares the re-check in
+`Chain.append`, and the commit signatures PBFT checked). The SQLite write is off the commit
+path: the validator's store defers writes to its writer thread (a kill -9 loses at most
+the blocks not yet written; the restarted replica catches up from its peers). A
+submission is done once all its transactions are on chain; a commit that is not the next
+in-flight candidate (the head moved under them) makes the validator rebuild on the new
+head.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from node.codec import Message
 from node.consensus.actions import (
@@ -36,6 +44,7 @@ from node.consensus.actions import (
 )
 from node.consensus.ledger import certified_block, ledger_config
 from node.consensus.pbft import PbftReplica
+from node.contracts.state import State
 from node.ledger.block import Block
 from node.ledger.chain import LedgerError
 from node.ledger.replica import Replica
@@ -45,6 +54,7 @@ from node.roles.base import NodeContext
 log = logging.getLogger(__name__)
 
 TIMER_PREFIX = "pbft:"
+MAX_IN_FLIGHT = 4  # candidates proposed and not yet committed (<= the PBFT log window)
 
 
 class PbftValidator:
@@ -58,15 +68,18 @@ class PbftValidator:
         proposer: bytes,
         forward_to: Sequence[str],
         request_timeout_s: float = 2.0,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         self.replica = replica
+        replica.chain.store.set_deferred(True)  # commit, then write (see the docstring)
         self.peers = [nid for nid, _ in validators if nid != ctx.node_id]
         self.proposer = proposer
         self.forward_to = list(forward_to)
         config = ledger_config(PbftConfig(request_timeout_s=request_timeout_s))
         self.core = PbftReplica(ctx.node_id, replica.key, validators, config)
-        self.queue: deque[tuple[list[Transaction], int]] = deque()
-        self.in_flight: bytes | None = None
+        self.queue: deque[Submission] = deque()
+        self.in_flight: list[InFlight] = []
+        self.max_in_flight = max(1, min(max_in_flight, config.log_window))
         self.waiting: dict[int, Block] = {}
         self.commits = 0
 
@@ -83,7 +96,7 @@ class PbftValidator:
         except (TxError, TypeError) as exc:
             ctx.drop("bad_tx", f"submission: {exc}")
             return
-        self.queue.append((txs, ts))
+        self.queue.append(Submission(txs, ts))
         self._propose_next(ctx)
 
     def on_pbft(self, ctx: NodeContext, msg: Message) -> None:
@@ -148,21 +161,52 @@ class PbftValidator:
             )
 
     def _settle_queue(self) -> None:
-        store = self.replica.chain.store
-        while self.queue and all(store.tx_location(tx.hash) for tx in self.queue[0][0]):
+        chain = self.replica.chain
+        while self.queue and all(chain.store.tx_location(tx.hash) for tx in self.queue[0].txs):
             self.queue.popleft()
-            self.in_flight = None
-        if self.in_flight is not None:
-            self.in_flight = None  # the head moved: rebuild on the new head
+        while self.in_flight and self.in_flight[0].block.height <= chain.height:
+            done = self.in_flight.pop(0)
+            if chain.store.stored_hash(done.block.height) != done.block.hash:
+                self.in_flight.clear()  # another block took its place: rebuild on the head
+        if self.in_flight and self.in_flight[0].block.header.prev_hash != chain.head.hash:
+            self.in_flight.clear()
+        live = {id(s) for s in self.queue}
+        if any(id(f.submission) not in live for f in self.in_flight):
+            self.in_flight.clear()  # its submission is done some other way: rebuild
 
     def _propose_next(self, ctx: NodeContext) -> None:
-        if self.in_flight is not None or not self.queue:
-            return
-        txs, ts = self.queue[0]
-        block = self.replica.chain.candidate(txs, self.proposer, ts)
-        if not block.txs:  # everything in it is on chain or can no longer apply
-            self.queue.popleft()
-            self._propose_next(ctx)
-            return
-        self.in_flight = block.hash
-        self._run(ctx, self.core.propose(block.to_bytes(), ctx.now()))
+        chain = self.replica.chain
+        proposed = {id(f.submission) for f in self.in_flight}
+        for sub in list(self.queue):
+            if len(self.in_flight) >= self.max_in_flight:
+                return
+            if id(sub) in proposed:
+                continue
+            if self.in_flight:
+                parent, state = self.in_flight[-1].block.header, self.in_flight[-1].state
+            else:
+                parent, state = chain.head, chain.state
+            block, after = chain.candidate_on(parent, state, sub.txs, self.proposer, sub.ts)
+            if not block.txs:
+                if not self.in_flight:  # everything in it is on chain or can no longer apply
+                    self.queue.remove(sub)
+                continue  # (on a pipelined parent: decided once the parent commits)
+            self.in_flight.append(InFlight(sub, block, after))
+            self._run(ctx, self.core.propose(block.to_bytes(), ctx.now()))
+
+
+@dataclass(eq=False)
+class Submission:
+    """The publisher's transactions for one block, and its timestamp."""
+
+    txs: list[Transaction]
+    ts: int
+
+
+@dataclass(frozen=True, eq=False)
+class InFlight:
+    """A proposed candidate block for `submission` and the state after it."""
+
+    submission: Submission
+    block: Block
+    state: State
