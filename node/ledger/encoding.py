@@ -21,9 +21,35 @@ class EncodingError(ValueError):
     """A value cannot be encoded canonically, or bytes are not a canonical encoding."""
 
 
+_PLAIN = frozenset({type(None), bool, int, str, bytes})  # exact types returned as they are
+
+
 def _normalise(obj: Any, depth: int = 0) -> Any:
+    t = type(obj)
+    if t in _PLAIN:  # the common case, before any isinstance
+        return obj
     if depth > MAX_DEPTH:
         raise EncodingError(f"nested deeper than {MAX_DEPTH}")
+    if t is list or t is tuple:
+        if obj and depth >= MAX_DEPTH:
+            raise EncodingError(f"nested deeper than {MAX_DEPTH}")
+        out = []
+        for v in obj:
+            out.append(v if type(v) in _PLAIN else _normalise(v, depth + 1))
+        return out
+    if t is dict:
+        if obj and depth >= MAX_DEPTH:
+            raise EncodingError(f"nested deeper than {MAX_DEPTH}")
+        keys = sorted(obj) if all(type(k) is str for k in obj) else None
+        if keys is None:
+            if not all(isinstance(k, str) for k in obj):
+                raise EncodingError("map keys must be strings")
+            keys = sorted(obj)
+        normal = {}
+        for k in keys:
+            v = obj[k]
+            normal[k] = v if type(v) in _PLAIN else _normalise(v, depth + 1)
+        return normal
     if obj is None or isinstance(obj, bool | int | str | bytes):
         return obj
     if isinstance(obj, float):

@@ -11,8 +11,10 @@ store does not check blocks semantically; the chain module does that before `app
 With synchronous=NORMAL a commit survives a process crash; FULL also survives power loss.
 
 Deferred writes (`deferred=True` or `set_deferred`, used by PBFT validators): `append`
-returns once the block is in an in-memory overlay, and a writer thread stores pending blocks
-in order, up to BATCH_BLOCKS per SQLite transaction, on its own connection. Every read
+returns once the block is in an in-memory overlay, and pending blocks are stored in order,
+up to BATCH_BLOCKS per SQLite transaction, either by a writer thread on its own connection
+or, with `set_deferred(True, thread=False)`, by the host calling `write_pending` when idle
+(one thread: no GIL hand-offs, which cost scheduler latency on a loaded machine). Every read
 (`height`, `block_bytes`, `tx_location`, `state_get`, `state_rows`, `meta_get(head_hash)`…)
 looks at the overlay first, so callers see no difference; an overlay entry is dropped only
 after its transaction committed. `durable_height()` is what the database holds and
@@ -84,6 +86,7 @@ class _Pending:
     block: Block
     data: bytes
     state_writes: tuple[tuple[tuple[str, str], bytes | None], ...]
+    tx_rows: tuple[tuple[bytes, int, int], ...]
 
 
 class ChainStore:
@@ -113,6 +116,7 @@ class ChainStore:
         self._write_error: BaseException | None = None
         self._writer: threading.Thread | None = None
         self._closing = False
+        self._at_exit = False
         self.deferred = False
         self.batches = 0
         if deferred:
@@ -144,16 +148,12 @@ class ChainStore:
     def close(self) -> None:
         """Write what is pending, stop the writer and close the database; further calls raise
         StoreError. A write error is logged here (`flush` raises it)."""
-        if self._writer is not None:
+        if self.deferred and self._conn is not None:
             try:
                 self.flush()
             except StoreError as exc:
                 logger.error("chain store %s: pending blocks not written: %s", self.path, exc)
-            with self._cv:
-                self._closing = True
-                self._cv.notify_all()
-            self._writer.join()
-            self._writer = None
+        self._stop_writer()
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
@@ -161,20 +161,63 @@ class ChainStore:
 
     # -- deferred writes ------------------------------------------------------------------
 
-    def set_deferred(self, on: bool) -> None:
-        """Switch deferred writes on (a writer thread) or off (after a flush)."""
-        if not on:
+    def set_deferred(self, on: bool, thread: bool = True) -> None:
+        """Switch deferred writes on or off (what is pending is written first). With
+        `thread`, a writer thread stores pending blocks; without, the host calls
+        `write_pending` when it is idle: no second Python thread to hand the GIL to and
+        from, which costs scheduler latency on a loaded machine."""
+        if self.deferred:
             self.flush()
-            self.deferred = False
+            self._stop_writer()
+        self.deferred = on
+        if not on:
             return
-        self.deferred = True
-        if self._writer is None:
-            self._closing = False
+        if thread:
             self._writer = threading.Thread(
                 target=self._write_loop, name=f"ledger-writer:{self.path.parent.name}", daemon=True
             )
             self._writer.start()
+        if not self._at_exit:
+            self._at_exit = True
             atexit.register(_close_at_exit, weakref.ref(self))
+
+    def _stop_writer(self) -> None:
+        if self._writer is None:
+            return
+        with self._cv:
+            self._closing = True
+            self._cv.notify_all()
+        self._writer.join()
+        self._writer = None
+        self._closing = False
+
+    def write_pending(self, max_blocks: int = BATCH_BLOCKS) -> int:
+        """Without a writer thread: write up to `max_blocks` pending blocks now, in one
+        transaction; returns how many (0 with a writer thread). Raises StoreError if the
+        write fails (then every later append and flush does too)."""
+        if self._writer is not None:
+            return 0
+        with self._cv:
+            if self._write_error is not None:
+                raise StoreError(f"deferred write failed: {self._write_error}")
+            batch = self._pending[:max_blocks]
+            if not batch:
+                return 0
+            self._writing = len(batch)
+        try:
+            with self._lock:
+                _write_batch(self._db, batch)
+        except BaseException as exc:
+            with self._cv:
+                self._write_error = exc
+                self._writing = 0
+                self._cv.notify_all()
+            raise StoreError(f"deferred write failed: {exc}") from exc
+        with self._cv:
+            self._settle(batch)
+            self.batches += 1
+            self._cv.notify_all()
+        return len(batch)
 
     def durable_height(self) -> int:
         """The height of the head block in the database (what survives a kill -9)."""
@@ -187,8 +230,11 @@ class ChainStore:
             return len(self._pending)
 
     def flush(self, timeout_s: float | None = None) -> None:
-        """Wait until every appended block is written; raises StoreError if a write failed
-        or `timeout_s` passed first."""
+        """Wait until every appended block is written (without a writer thread: write them
+        now); raises StoreError if a write failed or `timeout_s` passed first."""
+        if self._writer is None:
+            while self.write_pending():
+                pass
         with self._cv:
             done = self._cv.wait_for(
                 lambda: not self._pending or self._write_error is not None, timeout_s
@@ -356,7 +402,8 @@ class ChainStore:
         the overlay now, in the database when the writer gets to it)."""
         data = block.to_bytes()
         if self.deferred:
-            self._append_deferred(_Pending(block, data, _check_writes(state_writes)))
+            rows = tuple((tx.hash, block.height, idx) for idx, tx in enumerate(block.txs))
+            self._append_deferred(_Pending(block, data, _check_writes(state_writes), rows))
             return
 
         def body(conn: sqlite3.Connection) -> None:
@@ -470,11 +517,31 @@ def _write_block(
 
 
 def _write_batch(conn: sqlite3.Connection, batch: list[_Pending]) -> None:
-    """Write pending blocks in one BEGIN IMMEDIATE ... COMMIT (all or none of them)."""
+    """Write pending blocks in one BEGIN IMMEDIATE ... COMMIT (all or none of them).
+
+    A handful of `executemany` calls for the whole batch: the writer thread runs little
+    Python, so it seldom holds the GIL the commit path needs."""
+    blocks = [(p.block.height, p.block.hash, p.data) for p in batch]
+    txs = [row for p in batch for row in p.tx_rows]
+    state: dict[tuple[str, str], bytes | None] = {}
+    for p in batch:
+        state.update(p.state_writes)  # later blocks win
+    deletes = [k for k, v in state.items() if v is None]
+    upserts = [(ns, key, v) for (ns, key), v in state.items() if v is not None]
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for p in batch:
-            _write_block(conn, p.block, p.data, dict(p.state_writes))
+        expected = _height(conn) + 1
+        if batch[0].block.height != expected:
+            raise StoreError(f"block at height {batch[0].block.height}, expected {expected}")
+        conn.executemany("INSERT INTO blocks (height, hash, data) VALUES (?, ?, ?)", blocks)
+        conn.executemany("INSERT INTO txs (hash, height, idx) VALUES (?, ?, ?)", txs)
+        conn.executemany("DELETE FROM state WHERE ns = ? AND key = ?", deletes)
+        conn.executemany(
+            "INSERT INTO state (ns, key, value) VALUES (?, ?, ?) "
+            "ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value",
+            upserts,
+        )
+        _set_meta(conn, HEAD_HASH_KEY, batch[-1].block.hash)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

@@ -359,10 +359,12 @@ CHILD = textwrap.dedent(
     from node.ledger.tx import Transaction
 
     path, run, limit = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-    deferred = sys.argv[4] == "deferred"
+    mode = sys.argv[4]
+    deferred = mode != "sync"
     proposer = NodeKey.from_seed(b"p" * 32)
     senders = [NodeKey.from_seed(bytes([i + 1]) * 32) for i in range(4)]
-    store = ChainStore(path, deferred=deferred)
+    store = ChainStore(path)
+    store.set_deferred(deferred, thread=mode == "deferred")
     while True:
         head = store.head()
         height = 0 if head is None else head.height + 1
@@ -396,6 +398,8 @@ CHILD = textwrap.dedent(
         block = block.with_certificate([CommitSignature.create(proposer, block.hash)])
         print(f"begin {height}", flush=True)
         store.append(block, writes)
+        if mode == "idle" and height % 3 == 0:  # the host found time to write
+            store.write_pending()
         if deferred:  # appended in memory; what the database holds so far
             print(f"durable {store.durable_height()}", flush=True)
         else:
@@ -439,7 +443,7 @@ def _spin(microseconds: int) -> None:
         pass
 
 
-@pytest.mark.parametrize("mode", ["sync", "deferred"])
+@pytest.mark.parametrize("mode", ["sync", "deferred", "idle"])
 def test_kill_9_at_random_points_never_leaves_a_half_written_block(
     tmp_path: Path, mode: str
 ) -> None:

@@ -155,3 +155,58 @@ def test_switching_deferred_off_flushes(path: Path) -> None:
         assert store.meta_get("k") == b"v"
     finally:
         store.close()
+
+
+def test_idle_mode_writes_only_when_the_host_asks(path: Path, sync_store: ChainStore) -> None:
+    store = ChainStore(path)
+    store.set_deferred(True, thread=False)
+    try:
+        chain = _fill(store, 5)
+        _fill(sync_store, 5)
+        assert store.durable_height() == -1 and store.pending_blocks() == 5
+        assert _snapshot(store) == _snapshot(sync_store)
+
+        assert store.write_pending(max_blocks=2) == 2
+        assert store.durable_height() == 1 and store.pending_blocks() == 3
+        assert _snapshot(store) == _snapshot(sync_store)
+        assert store.tx_location(chain[4].txs[0].hash) == (4, 0)
+
+        store.flush()
+        assert store.durable_height() == 4 and store.write_pending() == 0
+        assert store.batches == 2
+    finally:
+        store.close()
+    with ChainStore(path) as reopened:
+        assert _snapshot(reopened) == _snapshot(sync_store)
+
+
+def test_idle_mode_write_error_is_kept(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(conn: sqlite3.Connection, batch: list[store_mod._Pending]) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(store_mod, "_write_batch", broken)
+    chain = _chain(2)
+    store = ChainStore(path)
+    store.set_deferred(True, thread=False)
+    try:
+        store.append(chain[0], {})
+        with pytest.raises(StoreError, match="disk is full"):
+            store.write_pending()
+        with pytest.raises(StoreError, match="deferred write failed"):
+            store.append(chain[1], {})
+        assert store.height() == 0  # the in-memory view still has the block
+    finally:
+        store.close()
+
+
+def test_close_writes_what_is_pending_in_both_modes(tmp_path: Path) -> None:
+    chain = _chain(3)
+    for thread in (True, False):
+        path = tmp_path / f"t{thread}.sqlite"
+        store = ChainStore(path)
+        store.set_deferred(True, thread=thread)
+        for block in chain:
+            store.append(block, {})
+        store.close()
+        with ChainStore(path) as reopened:
+            assert reopened.height() == 2
