@@ -5,6 +5,13 @@
 (a) blocks/s with TXS transactions each (task.record_update from registered devices plus the
     publisher's record_global): build+append (Chain.build then Chain.append) and append only
     (validate + store), with SQLite synchronous NORMAL and FULL;
+(a2) before/after issue 12 item 4, alternating in one run (REPS runs each, the ratio and the
+    1-min load average printed): every transaction verified on arrival (as the publisher
+    and the validators do on submission), then build+append of its block, then every block
+    durable. before = verify cache off, each append one synchronous SQLite transaction;
+    after = node.sigcache on (the append's re-check of a transaction verified on arrival is
+    a cache hit) and deferred writes (`write_pending` every WRITE_EVERY blocks, as a host
+    does when idle, and a final flush, all timed);
 (b) verify_store over a chain of VERIFY_BLOCKS blocks: blocks/s and txs/s;
 (c) FileBlobStore put/get MB/s for model-sized (6.6 MB) and 100 KB blobs.
 """
@@ -16,6 +23,7 @@ import os
 import platform
 import random
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -23,6 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from node import sigcache
 from node.contracts.runtime import Genesis
 from node.keys import NodeKey
 from node.ledger.blobs import FileBlobStore
@@ -32,6 +41,8 @@ from node.ledger.store import open_store
 from node.ledger.tx import Transaction
 
 TASK = "bench"
+REPS = 3
+WRITE_EVERY = 4
 
 
 class Workload:
@@ -131,6 +142,36 @@ def bench_append(n_blocks: int, n_txs: int, sync_mode: str) -> tuple[float, floa
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def bench_commit_path(n_blocks: int, n_txs: int, after: bool) -> float:
+    """Blocks/s of arrival verification + build + append + durable write (see (a2))."""
+    work = Workload(n_txs - 1)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-ledger-"))
+    sigcache.CACHE.clear()
+    sigcache.CACHE.enabled = after
+    try:
+        chain = Chain(open_store(tmp / "c"), work.config)
+        chain.append(chain.build(work.publish(), work.pub, 1))
+        chain.store.set_deferred(after, thread=False)
+        batches = [work.round_txs(n_txs) for _ in range(n_blocks)]  # signing not timed
+        t0 = time.perf_counter()
+        for i, txs in enumerate(batches):
+            for tx in txs:
+                tx.verify()  # on arrival
+            block = chain.build(txs, work.pub, 1000 * (i + 2))
+            assert len(block.txs) == n_txs
+            chain.append(block)
+            if after and (i + 1) % WRITE_EVERY == 0:
+                chain.store.write_pending()
+        chain.store.flush()
+        rate = n_blocks / (time.perf_counter() - t0)
+        assert chain.store.durable_height() == n_blocks + 1
+        chain.store.close()
+        return rate
+    finally:
+        sigcache.CACHE.enabled = True
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def bench_verify(n_blocks: int, n_txs: int) -> tuple[float, float, float, int]:
     """(seconds, blocks/s, txs/s, tx count) of verify_store over n_blocks of n_txs."""
     work = Workload(n_txs - 1)
@@ -198,8 +239,25 @@ def main() -> None:
         print(
             f"    synchronous={mode:6s}: build+append {ba:8.1f} blocks/s "
             f"({ba * args.txs:9.0f} txs/s); append only (validate+store) {ao:8.1f} blocks/s "
-            f"({ao * args.txs:9.0f} txs/s)"
+            f"({ao * args.txs:9.0f} txs/s); load1 {os.getloadavg()[0]:.1f}"
         )
+
+    path_blocks = 10 if args.quick else 60
+    print(
+        f"(a2) arrival verify + build + append + durable, {path_blocks} blocks x {args.txs} txs, "
+        f"before/after alternating, {REPS} runs each"
+    )
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    loads: list[float] = []
+    for _ in range(REPS):
+        for after in (False, True):
+            rates[after].append(bench_commit_path(path_blocks, args.txs, after))
+            loads.append(os.getloadavg()[0])
+    before, after_ = statistics.median(rates[False]), statistics.median(rates[True])
+    print(
+        f"    before {before:6.1f} blocks/s, after {after_:6.1f} blocks/s (medians of "
+        f"{REPS}): {after_ / before:.2f}x; load1 {statistics.mean(loads):.1f}"
+    )
 
     n_blocks = args.verify_blocks or (100 if args.quick else 1000)
     n_txs = args.verify_txs or (20 if args.quick else 100)
