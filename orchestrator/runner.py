@@ -199,7 +199,6 @@ class Run:
                 scenario.capture,
                 scenario.containers,
                 self.out_dir,
-                data_dirs=[scenario.dataset.root] if scenario.dataset.root else [],
                 **options,
             )
         return MininetBackend(

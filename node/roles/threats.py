@@ -60,22 +60,22 @@ class DeviceThreats:
         if b is None:
             return x, y, ""
         kind = DEVICE_ATTACKS[b["name"]].kind
-        classes = self.learner.dataset.num_classes
+        classes = self.learner.num_classes
         rng = _rng(self.config, 1)  # the same choice every round: a device's data is fixed
         if kind == "data":
             x, y = apply_data_attack(b["name"], b["params"], x, y, rng, classes)
         elif kind == "partition":
-            ds = self.learner.dataset
+            labels = self.learner.population_labels
             idx = apply_partition_attack(
-                b["name"], b["params"], ds.train_y, self.learner.indices, rng, classes
+                b["name"], b["params"], labels, self.learner.indices, rng, classes
             )
-            x, y = ds.train_x[idx], ds.train_y[idx]
+            x, y = self.learner.samples(idx)
         return x, y, b["name"]
 
     def label_emd(self, y: np.ndarray) -> float:
         """EMD (L1, as in the SFL paper) between these labels and the whole training set's."""
-        classes = self.learner.dataset.num_classes
-        population = label_distribution(self.learner.dataset.train_y, classes)
+        classes = self.learner.num_classes
+        population = label_distribution(self.learner.population_labels, classes)
         return emd(label_distribution(y, classes), population)
 
     def outgoing(self, round_no: int, trained: Weights, global_weights: Weights) -> Weights:

@@ -36,7 +36,6 @@ from topologies.backends.docker_engine import RUN_LABEL, client, remove_run_cont
 from topologies.backends.mininet import MininetBackend, _wait, import_mininet
 from topologies.spec import NodeKind
 
-DATASETS_DIR = "/usr/share/datasets"
 PYTHON = "python"  # on the image's PATH: /opt/bcfl/venv/bin/python
 
 
@@ -90,13 +89,11 @@ class ContainernetBackend(MininetBackend):
         capture: list[str | list[str]],
         containers: Any,
         out_dir: Path,
-        data_dirs: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        """`containers` is the scenario's ContainersSection; `out_dir` the run directory and
-        `data_dirs` the scenario's data-set directories, mounted into every container."""
+        """`containers` is the scenario's ContainersSection; `out_dir` the run directory,
+        mounted into every container (the nodes read their prepared data from it)."""
         super().__init__(token, delay_mode, netem, capture, **kwargs)
-        self.data_dirs = data_dirs or []
         from topologies.backends.image import default_tag, require
 
         self.containers = containers
@@ -118,21 +115,11 @@ class ContainernetBackend(MininetBackend):
             },
         }
 
-    def _data_env(self) -> dict[str, str]:
-        """The data-set variables of this environment, passed on to every daemon."""
-        from node.learning.datasets import FASHION_MNIST_ENV, MNIST_ENV
-
-        return {k: os.environ[k] for k in (FASHION_MNIST_ENV, MNIST_ENV) if k in os.environ}
-
     def _volumes(self) -> dict[str, dict[str, str]]:
-        """The run directory (read-write) and every data directory (read-only), each at
-        its own path, so the paths in the nodes' configs hold inside the containers."""
-        vols = {str(self.out_dir): {"bind": str(self.out_dir), "mode": "rw"}}
-        for d in [DATASETS_DIR, *self.data_dirs, *self._data_env().values()]:
-            path = Path(d).resolve()
-            if path.is_dir():
-                vols[str(path)] = {"bind": str(path), "mode": "ro"}
-        return vols
+        """The run directory (read-write) at its own path, so the paths in the nodes' configs
+        hold inside the containers. It is all a node reads: the orchestrator prepared each
+        node's data in it (`orchestrator/dataprep.py`), so no data-set directory is mounted."""
+        return {str(self.out_dir): {"bind": str(self.out_dir), "mode": "rw"}}
 
     def _add_host(self, net: Any, node_id: str, name: str) -> Any:
         assert self._spec is not None
@@ -191,7 +178,7 @@ class ContainernetBackend(MininetBackend):
         exec_id = api.exec_create(
             self.container_of(launch.node_id).id,
             ["sh", "-c", cmd],
-            environment=self._data_env() | dict(launch.env),
+            environment=dict(launch.env),
         )["Id"]
         api.exec_start(exec_id, detach=True)
         end = time.monotonic() + 30
