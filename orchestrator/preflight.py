@@ -21,11 +21,11 @@ start. Each failure is a `ScenarioError` with one line ``FIELD: VALUE is invalid
 
 The memory estimate per node process: the interpreter with torch and pyzmq (PSS, measured:
 about 60 MB forked by the local backend's fork server, 30 MB by mininet's, 280 MB per
-container; the fork server itself 250 MB), plus for the publisher and each device twice the
-float32 data set (loading peak) and its own training copy, plus model copies (the publisher
-and MECs hold one update per device). The data terms predate the prepared data (a node now
-reads only its part, or the publisher the test set, from files the orchestrator wrote), so
-they overestimate; the figures are to be set from the scale measurements (bench/scale.py).
+container; the fork server itself 250 MB), plus the data a node holds: a device twice its
+part (the prepared arrays and the batches made of them; the parts add up to the training set,
+so the total is right whatever the partition), the publisher the test set it evaluates on (the
+orchestrator's own loading peak, twice the data set, ends before any node starts) — plus model
+copies (the publisher and MECs hold one update per device).
 This module imports neither torch nor scikit-learn.
 """
 
@@ -235,15 +235,14 @@ def node_memory_mb(
     """Estimated memory of one node process of `kind` (see the module docstring)."""
     base = BASE_MB.get(s.backend, BASE_MB["local"])
     model = parameters(s.model, data.pixels, data.classes) * 4 / MB
-    full = (data.train + data.test) * data.pixels * 4 / MB
     if kind == NodeKind.PUBLISHER:
-        own = data.train * data.pixels * 4 / MB
-        return base + 2 * full + own + (MODEL_COPIES + 2 * devices) * model
+        test_set = data.test * data.pixels * 4 / MB
+        return base + test_set + (MODEL_COPIES + 2 * devices) * model
     if kind == NodeKind.DEVICE:
+        # The parts add up to the training set whatever the partition, so the average part
+        # makes the total right; a skewed (dirichlet) part may be larger than this node's share.
         own = math.ceil(data.train / max(devices, 1)) * data.pixels * 4 / MB
-        if s.partition.scheme == "dirichlet":
-            own = data.train * data.pixels * 4 / MB  # a skewed part can be most of the set
-        return base + 2 * full + own + MODEL_COPIES * model
+        return base + 2 * own + MODEL_COPIES * model
     return base + (MODEL_COPIES + 2 * mec_devices) * model
 
 
