@@ -29,6 +29,9 @@ Requests and replies::
 Used by the local backend (``netns`` null, ``seed`` from the scenario's seed and the node id)
 and the mininet backend (``netns`` the host's PID).
 
+The server raises its soft RLIMIT_NOFILE to the hard limit first (`node.limits.raise_nofile`),
+so every child starts with it (a publisher with 1,000 peers holds ~3,000 fds).
+
 A spawned child: ``os.setsid()``; SIGINT back to Python's default (the server ignores it);
 stdin from /dev/null, stdout and stderr appended to
 ``log``; joins ``netns`` with `setns_net` FIRST, before anything creates a socket (a socket
@@ -284,10 +287,13 @@ def _target_node(argv: list[str], log_path: str) -> int:
 
 def _target_probe(argv: list[str], log_path: str) -> int:
     """Write this process's network namespace and interface names as one JSON line."""
+    import resource
+
     record = {
         "pid": os.getpid(),
         "netns": os.readlink("/proc/self/ns/net"),
         "interfaces": [name for _, name in socket.if_nameindex()],
+        "nofile": list(resource.getrlimit(resource.RLIMIT_NOFILE)),
     }
     with open(log_path, "a") as f:
         f.write(json.dumps(record) + "\n")
@@ -554,6 +560,9 @@ def serve() -> int:
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s forkserver: %(message)s"
     )
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from node.limits import raise_nofile
+
+    raise_nofile()  # children inherit it: a node with 1,000 peers holds ~3,000 fds
     server = _Server(fd_in, fd_out)
     try:
         info = _preload()

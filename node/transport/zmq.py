@@ -3,6 +3,9 @@
 Frames are opaque here; who sent a frame is established by the codec's signature, not
 by the socket it came from. Sends never block: a peer that is down or too slow fills its
 queue (high-water mark) and further frames to it are dropped and counted.
+
+At scale (a publisher with 1,000 peers) the context's socket limit is set from the peer count
+before the first socket, and the process's soft RLIMIT_NOFILE is raised (`node.limits`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import Mapping
 
 import zmq
 
+from node.limits import fds_needed, raise_nofile, zmq_max_sockets
 from node.transport.base import TransportStats
 
 log = logging.getLogger(__name__)
@@ -31,7 +35,9 @@ class ZmqTransport:
     ) -> None:
         self.node_id = node_id
         self.stats = TransportStats()
+        raise_nofile(fds_needed(len(peers)))
         self._ctx = zmq.Context()
+        self._ctx.set(zmq.MAX_SOCKETS, zmq_max_sockets(len(peers)))  # before any socket
         self._pull = self._ctx.socket(zmq.PULL)
         self._pull.setsockopt(zmq.LINGER, 0)
         self._pull.setsockopt(zmq.MAXMSGSIZE, 2 * max_frame_bytes)

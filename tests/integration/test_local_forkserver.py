@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
+import resource
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from node.forkserver import ForkServerError
+from node.forkserver import ForkServer, ForkServerError
 from node.ledger.store import open_store
 from orchestrator.runner import Run
 from orchestrator.scenario import parse_scenario
@@ -122,3 +125,30 @@ def test_a_fork_server_that_cannot_start_fails_the_start_before_any_node(tmp_pat
         backend.start([launch(tmp_path, "dev0", broken)])
     assert backend.pids() == {} and backend.server_pid is None
     backend.stop()  # after a failed start: nothing to stop, no error
+
+
+def test_a_forked_child_gets_the_hard_open_files_limit(tmp_path: Path) -> None:
+    """A node with 1,000 peers holds ~3,000 fds: the server raises its soft RLIMIT_NOFILE to
+    the hard limit and every child inherits it, whatever soft limit the orchestrator had."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 256:
+        pytest.skip(f"hard RLIMIT_NOFILE is {hard}: nothing to raise")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        server = ForkServer(stderr_path=tmp_path / "server.log", env=ENV)
+        server.start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        log_path = tmp_path / "probe.log"
+        pid = server.spawn([], log=log_path, target="probe")
+        deadline = time.monotonic() + 60.0
+        while server.poll()[pid] is None:  # the server's status of the child is the event
+            assert time.monotonic() < deadline, "the probe child did not exit"
+            time.sleep(0.05)  # poll interval
+        assert server.poll()[pid] == 0
+    finally:
+        server.stop()
+
+    record = json.loads(log_path.read_text().splitlines()[-1])
+    assert record["nofile"] == [hard, hard]
