@@ -315,9 +315,12 @@ class GossipNet:
             at = self.now + self.delay[frozenset((src, act.dst))] * self.rng.uniform(1, 1.5)
             self._push(at, "msg", act.dst, (src, encode(msg)))
 
-    def run(self, until: float) -> None:
-        """Process events up to time `until`."""
+    def run(self, until: float, max_events: int = 200_000) -> None:
+        """Process events up to time `until` (a message storm fails after `max_events`)."""
+        events = 0
         while self._queue and self._queue[0][0] <= until:
+            events += 1
+            assert events <= max_events, f"more than {max_events} events by t={self.now:.2f}"
             at, _, kind, node, payload = heapq.heappop(self._queue)
             self.now = at
             ep = self.nodes[node]
