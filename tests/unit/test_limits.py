@@ -21,7 +21,7 @@ def restore_nofile() -> Iterator[tuple[int, int]]:
 
 
 def test_soft_limit_is_raised_to_the_hard_limit(restore_nofile: tuple[int, int]) -> None:
-    soft, hard = restore_nofile
+    _soft, hard = restore_nofile
     if hard == resource.RLIM_INFINITY or hard <= 64:
         pytest.skip(f"hard RLIMIT_NOFILE is {hard}")
     resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
@@ -33,7 +33,7 @@ def test_soft_limit_is_raised_to_the_hard_limit(restore_nofile: tuple[int, int])
 def test_a_need_above_the_hard_limit_is_named_in_a_warning(
     restore_nofile: tuple[int, int], caplog: pytest.LogCaptureFixture
 ) -> None:
-    soft, hard = restore_nofile
+    _soft, hard = restore_nofile
     if hard == resource.RLIM_INFINITY:
         pytest.skip("no hard RLIMIT_NOFILE")
     with caplog.at_level(logging.WARNING, logger="node.limits"):
