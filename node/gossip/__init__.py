@@ -1,18 +1,19 @@
 """Gossip: spread a scheme's items (transactions, blocks, model updates) along topology links.
 
 `core.GossipNode` is the sans-IO protocol (see its module docstring for how it works),
-`messages` the typed wire messages with their strict encodings, `cache` its bounded maps.
+`actions` what it returns and takes (actions, validation verdicts, topics, configuration,
+counters), `messages` the typed wire messages with their strict encodings, `cache` its
+bounded maps.
 A host feeds the node authenticated ``(sender, message, now)`` and a heartbeat `tick(now)`,
 sends each `Send` (framed with `messages.to_payload` under `messages.CODEC_TYPE`, or with
 `messages.encode`) and hands each `Deliver` to the scheme.
 """
 
-from node.gossip.core import (
+from node.gossip.actions import (
     ACCEPT,
     Deliver,
     GossipAction,
     GossipConfig,
-    GossipNode,
     GossipStats,
     Send,
     Topic,
@@ -21,6 +22,7 @@ from node.gossip.core import (
     ignore,
     reject,
 )
+from node.gossip.core import GossipNode
 from node.gossip.messages import (
     CODEC_TYPE,
     GossipError,

@@ -15,7 +15,7 @@ given per topic by the caller: D2D links for an LMUC, the backhaul for the MECs)
   to the application (`Deliver`, unless the topic is relay-only) and pushed to `fanout`
   neighbours chosen by SHA-256(seed, node, item, peer) order — seeded-random, reproducible
   and independent of event order — or to all when fanout >= degree. Neither the sender nor
-  a peer known to hold the item is chosen.
+  a peer known to hold the item with as many hops left is chosen.
 - TTL: an `Item` copy carries the hops it may still travel; a receiver relays with ttl - 1
   when that is >= 1, clamping what arrives to `config.ttl`, so an item reaches at most
   `config.ttl` hops from its source (or from a Byzantine relay that re-sends it). A later
@@ -32,13 +32,15 @@ given per topic by the caller: D2D links for an LMUC, the backhaul for the MECs)
 - Pull (`tick`, called every heartbeat by the host): a stored item is announced in
   IHAVE(topic, ids, ttl) to neighbours not known to hold it (a peer holds an item once it
   sent us the item or an IHAVE for it) at each of the first `announce_ticks` heartbeats
-  after it arrived, then (`announce_backoff`) at heartbeats 2^k while it is stored, so a
-  neighbour that lost every copy in a burst of loss or a partition still learns of it. A node that
-  sees an unknown id sends IWANT to the announcer and retries another announcer (or the
-  same one) after `want_timeout_s`, `max_want_tries` times in all. IWANT is answered with
-  the stored item, at most `max_serves_per_peer` times per peer and item (no amplifier).
-  Pending wants are bounded in all and per peer, so fake announcements cannot crowd out
-  real ones. Pull recovers what lost messages, a small fan-out or dropping relays missed.
+  after it arrived, then (`announce_backoff`) at heartbeats 2^k while it is stored
+  (`history_s`), so a neighbour that lost every copy in a burst of loss or a partition
+  still learns of it. A node that sees an unknown id sends IWANT to the announcer and
+  retries another announcer (or the same one) after `want_timeout_s`, `max_want_tries`
+  times in all. IWANT is answered with the stored item, at most `max_serves_per_peer`
+  times per peer and item (no amplifier). Pending wants are bounded in all and per peer,
+  so fake announcements cannot crowd out real ones. Pull recovers what lost messages, a
+  small fan-out or dropping relays missed; what is older than `history_s` is the ledger
+  sync's job (`node.ledger.sync`), not gossip's.
 
 Inputs are already-authenticated ``(sender, message, now)``; outputs are `Send` and
 `Deliver` actions. The core reads no clock, opens no socket and draws no random numbers.
@@ -49,15 +51,21 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
+from node.gossip.actions import (
+    Deliver,
+    GossipAction,
+    GossipConfig,
+    GossipStats,
+    Send,
+    Topic,
+    Verdict,
+    reject,
+)
 from node.gossip.cache import ExpiringMap
 from node.gossip.messages import (
-    DEFAULT_MAX_ITEM_BYTES,
-    MAX_IDS,
-    MAX_TTL,
     GossipError,
     GossipMessage,
     IHave,
@@ -70,134 +78,6 @@ from node.gossip.messages import (
 log = logging.getLogger(__name__)
 
 Key = tuple[str, bytes]
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """A validation hook's answer: accept (empty reason), reject, or ignore for now."""
-
-    reason: str = ""
-    remember: bool = True
-
-    @property
-    def ok(self) -> bool:
-        """Whether the item is valid."""
-        return not self.reason
-
-
-ACCEPT = Verdict()
-
-
-def reject(reason: str) -> Verdict:
-    """Invalid for good: dropped, counted against the sender, its id remembered."""
-    return Verdict(reason or "invalid", True)
-
-
-def ignore(reason: str) -> Verdict:
-    """Not valid now (e.g. unknown parent): dropped and counted, not remembered."""
-    return Verdict(reason or "ignored", False)
-
-
-Validator = Callable[[bytes], Verdict]
-
-
-@dataclass(frozen=True)
-class Topic:
-    """A topic this node takes part in: its neighbours, its validation hook, delivery."""
-
-    name: str
-    peers: tuple[str, ...]
-    validate: Validator
-    deliver: bool = True
-    """False: relay-only (the paper's devices that only transfer LMUC data)."""
-
-
-@dataclass(frozen=True)
-class GossipConfig:
-    """Parameters shared by the nodes of a topic (times in seconds of the caller's clock)."""
-
-    ttl: int = 16
-    fanout: int = 4
-    announce_ticks: int = 3
-    announce_backoff: bool = True
-    lazy_fanout: int | None = None
-    want_timeout_s: float = 2.0
-    max_want_tries: int = 3
-    max_pending_wants: int = 4096
-    max_pending_per_peer: int = 512
-    max_serves_per_peer: int = 2
-    seen_ttl_s: float = 600.0
-    max_seen: int = 100_000
-    history_s: float = 120.0
-    max_store_items: int = 4096
-    max_store_bytes: int = 256 * 1024 * 1024
-    max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES
-    max_ids: int = 1024
-    seed: bytes = b""
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.ttl <= MAX_TTL:
-            raise ValueError(f"gossip.ttl must be in 1..{MAX_TTL}")
-        if self.fanout < 1 or (self.lazy_fanout is not None and self.lazy_fanout < 0):
-            raise ValueError("gossip.fanout must be >= 1 and gossip.lazy_fanout >= 0")
-        if self.announce_ticks < 0 or self.max_want_tries < 1 or self.max_serves_per_peer < 1:
-            raise ValueError("gossip announce_ticks >= 0, max_want_tries and serves >= 1")
-        if min(self.want_timeout_s, self.seen_ttl_s, self.history_s) <= 0:
-            raise ValueError("gossip timeouts and lifetimes must be > 0")
-        if min(self.max_pending_wants, self.max_pending_per_peer, self.max_seen) < 1:
-            raise ValueError("gossip bounds must be >= 1")
-        if min(self.max_store_items, self.max_store_bytes, self.max_item_bytes) < 1:
-            raise ValueError("gossip store and item bounds must be >= 1")
-        if not 1 <= self.max_ids <= MAX_IDS:
-            raise ValueError(f"gossip.max_ids must be in 1..{MAX_IDS}")
-
-
-@dataclass(frozen=True)
-class Send:
-    """Send `message` to peer `dst` (encode it with `messages.to_payload` or `encode`)."""
-
-    dst: str
-    message: GossipMessage
-
-
-@dataclass(frozen=True)
-class Deliver:
-    """A new valid item for the application, first received from `sender`."""
-
-    topic: str
-    item_id: bytes
-    data: bytes
-    sender: str
-
-
-GossipAction = Send | Deliver
-
-
-@dataclass
-class GossipStats:
-    """Per-node counters (items unless named `_msgs`)."""
-
-    published: int = 0
-    received: int = 0
-    delivered: int = 0
-    relayed: int = 0
-    duplicates: int = 0
-    ttl_upgrades: int = 0
-    pulled: int = 0
-    served: int = 0
-    ihave_msgs: int = 0
-    iwant_msgs: int = 0
-    want_failed: int = 0
-    invalid: Counter[str] = field(default_factory=Counter)
-    dropped: Counter[str] = field(default_factory=Counter)
-    invalid_from: Counter[str] = field(default_factory=Counter)
-
-    def as_record(self, prefix: str = "gossip_") -> dict[str, Any]:
-        """Flat counters for a metrics record; the three Counters as plain dicts."""
-        out: dict[str, Any] = {}
-        for name, value in vars(self).items():
-            out[prefix + name] = dict(value) if isinstance(value, Counter) else value
-        return out
 
 
 @dataclass
