@@ -152,3 +152,27 @@ def test_a_forked_child_gets_the_hard_open_files_limit(tmp_path: Path) -> None:
 
     record = json.loads(log_path.read_text().splitlines()[-1])
     assert record["nofile"] == [hard, hard]
+
+
+def test_children_find_the_run_file_the_server_preloaded(tmp_path: Path) -> None:
+    """The server parses a run's shared file once; a child forked after `preload` has it
+    parsed already (it shares the parse instead of reading a 7 MB topology itself)."""
+    from topologies.builders import HierarchyParams, build_hierarchy
+
+    shared = tmp_path / "shared.json"
+    topo = build_hierarchy(HierarchyParams(bs_count=1, mecs_per_bs=2, devices_per_mec=3), 1)
+    shared.write_text(json.dumps({"topology": topo.to_dict()}))
+    log_path = tmp_path / "probe.log"
+    with ForkServer(stderr_path=tmp_path / "server.log", env=ENV) as server:
+        assert server.preload(shared) >= 0.0
+        pid = server.spawn([], log=log_path, target="probe")
+        deadline = time.monotonic() + 60.0
+        while server.poll()[pid] is None:  # the server's status of the child is the event
+            assert time.monotonic() < deadline, "the probe child did not exit"
+            time.sleep(0.05)  # poll interval
+        assert server.poll()[pid] == 0
+        with pytest.raises(ForkServerError, match="preload"):
+            server.preload(tmp_path / "missing.json")
+
+    record = json.loads(log_path.read_text().splitlines()[-1])
+    assert record["runfiles"] == [str(shared)]

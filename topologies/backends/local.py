@@ -10,9 +10,11 @@ daemon shares those pages copy-on-write instead of importing them itself. The se
 started with the launches' common environment (``PYTHONHASHSEED`` and the thread counts
 cannot change after a process has started, so a launch asking for another environment is
 refused), and each child is reseeded from its launch's seed (the scenario's seed and the node
-id), never from its PID. The server and its children run in their own sessions, so the
-terminal's Ctrl-C reaches only the orchestrator, which then stops the daemons by PID through
-the server and ends the server; nothing is killed by name.
+id), never from its PID. When the node configs name a run's shared file (`node.runfiles`), the
+server parses it once before forking and the daemons share the parsed topology. The server
+and its children run in their own sessions, so the terminal's Ctrl-C reaches only the
+orchestrator, which then stops the daemons by PID through the server and ends the server;
+nothing is killed by name.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from node.forkserver import ForkServer, ForkServerError
+from node.runfiles import shared_path_of
 from topologies.backends.base import Launch
 from topologies.spec import TopologySpec
 
@@ -74,6 +77,14 @@ def node_config_path(launch: Launch) -> str:
             f"not {list(argv)}"
         )
     return argv[3]
+
+
+def preload_shared(server: ForkServer, launches: list[Launch]) -> None:
+    """Have the server parse the run's shared file (if the configs name one) before forking,
+    so that the daemons share the parsed topology instead of each parsing it."""
+    path = shared_path_of(node_config_path(launches[0])) if launches else None
+    if path is not None:
+        log.info("fork server parsed %s in %.2f s", path, server.preload(path))
 
 
 def _wait(cond: Callable[[], bool], timeout_s: float) -> bool:
@@ -126,6 +137,7 @@ class LocalBackend:
             server = ForkServer(stderr_path=stderr, env=env)
             server.start()  # raises ForkServerError (its import failed, ...) before any node
             self._server = server
+        preload_shared(self._server, launches)
         for launch in launches:
             self._launches[launch.node_id] = launch
             self._spawn(launch)

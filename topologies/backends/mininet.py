@@ -303,10 +303,12 @@ class MininetBackend:
     def start(self, launches: list[Launch]) -> None:
         """Fork every daemon into its host's namespace."""
         from node.forkserver import ForkServer
+        from topologies.backends.local import preload_shared
 
         if self._server is None:
             self._server = ForkServer()
             self._server.start()
+        preload_shared(self._server, launches)
         for launch in launches:
             self._launches[launch.node_id] = launch
             self._spawn(launch)
