@@ -37,7 +37,8 @@ given per topic by the caller: D2D links for an LMUC, the backhaul for the MECs)
   still learns of it. A node that sees an unknown id sends IWANT to the announcer and
   retries another announcer (or the same one) after `want_timeout_s`, `max_want_tries`
   times in all. IWANT is answered with the stored item, at most `max_serves_per_peer`
-  times per peer and item (no amplifier). Pending wants are bounded in all and per peer,
+  times per peer and item in any `want_timeout_s` (a peer cannot turn a node into an
+  amplifier of large items). Pending wants are bounded in all and per peer,
   so fake announcements cannot crowd out real ones. Pull recovers what lost messages, a
   small fan-out or dropping relays missed; what is older than `history_s` is the ledger
   sync's job (`node.ledger.sync`), not gossip's.
@@ -91,7 +92,8 @@ class _Entry:
     IHAVE, whose ttl is unknown)."""
     pushed: dict[str, int] = field(default_factory=dict)
     """Peer -> the largest ttl this node sent it the item with."""
-    served: Counter[str] = field(default_factory=Counter)
+    served: dict[str, tuple[float, int]] = field(default_factory=dict)
+    """Peer -> (start of its current serving window, items served in it)."""
 
 
 @dataclass
@@ -372,10 +374,13 @@ class GossipNode:
             if entry is None or entry.relay_ttl < 1:
                 self.stats.dropped["want_unknown"] += 1
                 continue
-            if entry.served[sender] >= self.config.max_serves_per_peer:
+            start, count = entry.served.get(sender, (now, 0))
+            if now - start >= self.config.want_timeout_s:
+                start, count = now, 0
+            if count >= self.config.max_serves_per_peer:
                 self.stats.dropped["serve_limit"] += 1
                 continue
-            entry.served[sender] += 1
+            entry.served[sender] = (start, count + 1)
             self.stats.served += 1
             out.append(Send(sender, Item(msg.topic, entry.relay_ttl, entry.data)))
         return out

@@ -173,8 +173,8 @@ class Corrupter(Honest):
 
 
 class Replayer(Honest):
-    """Honest, plus: at every heartbeat resends every item it holds to every neighbour
-    with the largest ttl the wire allows."""
+    """Honest, plus: at every heartbeat resends every (valid) item it holds to every
+    neighbour with the largest ttl the wire allows."""
 
     byzantine = True
 
@@ -183,10 +183,12 @@ class Replayer(Honest):
         self.held: list[bytes] = []
 
     def handle(self, sender: str, raw: bytes, now: float) -> list[GossipAction]:
+        out = super().handle(sender, raw, now)
         msg = decode(raw)
-        if isinstance(msg, Item) and msg.data not in self.held:
-            self.held.append(msg.data)
-        return super().handle(sender, raw, now)
+        data = msg.data if isinstance(msg, Item) else b""
+        if data and data not in self.held and self.core.has(TOPIC, GossipNode.item_id(data), now):
+            self.held.append(data)
+        return out
 
     def tick(self, now: float) -> list[GossipAction]:
         replays: list[GossipAction] = [
@@ -198,8 +200,8 @@ class Replayer(Honest):
 
 
 class Squasher(Honest):
-    """Forwards every new item at once to every neighbour with ttl 1 (so they would not
-    relay it), and serves nothing."""
+    """Forwards every new valid item at once to every neighbour with ttl 1 (so they would
+    not relay it), and relays and serves nothing else."""
 
     byzantine = True
 
@@ -212,12 +214,10 @@ class Squasher(Honest):
         return out
 
     def handle(self, sender: str, raw: bytes, now: float) -> list[GossipAction]:
-        msg = decode(raw)
-        fresh = isinstance(msg, Item) and not self.core.has(
-            TOPIC, GossipNode.item_id(msg.data), now
-        )
+        received = self.core.stats.received
         out = super().handle(sender, raw, now)
-        if fresh and isinstance(msg, Item):
+        msg = decode(raw)
+        if self.core.stats.received > received and isinstance(msg, Item):
             out += [Send(p, Item(TOPIC, 1, msg.data)) for p in self.core.peers(TOPIC)]
         return out
 
@@ -376,7 +376,8 @@ def test_byzantine_mix_on_random_graph_every_reachable_honest_node_gets_every_it
     byzantine = {nid: ("drop", "corrupt", "replay", "squash")[i % 4] for i, nid in enumerate(bad)}
     config = GossipConfig(ttl=32, fanout=3, seed=b"%d" % seed, want_timeout_s=0.5)
     net = GossipNet(graph, config, seed, byzantine, Loss(rate=0.05, until=10.0))
-    source = next(n for n in ids if n not in byzantine)
+    source = max(sorted(net.honest), key=lambda n: len(reachable(graph, n, net.honest)))
+    assert len(reachable(graph, source, net.honest)) >= 0.9 * len(net.honest)
     items = [net.publish(0.1 + 0.3 * k, source, k) for k in range(6)]
 
     net.run(until=30.0)
@@ -428,17 +429,19 @@ def test_small_fanout_leaves_nodes_out_without_pull_and_pull_recovers_them() -> 
     assert with_pull.stat("served") >= with_pull.stat("pulled")
 
 
-def test_pull_recovers_items_lost_on_lossy_links() -> None:
-    rng = random.Random(8)
+@pytest.mark.parametrize("seed", [1, 4, 8])
+def test_pull_recovers_items_lost_on_lossy_links(seed: int) -> None:
+    rng = random.Random(seed)
     graph = random_connected(100, 3.0, rng)
     loss = Loss(rate=0.3, until=5.0)
-    net = GossipNet(graph, GossipConfig(ttl=32, fanout=2, want_timeout_s=0.5), seed=8, loss=loss)
+    config = GossipConfig(ttl=32, fanout=2, want_timeout_s=0.5)
+    net = GossipNet(graph, config, seed=seed, loss=loss)
     items = [net.publish(0.1 + 0.2 * k, "n3", k) for k in range(5)]
 
     net.run(until=20.0)
 
-    assert net.missing(items, "n3") == {}
-    assert net.stat("pulled") > 0
+    assert net.missing(items, "n3") == {}  # (seed 1: a peer whose pulls were all lost
+    assert net.stat("pulled") > 0  # is served again in a later window)
 
 
 def test_line_worst_case_with_loss_reaches_the_far_end() -> None:

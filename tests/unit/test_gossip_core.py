@@ -178,15 +178,16 @@ def test_an_unanswered_want_moves_to_the_next_announcer_then_gives_up() -> None:
     assert n.stats.want_failed == 1 and n.pending_wants() == 0
 
 
-def test_iwant_is_served_a_bounded_number_of_times_per_peer() -> None:
+def test_iwant_is_served_a_bounded_number_of_times_per_peer_and_window() -> None:
     n = node(max_serves_per_peer=2)
     n.handle("a", Item(T, 5, b"ok-served"), 0.0)
     want = IWant(T, (GossipNode.item_id(b"ok-served"), bytes(32)))
     assert n.handle("b", want, 0.1) == [Send("b", Item(T, 4, b"ok-served"))]
     assert len(n.handle("b", want, 0.2)) == 1
     assert n.handle("b", want, 0.3) == []
-    assert n.stats.served == 2
-    assert n.stats.dropped == Counter({"want_unknown": 3, "serve_limit": 1})
+    assert len(n.handle("b", want, 2.2)) == 1  # a new window (want_timeout_s = 2)
+    assert n.stats.served == 3
+    assert n.stats.dropped == Counter({"want_unknown": 4, "serve_limit": 1})
 
 
 def test_pending_wants_are_bounded_per_peer() -> None:
