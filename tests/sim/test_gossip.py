@@ -6,7 +6,8 @@ plus jitter, may be lost by a seeded loss schedule, and every node ticks its hea
 Items are real Ed25519-signed records; each topic's validation hook verifies them.
 Byzantine relays wrap an honest core and rewrite what it sends: drop (a black hole that
 still announces), corrupt (flip a byte of each item it sends), replay (resend every item
-it holds at each heartbeat with the largest ttl) and squash (forward first, with ttl 1).
+it holds at each heartbeat with the largest ttl), squash (forward first, with ttl 1) and
+lie (announce made-up ids).
 The harness checks on every send that no honest node sends an invalid item.
 """
 
@@ -20,11 +21,14 @@ from typing import Any
 
 import pytest
 
+from node.codec import Codec
 from node.gossip import (
     ACCEPT,
+    CODEC_TYPE,
     GossipAction,
     GossipConfig,
     GossipNode,
+    IHave,
     Item,
     IWant,
     Send,
@@ -32,11 +36,14 @@ from node.gossip import (
     Verdict,
     decode,
     encode,
+    from_payload,
     reject,
+    to_payload,
 )
 from node.gossip.messages import MAX_TTL
 from node.keys import NodeKey, Roster
 from node.ledger.encoding import EncodingError, canonical, decode_canonical, sha256
+from node.transport.memory import InMemoryNetwork
 
 TOPIC = "lmuc/mec-0/tx"
 HEARTBEAT_S = 0.5
@@ -222,11 +229,23 @@ class Squasher(Honest):
         return out
 
 
+class Liar(Honest):
+    """Honest, plus: at every heartbeat announces 50 made-up ids to every neighbour."""
+
+    byzantine = True
+
+    def tick(self, now: float) -> list[GossipAction]:
+        fake = tuple(self.rng.randbytes(32) for _ in range(50))
+        lies: list[GossipAction] = [Send(p, IHave(TOPIC, fake, 9)) for p in self.core.peers(TOPIC)]
+        return super().tick(now) + lies
+
+
 BEHAVIOURS: dict[str, type[Honest]] = {
     "drop": Dropper,
     "corrupt": Corrupter,
     "replay": Replayer,
     "squash": Squasher,
+    "lie": Liar,
 }
 
 
@@ -373,7 +392,8 @@ def test_byzantine_mix_on_random_graph_every_reachable_honest_node_gets_every_it
     graph = random_connected(120, 4.0, rng)
     ids = sorted(graph)
     bad = rng.sample(ids, 20)
-    byzantine = {nid: ("drop", "corrupt", "replay", "squash")[i % 4] for i, nid in enumerate(bad)}
+    kinds = sorted(BEHAVIOURS)
+    byzantine = {nid: kinds[i % len(kinds)] for i, nid in enumerate(bad)}
     config = GossipConfig(ttl=32, fanout=3, seed=b"%d" % seed, want_timeout_s=0.5)
     net = GossipNet(graph, config, seed, byzantine, Loss(rate=0.05, until=10.0))
     source = max(sorted(net.honest), key=lambda n: len(reachable(graph, n, net.honest)))
@@ -393,6 +413,10 @@ def test_byzantine_mix_on_random_graph_every_reachable_honest_node_gets_every_it
     assert blamed <= set(byzantine)  # no honest node is ever blamed for an invalid item
     assert net.dup_to_honest > 0
     assert net.stat("duplicates") == net.dup_to_honest  # every replayed copy suppressed
+    for item in items:  # an honest node pushes an item once (ttl upgrades send ids only)
+        assert net.item_sends[item] <= config.fanout * len(net.honest)
+    assert net.stat("want_failed") > 0  # the liars' made-up ids were asked for, then dropped
+    assert all(net.nodes[n].core.pending_wants() <= 2 * 50 * 5 for n in net.honest)
 
 
 def test_lossless_push_sends_each_item_at_most_fanout_times_per_node() -> None:
@@ -541,3 +565,48 @@ def test_iwant_for_unknown_ids_is_answered_with_nothing() -> None:
     raw = encode(IWant(TOPIC, (bytes(32),)))
     assert net.nodes["n1"].handle("n0", raw, 0.0) == []
     assert net.nodes["n1"].core.stats.dropped["want_unknown"] == 1
+
+
+def test_over_the_signed_codec_and_the_in_memory_transport() -> None:
+    # 100 nodes on a ring, each with its own Ed25519 key and `node.codec.Codec`; frames travel
+    # through `InMemoryNetwork`; the clock is the sweep number. n50 signs corrupted items with
+    # its own (valid) key: the codec accepts the frame, the topic's hook drops the item.
+    graph = line(100, ring=True)
+    signer = Signer(sorted(graph), seed=3)
+    network = InMemoryNetwork()
+    nodes = {
+        n: (
+            GossipNode(n, [Topic(TOPIC, tuple(graph[n]), signer.validate)], GossipConfig(ttl=60)),
+            Codec(n, signer.keys[n], signer.roster),
+            network.attach(n),
+        )
+        for n in sorted(graph)
+    }
+    delivered: Counter[str] = Counter()
+
+    def carry(src: str, actions: list[GossipAction]) -> None:
+        codec, transport = nodes[src][1], nodes[src][2]
+        for act in actions:
+            if isinstance(act, Send):
+                msg = act.message
+                if src == "n50" and isinstance(msg, Item):
+                    msg = Item(msg.topic, msg.ttl, msg.data[:-1] + bytes([msg.data[-1] ^ 1]))
+                transport.send(act.dst, codec.encode(CODEC_TYPE, to_payload(msg)))
+            else:
+                delivered[src] += 1
+
+    carry("n0", nodes["n0"][0].publish(TOPIC, signer.item("n0", 0, size=5000), 0.0))
+    for sweep in range(1, 200):
+        for nid in sorted(graph):
+            core, codec, transport = nodes[nid]
+            while (frame := transport.recv(0)) is not None:
+                message = codec.decode(frame)
+                carry(nid, core.handle(message.sender, from_payload(message.payload), sweep))
+            carry(nid, core.tick(float(sweep)))
+        if all(delivered[n] for n in graph if n not in {"n0", "n50"}):
+            break
+
+    assert all(delivered[n] == 1 for n in graph if n not in {"n0", "n50"})
+    blamed = sum((nodes[n][0].stats.invalid_from for n in graph), Counter())
+    assert list(blamed) == ["n50"]
+    assert all(nodes[n][2].stats.dropped == Counter() for n in graph)
