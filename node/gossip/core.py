@@ -141,7 +141,9 @@ class GossipNode:
 
     def set_peers(self, topic: str, peers: Sequence[str]) -> None:
         """Replace the neighbours of `topic` (links came up or went down)."""
-        old = self._topics[topic]
+        old = self._topics.get(topic)
+        if old is None:
+            raise ValueError(f"not subscribed to gossip topic {topic!r}")
         self.subscribe(Topic(topic, tuple(peers), old.validate, old.deliver))
 
     def peers(self, topic: str) -> tuple[str, ...]:

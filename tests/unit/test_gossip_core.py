@@ -264,3 +264,12 @@ def test_config_is_validated(bad: dict[str, object]) -> None:
 def test_bad_topic_names_are_refused() -> None:
     with pytest.raises(ValueError, match="topic"):
         GossipNode("me", [Topic("Bad Topic", PEERS, Hook())])
+
+
+def test_set_peers_replaces_the_neighbours() -> None:
+    n = node(fanout=10)
+    n.set_peers(T, ["x", "y", "me"])
+    assert n.peers(T) == ("x", "y")
+    assert dsts(n.publish(T, b"ok", 0.0)) == ["x", "y"]
+    with pytest.raises(ValueError, match="not subscribed"):
+        n.set_peers("other", ["x"])
