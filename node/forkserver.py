@@ -133,8 +133,14 @@ class ForkServer:
         """The server process's PID while it is started."""
         return self._proc.pid if self._proc is not None else None
 
-    def start(self) -> None:
-        """Launch the server and wait until it has preloaded and warmed up."""
+    @property
+    def ready(self) -> bool:
+        """Whether the server has preloaded and answers requests."""
+        return self._proc is not None and bool(self.info.get("ready"))
+
+    def launch(self) -> None:
+        """Start the server process without waiting for its imports, so that they overlap
+        with other start-up work (a Mininet build, writing node configs); `start` waits."""
         if self._proc is not None:
             raise ForkServerError("fork server already started")
         root = str(Path(__file__).resolve().parents[1])
@@ -162,14 +168,24 @@ class ForkServer:
         finally:
             if stderr is not None:
                 stderr.close()
+
+    def start(self) -> None:
+        """Launch the server (unless `launch` did) and wait until it has preloaded and
+        warmed up."""
+        if self._proc is None:
+            self.launch()
+        elif self.ready:
+            raise ForkServerError("fork server already started")
+        assert self._proc is not None
         try:
             self.info = self._read_reply(self.ready_timeout_s)
         except BaseException:  # also Ctrl-C: a half-started server would answer out of turn
             self._terminate()
             raise
         if not self.info.get("ready"):
+            info, self.info = self.info, {}
             self._terminate()
-            raise ForkServerError(f"fork server did not start: {self.info}")
+            raise ForkServerError(f"fork server did not start: {info}")
         log.info("fork server %d ready: %s", self._proc.pid, self.info)
 
     def spawn(
@@ -214,6 +230,9 @@ class ForkServer:
         """End the server (its children keep running); idempotent."""
         if self._proc is None:
             return
+        if not self.ready:  # launched, not (yet) answering: nothing to ask it
+            self._terminate()
+            return
         try:
             if self._proc.poll() is None:
                 self._request({"op": "stop"})
@@ -232,7 +251,7 @@ class ForkServer:
 
     def _terminate(self) -> None:
         proc, self._proc = self._proc, None
-        self._buf, self._owed = b"", 0
+        self._buf, self._owed, self.info = b"", 0, {}
         if proc is None:
             return
         if proc.poll() is None:
@@ -245,7 +264,7 @@ class ForkServer:
     def _request(self, request: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
             proc = self._proc
-            if proc is None or proc.stdin is None:
+            if proc is None or proc.stdin is None or not self.ready:
                 raise ForkServerError("fork server is not started")
             while self._owed:  # skip the answers to interrupted requests
                 self._read_reply(REQUEST_TIMEOUT_S)

@@ -176,3 +176,23 @@ def test_children_find_the_run_file_the_server_preloaded(tmp_path: Path) -> None
 
     record = json.loads(log_path.read_text().splitlines()[-1])
     assert record["runfiles"] == [str(shared)]
+
+
+def test_a_prestarted_fork_server_is_the_one_start_uses_or_stop_ends(tmp_path: Path) -> None:
+    """`prestart` launches the server so its imports overlap with writing the run's files;
+    `start` then waits for that same server, and `stop` ends one that never got a start."""
+    backend = LocalBackend(log_dir=tmp_path)
+    backend.prestart(ENV)
+    early = backend.server_pid
+    assert early is not None and alive(early)
+    backend.start([])
+    assert backend.server_pid == early
+    backend.stop()
+    assert backend.server_pid is None
+
+    unused = LocalBackend(log_dir=tmp_path)
+    unused.prestart(ENV)
+    pid = unused.server_pid
+    assert pid is not None
+    unused.stop()
+    assert unused.server_pid is None and not alive(pid)

@@ -125,19 +125,34 @@ class LocalBackend:
             out[node.id] = f"tcp://{addr}:{free_port(addr)}"
         return out
 
+    def prestart(self, env: Mapping[str, str]) -> None:
+        """Launch the fork server now, without waiting for its imports (they take seconds),
+        so that they overlap with writing the run's files; `start` waits for it."""
+        if self._server is None:
+            self._env = dict(env)
+            stderr = self.log_dir / "forkserver.log" if self.log_dir is not None else None
+            self._server = ForkServer(stderr_path=stderr, env=self._env)
+            self._server.launch()
+
     def start(self, launches: list[Launch]) -> None:
         """Start the fork server (raises ForkServerError if it cannot), then fork each daemon
         with its output in its log file."""
-        env = common_env(launches)
+        env = common_env(launches) if launches else dict(self._env or {})
         for launch in launches:
             node_config_path(launch)
-        if self._server is None:
-            self._env = env
-            stderr = self.log_dir / "forkserver.log" if self.log_dir is not None else None
-            server = ForkServer(stderr_path=stderr, env=env)
-            server.start()  # raises ForkServerError (its import failed, ...) before any node
-            self._server = server
-        preload_shared(self._server, launches)
+        if self._server is not None and not self._server.ready and env != self._env:
+            self._server.stop()  # prestarted with another environment
+            self._server = None
+        self.prestart(env)
+        server = self._server
+        assert server is not None
+        if not server.ready:
+            try:
+                server.start()  # raises ForkServerError (its import failed, ...) before any node
+            except BaseException:
+                self._server = None
+                raise
+        preload_shared(server, launches)
         for launch in launches:
             self._launches[launch.node_id] = launch
             self._spawn(launch)
@@ -186,7 +201,8 @@ class LocalBackend:
         server = self._server
         if server is None:
             return
-        if server.pid is None:  # its start failed or was interrupted
+        if not server.ready:  # its start failed, was interrupted, or never came
+            server.stop()
             self._server = None
             return
         running = [pid for pid, code in server.poll().items() if code is None]

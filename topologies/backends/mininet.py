@@ -149,6 +149,7 @@ class MininetBackend:
         from mininet.net import Mininet
 
         assert self._plan is not None and self._spec is not None
+        self.prestart()  # the fork server's imports overlap with the build
         setLogLevel("warning")
         p, spec = self._plan, self._spec
         if self.switch == "linux":  # Docker's br_netfilter + FORWARD DROP must not matter
@@ -300,14 +301,26 @@ class MininetBackend:
                 self._hosts[nid].popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             )
 
-    def start(self, launches: list[Launch]) -> None:
-        """Fork every daemon into its host's namespace."""
+    def prestart(self) -> None:
+        """Launch the fork server without waiting for its imports (they overlap with the
+        network's build; `start` waits for it)."""
         from node.forkserver import ForkServer
-        from topologies.backends.local import preload_shared
 
         if self._server is None:
             self._server = ForkServer()
-            self._server.start()
+            self._server.launch()
+
+    def start(self, launches: list[Launch]) -> None:
+        """Fork every daemon into its host's namespace."""
+        from topologies.backends.local import preload_shared
+
+        self.prestart()
+        if not self._server.ready:
+            try:
+                self._server.start()
+            except BaseException:
+                self._server = None
+                raise
         preload_shared(self._server, launches)
         for launch in launches:
             self._launches[launch.node_id] = launch
@@ -356,7 +369,8 @@ class MininetBackend:
 
     def _stop_daemons(self, grace_s: float) -> None:
         """SIGTERM every running daemon, SIGKILL what is left after grace_s."""
-        if self._server is not None and self._server.pid is None:  # its start was interrupted
+        if self._server is not None and not self._server.ready:  # never started or interrupted
+            self._server.stop()
             self._server = None
         if self._server is not None:
             running = [pid for pid, code in self._server.poll().items() if code is None]
