@@ -4,14 +4,22 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 from node.consensus.actions import Commit, PbftConfig
 from node.ledger.block import Block, CommitSignature
 
 
+@functools.lru_cache(maxsize=16)  # the PBFT log window
+def _parse(request: bytes) -> Block:
+    """A candidate block parsed once: the digest of its PRE-PREPARE and its commit share it
+    (a Block is immutable; its transactions keep their computed hashes)."""
+    return Block.from_bytes(request)
+
+
 def block_digest(request: bytes) -> bytes:
     """The block hash of a candidate block's bytes; raises ValueError (BlockError) if bad."""
-    return Block.from_bytes(request).hash
+    return _parse(request).hash
 
 
 def ledger_config(config: PbftConfig | None = None) -> PbftConfig:
@@ -21,7 +29,7 @@ def ledger_config(config: PbftConfig | None = None) -> PbftConfig:
 
 def certified_block(commit: Commit) -> Block:
     """The committed block carrying its 2f+1 commit signatures as its certificate."""
-    block = Block.from_bytes(commit.request)
+    block = _parse(commit.request)
     if block.hash != commit.digest:
         raise ValueError("committed request is not the block with the committed digest")
     return block.with_certificate(CommitSignature(s, sig) for s, sig in commit.certificate)
