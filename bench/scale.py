@@ -1,33 +1,29 @@
-"""Benchmark: how the mininet backend scales with the number of device nodes.
+"""Benchmark: how the local and mininet backends scale with the number of device nodes.
 
-For each size (10, 50, 100, 300 devices; 5 devices per MEC, at most 10 MECs per BS) one
-short real scenario runs on the mininet backend (digits + MLP, 3 rounds of 30 local
-epochs, delay_mode userspace; base stations are Linux bridges, or with ``--switch
-ovs-user`` Open vSwitch user-space bridges) through ``Run(...).execute()``. Printed per
-size, with the load average before and after:
+For each size (default 10, 100, 300, 1000 devices; 5 devices per MEC, at most 10 MECs per
+BS) one short real scenario runs through ``Run(...).execute()`` on ``--backend local``
+(processes on loopback addresses, no root) or ``--backend mininet`` (network namespaces,
+Linux bridges or ``--switch ovs-user``, delay_mode userspace; needs root and Debian's
+mininet): ``--dataset`` (digits by default; mnist-5k, mnist), the MLP, ``--rounds`` rounds (3)
+of 1 local epoch, batch 8. Printed per size, with the load average before and after:
 
-* topology start: time spent in ``backend.start_network`` (wrapped on the Run's backend
-  instance), split into Mininet build (hosts, bridges, veth links; with ``ovs-user`` also
-  the private OVS's start and its bridges), per-host addresses and routes
-  (``_configure_hosts``) and tc shaping (``_shape``, one ``tc -batch`` per host);
-* ready: wall time from the call of ``backend.start`` (the fork server forking daemons) to
-  the publisher's ``started`` record (every node said hello), plus the record's own
-  ``startup_s`` (counted from the publisher's start);
-* PSS per daemon: ``Pss:`` of ``/proc/PID/smaps_rollup`` of every daemon PID, read by a
-  thread that follows the publisher's metrics file (every 20 ms) at two moments when every
-  daemon is alive: when the publisher logs ``started`` (all nodes said hello) and when it
-  logs round 1 (models trained once); the line says how many of the daemons were read
-  and how long it took. The thread runs at SCHED_FIFO priority (root; nice -20 where that
-  is refused): at normal priority, one of ~100 runnable processes on 2 cores, reading 61
-  smaps_rollup files took 3 s, longer than the whole run after ``started``.
-  (The orchestrator's ``on_round`` callback is too late for this: on 2 loaded cores it may
-  see round 1 only after the last round, when most daemons have exited.)
-* one FedAvg round: the publisher's ``round_time_s`` of round 2.
+* launch -> ready: from the orchestrator's first backend call (mininet: ``start_network``,
+  so the topology build counts; local: ``start``, so the fork server's imports count) to the
+  publisher's ``started`` record (every node said hello); split into topology (Mininet build,
+  addresses+routes, tc), fork server ready, forking every daemon, and the hellos;
+* per daemon, read from /proc by a thread that follows the publisher's metrics file (every
+  20 ms) when it logs ``started`` and round 1 (every daemon alive): PSS (mean, max), open
+  fds (mean, max: the publisher's), TCP sockets and ZeroMQ sockets (each ZeroMQ socket owns
+  one eventfd mailbox; a context owns two more: its I/O thread's and its reaper's) — and the
+  whole tree's PSS: daemons + fork server + orchestrator (+ Mininet's host shells). The thread
+  runs at SCHED_FIFO (root; nice -20 where refused; else normal);
+* FedAvg: whether round 1 completed and its ``round_time_s``; round 2's too.
 
-Targets: 300 nodes run on this machine; <= 60 MB PSS per node; 100 nodes start-to-ready
-<= 15 s. Needs root and Debian's mininet.
+Targets (issue 12): <= 20 MB PSS per daemon at 1,000 devices; 100 devices launch -> ready
+<= 10 s including the topology; one FedAvg round at 1,000 devices completing.
 
-Run: ``python bench/scale.py`` (``--quick``: 10 and 50 devices only).
+Run: ``python bench/scale.py --backend local --sizes 10 100 300 1000``
+(``--quick``: 10 and 100 devices only).
 """
 
 from __future__ import annotations
@@ -37,6 +33,8 @@ import contextlib
 import json
 import os
 import platform
+import resource
+import signal
 import statistics
 import sys
 import tempfile
@@ -50,20 +48,24 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from orchestrator import runner
 from orchestrator.collect import read_records
+from orchestrator.preflight import check as preflight_check
 from orchestrator.runner import Run
 from orchestrator.scenario import parse_scenario
-from topologies.spec import NodeKind
 
 DEVICES_PER_MEC = 5
 MECS_PER_BS_MAX = 10
-PSS_TARGET_MB = 60.0
-READY_TARGET_S = 15.0
-READY_TARGET_NODES = 100
+PSS_TARGET_MB = 20.0
+PSS_TARGET_DEVICES = 1000
+READY_TARGET_S = 10.0
+READY_TARGET_DEVICES = 100
+ROUND_TARGET_DEVICES = 1000
 SAMPLE_S = 0.02
 SAMPLER_RT_PRIORITY = 10
-FULL_SIZES = (10, 50, 100, 300)
-QUICK_SIZES = (10, 50)
+FULL_SIZES = (10, 100, 300, 1000)
+QUICK_SIZES = (10, 100)
+MB = 1e6
 
 
 @dataclass
@@ -80,13 +82,42 @@ class Shape:
         """MEC servers in all."""
         return self.base_stations * self.mecs_per_bs
 
+    @property
+    def daemons(self) -> int:
+        """Node daemons: devices, MECs and the publisher."""
+        return self.devices + self.mecs + 1
+
     def describe(self) -> str:
         """One line: the exact shape."""
-        daemons = self.devices + self.mecs + 1
         return (
             f"{self.base_stations} BS x {self.mecs_per_bs} MEC x {self.devices_per_mec} dev "
-            f"= {self.devices} devices, {self.mecs} MECs, 1 publisher ({daemons} daemons)"
+            f"= {self.devices} devices, {self.mecs} MECs, 1 publisher ({self.daemons} daemons)"
         )
+
+
+@dataclass
+class ProcStat:
+    """What /proc says about one process."""
+
+    pss_mb: float
+    rss_mb: float
+    fds: int
+    tcp: int  # socket fds (TCP connections and listeners)
+    eventfds: int  # ZeroMQ mailboxes: one per socket, two per context
+
+
+@dataclass
+class Snapshot:
+    """Every daemon's ProcStat at one moment, plus the rest of the process tree."""
+
+    daemons: dict[str, ProcStat]
+    others_pss_mb: dict[str, float]  # "fork server", "orchestrator", "host shells"
+    took_s: float
+    private: dict[str, list[tuple[str, float]]] = field(default_factory=dict)  # node -> top
+
+    def total_pss_mb(self) -> float:
+        """The whole tree's PSS."""
+        return sum(d.pss_mb for d in self.daemons.values()) + sum(self.others_pss_mb.values())
 
 
 @dataclass
@@ -94,56 +125,60 @@ class Result:
     """What one size measured."""
 
     shape: Shape
+    backend: str
     hosts: int = 0
-    bridges: int = 0
-    veth_pairs: int = 0
-    tc_links: int = 0
-    net_s: float | None = None
-    build_s: float | None = None
-    routes_s: float | None = None
-    tc_s: float | None = None
-    fork_s: float | None = None
+    phases: dict[str, float] = field(default_factory=dict)  # name -> seconds
+    launch_at: float | None = None  # wall clock of the first backend call
+    server_ready_at: float | None = None
     ready_s: float | None = None
     startup_s: float | None = None
-    # moment ("ready", "round 1") -> (PSS MB per daemon read, RSS MB per daemon read)
-    mem: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
-    mem_s: dict[str, float] = field(default_factory=dict)  # how long each snapshot took
+    mem: dict[str, Snapshot] = field(default_factory=dict)  # "ready", "round 1"
     sampler_priority: str = ""
-    round2_s: float | None = None
+    round_s: dict[int, float] = field(default_factory=dict)
     rounds: int = 0
     total_s: float = 0.0
+    estimate_mb: float | None = None  # the preflight's memory estimate
     error: str | None = None
 
 
-def shape_for(devices: int) -> Shape:
-    """5 devices per MEC, one BS per 10 MECs (fewer MECs per BS when there are fewer MECs)."""
-    mecs = max(1, devices // DEVICES_PER_MEC)
+def shape_for(devices: int, per_mec: int = DEVICES_PER_MEC) -> Shape:
+    """`per_mec` devices per MEC, one BS per 10 MECs (fewer MECs per BS when there are fewer)."""
+    mecs = max(1, devices // per_mec)
     bss = max(1, -(-mecs // MECS_PER_BS_MAX))
-    if mecs % bss:
-        raise ValueError(f"{devices} devices do not split evenly over {bss} base stations")
-    return Shape(devices, bss, mecs // bss, DEVICES_PER_MEC)
+    if mecs % bss or mecs * per_mec != devices:
+        raise ValueError(f"{devices} devices do not split evenly over {bss} BS x {per_mec}")
+    return Shape(devices, bss, mecs // bss, per_mec)
 
 
-ROUNDS = 3
+def mem_available_mb() -> float:
+    """MemAvailable of /proc/meminfo in MB (inf where unreadable)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024 / MB
+    return float("inf")
 
 
-def scenario_dict(shape: Shape, deadline_s: float, switch: str = "linux") -> dict[str, Any]:
-    """A short real scenario on the mininet backend."""
-    return {
+def scenario_dict(
+    shape: Shape,
+    backend: str,
+    deadline_s: float,
+    rounds: int,
+    dataset: str = "digits",
+    switch: str = "linux",
+) -> dict[str, Any]:
+    """A short real scenario: the MLP, `rounds` rounds of 1 local epoch, batch 8."""
+    out: dict[str, Any] = {
         "name": f"scale-{shape.devices}",
         "seed": 1,
-        "backend": "mininet",
-        "delay_mode": "userspace",
-        "switch": switch,
-        "dataset": {"name": "digits"},
+        "backend": backend,
+        "dataset": {"name": dataset},
         "model": "mlp",
         "partition": {"scheme": "iid"},
         "training": {
-            # 3 rounds of 30 local epochs: a round outlasts the orchestrator's 0.2 s poll,
-            # so memory is read while every daemon is still alive (round 1 callback).
-            "rounds": ROUNDS,
-            "local_epochs": 30,
-            "batch_size": 16,
+            "rounds": rounds,
+            "local_epochs": 1,
+            "batch_size": 8,
             "learning_rate": 0.1,
             "round_deadline_s": deadline_s,
         },
@@ -155,22 +190,59 @@ def scenario_dict(shape: Shape, deadline_s: float, switch: str = "linux") -> dic
         },
         "startup_timeout_s": deadline_s,
     }
+    if backend == "mininet":
+        out |= {"delay_mode": "userspace", "switch": switch}
+    return out
 
 
-def read_mem_mb(pid: int) -> tuple[float, float] | None:
-    """(PSS, RSS) of `pid` in MB (10^6 bytes) from smaps_rollup; None if it is gone."""
+def proc_stat(pid: int) -> ProcStat | None:
+    """PSS/RSS (MB, 10^6 bytes) from smaps_rollup and fd kinds from /proc/PID/fd; None if gone."""
     try:
         text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        fd_dir = f"/proc/{pid}/fd"
+        links = []
+        for name in os.listdir(fd_dir):
+            with contextlib.suppress(OSError):
+                links.append(os.readlink(f"{fd_dir}/{name}"))
     except OSError:
         return None
     vals: dict[str, float] = {}
     for line in text.splitlines():
         parts = line.split()
         if len(parts) >= 2 and parts[0] in ("Pss:", "Rss:"):
-            vals[parts[0]] = int(parts[1]) * 1024 / 1e6
+            vals[parts[0]] = int(parts[1]) * 1024 / MB
     if "Pss:" not in vals:
         return None
-    return vals["Pss:"], vals.get("Rss:", 0.0)
+    return ProcStat(
+        pss_mb=vals["Pss:"],
+        rss_mb=vals.get("Rss:", 0.0),
+        fds=len(links),
+        tcp=sum(1 for x in links if x.startswith("socket:")),
+        eventfds=sum(1 for x in links if x == "anon_inode:[eventfd]"),
+    )
+
+
+SMAPS_NODES = ("pub", "mec0", "dev0-0")
+
+
+def private_by_mapping(pid: int, top: int = 6) -> list[tuple[str, float]]:
+    """The `top` mappings of `pid` by private memory (Private_Clean + Private_Dirty, MB)."""
+    out: dict[str, float] = {}
+    name = "?"
+    try:
+        lines = Path(f"/proc/{pid}/smaps").read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        parts = line.split()
+        if not parts:
+            continue
+        if not parts[0].endswith(":"):  # a mapping's header: range perms offset dev inode [path]
+            path = parts[5] if len(parts) > 5 else "[anon]"
+            name = path.rsplit("/", 1)[-1]
+        elif parts[0] in ("Private_Clean:", "Private_Dirty:"):
+            out[name] = out.get(name, 0.0) + int(parts[1]) * 1024 / MB
+    return sorted(out.items(), key=lambda kv: -kv[1])[:top]
 
 
 def raise_priority() -> str:
@@ -188,10 +260,18 @@ def raise_priority() -> str:
         return "normal (could not raise)"
 
 
-def snapshot(pids: list[int]) -> tuple[list[float], list[float]]:
-    """(PSS, RSS) in MB of each PID still alive."""
-    mems = [m for m in (read_mem_mb(pid) for pid in pids) if m is not None]
-    return [m[0] for m in mems], [m[1] for m in mems]
+def snapshot(daemons: dict[str, int], others: dict[str, list[int]]) -> Snapshot:
+    """ProcStat of each daemon still alive, and the PSS of each group of other processes."""
+    t0 = time.monotonic()
+    stats = {nid: st for nid, pid in daemons.items() if (st := proc_stat(pid)) is not None}
+    other_pss = {}
+    for name, pids in others.items():
+        got = [st.pss_mb for pid in pids if (st := proc_stat(pid)) is not None]
+        if got:
+            other_pss[name] = sum(got)
+    took = time.monotonic() - t0
+    private = {nid: private_by_mapping(daemons[nid]) for nid in SMAPS_NODES if nid in daemons}
+    return Snapshot(stats, other_pss, took, private)
 
 
 class PublisherFollower:
@@ -224,7 +304,7 @@ def _timed(
 ) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if stamp:
-            sink[key + "_at"] = time.time()
+            sink.setdefault(key + "_at", time.time())
         t0 = time.monotonic()
         try:
             return fn(*args, **kwargs)
@@ -234,23 +314,53 @@ def _timed(
     return wrapper
 
 
-def measure(shape: Shape, deadline_s: float, keep: bool, switch: str = "linux") -> Result:
+def _other_pids(backend: Any) -> dict[str, list[int]]:
+    """The tree's processes that are not daemons: fork server, orchestrator, host shells."""
+    out = {"orchestrator": [os.getpid()]}
+    server = getattr(backend, "_server", None)
+    if server is not None and server.pid is not None:
+        out["fork server"] = [server.pid]
+    hosts = getattr(backend, "_hosts", None)
+    if hosts:
+        out["host shells"] = [h.pid for h in hosts.values()]
+    return out
+
+
+PREFLIGHT_ESTIMATE: dict[str, float] = {}
+SERVER_INFO: dict[str, Any] = {}
+
+
+def _preflight_no_memory(s: Any, topology: Any) -> Any:
+    """The run's preflight without its memory refusal: the estimate is recorded and printed
+    next to the measured PSS instead (what the benchmark measures is whether it fits)."""
+    out = preflight_check(s, topology, available=None)
+    PREFLIGHT_ESTIMATE["mb"] = out.memory_mb
+    return out
+
+
+runner.preflight = _preflight_no_memory  # type: ignore[assignment]
+
+
+def measure(args: argparse.Namespace, shape: Shape) -> Result:
     """Run one size and collect its figures."""
-    res = Result(shape)
-    scenario = parse_scenario(scenario_dict(shape, deadline_s, switch), f"scale-{shape.devices}")
-    out_dir = Path(tempfile.mkdtemp(prefix=f"bcfl-scale-{shape.devices}-"))
-    run = Run(scenario, out_dir, progress=False)
-    spec = run.topology
-    res.hosts = len(spec.daemons())
-    res.bridges = len(spec.of_kind(NodeKind.BS))
-    res.veth_pairs = len(spec.physical_links())
-    res.tc_links = len(spec.links)
+    res = Result(shape, args.backend)
+    PREFLIGHT_ESTIMATE.clear()
+    SERVER_INFO.clear()
+    raw = scenario_dict(shape, args.backend, args.deadline, args.rounds, args.dataset, args.switch)
+    scenario = parse_scenario(raw, f"scale-{shape.devices}")
+    out_dir = Path(tempfile.mkdtemp(prefix=f"bcfl-scale-{args.backend}-{shape.devices}-"))
+    run = Run(scenario, out_dir, progress=args.progress)
+    res.hosts = len(run.topology.daemons())
+    res.estimate_mb = PREFLIGHT_ESTIMATE.get("mb")
     times: dict[str, float] = {}
     backend = run.backend
-    backend.start_network = _timed(backend.start_network, times, "net")
-    backend._configure_hosts = _timed(backend._configure_hosts, times, "routes")
-    backend._shape = _timed(backend._shape, times, "tc")
+    if hasattr(backend, "start_network"):
+        backend.start_network = _timed(backend.start_network, times, "net", stamp=True)
+        backend._configure_hosts = _timed(backend._configure_hosts, times, "routes")
+        backend._shape = _timed(backend._shape, times, "tc")
     backend.start = _timed(backend.start, times, "fork", stamp=True)
+    if hasattr(backend, "prestart"):
+        backend.prestart = _timed(backend.prestart, times, "prestart", stamp=True)
 
     def on_event(record: dict[str, Any]) -> None:
         event = record.get("event")
@@ -260,10 +370,11 @@ def measure(shape: Shape, deadline_s: float, keep: bool, switch: str = "linux") 
             moment = "round 1"
         else:
             return
+        server = getattr(backend, "_server", None)
+        if server is not None and server.info:
+            SERVER_INFO.update(server.info)
         if moment not in res.mem:  # no backend.poll() here: the fork server has one client
-            t0 = time.monotonic()
-            res.mem[moment] = snapshot(list(backend.pids().values()))
-            res.mem_s[moment] = time.monotonic() - t0
+            res.mem[moment] = snapshot(backend.pids(), _other_pids(backend))
 
     stop = threading.Event()
     follower = PublisherFollower(run.node_dir("pub") / "metrics.jsonl", on_event)
@@ -272,6 +383,12 @@ def measure(shape: Shape, deadline_s: float, keep: bool, switch: str = "linux") 
         res.sampler_priority = raise_priority()
         while not stop.wait(SAMPLE_S):
             follower.poll()
+            free = mem_available_mb()
+            if free < args.min_free_mb and res.error is None:  # before the OOM killer picks
+                res.error = f"stopped: MemAvailable {free:.0f} MB < --min-free-mb"
+                for pid in backend.pids().values():  # the daemons this run forked, by PID
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
 
     thread = threading.Thread(target=sampler, daemon=True)
     thread.start()
@@ -287,23 +404,27 @@ def measure(shape: Shape, deadline_s: float, keep: bool, switch: str = "linux") 
     stop.set()
     thread.join()
     res.total_s = time.monotonic() - t0
-    res.net_s = times.get("net")
-    res.routes_s = times.get("routes")
-    res.tc_s = times.get("tc")
-    if res.net_s is not None and res.routes_s is not None and res.tc_s is not None:
-        res.build_s = res.net_s - res.routes_s - res.tc_s
-    res.fork_s = times.get("fork")
+    for key in ("net", "routes", "tc", "fork"):
+        if key in times:
+            res.phases[key] = times[key]
+    if {"net", "routes", "tc"} <= times.keys():
+        res.phases["build"] = times["net"] - times["routes"] - times["tc"]
+    res.launch_at = min(times[k] for k in ("net_at", "fork_at", "prestart_at") if k in times)
     records = read_records(run.node_dir("pub"))
     started = [r for r in records if r.get("event") == "started"]
     if started:
         res.startup_s = float(started[0]["startup_s"])
-        if "fork_at" in times:
-            res.ready_s = float(started[0]["wall_time"]) - times["fork_at"]
-    rounds = [r for r in records if r.get("event") == "round"]
-    r2 = [r for r in rounds if int(r.get("round", 0)) == 2]
-    if r2:
-        res.round2_s = float(r2[0]["round_time_s"])
-    if not keep:
+        if res.launch_at is not None:
+            res.ready_s = float(started[0]["wall_time"]) - res.launch_at
+    if "preload_s" in SERVER_INFO:
+        res.phases["server preload"] = SERVER_INFO["preload_s"]
+    for r in records:
+        if r.get("event") == "round":
+            res.round_s[int(r["round"])] = float(r["round_time_s"])
+    failures = run.meta.get("failures") or []
+    if failures and res.error is None:
+        res.error = f"{len(failures)} node(s) failed, first: {failures[0]}"
+    if not args.keep:
         import shutil
 
         shutil.rmtree(out_dir, ignore_errors=True)
@@ -316,118 +437,170 @@ def _f(value: float | None, unit: str = "s", digits: int = 1) -> str:
     return "n/a" if value is None else f"{value:.{digits}f} {unit}"
 
 
+def _mean_max(values: list[float], digits: int = 1) -> str:
+    if not values:
+        return "n/a"
+    return f"mean {statistics.fmean(values):.{digits}f}, max {max(values):.{digits}f}"
+
+
 def report(res: Result) -> None:
     """Print one size's figures."""
-    s = res.shape
-    print(f"\n== {s.devices} devices: {s.describe()}")
+    s, ph = res.shape, res.phases
+    print(f"\n== {res.backend}, {s.devices} devices: {s.describe()}")
+    if "net" in ph:
+        print(
+            f"  topology (start_network): {_f(ph.get('net'))}  [Mininet build "
+            f"{_f(ph.get('build'))}, addresses+routes {_f(ph.get('routes'))}, "
+            f"tc {_f(ph.get('tc'))}]"
+        )
     print(
-        f"  network: {res.hosts} hosts, {res.bridges} bridges, {res.veth_pairs} veth pairs, "
-        f"{res.tc_links} shaped directed links"
+        f"  backend.start (fork server ready + fork every daemon): {_f(ph.get('fork'), digits=2)}"
+        f"  (server preload {_f(ph.get('server preload'), digits=2)})"
     )
-    print(
-        f"  topology start (start_network): {_f(res.net_s)}  "
-        f"[Mininet build {_f(res.build_s)}, addresses+routes {_f(res.routes_s)}, "
-        f"tc {_f(res.tc_s)}]"
-    )
-    print(f"  fork all daemons (backend.start): {_f(res.fork_s, digits=2)}")
     print(
         f"  launch -> all ready (publisher 'started'): {_f(res.ready_s)}  "
-        f"(record's startup_s {_f(res.startup_s)})"
+        f"(publisher's own startup_s {_f(res.startup_s)})"
     )
     for moment in ("ready", "round 1"):
-        if moment not in res.mem or not res.mem[moment][0]:
-            print(f"  PSS per daemon at {moment}: n/a (the publisher never logged it)")
+        snap = res.mem.get(moment)
+        if snap is None or not snap.daemons:
+            print(f"  at {moment}: n/a (the publisher never logged it)")
             continue
-        pss, rss = res.mem[moment]
+        d = list(snap.daemons.values())
+        pub = snap.daemons.get("pub")
+        others = ", ".join(f"{k} {v:.0f}" for k, v in snap.others_pss_mb.items())
         print(
-            f"  PSS per daemon at {moment} ({len(pss)}/{res.hosts} daemons read in "
-            f"{res.mem_s[moment]:.2f} s, sampler {res.sampler_priority}): "
-            f"mean {statistics.fmean(pss):.1f} MB, max {max(pss):.1f} MB, "
-            f"sum {sum(pss) / 1000:.2f} GB  (RSS mean {statistics.fmean(rss):.0f} MB)"
+            f"  at {moment} ({len(d)}/{res.hosts} daemons read in {snap.took_s:.2f} s, "
+            f"{res.sampler_priority}): PSS per daemon {_mean_max([x.pss_mb for x in d])} MB; "
+            f"tree {snap.total_pss_mb() / 1000:.2f} GB ({others} MB)"
         )
-    print(f"  FedAvg round 2 wall time (publisher round_time_s): {_f(res.round2_s, digits=2)}")
-    print(f"  rounds completed: {res.rounds}/{ROUNDS}, whole run {_f(res.total_s)}")
+        print(
+            f"    fds per daemon {_mean_max([float(x.fds) for x in d], 0)}; TCP sockets "
+            f"{_mean_max([float(x.tcp) for x in d], 0)}; eventfds (ZeroMQ sockets + 2) "
+            f"{_mean_max([float(x.eventfds) for x in d], 0)}"
+            + (f"; publisher: {pub.fds} fds, {pub.tcp} TCP, {pub.eventfds} eventfds" if pub else "")
+        )
+    snap = res.mem.get("round 1") or res.mem.get("ready")
+    for nid, top in snap.private.items() if snap is not None else []:
+        items = ", ".join(f"{name} {mb:.1f}" for name, mb in top)
+        print(f"    private MB of {nid} by mapping: {items}")
+    if res.estimate_mb is not None and snap is not None:
+        print(
+            f"  preflight's memory estimate {res.estimate_mb:.0f} MB "
+            f"({res.estimate_mb / res.hosts:.1f} MB per daemon) vs measured tree PSS "
+            f"{snap.total_pss_mb():.0f} MB ({snap.total_pss_mb() / res.hosts:.1f} MB per daemon)"
+        )
+    rounds = ", ".join(f"round {k} {v:.2f} s" for k, v in sorted(res.round_s.items()))
+    print(f"  FedAvg: {rounds or 'no round completed'}; whole run {_f(res.total_s)}")
     if res.error:
         print(f"  ERROR: {res.error}")
 
 
-def verdicts(results: list[Result], sizes: tuple[int, ...]) -> None:
-    """PASS/MISS against the targets."""
+def verdicts(results: list[Result]) -> None:
+    """PASS/MISS against the targets (sizes that ran)."""
     print("\n== targets")
     by = {r.shape.devices: r for r in results}
-    big = by.get(300)
-    if 300 in sizes:
-        ok = big is not None and big.rounds == ROUNDS and big.error is None
-        print(f"  [{'PASS' if ok else 'MISS'}] 300 device nodes run on this machine "
-              f"({os.cpu_count()} cores): {big.rounds if big else 0}/{ROUNDS} rounds")  # fmt: skip
+    big = by.get(PSS_TARGET_DEVICES)
+    snap = big.mem.get("round 1") or big.mem.get("ready") if big else None
+    if snap is None or not snap.daemons:
+        print(f"  [----] <= {PSS_TARGET_MB:.0f} MB PSS per daemon at {PSS_TARGET_DEVICES}: n/a")
     else:
-        print("  [----] 300 device nodes: not run (--quick)")
-    with_pss = [r for r in results if r.mem.get("round 1", ([], []))[0]]
-    if with_pss:
-        pss = {r.shape.devices: r.mem["round 1"][0] for r in with_pss}
-        worst = max(max(v) for v in pss.values())
-        ok = all(statistics.fmean(v) <= PSS_TARGET_MB for v in pss.values())
-        ok = ok and all(len(r.mem["round 1"][0]) == r.hosts for r in with_pss)
-        means = ", ".join(
-            f"{k}: {statistics.fmean(v):.1f} ({len(v)} daemons)" for k, v in pss.items()
-        )
+        mean = statistics.fmean(x.pss_mb for x in snap.daemons.values())
+        ok = mean <= PSS_TARGET_MB
         print(
-            f"  [{'PASS' if ok else 'MISS'}] <= {PSS_TARGET_MB:.0f} MB PSS per node at round 1, "
-            f"every daemon read (mean MB by size {means}; worst single daemon {worst:.1f} MB)"
+            f"  [{'PASS' if ok else 'MISS'}] <= {PSS_TARGET_MB:.0f} MB PSS per daemon at "
+            f"{PSS_TARGET_DEVICES} devices: mean {mean:.1f} MB"
         )
-    r100 = by.get(READY_TARGET_NODES)
+    r100 = by.get(READY_TARGET_DEVICES)
     if r100 is None:
-        print(f"  [----] {READY_TARGET_NODES} nodes start-to-ready: not run (--quick)")
+        print(f"  [----] {READY_TARGET_DEVICES} devices launch -> ready: not run")
     else:
-        total = None
-        if r100.net_s is not None and r100.ready_s is not None:
-            total = r100.net_s + r100.ready_s
-        ok = total is not None and total <= READY_TARGET_S
-        print(
-            f"  [{'PASS' if ok else 'MISS'}] {READY_TARGET_NODES} nodes start to ready "
-            f"<= {READY_TARGET_S:.0f} s: topology {_f(r100.net_s)} + daemons ready "
-            f"{_f(r100.ready_s)} = {_f(total)}"
-        )
         ok = r100.ready_s is not None and r100.ready_s <= READY_TARGET_S
         print(
-            f"  [{'PASS' if ok else 'MISS'}] (daemons only) launch to ready "
-            f"<= {READY_TARGET_S:.0f} s: {_f(r100.ready_s)}"
+            f"  [{'PASS' if ok else 'MISS'}] {READY_TARGET_DEVICES} devices launch -> ready "
+            f"<= {READY_TARGET_S:.0f} s (topology included): {_f(r100.ready_s)}"
         )
+    r1k = by.get(ROUND_TARGET_DEVICES)
+    if r1k is None:
+        print(f"  [----] one FedAvg round at {ROUND_TARGET_DEVICES} devices: not run")
+    else:
+        ok = 1 in r1k.round_s
+        print(
+            f"  [{'PASS' if ok else 'MISS'}] one FedAvg round at {ROUND_TARGET_DEVICES} "
+            f"devices: {_f(r1k.round_s.get(1), digits=2)}"
+        )
+
+
+def summary(res: Result) -> dict[str, Any]:
+    """The figures as one JSON object."""
+    out: dict[str, Any] = {
+        "backend": res.backend,
+        "devices": res.shape.devices,
+        "daemons": res.hosts,
+        "ready_s": res.ready_s,
+        "phases": {k: round(v, 3) for k, v in res.phases.items()},
+        "round_s": res.round_s,
+        "rounds": res.rounds,
+        "estimate_mb": res.estimate_mb,
+        "error": res.error,
+    }
+    for moment, snap in res.mem.items():
+        d = list(snap.daemons.values())
+        if d:
+            key = moment.replace(" ", "")
+            out[f"pss_mean_mb_{key}"] = round(statistics.fmean(x.pss_mb for x in d), 1)
+            out[f"pss_max_mb_{key}"] = round(max(x.pss_mb for x in d), 1)
+            out[f"tree_pss_mb_{key}"] = round(snap.total_pss_mb())
+            out[f"others_pss_mb_{key}"] = {k: round(v) for k, v in snap.others_pss_mb.items()}
+            out[f"fds_max_{key}"] = max(x.fds for x in d)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    ap.add_argument("--quick", action="store_true", help="10 and 50 devices only")
-    ap.add_argument("--sizes", type=int, nargs="+", help="device counts (default 10 50 100 300)")
+    ap.add_argument("--backend", choices=("local", "mininet"), default="local")
+    ap.add_argument("--quick", action="store_true", help="10 and 100 devices only")
+    ap.add_argument("--sizes", type=int, nargs="+", help="device counts (default 10 100 300 1000)")
+    ap.add_argument("--rounds", type=int, default=3, help="FedAvg rounds (default 3)")
+    ap.add_argument("--per-mec", type=int, default=DEVICES_PER_MEC, help="devices per MEC (5)")
+    ap.add_argument(
+        "--min-free-mb",
+        type=float,
+        default=1500.0,
+        help="kill the run's daemons when MemAvailable falls below this (default 1500)",
+    )
+    ap.add_argument("--dataset", choices=("digits", "mnist-5k", "mnist"), default="digits")
     ap.add_argument("--deadline", type=float, default=300.0, help="round/startup deadline (s)")
     ap.add_argument("--keep", action="store_true", help="keep the run directories")
+    ap.add_argument("--progress", action="store_true", help="show bcfl run's progress bar")
     ap.add_argument(
         "--switch",
         choices=("linux", "ovs-user"),
         default="linux",
-        help="base stations: Linux bridges or Open vSwitch's user-space datapath",
+        help="mininet base stations: Linux bridges or Open vSwitch's user-space datapath",
     )
     args = ap.parse_args(argv)
-    if os.geteuid() != 0:
-        print("bench/scale.py needs root (Mininet)", file=sys.stderr)
+    if args.backend == "mininet" and os.geteuid() != 0:
+        print("bench/scale.py --backend mininet needs root (Mininet)", file=sys.stderr)
         return 2
     sizes = tuple(args.sizes) if args.sizes else (QUICK_SIZES if args.quick else FULL_SIZES)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     print(
-        f"bcfl scale benchmark: mininet backend ({args.switch} bridges), delay_mode userspace, "
-        f"digits/mlp, "
-        f"{ROUNDS} rounds, "
-        f"E=30; host {platform.node()} {os.cpu_count()} cores, "
+        f"bcfl scale benchmark: {args.backend} backend"
+        + (f" ({args.switch} bridges, delay_mode userspace)" if args.backend == "mininet" else "")
+        + f", {args.dataset}/mlp, {args.rounds} rounds, E=1, batch 8; host {platform.node()} "
+        f"{os.cpu_count()} cores, "
         f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.1f} GiB RAM, "
-        f"kernel {platform.release()}"
+        f"kernel {platform.release()}, RLIMIT_NOFILE {soft}/{hard}"
     )
     results = []
     for n in sizes:
-        shape = shape_for(n)
+        shape = shape_for(n, args.per_mec)
         print(f"\n-- running {shape.describe()} ...", flush=True)
         t0 = time.monotonic()
         load = os.getloadavg()
-        res = measure(shape, args.deadline, args.keep, args.switch)
+        res = measure(args, shape)
         print(
             f"  load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; after "
             f"({time.monotonic() - t0:.0f} s): {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
@@ -435,23 +608,8 @@ def main(argv: list[str] | None = None) -> int:
         results.append(res)
         report(res)
         sys.stdout.flush()
-    verdicts(results, sizes)
-    summary = [
-        {
-            k: round(v, 3) if isinstance(v, float) else v
-            for k, v in vars(r).items()
-            if k not in ("mem", "mem_s", "shape")
-        }
-        | {"devices": r.shape.devices}
-        | {
-            f"pss_mean_mb_{m.replace(' ', '')}": round(statistics.fmean(v[0]), 1)
-            for m, v in r.mem.items()
-            if v[0]
-        }
-        | {f"pss_read_{m.replace(' ', '')}": len(v[0]) for m, v in r.mem.items()}
-        for r in results
-    ]
-    print("\njson:", json.dumps(summary))
+    verdicts(results)
+    print("\njson:", json.dumps([summary(r) for r in results]))
     return 0
 
 
