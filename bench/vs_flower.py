@@ -14,9 +14,9 @@ Each system runs as its own process tree (the floor and Flower in a child ``pyth
 bench/vs_flower.py --child ...``), in turn, the order rotated every repeat so that a change
 of the machine's load hits every column. For each we print the process wall time, the peak
 PSS of the process tree (the sum of ``/proc/PID/smaps_rollup`` Pss over the process and all
-its descendants, sampled every 0.2 s) and the steady round time (median of rounds >= 2: bcfl's
-publisher ``round_time_s``; the floor's round; Flower's time between the server-side
-evaluations), then the ratios bcfl/floor and bcfl/Flower, and the load average.
+its descendants, sampled every 0.2 s) and the steady round time (median of rounds >= 2: the
+time between two of bcfl's publisher round starts; the floor's round; Flower's time between
+the server-side evaluations), then the ratios bcfl/floor and bcfl/Flower, and the load average.
 
 Run: ``python bench/vs_flower.py --repeats 3`` (``--rounds`` to shorten).
 """
@@ -134,9 +134,20 @@ def run_bcfl(rounds: int, work: Path) -> dict[str, Any]:
     out = work / "run"
     bcfl = str(Path(sys.executable).parent / "bcfl")
     wall, pss = measure([bcfl, "run", str(scenario), "--quiet", "--out", str(out)])
-    records = read_records(out / "nodes" / "pub")
-    rounds_s = [float(r["round_time_s"]) for r in records if r.get("event") == "round"]
-    return {"wall_s": wall, "pss_mib": pss, "round_s": rounds_s}
+    records = [r for r in read_records(out / "nodes" / "pub") if r.get("event") == "round"]
+    return {"wall_s": wall, "pss_mib": pss, "round_s": round_periods(records)}
+
+
+def round_periods(records: list[dict[str, Any]]) -> list[float]:
+    """Seconds from each round's start (the publisher sending its global model) to the next
+    round's start, from the publisher's round records (a round starts ``round_time_s`` before
+    its record's wall time); the last round counts its own ``round_time_s``. The period, not
+    ``round_time_s``, is what the floor's and Flower's round times measure, and it stays the
+    right figure when the publisher evaluates round r while round r+1 runs."""
+    records = sorted(records, key=lambda r: int(r["round"]))
+    starts = [float(r["wall_time"]) - float(r["round_time_s"]) for r in records]
+    periods = [b - a for a, b in itertools.pairwise(starts)]
+    return [*periods, float(records[-1]["round_time_s"])] if records else []
 
 
 def run_child(kind: str, rounds: int, work: Path) -> dict[str, Any]:

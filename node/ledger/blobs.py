@@ -8,6 +8,13 @@ its final name; stale temp files are swept when the store is opened. Every get r
 the bytes: a blob that no longer matches its key is logged, deleted and reported absent,
 so a node re-fetches it rather than training on corrupt weights. MemoryBlobStore is the
 same interface over a dict, for tests.
+
+``put_behind(key, data)`` is the write-behind put for the round's critical path: the caller
+has hashed the bytes itself (the key is not recomputed), the blob is visible at once to
+``has``/``get``/``size``/``keys`` (from memory), and one writer thread per store writes it
+with the same temp-file/fsync/rename steps. ``flush`` waits for the writer; a process killed
+before its blob reached the disk has lost it as if it had never been put (a replicated blob
+is fetched again from a peer). ``put`` stays synchronous: durable when it returns.
 """
 
 from __future__ import annotations
@@ -15,7 +22,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -63,6 +72,10 @@ class BlobStore(Protocol):
         """Store `data` fetched for `key`; raises BlobError if it does not hash to `key`."""
         ...
 
+    def put_behind(self, key: bytes, data: bytes) -> None:
+        """Store `data`, which the caller hashed to `key` itself, without waiting for the disk."""
+        ...
+
     def get(self, key: bytes) -> bytes | None:
         """The blob, or None if absent or corrupt (a corrupt blob is deleted)."""
         ...
@@ -97,6 +110,16 @@ class MemoryBlobStore:
         """Store `data` if it hashes to `key`; raises BlobError otherwise."""
         _verified_key(key, data)
         self._blobs[key] = bytes(data)
+
+    def put_behind(self, key: bytes, data: bytes) -> None:
+        """Store `data` under `key` (the caller's hash of it)."""
+        _check_key(key)
+        _check_data(data)
+        self._blobs[key] = bytes(data)
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Nothing is pending in memory; True."""
+        return True
 
     def get(self, key: bytes) -> bytes | None:
         """The blob, or None if absent or corrupt."""
@@ -138,6 +161,11 @@ class FileBlobStore:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._sweep_temp_files()
+        # write-behind: blobs put_behind() has not written yet, and the writer's queue
+        self._pending: dict[bytes, bytes] = {}
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[bytes | threading.Event] = queue.Queue()
+        self._writer: threading.Thread | None = None
 
     def path_for(self, key: bytes) -> Path:
         """Where the blob for `key` lives."""
@@ -155,8 +183,53 @@ class FileBlobStore:
         _verified_key(key, data)
         self._write(key, data)
 
+    def put_behind(self, key: bytes, data: bytes) -> None:
+        """Store `data`, which the caller hashed to `key` itself (it is not hashed again),
+        in the background: visible at once, on disk once the writer thread reaches it."""
+        _check_key(key)
+        _check_data(data)
+        with self._lock:
+            if key in self._pending:
+                return
+            self._pending[key] = data
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write_behind, name="blob-writer", daemon=True
+                )
+                self._writer.start()
+        self._queue.put(key)
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Wait until every put_behind blob is on disk (at most `timeout_s`); True if so."""
+        if self._writer is None:
+            return True
+        done = threading.Event()
+        self._queue.put(done)  # set by the writer once everything queued before it is written
+        return done.wait(timeout_s)
+
+    def _write_behind(self) -> None:
+        while True:
+            key = self._queue.get()
+            if isinstance(key, threading.Event):
+                key.set()
+                continue
+            with self._lock:
+                data = self._pending.get(key)
+            if data is None:
+                continue
+            try:
+                self._write(key, data, check_existing=False)
+            except OSError:
+                logger.exception("could not write blob %s", key.hex())
+            with self._lock:
+                self._pending.pop(key, None)
+
     def get(self, key: bytes) -> bytes | None:
         """The blob, or None if absent or corrupt (a corrupt file is deleted)."""
+        with self._lock:
+            pending = self._pending.get(key)
+        if pending is not None:
+            return pending
         path = self.path_for(key)
         try:
             data = path.read_bytes()
@@ -171,28 +244,41 @@ class FileBlobStore:
 
     def has(self, key: bytes) -> bool:
         """True if a blob file exists for `key` (its contents are checked on get)."""
+        with self._lock:
+            if key in self._pending:
+                return True
         return self.path_for(key).is_file()
 
     def size(self, key: bytes) -> int | None:
         """The blob file's size, or None if absent."""
+        with self._lock:
+            pending = self._pending.get(key)
+        if pending is not None:
+            return len(pending)
         try:
             return self.path_for(key).stat().st_size
         except FileNotFoundError:
             return None
 
     def keys(self) -> Iterator[bytes]:
-        """Every stored key (temp files and stray names are skipped)."""
+        """Every stored key (temp files and stray names are skipped), then those still
+        being written behind."""
+        with self._lock:
+            pending = set(self._pending)
         for sub in sorted(self.root.iterdir()):
             if not sub.is_dir() or len(sub.name) != 2:
                 continue
             for path in sorted(sub.iterdir()):
                 name = path.name
                 if len(name) == 2 * KEY_BYTES and set(name) <= _HEX and name[:2] == sub.name:
-                    yield bytes.fromhex(name)
+                    key = bytes.fromhex(name)
+                    pending.discard(key)
+                    yield key
+        yield from sorted(pending)
 
-    def _write(self, key: bytes, data: bytes) -> None:
+    def _write(self, key: bytes, data: bytes, check_existing: bool = True) -> None:
         path = self.path_for(key)
-        if self._intact(path, key):
+        if check_existing and self._intact(path, key):
             return
         path.parent.mkdir(exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)

@@ -6,16 +6,19 @@ Start-up: every node sends ``hello`` to the publisher (again each second until i
 ``global``); the publisher starts round 1 when all have answered, or at the start-up
 timeout with those that did.
 
-Round r: the publisher sends ``global{round, weights, deadline_s}`` to every MEC; each MEC
-forwards it to its devices with 80% of the deadline left (our choice: it leaves the rest
-for the MEC→publisher leg). A device loads the weights, trains on its partition and sends
-``update{round, weights, samples, loss, accuracy}`` to its MEC. The MEC averages what it
-got (FedAvg weighted by samples) and sends ``partial{round, weights, samples,
-contributors, missing}`` when all its devices answered or its deadline passed. The
-publisher combines the partials (FedAvg over partials weighted by their sample totals
-equals FedAvg over all devices), evaluates on the test set, records the round and starts
-the next. A device that crashed or is too slow is left out of that round and logged.
-After the last round the publisher sends ``stop`` to every node.
+Round r: the publisher sends ``global{round, model, deadline_s}`` to every MEC (``model``:
+the weights encoded once as the blob bytes, `weights_to_bytes`); each MEC checks it and
+forwards the same bytes to its devices with 80% of the deadline left (our choice: it leaves
+the rest for the MEC→publisher leg), and keeps them as a blob. A device loads the weights,
+trains on its partition and sends ``update{round, weights, samples, loss, accuracy}`` to
+its MEC. The MEC averages what it got (FedAvg weighted by samples) and sends
+``partial{round, weights, samples, contributors, missing}`` when all its devices answered
+or its deadline passed. The publisher combines the partials (FedAvg over partials weighted
+by their sample totals equals FedAvg over all devices), sends the next round's global
+model, and only then evaluates this round's model on the test set and records the round
+(metrics and block, under this round's number) while the devices train. A device that
+crashed or is too slow is left out of that round and logged. After the last round the
+publisher sends ``stop`` to every node.
 
 The ledger (single writer): a device puts its trained weights in its blob store and signs
 a ``task.record_update{task_id, round, blob hash, size, samples}`` transaction that travels
@@ -24,10 +27,13 @@ transaction says, keeps the blob, and forwards the transactions with its partial
 aggregating, the publisher (the only validator here; PBFT comes later) builds a block with
 the round's update transactions and its own ``task.record_global`` (the global model's blob
 hash, accuracy, contributors), appends it and sends it to every node, which verifies it
-completely before appending it to its own ledger. Block 1 publishes the task (escrowing
-the reward pool); the last block pays each device a share of the pool proportional to the
-samples it contributed (our choice; the vanilla baseline has no incentive rule) and closes
-the task. ``stop`` carries the final height so that nodes wait (briefly) for the last block.
+completely before appending it to its own ledger (when it has no round message waiting:
+the daemon handles ledger messages after the round's). Blobs are hashed once where they
+are made or checked and written to disk behind the round (`FileBlobStore.put_behind`).
+Block 1 publishes the task (escrowing the reward pool); the last block pays each device a
+share of the pool proportional to the samples it contributed (our choice; the vanilla
+baseline has no incentive rule) and closes the task. ``stop`` carries the final height so
+that nodes wait (briefly) for the last block.
 
 Each role checks who sent what (``global`` only from the publisher or one's own MEC,
 ``update`` only from one's own devices, for the current round, once) and that received

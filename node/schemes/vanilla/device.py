@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 
 from node.codec import Message
-from node.learning.weights import weights_to_bytes
+from node.learning.weights import weights_from_bytes, weights_to_bytes
+from node.ledger.encoding import sha256
 from node.roles.base import NodeContext
 from node.roles.learner import Learner, check_update
 from node.roles.threats import DeviceThreats
@@ -46,8 +47,12 @@ class DeviceRole(Greeter):
         if not isinstance(round_no, int) or round_no <= self.round:
             ctx.drop("stale_round", f"global round {round_no!r}")
             return
+        model = msg.payload.get("model")
+        if not isinstance(model, bytes):
+            ctx.drop("bad_payload", "global without model")
+            return
         try:
-            global_weights = check_update(self.reference, msg.payload.get("weights"))
+            global_weights = check_update(self.reference, weights_from_bytes(model))
         except ValueError as exc:
             ctx.drop("bad_model", str(exc))
             return
@@ -59,12 +64,13 @@ class DeviceRole(Greeter):
         sent = self.threats.outgoing(round_no, self.learner.weights(), global_weights)
         replica = replica_of(ctx)
         blob = weights_to_bytes(sent)
+        key = sha256(blob)
         tx = replica.transaction(
             "task.record_update",
             {
                 "task_id": ctx.config.task_id,
                 "round": round_no,
-                "blob": replica.blobs.put(blob),
+                "blob": key,
                 "size": len(blob),
                 "samples": result.samples,
             },
@@ -80,6 +86,10 @@ class DeviceRole(Greeter):
                 "accuracy": result.accuracy,
             },
         )
+        # off the round's path: this update's blob, and the global model the next block's
+        # task.record_global names (so that no blob.get is needed for it)
+        replica.blobs.put_behind(key, blob)
+        replica.blobs.put_behind(sha256(model), model)
         ctx.metrics.write(
             "round",
             round=round_no,

@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import numpy as np
-
 from node.codec import Message
 from node.learning.aggregate import fedavg
 from node.learning.aggregators import (
     Update,
 )
 from node.learning.weights import Weights, weights_from_bytes
+from node.ledger.encoding import sha256
 from node.roles.base import NodeContext
 from node.roles.learner import check_update
 from node.roles.threats import edge_fault, edge_output
@@ -77,16 +76,17 @@ class MecRole(Greeter):
 
     def _on_global(self, ctx: NodeContext, msg: Message) -> None:
         round_no, deadline = msg.payload.get("round"), msg.payload.get("deadline_s")
-        weights = msg.payload.get("weights")
+        model = msg.payload.get("model")
         if not (isinstance(round_no, int) and round_no > self.round):
             ctx.drop("stale_round", f"global round {round_no!r}")
             return
-        if not isinstance(deadline, int | float) or deadline <= 0 or not isinstance(weights, dict):
-            ctx.drop("bad_payload", "global without deadline or weights")
+        if not isinstance(deadline, int | float) or deadline <= 0 or not isinstance(model, bytes):
+            ctx.drop("bad_payload", "global without deadline or model")
             return
-        if self.reference is None:
-            self.reference = {k: v for k, v in weights.items() if isinstance(v, np.ndarray)}
         try:
+            weights = weights_from_bytes(model)
+            if self.reference is None:
+                self.reference = weights
             self.global_weights = check_update(self.reference, weights)
         except ValueError as exc:
             ctx.drop("bad_model", str(exc))
@@ -95,12 +95,13 @@ class MecRole(Greeter):
         self.round, self.round_started = round_no, ctx.now()
         self.updates, self.txs, self.forwarded = {}, {}, False
         my_deadline = MEC_DEADLINE_FRACTION * float(deadline)
+        # the publisher's encoded model goes on as it came (no re-encoding per hop)
         ctx.multicast(
-            self.devices,
-            "global",
-            {"round": round_no, "weights": weights, "deadline_s": my_deadline},
+            self.devices, "global", {"round": round_no, "model": model, "deadline_s": my_deadline}
         )
         ctx.set_timer("deadline", my_deadline)
+        # kept as the blob the next block's task.record_global names (no blob.get for it)
+        replica_of(ctx).blobs.put_behind(sha256(model), model)
 
     def _on_update(self, ctx: NodeContext, msg: Message) -> None:
         p = msg.payload
@@ -120,7 +121,7 @@ class MecRole(Greeter):
         except ValueError as exc:
             ctx.drop("bad_model", str(exc))
             return
-        replica_of(ctx).blobs.put(blob)
+        replica_of(ctx).blobs.put_behind(tx.payload["blob"], blob)  # hashed by parse_update_tx
         self.updates[msg.sender] = (weights, float(tx.payload["samples"]))
         self.txs[msg.sender] = tx.to_bytes()
         if len(self.updates) == len(self.devices):

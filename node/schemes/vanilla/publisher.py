@@ -140,7 +140,8 @@ class PublisherRole(Role):
         }
         self._commit(ctx, [replica.transaction("task.publish", payload)])
 
-    def _begin_round(self, ctx: NodeContext) -> None:
+    def _begin_round(self, ctx: NodeContext, model: bytes | None = None) -> None:
+        """Send the global model (`model`: self.weights already encoded) for the next round."""
         self.round += 1
         self.round_started = ctx.now()
         self.partials = {}
@@ -148,10 +149,10 @@ class PublisherRole(Role):
         self.individual = {}
         self.dropped_updates = {}
         deadline = ctx.config.learning.round_deadline_s
+        if model is None:
+            model = weights_to_bytes(self.weights)
         ctx.multicast(
-            self.mecs,
-            "global",
-            {"round": self.round, "weights": self.weights, "deadline_s": deadline},
+            self.mecs, "global", {"round": self.round, "model": model, "deadline_s": deadline}
         )
         ctx.set_timer("deadline", deadline)
 
@@ -254,6 +255,9 @@ class PublisherRole(Role):
         return Update(update.weights, update.samples, acc, update.sender)
 
     def _aggregate(self, ctx: NodeContext) -> None:
+        """Combine round r's updates; send round r+1's global model first, then evaluate
+        round r's model and record it on chain while the devices train (the round record
+        still says round r)."""
         ctx.cancel_timer("deadline")
         contributors, refused = self._combine(ctx)
         reasons = {d: "aggregator" for d in refused}
@@ -262,15 +266,20 @@ class PublisherRole(Role):
         missing_mecs = sorted(set(self.mecs) - set(self.partials))
         missing_devices = sorted(m for p in self.partials.values() for m in p.get("missing", []))
         self.absent = {*missing_mecs, *missing_devices}
+        round_no, started, update_txs = self.round, self.round_started, self.update_txs
         if not contributors:
-            log.warning("round %d: no usable update; the global model is unchanged", self.round)
+            log.warning("round %d: no usable update; the global model is unchanged", round_no)
+        model = weights_to_bytes(self.weights)  # encoded once: the next global and the blob
+        last = round_no >= ctx.config.learning.rounds
+        if not last:
+            self._begin_round(ctx, model)
         self.learner.load(self.weights)
         result = self.learner.evaluate()
-        self._record_round(ctx, contributors, result.accuracy)
-        round_time = ctx.now() - self.round_started
+        self._record_round(ctx, round_no, update_txs, contributors, result.accuracy, model)
+        round_time = ctx.now() - started
         ctx.metrics.write(
             "round",
-            round=self.round,
+            round=round_no,
             accuracy=result.accuracy,
             loss=result.loss,
             eval_set="test",
@@ -283,21 +292,28 @@ class PublisherRole(Role):
         )
         log.info(
             "round %d: accuracy %.4f loss %.4f (%d devices, %.2fs)",
-            self.round,
+            round_no,
             result.accuracy,
             result.loss,
             len(contributors),
             round_time,
         )
-        if self.round >= ctx.config.learning.rounds:
+        if last:
             self._finish(ctx)
-        else:
-            self._begin_round(ctx)
 
-    def _record_round(self, ctx: NodeContext, contributors: list[str], accuracy: float) -> None:
-        """A block with this round's update transactions and the global model's record."""
+    def _record_round(
+        self,
+        ctx: NodeContext,
+        round_no: int,
+        update_txs: dict[str, list[Transaction]],
+        contributors: list[str],
+        accuracy: float,
+        model: bytes,
+    ) -> None:
+        """A block with round `round_no`'s update transactions and the record of its global
+        model (`model`: its encoding, hashed here once)."""
         replica = replica_of(ctx)
-        txs = [tx for mec in sorted(self.update_txs) for tx in self.update_txs[mec]]
+        txs = [tx for mec in sorted(update_txs) for tx in update_txs[mec]]
         for tx in txs:
             node = replica.chain.config.genesis.members
             sender = next((nid for nid, (key, _) in node.items() if key == tx.sender), None)
@@ -305,12 +321,13 @@ class PublisherRole(Role):
                 samples = int(tx.payload.get("samples", 0))
                 self.samples_by_device[sender] = self.samples_by_device.get(sender, 0) + samples
         if contributors:
-            blob = weights_to_bytes(self.weights)
+            key = sha256(model)
+            replica.blobs.put_behind(key, model)
             payload = {
                 "task_id": ctx.config.task_id,
-                "round": self.round,
-                "blob": replica.blobs.put(blob),
-                "size": len(blob),
+                "round": round_no,
+                "blob": key,
+                "size": len(model),
                 "accuracy": float(accuracy),
                 "contributors": contributors,
             }

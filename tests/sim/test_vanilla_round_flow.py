@@ -1,0 +1,147 @@
+"""The vanilla round's critical path: the publisher sends round r+1's global model before it
+evaluates and records round r; the model travels as the bytes the publisher encoded once
+(the MEC forwards them unchanged) and is the blob the chain records, so no node fetches the
+global models with ``blob.get`` during the rounds.
+
+Real daemons, roles, Ed25519 and torch in threads; only the transport is in memory.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from node.codec import Message
+from node.config import LearningConfig
+from node.learning.train import configure_torch_threads
+from node.ledger.encoding import sha256
+from node.ledger.tx import Transaction
+from node.roles.base import NodeContext, Role
+from node.schemes.vanilla import DeviceRole, MecRole, PublisherRole
+from orchestrator.collect import read_records
+from tests.sim.vanilla_net import VanillaNet
+from topologies import NodeKind, NodeSpec
+
+ROUNDS = 4
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> None:
+    configure_torch_threads(1)
+
+
+class WatchedPublisher(PublisherRole):
+    """Notes, whenever it records a round, which round its global model is out for, and
+    counts the ``blob.get`` requests its ledger replica answers."""
+
+    def __init__(self) -> None:
+        self.recorded: list[tuple[int, int]] = []  # (round recorded, round in progress)
+        self.blob_gets: Counter[str] = Counter()
+
+    def start(self, ctx: NodeContext) -> None:
+        super().start(ctx)
+        assert ctx.replica is not None
+        sync = ctx.replica.sync
+        handle = sync.handle
+
+        def counting(sender: str, msg_type: str, payload: dict[str, Any], now: float) -> Any:
+            if msg_type == "blob.get":
+                self.blob_gets[sender] += 1
+            return handle(sender, msg_type, payload, now)
+
+        sync.handle = counting  # type: ignore[method-assign]
+
+    def _record_round(self, ctx: NodeContext, round_no: int, *args: Any) -> None:
+        self.recorded.append((round_no, self.round))
+        super()._record_round(ctx, round_no, *args)
+
+
+class WatchedMec(MecRole):
+    """Keeps the model bytes of each global it receives and forwards."""
+
+    def __init__(self) -> None:
+        self.received: dict[int, bytes] = {}
+
+    def on_message(self, ctx: NodeContext, msg: Message) -> None:
+        if msg.type == "global":
+            self.received[msg.payload["round"]] = msg.payload["model"]
+        super().on_message(ctx, msg)
+
+
+class WatchedDevice(DeviceRole):
+    """Keeps the model bytes of each global it receives."""
+
+    def __init__(self) -> None:
+        self.received: dict[int, bytes] = {}
+
+    def on_message(self, ctx: NodeContext, msg: Message) -> None:
+        if msg.type == "global":
+            self.received[msg.payload["round"]] = msg.payload["model"]
+        super().on_message(ctx, msg)
+
+
+def test_next_global_goes_out_first_and_is_the_recorded_blob(tmp_path: Path) -> None:
+    net = VanillaNet.build(mecs=2, devices_per_mec=2, seed=3, fixed_keys=True)
+    learning = LearningConfig(
+        dataset="digits",
+        model="mlp",
+        partition="iid",
+        rounds=ROUNDS,
+        local_epochs=1,
+        batch_size=16,
+        learning_rate=0.1,
+        round_deadline_s=120,
+    )
+    roles: dict[str, Role] = {}
+
+    def watched(spec: NodeSpec) -> Role:
+        kinds = {NodeKind.PUBLISHER: WatchedPublisher, NodeKind.MEC: WatchedMec}
+        roles[spec.id] = kinds.get(spec.kind, WatchedDevice)()
+        return roles[spec.id]
+
+    nodes = net.run(
+        tmp_path, learning, seed=3, reward_pool=100, config={"startup_timeout_s": 120}, role=watched
+    )
+    pub = roles["pub"]
+    assert isinstance(pub, WatchedPublisher)
+    # round r is evaluated and recorded once round r+1's global model is out (the last
+    # round has no next one)
+    assert pub.recorded == [(r, min(r + 1, ROUNDS)) for r in range(1, ROUNDS + 1)]
+    records = [r for r in read_records(tmp_path / "pub") if r["event"] == "round"]
+    assert [r["round"] for r in records] == list(range(1, ROUNDS + 1))
+    assert all(r["contributors"] == 4 for r in records)
+
+    # what the chain records as round r's global model is what every MEC and device got
+    # as round r+1's, byte for byte
+    replica = nodes["pub"].replica
+    assert replica is not None
+    recorded: dict[int, bytes] = {}
+    for height in range(1, replica.height + 1):
+        raw = replica.chain.store.block_bytes(height)
+        assert raw is not None
+        for tx in _txs(raw):
+            if tx.type == "task.record_global":
+                recorded[tx.payload["round"]] = tx.payload["blob"]
+    assert sorted(recorded) == list(range(1, ROUNDS + 1))
+    others = {nid: r for nid, r in roles.items() if isinstance(r, WatchedMec | WatchedDevice)}
+    for nid, role in others.items():
+        assert sorted(role.received) == list(range(1, ROUNDS + 1)), nid
+        for r in range(1, ROUNDS):
+            assert sha256(role.received[r + 1]) == recorded[r], (nid, r)
+        node_replica = nodes[nid].replica
+        assert node_replica is not None
+        assert all(node_replica.blobs.get(recorded[r]) is not None for r in range(1, ROUNDS)), nid
+    # the global models the nodes received need no fetching: at most the last round's
+    # (never sent as a global) is asked for, once per node
+    assert all(n <= 1 for n in pub.blob_gets.values()), pub.blob_gets
+    heads = {(d.replica.height, d.replica.chain.head.hash) for d in nodes.values() if d.replica}
+    assert len(heads) == 1, "every replica holds the same chain"
+
+
+def _txs(raw: bytes) -> list[Transaction]:
+    from node.ledger.block import Block
+
+    return list(Block.from_bytes(raw).txs)
