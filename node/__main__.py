@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from node import runfiles
 from node.codec import Codec
 from node.config import NodeConfig
 from node.daemon import Daemon
@@ -29,7 +30,10 @@ log = logging.getLogger("node")
 def build_daemon(config: NodeConfig) -> Daemon:
     """Wire transport, codec, role and metrics for one node."""
     node_dir = Path(config.node_dir)
-    topology = TopologySpec.from_dict(config.topology)
+    if config.shared is not None:  # parsed once per process (by the fork server, before forking)
+        topology = runfiles.load(config.shared).topology
+    else:
+        topology = TopologySpec.from_dict(config.topology)
     me = topology.node(config.node_id)
     peers = {nid: ep for nid, ep in config.endpoints.items() if nid != config.node_id}
     transport: Transport = ZmqTransport(

@@ -31,6 +31,12 @@ class LearningConfig(BaseModel):
     data_dir: str | None = None
 
 
+SHARED_FIELDS = ("endpoints", "roster", "topology", "chain")
+"""NodeConfig's fields that are the same for every node of a run and grow with its size (the
+topology of 1,000 devices and 200 MECs is ~7 MB of JSON): written once, to the run's shared
+file, instead of into every node's config."""
+
+
 class NodeConfig(BaseModel):
     """One node's configuration for one run."""
 
@@ -58,12 +64,25 @@ class NodeConfig(BaseModel):
     privacy: dict[str, Any] | None = None
     behaviours: list[dict[str, Any]] = []
     links_down_path: str | None = None
+    shared: str | None = None  # the run's shared file holding the SHARED_FIELDS (node.runfiles)
 
     @classmethod
     def load(cls, path: Path) -> NodeConfig:
-        """Read a config written by `save`."""
-        return cls.model_validate(json.loads(path.read_text()))
+        """Read a config written by `save`, with the fields it left to its run's shared file
+        (parsed once per process: a forked daemon finds its server's parse)."""
+        data = json.loads(path.read_text())
+        shared = data.get("shared") if isinstance(data, dict) else None
+        if isinstance(shared, str):
+            from node import runfiles
+
+            data = runfiles.load(shared).data | data
+        return cls.model_validate(data)
 
     def save(self, path: Path) -> None:
-        """Write as JSON."""
-        path.write_text(json.dumps(self.model_dump(), indent=1))
+        """Write as JSON: without the SHARED_FIELDS when `shared` names the file holding them."""
+        exclude = set(SHARED_FIELDS) if self.shared is not None else None
+        path.write_text(json.dumps(self.model_dump(exclude=exclude), indent=1))
+
+    def shared_fields(self) -> dict[str, Any]:
+        """What every node of a run has in common, for the run's shared file."""
+        return {name: getattr(self, name) for name in SHARED_FIELDS}

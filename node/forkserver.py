@@ -86,7 +86,6 @@ CLONE_NEWNET = 0x40000000
 TARGETS = ("node", "probe", "idle", "idle_torch")
 READY_TIMEOUT_S = 300.0
 REQUEST_TIMEOUT_S = 30.0
-_OPTIONAL_PRELOADS = ("sklearn.datasets", "sklearn.model_selection")
 
 
 class ForkServerError(RuntimeError):
@@ -397,10 +396,7 @@ def _preload() -> dict[str, Any]:
         if info.name != "node.forkserver":
             importlib.import_module(info.name)
             modules += 1
-    importlib.import_module("node.__main__")
-    for name in _OPTIONAL_PRELOADS:
-        with contextlib.suppress(ImportError):
-            importlib.import_module(name)
+    importlib.import_module("node.__main__")  # nodes never import scikit-learn: not preloaded
 
     from node.learning.models import build_model
 

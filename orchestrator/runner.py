@@ -39,6 +39,9 @@ from topologies.builders import PUBLISHER_ID, build_hierarchy
 log = logging.getLogger(__name__)
 
 POLL_S = 0.2
+# Every daemon's environment: one thread for torch's pools (forked children deadlock in
+# libgomp otherwise, and N daemons share the cores), a fixed hash seed for repeatable runs.
+NODE_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 EVENT_COLUMNS = (
     "round",
     "action",
@@ -250,6 +253,7 @@ class Run:
         ).to_dict()
         (self.out_dir / "chain.json").write_text(json.dumps(chain, indent=1))
         launches = []
+        shared = self.out_dir / "shared.json"
         for node in daemons:
             ndir = self.node_dir(node.id)
             ndir.mkdir(parents=True, exist_ok=True)
@@ -279,13 +283,16 @@ class Run:
                 privacy=privacy,
                 behaviours=schedules.get(node.id, []),
                 links_down_path=str(self.out_dir / "links_down.json"),
+                shared=str(shared),
             )
+            if not shared.exists():
+                shared.write_text(json.dumps(config.shared_fields()))
             config.save(ndir / "config.json")
             launches.append(
                 Launch(
                     node_id=node.id,
                     argv=(sys.executable, "-m", "node", str(ndir / "config.json")),
-                    env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"},
+                    env=NODE_ENV,
                     log_path=ndir / "stdout.log",
                     seed=child_seed(s.seed, node.id),
                 )
@@ -334,6 +341,9 @@ class Run:
 
     def execute(self) -> RunResult:
         """Start the daemons, follow the publisher's rounds, stop, collect."""
+        if isinstance(self.backend, LocalBackend):
+            self.out_dir.mkdir(parents=True, exist_ok=True)  # the server's log goes there
+            self.backend.prestart(NODE_ENV)  # its imports overlap with writing the run's files
         launches = self.prepare()
         started = time.monotonic()
         self.meta["started_at"] = time.time()

@@ -50,3 +50,25 @@ def test_a_config_names_its_shared_file(tmp_path: Path) -> None:
     assert runfiles.shared_path_of(with_shared) == "/run/shared.json"
     assert runfiles.shared_path_of(plain) is None
     assert runfiles.shared_path_of(tmp_path / "missing.json") is None
+
+
+def test_a_run_writes_its_common_fields_once_and_every_node_reads_them_back(
+    tmp_path: Path,
+) -> None:
+    from node.config import SHARED_FIELDS, NodeConfig
+    from orchestrator.runner import Run
+    from orchestrator.scenario import load_scenario
+
+    run = Run(load_scenario(Path("scenarios/quickstart.yaml")), out_dir=tmp_path / "run")
+    launches = run.prepare()
+
+    shared = json.loads((tmp_path / "run" / "shared.json").read_text())
+    assert set(shared) == set(SHARED_FIELDS)
+    for launch in launches:
+        path = Path(launch.argv[-1])
+        on_disk = json.loads(path.read_text())
+        assert not set(SHARED_FIELDS) & set(on_disk)  # a node's config stays small
+        config = NodeConfig.load(path)
+        assert config.node_id == launch.node_id
+        assert config.topology == shared["topology"] and config.roster == shared["roster"]
+        assert config.endpoints[config.node_id] == config.bind
