@@ -23,6 +23,7 @@ from node.transport.base import Transport
 from node.transport.shaping import LinkShaper, LinkState, ShapedTransport
 from node.transport.zmq import ZmqTransport
 from topologies import TopologySpec
+from topologies.routing import attach as attach_routes
 
 log = logging.getLogger("node")
 
@@ -30,16 +31,15 @@ log = logging.getLogger("node")
 def build_daemon(config: NodeConfig) -> Daemon:
     """Wire transport, codec, role and metrics for one node."""
     node_dir = Path(config.node_dir)
-    if config.shared is not None:  # parsed once per process (by the fork server, before forking)
-        topology = runfiles.load(config.shared).topology
-    else:
-        topology = TopologySpec.from_dict(config.topology)
+    # Parsed once per process (by the fork server, before forking: shared copy-on-write).
+    shared = runfiles.load(config.shared) if config.shared is not None else None
+    topology = shared.topology if shared else TopologySpec.from_dict(config.topology)
     me = topology.node(config.node_id)
-    peers = {nid: ep for nid, ep in config.endpoints.items() if nid != config.node_id}
-    transport: Transport = ZmqTransport(
-        config.node_id, config.bind, peers, config.max_message_bytes
+    transport: Transport = ZmqTransport(  # the endpoints as they are: it skips its own
+        config.node_id, config.bind, config.endpoints, config.max_message_bytes
     )
     if config.shaping in ("userspace", "userspace-delay"):
+        attach_routes(topology, config.node_id)  # no BFS over the shared links (8 MB at 1,000)
         seed = np.random.SeedSequence([config.seed, *config.node_id.encode()])
         link_state = LinkState(Path(config.links_down_path)) if config.links_down_path else None
         shaper = LinkShaper(
@@ -54,7 +54,7 @@ def build_daemon(config: NodeConfig) -> Daemon:
     codec = Codec(
         config.node_id,
         key,
-        Roster.from_hex(config.roster),
+        shared.roster if shared and shared.roster else Roster.from_hex(config.roster),
         config.max_message_bytes,
         first_seq=time.time_ns() // 1000,  # above any sequence number of an earlier start
     )
@@ -69,7 +69,7 @@ def build_daemon(config: NodeConfig) -> Daemon:
     )
     replica = Replica(
         node_dir,
-        ChainConfig.from_dict(config.chain),
+        shared.chain if shared and shared.chain else ChainConfig.from_dict(config.chain),
         key,
         config.ledger_synchronous,
     )

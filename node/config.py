@@ -72,11 +72,18 @@ class NodeConfig(BaseModel):
         (parsed once per process: a forked daemon finds its server's parse)."""
         data = json.loads(path.read_text())
         shared = data.get("shared") if isinstance(data, dict) else None
-        if isinstance(shared, str):
-            from node import runfiles
+        if not isinstance(shared, str):
+            return cls.model_validate(data)
+        from node import runfiles
 
-            data = runfiles.load(shared).data | data
-        return cls.model_validate(data)
+        # The shared fields were checked against these types once, when the file was parsed
+        # (in a fork server: before forking); taken as they are, not copied per node by a
+        # validation (1,000 devices: a roster and endpoints of 1,101 entries each, the topology).
+        common = runfiles.load(shared).data
+        taken = {k: common[k] for k in SHARED_FIELDS if k in common and k not in data}
+        rest = {k: v for k, v in common.items() if k not in data and k not in taken}
+        config = cls.model_validate(rest | data | {k: {} for k in taken})  # all four are dicts
+        return config.model_copy(update=taken)
 
     def save(self, path: Path) -> None:
         """Write as JSON: without the SHARED_FIELDS when `shared` names the file holding them."""

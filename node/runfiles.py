@@ -6,6 +6,13 @@ each daemon ~1.7 s of CPU and ~38 MB (measured). Written once per run instead of
 node's config, and parsed once by the fork server before it forks (``preload``), the daemons
 share the parsed objects copy-on-write: `load` returns the cached parse when the file has not
 changed (same path, size and modification time).
+
+Besides the topology, `load` builds what every daemon of the run would otherwise build
+identically for itself (measured per daemon at 1,000 devices, `bench/daemon_memory.py`): the
+shared fields checked against `NodeConfig`'s types once (a config then takes them without a
+pydantic copy each), the chain config with its genesis block, state and encoding (~3 MB of
+private memory per daemon), the roster's public keys, and the topology's compact route index
+(`topologies.routing`: a BFS over the shared links copied ~8 MB of pages per daemon).
 """
 
 from __future__ import annotations
@@ -14,19 +21,59 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from topologies.routing import RouteIndex
 from topologies.spec import TopologySpec
+
+if TYPE_CHECKING:
+    from node.keys import Roster
+    from node.ledger.chain import ChainConfig
 
 SHARED_KEY = "shared"  # a node config's key naming its run's shared file
 
 
 @dataclass(frozen=True)
 class SharedRun:
-    """The parsed shared file: its JSON object and the topology built from it."""
+    """The parsed shared file: its JSON object (the shared fields checked against
+    `NodeConfig`'s types), the topology, and, where the file has them, the chain config (its
+    genesis computed) and the roster."""
 
     data: dict[str, Any]
     topology: TopologySpec
+    chain: ChainConfig | None = None
+    roster: Roster | None = None
+
+
+def _parse(path: str | Path) -> SharedRun:
+    from pydantic import TypeAdapter, ValidationError
+
+    from node.config import SHARED_FIELDS, NodeConfig
+    from node.keys import Roster
+    from node.ledger.chain import ChainConfig
+
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict) or not isinstance(data.get("topology"), dict):
+        raise ValueError(f"{path}: a run's shared file is a JSON object with a topology")
+    for name in SHARED_FIELDS:
+        if name in data:
+            annotation: Any = NodeConfig.model_fields[name].annotation
+            try:
+                data[name] = TypeAdapter(annotation).validate_python(data[name])
+            except ValidationError as exc:
+                raise ValueError(f"{path}: {name}: {exc.errors()[0]['msg']}") from None
+    topology = TopologySpec.from_dict(data["topology"])
+    RouteIndex.of(topology)
+    chain = roster = None
+    try:
+        if "chain" in data:
+            chain = ChainConfig.from_dict(data["chain"])
+            _ = chain.encoded, chain.genesis_block  # computed here: shared by forked daemons
+        if "roster" in data:
+            roster = Roster.from_hex(data["roster"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: chain or roster: {exc}") from None
+    return SharedRun(data, topology, chain, roster)
 
 
 _CACHE: dict[tuple[str, int, int], SharedRun] = {}
@@ -38,10 +85,7 @@ def load(path: str | Path) -> SharedRun:
     key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
     cached = _CACHE.get(key)
     if cached is None:
-        data = json.loads(Path(path).read_text())
-        if not isinstance(data, dict) or not isinstance(data.get("topology"), dict):
-            raise ValueError(f"{path}: a run's shared file is a JSON object with a topology")
-        cached = SharedRun(data, TopologySpec.from_dict(data["topology"]))
+        cached = _parse(path)
         _CACHE.clear()  # one run at a time: an earlier run's parse is garbage now
         _CACHE[key] = cached
     return cached

@@ -36,6 +36,7 @@ class State:
         self._row_hash: dict[Key, bytes] = {}
         self._journal: list[dict[Key, bytes | None]] = []
         self._root: bytes | None = None
+        self._frozen = False
 
     def get(self, ns: str, key: str, default: Any = None) -> Any:
         """The value at (ns, key) (a fresh copy), or `default` if absent."""
@@ -66,7 +67,21 @@ class State:
         if (ns, key) in self._data:
             self._write((ns, key), None)
 
+    def freeze(self) -> State:
+        """Refuse every later write (RuntimeError); `copy` gives a writable copy. For a state
+        shared by many holders: a genesis state built once, before a fork server forks."""
+        self.root()  # cached now: a holder computing it later would write into shared pages
+        self._frozen = True
+        return self
+
+    @property
+    def frozen(self) -> bool:
+        """Whether writes are refused (see `freeze`)."""
+        return self._frozen
+
     def _write(self, k: Key, data: bytes | None) -> None:
+        if self._frozen:
+            raise RuntimeError("this State is frozen (shared); copy() it to change it")
         old = self._data.get(k)
         if old == data:
             return
@@ -106,6 +121,8 @@ class State:
 
     def begin(self) -> None:
         """Open a journal level: later writes can be undone by `rollback`."""
+        if self._frozen:
+            raise RuntimeError("this State is frozen (shared); copy() it to change it")
         self._journal.append({})
 
     def commit(self) -> None:

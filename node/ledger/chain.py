@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from node.contracts.runtime import (
@@ -116,6 +117,21 @@ class ChainConfig:
             tuple(bytes.fromhex(v) for v in d["validators"]),
             int(d["quorum"]),
         )
+
+    # Computed once per config object (a fork server computes them before forking, so that
+    # its node daemons share them instead of each building every member's genesis rows).
+
+    @cached_property
+    def encoded(self) -> bytes:
+        """The canonical encoding of `to_dict()` (what a store keeps to recognise its chain)."""
+        return canonical(self.to_dict())
+
+    @cached_property
+    def genesis_block(self) -> tuple[Block, State, dict[tuple[str, str], bytes | None]]:
+        """The genesis block, its state (frozen: shared read-only; `copy()` to change it)
+        and the state's rows as writes for an empty store."""
+        block, state = _genesis_block(self)
+        return block, state.freeze(), state.diff(State())
 
 
 @dataclass
@@ -206,14 +222,18 @@ class Chain:
         self.store = store
         self.config = config
         self.registry = registry or default_registry()
-        encoded = canonical(config.to_dict())
+        encoded = config.encoded
         if store.height() < 0:
-            genesis, state = _genesis_block(config)
+            genesis, state, writes = config.genesis_block
             store.meta_set(CONFIG_META_KEY, encoded)
-            store.append(genesis, state.diff(State()))
+            store.append(genesis, writes)
+            # What was just written: the config's frozen genesis state, shared by every chain
+            # of this config (every block's state is a copy; this one is never written).
+            self.state = state
         elif store.meta_get(CONFIG_META_KEY) != encoded:
             raise ValueError("this store holds a different chain (its chain config differs)")
-        self.state = State.from_rows(store.state_rows())
+        else:
+            self.state = State.from_rows(store.state_rows())
         head = store.head()
         assert head is not None
         self.head: BlockHeader = head.header

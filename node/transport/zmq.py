@@ -24,7 +24,8 @@ SEND_HWM = 64  # frames queued per peer; bounds memory when a peer is dead (mode
 
 
 class ZmqTransport:
-    """A `Transport` over real ZeroMQ TCP sockets."""
+    """A `Transport` over real ZeroMQ TCP sockets. `peers` maps node ids to endpoints (this
+    node's own entry, if there, is ignored); it is kept, not copied, and must not change."""
 
     def __init__(
         self,
@@ -35,9 +36,10 @@ class ZmqTransport:
     ) -> None:
         self.node_id = node_id
         self.stats = TransportStats()
-        raise_nofile(fds_needed(len(peers)))
+        count = len(peers) - (node_id in peers)
+        raise_nofile(fds_needed(count))
         self._ctx = zmq.Context()
-        self._ctx.set(zmq.MAX_SOCKETS, zmq_max_sockets(len(peers)))  # before any socket
+        self._ctx.set(zmq.MAX_SOCKETS, zmq_max_sockets(count))  # before any socket
         self._pull = self._ctx.socket(zmq.PULL)
         self._pull.setsockopt(zmq.LINGER, 0)
         self._pull.setsockopt(zmq.MAXMSGSIZE, 2 * max_frame_bytes)
@@ -45,13 +47,14 @@ class ZmqTransport:
         self._pull.bind(bind)
         self._poller = zmq.Poller()
         self._poller.register(self._pull, zmq.POLLIN)
-        self._peers = dict(peers)
+        # Kept, not copied: read only (a run's endpoints, shared by its forked daemons).
+        self._peers = peers
         self._push: dict[str, zmq.Socket[bytes]] = {}
 
     def _socket_to(self, dst: str) -> zmq.Socket[bytes] | None:
         sock = self._push.get(dst)
         if sock is None:
-            endpoint = self._peers.get(dst)
+            endpoint = self._peers.get(dst) if dst != self.node_id else None
             if endpoint is None:
                 return None
             sock = self._ctx.socket(zmq.PUSH)
