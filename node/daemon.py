@@ -11,7 +11,7 @@ the oldest has waited LEDGER_MAX_DEFER_S), so that validating and appending a bl
 delays a node's part in the round (a device's training, a MEC's forwarding); their order
 among themselves is kept. The role sends through this object (the `NodeContext`), so roles
 never touch sockets, clocks or keys. The loop ends when the role calls `stop()` or on
-SIGTERM/SIGINT; pending shaped sends and blob writes are then flushed and the counters are
+SIGTERM/SIGINT; pending shaped sends and blob fsyncs are then flushed and the counters are
 written.
 """
 
@@ -163,7 +163,7 @@ class Daemon:
         self.metrics.close()
         if self.replica is not None:
             if not self.replica.blobs.flush(BLOB_FLUSH_S):
-                log.warning("some blobs were not written within %.0f s", BLOB_FLUSH_S)
+                log.warning("some blobs were not fsynced within %.0f s", BLOB_FLUSH_S)
             self.replica.close()
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:

@@ -9,12 +9,13 @@ the bytes: a blob that no longer matches its key is logged, deleted and reported
 so a node re-fetches it rather than training on corrupt weights. MemoryBlobStore is the
 same interface over a dict, for tests.
 
-``put_behind(key, data)`` is the write-behind put for the round's critical path: the caller
-has hashed the bytes itself (the key is not recomputed), the blob is visible at once to
-``has``/``get``/``size``/``keys`` (from memory), and one writer thread per store writes it
-with the same temp-file/fsync/rename steps. ``flush`` waits for the writer; a process killed
-before its blob reached the disk has lost it as if it had never been put (a replicated blob
-is fetched again from a peer). ``put`` stays synchronous: durable when it returns.
+``put_behind(key, data)`` is the put for the round's critical path: the caller hashed the
+bytes itself (the key is not recomputed, nor an existing file re-read), the blob is written
+to a temp file and renamed into place at once (so it is there for ``has``/``get`` and
+survives the process being killed), and one writer thread per store does the two fsyncs
+afterwards. ``flush`` waits for them. Only a power loss before that can cut such a blob
+short; it then fails its hash on ``get``, is deleted and is fetched again like any corrupt
+blob. ``put`` stays synchronous: durable when it returns.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class BlobStore(Protocol):
         ...
 
     def put_behind(self, key: bytes, data: bytes) -> None:
-        """Store `data`, which the caller hashed to `key` itself, without waiting for the disk."""
+        """Store `data`, which the caller hashed to `key` itself, without waiting for fsync."""
         ...
 
     def get(self, key: bytes) -> bytes | None:
@@ -118,7 +119,7 @@ class MemoryBlobStore:
         self._blobs[key] = bytes(data)
 
     def flush(self, timeout_s: float | None = None) -> bool:
-        """Nothing is pending in memory; True."""
+        """Nothing waits for a disk here; True."""
         return True
 
     def get(self, key: bytes) -> bytes | None:
@@ -161,10 +162,8 @@ class FileBlobStore:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._sweep_temp_files()
-        # write-behind: blobs put_behind() has not written yet, and the writer's queue
-        self._pending: dict[bytes, bytes] = {}
-        self._lock = threading.Lock()
-        self._queue: queue.Queue[bytes | threading.Event] = queue.Queue()
+        # put_behind's fsyncs: paths (or a flush's event) for one writer thread, started lazily
+        self._fsyncs: queue.Queue[Path | threading.Event] = queue.Queue()
         self._writer: threading.Thread | None = None
 
     def path_for(self, key: bytes) -> Path:
@@ -184,52 +183,47 @@ class FileBlobStore:
         self._write(key, data)
 
     def put_behind(self, key: bytes, data: bytes) -> None:
-        """Store `data`, which the caller hashed to `key` itself (it is not hashed again),
-        in the background: visible at once, on disk once the writer thread reaches it."""
+        """Store `data`, which the caller hashed to `key` itself (it is not hashed again):
+        written and renamed into place now, fsynced by the writer thread later."""
         _check_key(key)
         _check_data(data)
-        with self._lock:
-            if key in self._pending:
-                return
-            self._pending[key] = data
-            if self._writer is None:
-                self._writer = threading.Thread(
-                    target=self._write_behind, name="blob-writer", daemon=True
-                )
-                self._writer.start()
-        self._queue.put(key)
+        path = self.path_for(key)
+        if path.is_file():
+            return
+        self._write(key, data, sync=False)
+        if self._writer is None:
+            self._writer = threading.Thread(
+                target=self._sync_behind, name="blob-fsync", daemon=True
+            )
+            self._writer.start()
+        self._fsyncs.put(path)
 
     def flush(self, timeout_s: float | None = None) -> bool:
-        """Wait until every put_behind blob is on disk (at most `timeout_s`); True if so."""
+        """Wait until every put_behind blob is fsynced (at most `timeout_s`); True if so."""
         if self._writer is None:
             return True
         done = threading.Event()
-        self._queue.put(done)  # set by the writer once everything queued before it is written
+        self._fsyncs.put(done)  # set by the writer once everything queued before it is done
         return done.wait(timeout_s)
 
-    def _write_behind(self) -> None:
+    def _sync_behind(self) -> None:
         while True:
-            key = self._queue.get()
-            if isinstance(key, threading.Event):
-                key.set()
-                continue
-            with self._lock:
-                data = self._pending.get(key)
-            if data is None:
+            item = self._fsyncs.get()
+            if isinstance(item, threading.Event):
+                item.set()
                 continue
             try:
-                self._write(key, data, check_existing=False)
-            except OSError:
-                logger.exception("could not write blob %s", key.hex())
-            with self._lock:
-                self._pending.pop(key, None)
+                fd = os.open(item, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                self._fsync_dir(item.parent)
+            except OSError as exc:  # deleted since (found corrupt): nothing left to sync
+                logger.warning("could not fsync blob %s: %s", item.name, exc)
 
     def get(self, key: bytes) -> bytes | None:
         """The blob, or None if absent or corrupt (a corrupt file is deleted)."""
-        with self._lock:
-            pending = self._pending.get(key)
-        if pending is not None:
-            return pending
         path = self.path_for(key)
         try:
             data = path.read_bytes()
@@ -244,55 +238,46 @@ class FileBlobStore:
 
     def has(self, key: bytes) -> bool:
         """True if a blob file exists for `key` (its contents are checked on get)."""
-        with self._lock:
-            if key in self._pending:
-                return True
         return self.path_for(key).is_file()
 
     def size(self, key: bytes) -> int | None:
         """The blob file's size, or None if absent."""
-        with self._lock:
-            pending = self._pending.get(key)
-        if pending is not None:
-            return len(pending)
         try:
             return self.path_for(key).stat().st_size
         except FileNotFoundError:
             return None
 
     def keys(self) -> Iterator[bytes]:
-        """Every stored key (temp files and stray names are skipped), then those still
-        being written behind."""
-        with self._lock:
-            pending = set(self._pending)
+        """Every stored key (temp files and stray names are skipped)."""
         for sub in sorted(self.root.iterdir()):
             if not sub.is_dir() or len(sub.name) != 2:
                 continue
             for path in sorted(sub.iterdir()):
                 name = path.name
                 if len(name) == 2 * KEY_BYTES and set(name) <= _HEX and name[:2] == sub.name:
-                    key = bytes.fromhex(name)
-                    pending.discard(key)
-                    yield key
-        yield from sorted(pending)
+                    yield bytes.fromhex(name)
 
-    def _write(self, key: bytes, data: bytes, check_existing: bool = True) -> None:
+    def _write(self, key: bytes, data: bytes, sync: bool = True) -> None:
+        """Write atomically (temp file, rename); with `sync`, fsync the file before the
+        rename and the directory after it (put_behind leaves both to the writer thread)."""
         path = self.path_for(key)
-        if check_existing and self._intact(path, key):
+        if sync and self._intact(path, key):
             return
         path.parent.mkdir(exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+                if sync:
+                    f.flush()
+                    os.fsync(f.fileno())
             os.replace(tmp_name, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_name)
             raise
-        self._fsync_dir(path.parent)
+        if sync:
+            self._fsync_dir(path.parent)
 
     @staticmethod
     def _intact(path: Path, key: bytes) -> bool:

@@ -29,7 +29,7 @@ the round's update transactions and its own ``task.record_global`` (the global m
 hash, accuracy, contributors), appends it and sends it to every node, which verifies it
 completely before appending it to its own ledger (when it has no round message waiting:
 the daemon handles ledger messages after the round's). Blobs are hashed once where they
-are made or checked and written to disk behind the round (`FileBlobStore.put_behind`).
+are made or checked and fsynced behind the round (`FileBlobStore.put_behind`).
 Block 1 publishes the task (escrowing the reward pool); the last block pays each device a
 share of the pool proportional to the samples it contributed (our choice; the vanilla
 baseline has no incentive rule) and closes the task. ``stop`` carries the final height so

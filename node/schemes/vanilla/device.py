@@ -75,6 +75,8 @@ class DeviceRole(Greeter):
                 "samples": result.samples,
             },
         )
+        # in place before the transaction naming it leaves (its fsync comes later)
+        replica.blobs.put_behind(key, blob)
         ctx.send(
             str(ctx.me.parent),
             "update",
@@ -86,9 +88,8 @@ class DeviceRole(Greeter):
                 "accuracy": result.accuracy,
             },
         )
-        # off the round's path: this update's blob, and the global model the next block's
-        # task.record_global names (so that no blob.get is needed for it)
-        replica.blobs.put_behind(key, blob)
+        # after the update: the global model, which the next block's task.record_global
+        # names (so that no blob.get is needed for it)
         replica.blobs.put_behind(sha256(model), model)
         ctx.metrics.write(
             "round",
