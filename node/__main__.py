@@ -72,6 +72,7 @@ def build_daemon(config: NodeConfig) -> Daemon:
         shared.chain if shared and shared.chain else ChainConfig.from_dict(config.chain),
         key,
         config.ledger_synchronous,
+        template=shared.genesis_db if shared else None,
     )
     role = role_for(config.scheme, me.kind)
     return Daemon(config, topology, transport, codec, role, metrics, replica=replica)

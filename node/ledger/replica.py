@@ -24,9 +24,12 @@ class Replica:
         key: NodeKey,
         synchronous: str = "NORMAL",
         deferred: bool = False,
+        template: Path | None = None,
     ) -> None:
+        """`template`: a store holding `config`'s genesis (`write_genesis_template`) that a
+        new store starts as a copy of."""
         self.key = key
-        self.chain = Chain(open_store(node_dir, synchronous), config)
+        self.chain = Chain(open_store(node_dir, synchronous, template), config)
         self.chain.store.set_deferred(deferred)
         self.blobs: FileBlobStore = open_blobs(node_dir)
         self.sync = ChainSync(self.chain, self.blobs)

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
+import shutil
 import sqlite3
 import threading
 import weakref
@@ -119,6 +121,7 @@ class ChainStore:
         self._at_exit = False
         self.deferred = False
         self.batches = 0
+        self.from_template = False  # set by open_store: copied from a template just now
         if deferred:
             self.set_deferred(True)
         logger.debug("opened chain store %s at height %d", self.path, self.height())
@@ -578,8 +581,38 @@ def _create_schema(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
 
 
-def open_store(node_dir: Path, synchronous: str = "NORMAL") -> ChainStore:
-    """The node's chain store at node_dir/ledger.sqlite (the directory is created)."""
+def open_store(
+    node_dir: Path, synchronous: str = "NORMAL", template: Path | None = None
+) -> ChainStore:
+    """The node's chain store at node_dir/ledger.sqlite (the directory is created). Where
+    there is no store yet and `template` names a database (`write_template`), the store
+    starts as a copy of it (`from_template` is then True)."""
     node_dir = Path(node_dir)
     node_dir.mkdir(parents=True, exist_ok=True)
-    return ChainStore(node_dir / DB_NAME, synchronous=synchronous)
+    path = node_dir / DB_NAME
+    copied = False
+    if template is not None and not path.exists():
+        tmp = path.with_name(f"{DB_NAME}.{os.getpid()}.tmp")
+        shutil.copyfile(template, tmp)
+        os.replace(tmp, path)  # whole or absent, whatever happens during the copy
+        copied = True
+    store = ChainStore(path, synchronous=synchronous)
+    store.from_template = copied
+    return store
+
+
+def write_template(path: Path, fill: Callable[[ChainStore], None]) -> None:
+    """Write a database at `path` that `fill(store)` filled (a run's genesis, once, for every
+    node's `open_store(..., template=path)`), atomically: a reader sees all of it or none."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+        leftover.unlink(missing_ok=True)
+    store = ChainStore(tmp)
+    try:
+        fill(store)
+        store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the main file
+    finally:
+        store.close()
+    for leftover in (Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+        leftover.unlink(missing_ok=True)
+    os.replace(tmp, path)

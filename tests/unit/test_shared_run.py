@@ -13,7 +13,7 @@ from node.config import SHARED_FIELDS, NodeConfig
 from node.contracts.runtime import Genesis
 from node.contracts.state import State
 from node.keys import NodeKey
-from node.ledger.chain import Chain, ChainConfig
+from node.ledger.chain import Chain, ChainConfig, verify_store, write_genesis_template
 from node.ledger.encoding import canonical
 from node.ledger.store import open_store
 from node.transport.zmq import ZmqTransport
@@ -67,6 +67,40 @@ def test_fresh_chains_of_one_config_share_its_genesis_state(tmp_path: Path) -> N
     assert config.encoded == canonical(config.to_dict())
 
 
+def test_a_store_copied_from_the_genesis_template_equals_one_written_itself(
+    tmp_path: Path,
+) -> None:
+    config, keys = config_of()
+    template = tmp_path / "genesis.sqlite"
+    write_genesis_template(template, config)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["genesis.sqlite"]  # no leftovers
+
+    own = Chain(open_store(tmp_path / "own"), config)
+    copied_store = open_store(tmp_path / "copy", template=template)
+    assert copied_store.from_template and not own.store.from_template
+    copied = Chain(copied_store, config)
+    assert copied.state is config.genesis_block[1]  # shared, not read back
+    assert copied.store.state_rows() == own.store.state_rows()
+    assert copied.store.block_bytes(0) == own.store.block_bytes(0)
+    assert copied.head == own.head and verify_store(copied.store).ok
+
+    copied.append(copied.build((), keys[0], timestamp_ms=5))
+    copied.store.close()
+    again = open_store(tmp_path / "copy", template=template)  # exists: not copied over
+    assert not again.from_template and again.height() == 1
+    reopened = Chain(again, config)
+    assert reopened.height == 1 and reopened.state is not config.genesis_block[1]
+    assert verify_store(reopened.store).ok
+
+
+def test_a_template_of_another_chain_is_refused(tmp_path: Path) -> None:
+    config, _ = config_of()
+    other = ChainConfig.from_dict(config.to_dict() | {"quorum": 1, "validators": ["00" * 32]})
+    write_genesis_template(tmp_path / "other.sqlite", other)
+    with pytest.raises(ValueError, match="different chain"):
+        Chain(open_store(tmp_path / "n", template=tmp_path / "other.sqlite"), config)
+
+
 def write_run(tmp_path: Path) -> tuple[Path, list[Path]]:
     from orchestrator.runner import Run
     from orchestrator.scenario import load_scenario
@@ -83,6 +117,8 @@ def test_configs_take_the_parsed_shared_fields_without_copying_them(tmp_path: Pa
     assert shared.chain.to_dict() == shared.data["chain"]
     assert sorted(shared.roster.ids()) == sorted(shared.data["roster"])
     assert isinstance(getattr(shared.topology, "_route_index", None), RouteIndex)
+    assert shared.genesis_db is not None and shared.genesis_db.parent == shared_path.parent
+    assert runfiles.load(shared_path).genesis_db == shared.genesis_db
     for path in configs:
         config = NodeConfig.load(path)
         for name in SHARED_FIELDS:
