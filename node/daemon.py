@@ -208,14 +208,19 @@ class Daemon:
 
     def _next_frame(self) -> bytes | None:
         """The next frame; with ledger messages waiting, one of them is handled instead when
-        no frame is waiting or the oldest has waited LEDGER_MAX_DEFER_S (then None)."""
+        no frame is waiting or the oldest has waited LEDGER_MAX_DEFER_S (then None); with
+        none of those, deferred ledger writes are done when no frame is waiting."""
         backlog = self._ledger_backlog
         if backlog and self._clock() - backlog[0][0] >= LEDGER_MAX_DEFER_S:
             self._ledger_message(backlog.popleft()[1])
             return None
-        frame = self._transport.recv(0.0 if backlog else self._wait_s())
+        store = self.replica.chain.store if self.replica is not None else None
+        unwritten = store is not None and store.deferred and store.pending_blocks() > 0
+        frame = self._transport.recv(0.0 if backlog or unwritten else self._wait_s())
         if frame is None and backlog:
             self._ledger_message(backlog.popleft()[1])
+        elif frame is None and unwritten and store is not None:
+            store.write_pending()  # deferred ledger writes, when nothing else is waiting
         return frame
 
     def run(self, install_signal_handlers: bool = True) -> None:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import copy
 import logging
-import mmap
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from node.config import LearningConfig
-from node.learning.datasets import Dataset, load_dataset
+from node.learning.datasets import load_dataset
 from node.learning.partition import partition
 from node.learning.prepared import DataSpec, read_prepared
 from node.learning.weights import Weights
@@ -41,7 +40,6 @@ class Learner:
         self.cfg = cfg
         self.seed = seed
         self.part_index = -1 if part is None else part[0]
-        self._dataset: Dataset | None = None
         if cfg.data_dir is not None:
             spec = DataSpec(
                 cfg.dataset, seed, cfg.partition, cfg.alpha, cfg.shards_per_device, part
@@ -54,7 +52,6 @@ class Learner:
             self.test_x, self.test_y = data.test_x, data.test_y
         else:
             ds = load_dataset(cfg.dataset, cfg.dataset_root, seed=seed)
-            self._dataset = ds
             self.name, self.num_classes, self.input_shape = ds.name, ds.num_classes, ds.input_shape
             if part is None:
                 self.indices = np.arange(len(ds.train_y))
@@ -75,24 +72,6 @@ class Learner:
         self.model = build_model(cfg.model, self.input_shape, self.num_classes, seed=seed)
         self._warm_up()
         log.info("learner: %s/%s, %d training samples", cfg.dataset, cfg.model, len(self.indices))
-
-    @property
-    def dataset(self) -> Dataset:
-        """The data set as `load_dataset` gives it, for code that indexes the whole training
-        set (node.roles.threats). From prepared data it is built on first use and holds only
-        this node's rows (at their indices; the others are zero pages the kernel never
-        allocates: about this node's part again), the population's labels and its test set."""
-        if self._dataset is None:
-            train_x = _sparse_rows(len(self.population_labels), self.indices, self.train_x)
-            self._dataset = Dataset(
-                self.name,
-                train_x,
-                self.population_labels,
-                self.test_x,
-                self.test_y,
-                self.num_classes,
-            )
-        return self._dataset
 
     def samples(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(x, y) of training samples by their indices into the whole training set; each must
@@ -158,20 +137,6 @@ class Learner:
         from node.learning.train import evaluate
 
         return evaluate(self.model, x, y)
-
-
-def _sparse_rows(n: int, indices: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """A float32 array of n rows shaped like `rows`'s, zero except `rows` at `indices`, in
-    anonymous memory the kernel allocates only where written (4 KiB pages: with transparent
-    huge pages, which numpy asks for, scattered rows would fault in most of the array)."""
-    shape = (n, *rows.shape[1:])
-    count = int(np.prod(shape))
-    buf = mmap.mmap(-1, max(4 * count, 1))
-    if hasattr(mmap, "MADV_NOHUGEPAGE"):
-        buf.madvise(mmap.MADV_NOHUGEPAGE)
-    out = np.frombuffer(buf, np.float32, count=count).reshape(shape)
-    out[indices] = rows
-    return out
 
 
 def check_update(reference: Mapping[str, np.ndarray], received: object) -> Weights:

@@ -18,8 +18,9 @@ appended (a block that does not apply is refused the same way by every honest va
 so they stay consistent), and is sent on to the MEC's devices and the publisher.
 Transactions are verified once, on submission (`node.sigcache` spares the re-check in
 `Chain.append`, and the commit signatures PBFT checked). The SQLite write is off the commit
-path: the validator's store defers writes to its writer thread (a kill -9 loses at most
-the blocks not yet written; the restarted replica catches up from its peers). A
+path: the validator's store defers writes, which the daemon does when no frame is waiting
+(a kill -9 loses at most the blocks not yet written; the restarted replica catches up from
+its peers). A
 submission is done once all its transactions are on chain; a commit that is not the next
 in-flight candidate (the head moved under them) makes the validator rebuild on the new
 head.
@@ -71,7 +72,9 @@ class PbftValidator:
         max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         self.replica = replica
-        replica.chain.store.set_deferred(True)  # commit, then write (see the docstring)
+        # commit, then write (see the docstring): the daemon writes when it is idle, which costs
+        # less than a writer thread trading the GIL on a loaded machine (bench/consensus.py)
+        replica.chain.store.set_deferred(True, thread=False)
         self.peers = [nid for nid, _ in validators if nid != ctx.node_id]
         self.proposer = proposer
         self.forward_to = list(forward_to)

@@ -54,11 +54,34 @@ class RecordingRole(Role):
             ctx.set_timer("check", 0.01)
 
 
-def _daemon(tmp_path: Path, role: Role, seen: list[str]) -> tuple[Daemon, InMemoryNetwork, Codec]:
+class DeferredStore:
+    """Stands in for a ledger store with deferred writes and no writer thread."""
+
+    deferred = True
+
+    def __init__(self, seen: list[str], pending: int) -> None:
+        self.seen = seen
+        self.pending = pending
+
+    def pending_blocks(self) -> int:
+        return self.pending
+
+    def write_pending(self) -> int:
+        written, self.pending = self.pending, 0
+        self.seen.append(f"store:wrote {written}")
+        return written
+
+
+def _daemon(
+    tmp_path: Path, role: Role, seen: list[str], store: object | None = None
+) -> tuple[Daemon, InMemoryNetwork, Codec]:
     keys = {"a": NodeKey.generate(), "b": NodeKey.generate()}
     roster = Roster({n: k.public_key for n, k in keys.items()})
     network = InMemoryNetwork()
-    replica = SimpleNamespace(sync=RecordingSync(seen), height=0)
+    if store is None:  # writes as it appends: nothing left for idle time
+        store = SimpleNamespace(deferred=False)
+    chain = SimpleNamespace(store=store)
+    replica = SimpleNamespace(sync=RecordingSync(seen), height=0, chain=chain)
     daemon = Daemon(
         cast(NodeConfig, SimpleNamespace(node_id="a")),
         cast(TopologySpec, SimpleNamespace()),
@@ -83,3 +106,14 @@ def test_a_queued_block_waits_for_the_round_message_behind_it(tmp_path: Path) ->
     # the first ledger frame is taken off the socket before the round's frames are there to
     # see; it is still handled only once no frame is waiting; ledger order is kept
     assert seen == ["role:global", "role:update", "ledger:chain.block", "ledger:chain.status"]
+
+
+def test_deferred_ledger_writes_wait_until_no_frame_is_waiting(tmp_path: Path) -> None:
+    seen: list[str] = []
+    store = DeferredStore(seen, pending=2)
+    daemon, network, peer = _daemon(tmp_path, RecordingRole(seen, expected=3), seen, store)
+    network.deliver("a", peer.encode("global", {"round": 1}))
+    network.deliver("a", peer.encode("update", {"round": 1}))
+    daemon.run(install_signal_handlers=False)
+    daemon.metrics.close()
+    assert seen == ["role:global", "role:update", "store:wrote 2"]

@@ -118,7 +118,7 @@ def test_publisher_from_prepared_data_evaluates_like_the_old_path(tmp_path: Path
 
     assert new.evaluate() == old.evaluate()
     assert len(new.train_y) == 0
-    assert np.array_equal(new.dataset.test_x[:50], old.dataset.test_x[:50])  # top-k's validation
+    assert np.array_equal(new.test_x[:50], old.test_x[:50])  # top-k's validation
 
 
 def node_config(cfg: LearningConfig, behaviour: dict[str, Any]) -> NodeConfig:
@@ -263,26 +263,3 @@ def test_reading_prepared_digits_imports_no_sklearn(tmp_path: Path) -> None:
     assert "sklearn" not in mods and "torch" not in mods
 
 
-def _rss_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
-def test_whole_set_view_of_a_prepared_part_costs_about_the_part(tmp_path: Path) -> None:
-    """`Learner.dataset` (what node.roles.threats indexes) from a 1/100 part of MNIST: the
-    whole-set-shaped array must not fault in the whole set (numpy's huge pages did: 178 MB)."""
-    if not (MNIST / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"full MNIST not found in {MNIST}")
-    cfg = learning("mnist", "iid")
-    prep = prepare(tmp_path, cfg, devices=100)
-    new = Learner(cfg.model_copy(update={"data_dir": str(prep.dirs["dev5"])}), SEED, (5, 100))
-    before = _rss_bytes()
-
-    ds = new.dataset
-
-    assert ds.train_x.shape == (60_000, 1, 28, 28)
-    assert np.array_equal(ds.train_x[new.indices], new.train_x)
-    assert _rss_bytes() - before < 40 * (1 << 20)  # part: 1.8 MB; measured growth: 4.1 MB

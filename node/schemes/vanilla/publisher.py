@@ -248,10 +248,10 @@ class PublisherRole(Role):
     def _with_accuracy(self, update: Update) -> Update:
         """The update with its accuracy on the publisher's validation samples (the first
         VALIDATION_SAMPLES test samples: our choice, the papers do not say which data)."""
-        ds = self.learner.dataset
-        n = min(VALIDATION_SAMPLES, len(ds.test_y))
+        test_x, test_y = self.learner.test_x, self.learner.test_y
+        n = min(VALIDATION_SAMPLES, len(test_y))
         self.learner.load(update.weights)
-        acc = self.learner.evaluate_on(ds.test_x[:n], ds.test_y[:n]).accuracy
+        acc = self.learner.evaluate_on(test_x[:n], test_y[:n]).accuracy
         return Update(update.weights, update.samples, acc, update.sender)
 
     def _aggregate(self, ctx: NodeContext) -> None:
