@@ -1,0 +1,84 @@
+"""The vanilla scheme's reference run: `scenarios/quickstart.yaml --seed 7` gives the same
+per-round accuracies and the same global-model blobs as recorded in
+tests/reference/vanilla_quickstart_seed7.json.
+
+A refactoring that must not change behaviour (issue #13: the vanilla scheme ported onto the
+scheme plug-in interfaces) keeps this test passing. A change that is meant to alter results
+(another partition, model or aggregation) re-records the file, and says why in its commit:
+``python tests/integration/test_vanilla_reference.py --record``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+
+from node.ledger.block import Block  # noqa: E402
+from node.ledger.store import DB_NAME, ChainStore  # noqa: E402
+from orchestrator.runner import Run  # noqa: E402
+from orchestrator.scenario import load_scenario  # noqa: E402
+
+SCENARIO = ROOT / "scenarios" / "quickstart.yaml"
+SEED = 7
+REFERENCE = ROOT / "tests" / "reference" / "vanilla_quickstart_seed7.json"
+PUBLISHER = "pub"
+
+
+def reference_of(run_dir: Path) -> dict[str, Any]:
+    """Per round: the publisher's test accuracy (metrics.csv) and the global model's blob hash
+    (its `task.record_global` transaction on the publisher's ledger)."""
+    with (run_dir / "metrics.csv").open() as f:
+        accuracy = {
+            int(r["round"]): r["accuracy"] for r in csv.DictReader(f) if r["node"] == PUBLISHER
+        }
+    store = ChainStore(run_dir / "nodes" / PUBLISHER / DB_NAME)
+    blobs: dict[int, str] = {}
+    try:
+        for height in range(store.height() + 1):
+            data = store.block_bytes(height)
+            assert data is not None, f"block {height} missing from the publisher's ledger"
+            for tx in Block.from_bytes(data).txs:
+                if tx.type == "task.record_global":
+                    blobs[int(tx.payload["round"])] = bytes(tx.payload["blob"]).hex()
+    finally:
+        store.close()
+    return {
+        "scenario": SCENARIO.name,
+        "seed": SEED,
+        "rounds": [
+            {"round": r, "accuracy": accuracy.get(r), "global_blob": blobs.get(r)}
+            for r in sorted(set(accuracy) | set(blobs))
+        ],
+    }
+
+
+def reference_run(out: Path) -> dict[str, Any]:
+    scenario = load_scenario(SCENARIO).model_copy(update={"seed": SEED})
+    result = Run(scenario, out, progress=False).execute()
+    assert result.rounds_completed == scenario.training.rounds, result
+    return reference_of(out)
+
+
+def test_vanilla_quickstart_seed_7_matches_its_recorded_reference(tmp_path: Path) -> None:
+    expected = json.loads(REFERENCE.read_text())
+
+    got = reference_run(tmp_path / "run")
+
+    assert len(got["rounds"]) == 20
+    for want, have in zip(expected["rounds"], got["rounds"], strict=True):
+        assert have == want, f"round {want['round']}: {have} != recorded {want}"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--record"]:
+        sys.exit(f"usage: python {Path(__file__).name} --record  (rewrites {REFERENCE.name})")
+    with tempfile.TemporaryDirectory() as tmp:
+        REFERENCE.write_text(json.dumps(reference_run(Path(tmp) / "run"), indent=1) + "\n")
+    print(f"recorded {REFERENCE}")
