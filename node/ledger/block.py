@@ -9,6 +9,11 @@ Ed25519 commit signatures over ``COMMIT_DOMAIN || block_hash``; it is not part o
 stored as ``canonical([header, [tx, ...], [[signer, signature], ...]])``; ``from_bytes``
 refuses anything oversize, non-canonical or of the wrong shape with BlockError. Whether a
 block is valid for the chain (links, roots, signatures, quorum) is the chain's business.
+
+Costs: a block parsed from bytes keeps them (`to_bytes` returns them: a replica stores what
+it received without encoding it again) and its transactions keep their own slices of the
+decoded value, encoded once (`Transaction.from_decoded`); a block built here is encoded
+from its header and its transactions' kept bytes, once.
 """
 
 from __future__ import annotations
@@ -22,7 +27,13 @@ from typing import Any
 
 from node import sigcache
 from node.keys import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, NodeKey
-from node.ledger.encoding import EncodingError, canonical, decode_canonical, sha256
+from node.ledger.encoding import (
+    EncodingError,
+    array_header,
+    canonical,
+    decode_canonical,
+    sha256,
+)
 from node.ledger.merkle import merkle_root
 from node.ledger.tx import Transaction, TxError
 
@@ -194,14 +205,32 @@ class Block:
 
     def to_bytes(self) -> bytes:
         """Canonical bytes (what is stored and sent); raises BlockError("oversize")."""
-        data = canonical(self.to_obj())
+        data = self._encoded
         if len(data) > MAX_BLOCK_BYTES:
             raise BlockError("oversize", f"block of {len(data)} bytes exceeds {MAX_BLOCK_BYTES}")
         return data
 
+    @cached_property
+    def _encoded(self) -> bytes:
+        # == canonical(self.to_obj()): a list's encoding is its header, then its items'
+        return b"".join(
+            (
+                _BLOCK_HEADER,
+                canonical(self.header.to_obj()),
+                array_header(len(self.txs)),
+                *(tx.to_bytes() for tx in self.txs),
+                canonical([sig.to_obj() for sig in self.certificate]),
+            )
+        )
+
     @classmethod
     def from_obj(cls, obj: Any) -> Block:
         """From the canonical list form; raises BlockError."""
+        return cls._from_obj(obj, decoded=False)
+
+    @classmethod
+    def _from_obj(cls, obj: Any, decoded: bool) -> Block:
+        """`from_obj`; `decoded`: `obj` was just returned by `decode_canonical`."""
         if not (isinstance(obj, list) and len(obj) == 3):
             raise BlockError("malformed", "a block is a list of 3 fields")
         header_obj, txs_obj, cert_obj = obj
@@ -210,8 +239,9 @@ class Block:
             raise BlockError("malformed", "txs must be a list")
         if len(txs_obj) > MAX_BLOCK_TXS:
             raise BlockError("oversize", f"{len(txs_obj)} transactions exceed {MAX_BLOCK_TXS}")
+        parse = Transaction.from_decoded if decoded else Transaction.from_obj
         try:
-            txs = tuple(Transaction.from_obj(tx) for tx in txs_obj)
+            txs = tuple(parse(tx) for tx in txs_obj)
         except TxError as exc:
             raise BlockError("malformed", f"transaction: {exc}") from None
         if not isinstance(cert_obj, list):
@@ -234,7 +264,12 @@ class Block:
             obj = decode_canonical(data, max_bytes=MAX_BLOCK_BYTES)
         except EncodingError as exc:
             raise BlockError("malformed", str(exc)) from None
-        return cls.from_obj(obj)
+        block = cls._from_obj(obj, decoded=True)
+        block.__dict__["_encoded"] = data if type(data) is bytes else bytes(data)
+        return block
+
+
+_BLOCK_HEADER = b"\x93"  # the encoding's header of the 3-item block list
 
 
 def genesis_header(state_root: bytes, timestamp_ms: int = 0) -> BlockHeader:

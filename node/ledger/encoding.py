@@ -2,14 +2,24 @@
 
 Canonical msgpack: maps must have string keys and are written with keys sorted; floats are
 always float64; allowed values are None, bool, int, float, str, bytes, list/tuple and dict.
-`decode_canonical` re-encodes what it read and refuses input that is not byte-for-byte
-canonical, so one value has exactly one encoding and one hash.
+`decode_canonical` refuses input that is not byte-for-byte canonical, so one value has
+exactly one encoding and one hash.
+
+Fast paths (each gives exactly the bytes and errors of the plain recursion; the tests check
+them against it): `canonical` packs a list or map whose items are all of a plain exact type
+(None, bool, int, str, bytes; map keys str, already in order) without rebuilding it.
+`decode_canonical` first checks what it read in place (`is_normal`: maps with str keys in
+sorted order, finite floats, shallow enough) and re-packs it as it is; only input failing
+that takes the old way (normalise, re-encode, compare), so every refusal and its message
+are unchanged. A value decoded from canonical bytes is normal, so `packb_normal` of it (or
+of any part of it) is its canonical encoding without normalising it again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import threading
 from typing import Any
 
 import msgpack
@@ -65,13 +75,71 @@ def _normalise(obj: Any, depth: int = 0) -> Any:
     raise EncodingError(f"cannot encode {type(obj).__name__} canonically")
 
 
-def canonical(obj: Any) -> bytes:
-    """The canonical bytes of `obj`."""
+def is_normal(obj: Any, depth: int = 0) -> bool:
+    """Whether packing `obj` as it is gives its canonical bytes: it is what `_normalise`
+    would return up to tuples for lists (maps with str keys in sorted order, finite floats,
+    plain values of exact types, nesting well inside MAX_DEPTH). False is not an error:
+    such a value takes the plain way, which raises what it raises."""
+    t = type(obj)
+    if t is list or t is tuple:
+        if depth >= MAX_DEPTH - 1:
+            return False
+        for v in obj:  # noqa: SIM110 (a loop is faster than all() over a generator)
+            if type(v) not in _PLAIN and not is_normal(v, depth + 1):
+                return False
+        return True
+    if t is dict:
+        if depth >= MAX_DEPTH - 1:
+            return False
+        prev = None
+        for k, v in obj.items():
+            if type(k) is not str or (prev is not None and k <= prev):
+                return False
+            prev = k
+            if type(v) not in _PLAIN and not is_normal(v, depth + 1):
+                return False
+        return True
+    if t is float:
+        return math.isfinite(obj)
+    return t in _PLAIN
+
+
+_local = threading.local()
+
+
+def _packer() -> msgpack.Packer:
+    """This thread's msgpack Packer (building one per call costs more than packing a small
+    value; a Packer is not shared between threads)."""
     try:
-        data: bytes = msgpack.packb(_normalise(obj), use_bin_type=True, use_single_float=False)
+        packer: msgpack.Packer = _local.packer
+    except AttributeError:
+        packer = _local.packer = msgpack.Packer(use_bin_type=True, use_single_float=False)
+    return packer
+
+
+def packb_normal(obj: Any) -> bytes:
+    """The canonical bytes of a value for which `is_normal` holds (e.g. anything decoded by
+    `decode_canonical`), packed as it is; raises EncodingError for an out-of-range int."""
+    try:
+        data: bytes = _packer().pack(obj)
     except OverflowError:
         raise EncodingError("integer out of the 64-bit range") from None
     return data
+
+
+def array_header(n: int) -> bytes:
+    """The canonical bytes that start a list of `n` items (a list's encoding is this
+    followed by its items' encodings)."""
+    data: bytes = _packer().pack_array_header(n)
+    return data
+
+
+def canonical(obj: Any) -> bytes:
+    """The canonical bytes of `obj`."""
+    t = type(obj)
+    if (t in _PLAIN or t is list or t is tuple or t is dict) and is_normal(obj):
+        return packb_normal(obj)
+    return packb_normal(_normalise(obj))
 
 
 def decode_canonical(data: bytes, max_bytes: int = 16 * 1024 * 1024) -> Any:
@@ -90,10 +158,13 @@ def decode_canonical(data: bytes, max_bytes: int = 16 * 1024 * 1024) -> Any:
         )
     except Exception as exc:
         raise EncodingError(f"not msgpack: {type(exc).__name__}") from None
-    try:
-        again = canonical(obj)
-    except EncodingError:
-        raise
+    if is_normal(obj):
+        try:
+            if packb_normal(obj) == data:
+                return obj
+        except EncodingError:
+            pass  # the plain way below raises what it raises
+    again = canonical(obj)
     if again != data:
         raise EncodingError("not in canonical form")
     return obj

@@ -8,6 +8,13 @@ a canonical map of at most MAX_PAYLOAD_BYTES; the signature covers
 ``TX_DOMAIN || canonical([type, sender, nonce, payload])``. The hash is SHA-256 of the
 canonical bytes of the whole signed transaction. Model weights never go in a payload:
 only their blob hash and size.
+
+Costs: a transaction's canonical bytes (hence its hash) are computed once and kept on the
+(frozen) object; one parsed from bytes keeps those bytes. `verify` encodes the payload once
+per call, for the form check and the signed message together, from the fields as they are
+then, so nothing kept from an earlier call can make a transaction whose fields differ from
+what was signed pass. (The payload map is not copied: like the hash, the kept bytes assume
+nobody changes a transaction's payload in place; nothing does.)
 """
 
 from __future__ import annotations
@@ -19,7 +26,13 @@ from typing import Any
 
 from node import sigcache
 from node.keys import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, NodeKey
-from node.ledger.encoding import EncodingError, canonical, decode_canonical, sha256
+from node.ledger.encoding import (
+    EncodingError,
+    canonical,
+    decode_canonical,
+    packb_normal,
+    sha256,
+)
 
 TX_DOMAIN = b"bcfl/tx/v1\x00"
 MAX_PAYLOAD_BYTES = 64 * 1024
@@ -61,6 +74,9 @@ class Transaction:
 
     def check_form(self) -> None:
         """Raise TxError("malformed" | "oversize") unless the fields are well-formed."""
+        self._checked_payload()
+
+    def _check_fields(self) -> None:
         if not isinstance(self.type, str) or not TYPE_RE.fullmatch(self.type):
             raise TxError("malformed", f"type {self.type!r} must be 'contract.method'")
         if not isinstance(self.sender, bytes) or len(self.sender) != PUBLIC_KEY_BYTES:
@@ -71,19 +87,25 @@ class Transaction:
             raise TxError("malformed", f"nonce {self.nonce} out of range")
         if not isinstance(self.payload, dict):
             raise TxError("malformed", "payload must be a map")
+
+    def _checked_payload(self) -> bytes:
+        """The payload's canonical bytes, after the checks of `check_form`."""
+        self._check_fields()
         try:
-            size = len(canonical(self.payload))
+            data = canonical(self.payload)
         except EncodingError as exc:
             raise TxError("malformed", f"payload: {exc}") from None
-        if size > MAX_PAYLOAD_BYTES:
-            raise TxError("oversize", f"payload of {size} bytes exceeds {MAX_PAYLOAD_BYTES}")
+        _check_size(len(data))
+        return data
 
     def verify(self) -> None:
         """Raise TxError unless the transaction is well-formed and its signature is valid."""
-        self.check_form()
+        payload = self._checked_payload()
         if not isinstance(self.signature, bytes) or len(self.signature) != SIGNATURE_BYTES:
             raise TxError("bad_signature", "signature must be 64 bytes")
-        message = self.signing_bytes_for(self.type, self.sender, self.nonce, self.payload)
+        # == signing_bytes_for(...): a list's encoding is its header, then its items'
+        head = canonical([self.type, self.sender, self.nonce])
+        message = TX_DOMAIN + _SIGNED_HEADER + head[1:] + payload
         if not sigcache.verify(self.sender, message, self.signature):  # once per process
             raise TxError("bad_signature", f"transaction {self.hash.hex()[:16]}")
 
@@ -93,6 +115,10 @@ class Transaction:
 
     def to_bytes(self) -> bytes:
         """Canonical bytes (what is hashed, stored and sent)."""
+        return self._encoded
+
+    @cached_property
+    def _encoded(self) -> bytes:
         return canonical(self.to_obj())
 
     @classmethod
@@ -108,6 +134,22 @@ class Transaction:
         return tx
 
     @classmethod
+    def from_decoded(cls, obj: Any, data: bytes | None = None) -> Transaction:
+        """`from_obj` of a value just returned by `decode_canonical` (or a part of one),
+        whose canonical bytes are therefore packed as they are; `data`, if given, are
+        those bytes. Same checks and errors as `from_obj`."""
+        if not (type(obj) is list and len(obj) == 5):
+            return cls.from_obj(obj)  # raises
+        type_, sender, nonce, payload, signature = obj
+        tx = cls(type_, sender, nonce, payload, signature)
+        tx._check_fields()
+        _check_size(len(packb_normal(payload)))
+        if not isinstance(signature, bytes):
+            raise TxError("malformed", "signature must be bytes")
+        tx.__dict__["_encoded"] = data if data is not None else packb_normal(obj)
+        return tx
+
+    @classmethod
     def from_bytes(cls, data: bytes) -> Transaction:
         """Parse canonical bytes; raises TxError."""
         if len(data) > MAX_PAYLOAD_BYTES + 1024:
@@ -116,9 +158,17 @@ class Transaction:
             obj = decode_canonical(data)
         except EncodingError as exc:
             raise TxError("malformed", str(exc)) from None
-        return cls.from_obj(obj)
+        return cls.from_decoded(obj, data if type(data) is bytes else None)
 
     @cached_property
     def hash(self) -> bytes:
         """SHA-256 of the canonical bytes."""
         return sha256(self.to_bytes())
+
+
+_SIGNED_HEADER = b"\x94"  # the encoding's header of the 4-item signed list
+
+
+def _check_size(size: int) -> None:
+    if size > MAX_PAYLOAD_BYTES:
+        raise TxError("oversize", f"payload of {size} bytes exceeds {MAX_PAYLOAD_BYTES}")
