@@ -1,13 +1,15 @@
 """What one replica spends to take a vanilla round's block: parse, validate, append.
 
-    .venv/bin/python bench/block_validation.py [--reps N] [--baseline REV] [--profile]
+    .venv/bin/python bench/block_validation.py [--reps N] [--history R] [--baseline REV] [--profile]
 
 The block is one FL round of the vanilla scheme at the size of `bench/vs_flower.py`'s run
 (1 publisher, 1 BS, 2 MECs, 10 devices): ten `task.record_update` transactions (one per
 device) and the publisher's `task.record_global`, built and certified by the publisher with
-the real contracts. Each repetition takes a fresh replica at the block's parent (a new
-SQLite store with the genesis and the task's publish block, the signature cache emptied,
-none of it timed) and times what a replica does when the block arrives from a peer:
+the real contracts, after `--history` earlier rounds (default 19: the last round of that
+run, whose state holds every earlier round's records). Each repetition takes a fresh replica
+at the block's parent (a copy of a SQLite store holding the genesis, the task's publish
+block and the earlier rounds; the signature cache emptied; none of it timed) and times what
+a replica does when the block arrives from a peer:
 
   parse    `Block.from_bytes(raw)` (decode, canonical check, transaction forms)
   validate `Chain.validate(block)` (Merkle root, signatures, certificate, contracts, state root)
@@ -47,8 +49,9 @@ def _load() -> str:
     return f"{os.getloadavg()[0]:.1f}"
 
 
-def measure(reps: int, profile: bool) -> dict[str, float]:
-    """Median µs per block of parse / validate / store / total over `reps` fresh replicas."""
+def measure(reps: int, history: int, profile: bool) -> dict[str, float]:
+    """Median µs per block of parse / validate / store / total over `reps` fresh replicas
+    that hold `history` earlier rounds."""
     from node import sigcache
     from node.contracts.runtime import Genesis
     from node.keys import NodeKey
@@ -73,44 +76,53 @@ def measure(reps: int, profile: bool) -> dict[str, float]:
             pub,
             "task.publish",
             1,
-            {"task_id": TASK, "reward_pool": 1000, "rounds": 20, "model": "mlp", "dataset": "d"},
+            {"task_id": TASK, "reward_pool": 1000, "rounds": 1000, "model": "mlp", "dataset": "d"},
         )
         first = writer.build([publish], pub, 1_000)
         writer.append(first)
-        txs = [
-            Transaction.create(
-                k,
-                "task.record_update",
-                1,
-                {
-                    "task_id": TASK,
-                    "round": 1,
-                    "blob": rng.randbytes(32),
-                    "size": 17_000 + i,
-                    "samples": 134,
-                },
+
+        def round_block(r: int) -> Block:
+            txs = [
+                Transaction.create(
+                    k,
+                    "task.record_update",
+                    r,
+                    {
+                        "task_id": TASK,
+                        "round": r,
+                        "blob": rng.randbytes(32),
+                        "size": 17_000 + i,
+                        "samples": 134,
+                    },
+                )
+                for i, k in enumerate(devices)
+            ]
+            txs.append(
+                Transaction.create(
+                    pub,
+                    "task.record_global",
+                    r + 1,
+                    {
+                        "task_id": TASK,
+                        "round": r,
+                        "blob": rng.randbytes(32),
+                        "size": 17_000,
+                        "accuracy": 0.9123,
+                        "contributors": [f"dev-{i}" for i in range(DEVICES)],
+                    },
+                )
             )
-            for i, k in enumerate(devices)
-        ]
-        txs.append(
-            Transaction.create(
-                pub,
-                "task.record_global",
-                2,
-                {
-                    "task_id": TASK,
-                    "round": 1,
-                    "blob": rng.randbytes(32),
-                    "size": 17_000,
-                    "accuracy": 0.9123,
-                    "contributors": [f"dev-{i}" for i in range(DEVICES)],
-                },
-            )
-        )
-        block = writer.build(txs, pub, 2_000)
-        assert len(block.txs) == DEVICES + 1
-        writer.append(block)
-        raw_first, raw = first.to_bytes(), block.to_bytes()
+            block = writer.build(txs, pub, 1_000 * (r + 1))
+            assert len(block.txs) == DEVICES + 1
+            writer.append(block)
+            return block
+
+        for r in range(1, history + 1):  # earlier rounds: the state a replica has by then
+            round_block(r)
+        writer.store.flush()
+        shutil.copytree(tmp / "writer", tmp / "base")  # the replica at the timed block's parent
+        block = round_block(history + 1)
+        raw = block.to_bytes()
         writer.store.close()
 
         times: dict[str, list[float]] = {"parse": [], "validate": [], "store": [], "total": []}
@@ -120,8 +132,8 @@ def measure(reps: int, profile: bool) -> dict[str, float]:
 
             profiler = cProfile.Profile()
         for i in range(reps):
+            shutil.copytree(tmp / "base", tmp / f"r{i}")
             replica = Chain(open_store(tmp / f"r{i}"), config)
-            replica.append(Block.from_bytes(raw_first))
             sigcache.CACHE.clear()
             if profiler is not None:
                 profiler.enable()
@@ -162,9 +174,18 @@ def _export(rev: str, dest: Path) -> None:
     archive.unlink()
 
 
-def _child(tree: Path, reps: int) -> dict[str, float]:
+def _child(tree: Path, reps: int, history: int) -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, __file__, "--child", str(tree), "--reps", str(reps)],
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            str(tree),
+            "--reps",
+            str(reps),
+            "--history",
+            str(history),
+        ],
         check=True,
         capture_output=True,
         text=True,
@@ -177,6 +198,9 @@ def main() -> None:
     """Command-line entry point."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=200, help="fresh replicas per measurement")
+    ap.add_argument(
+        "--history", type=int, default=19, help="rounds before the timed one (default 19)"
+    )
     ap.add_argument("--baseline", help="git revision to compare the working tree against")
     ap.add_argument("--rounds", type=int, default=3, help="alternations with --baseline")
     ap.add_argument("--profile", action="store_true", help="cProfile the repetitions")
@@ -184,12 +208,12 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:
         sys.path.insert(0, args.child)
-        print(json.dumps(measure(args.reps, False)))
+        print(json.dumps(measure(args.reps, args.history, False)))
         return
     sys.path.insert(0, str(ROOT))
     phases = ("parse", "validate", "store", "total")
     if not args.baseline:
-        result = measure(args.reps, args.profile)
+        result = measure(args.reps, args.history, args.profile)
         print(f"µs per block (median of {args.reps}), load {_load()}")
         print("  ".join(f"{p} {result[p]:.0f}" for p in phases))
         return
@@ -198,8 +222,8 @@ def main() -> None:
         _export(args.baseline, base_dir)
         rows: list[tuple[str, dict[str, float], dict[str, float], str]] = []
         for _ in range(args.rounds):
-            before = _child(base_dir, args.reps)
-            after = _child(ROOT, args.reps)
+            before = _child(base_dir, args.reps, args.history)
+            after = _child(ROOT, args.reps, args.history)
             rows.append((args.baseline, before, after, _load()))
         print(f"µs per block (median of {args.reps} fresh replicas), before = {args.baseline}")
         header = "  ".join(f"{p:>20}" for p in phases)

@@ -170,6 +170,13 @@ def decode_canonical(data: bytes, max_bytes: int = 16 * 1024 * 1024) -> Any:
     return obj
 
 
+def decode_known(data: bytes) -> Any:
+    """Decode bytes known to be canonical (made by `canonical` or `packb_normal`, or
+    already accepted by `decode_canonical`: e.g. a contract state's own values) without
+    checking them again; anything from outside goes through `decode_canonical`."""
+    return msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True, max_ext_len=0)
+
+
 def sha256(data: bytes) -> bytes:
     """SHA-256 digest."""
     return hashlib.sha256(data).digest()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import threading
 from typing import Any
 
 import msgpack
@@ -26,6 +27,7 @@ from node.ledger.encoding import (
     array_header,
     canonical,
     decode_canonical,
+    decode_known,
     is_normal,
     packb_normal,
 )
@@ -295,3 +297,24 @@ def test_block_from_bytes_refuses_what_it_refused() -> None:
     obj[1][0][3] = {"size": 1, "round": 2}  # a transaction payload out of key order
     with pytest.raises(BlockError, match="not in canonical form"):
         Block.from_bytes(raw_pack(obj))
+
+
+def test_decode_known_returns_what_decode_canonical_returns() -> None:
+    for data in CANONICAL:
+        assert decode_known(data) == decode_canonical(data)
+
+
+def test_each_thread_packs_with_its_own_packer() -> None:
+    values = [{"i": i, "s": "x" * i, "l": list(range(i % 7))} for i in range(200)]
+    want = [raw_pack(dict(sorted(v.items()))) for v in values]
+    results: dict[int, list[bytes]] = {}
+
+    def work(n: int) -> None:
+        results[n] = [canonical(v) for v in values for _ in range(20)][::20]
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(results[n] == want for n in range(4))
