@@ -19,8 +19,9 @@ start. Each failure is a `ScenarioError` with one line ``FIELD: VALUE is invalid
   limit must hold one node of that role;
 - faults, aggregator parameters and capture entries resolve against the topology.
 
-The memory estimate per node process: the interpreter with torch and pyzmq (PSS, measured:
-about 60 MB forked by the local backend's fork server, 30 MB by mininet's, 280 MB per
+The memory estimate per node process: the interpreter with torch and pyzmq (PSS, measured
+by bench/scale.py: 14-17 MB a daemon forked by the fork server at 100-1,000 devices, so 18 MB
+for the local backend and 20 for mininet's, whose hosts add a shell each; 280 MB per
 container; the fork server itself 250 MB), plus the data a node holds: a device twice its
 part (the prepared arrays and the batches made of them; the parts add up to the training set,
 so the total is right whatever the partition), the publisher the test set it evaluates on (the
@@ -47,7 +48,7 @@ from topologies import NodeKind, TopologySpec
 
 log = logging.getLogger(__name__)
 
-BASE_MB: dict[str, float] = {"local": 60.0, "mininet": 30.0, "containernet": 280.0}
+BASE_MB: dict[str, float] = {"local": 18.0, "mininet": 20.0, "containernet": 280.0}
 FORK_SERVER_MB: dict[str, float] = {"local": 250.0, "mininet": 250.0, "containernet": 0.0}
 MODEL_COPIES = 4  # a node's model, its reference, the global model received, the update sent
 MB = float(1 << 20)
