@@ -15,6 +15,7 @@ from orchestrator.runner import Run
 from orchestrator.scenario import load_scenario
 from tests.emu.leftovers import leftovers
 from topologies.backends import bridgefw
+from topologies.backends.mininet import import_mininet, run_script
 from topologies.backends.netem import probe_netem
 
 REPO = Path(__file__).resolve().parents[2]
@@ -99,3 +100,24 @@ def test_clean_removes_only_the_runs_leftovers() -> None:
         if rules:
             bridgefw.clean("zz8")
             bridgefw.clean(token)
+
+
+def test_a_host_runs_set_up_scripts_longer_than_a_terminal_line(tmp_path: Path) -> None:
+    """A host's set-up at 1,000 devices (an rp_filter key per interface of a MEC with 100
+    backhaul links) is longer than the 4,095 bytes a terminal line holds; sent as one command
+    line it failed with `sysctl: ... invalid syntax`."""
+    import_mininet()
+    from mininet.net import Mininet
+
+    net = Mininet(build=False, controller=None, autoSetMacs=False, waitConnected=False)
+    host = net.addHost("zy7h1", ip=None)
+    keys = " ".join(f"net.ipv4.conf.all.rp_filter=0 # {i:04d}" for i in range(150))
+    script = f"r=0; echo '{keys}' | wc -c; sysctl -qw net.ipv4.ip_forward=1 || r=$?; echo rc=$r"
+    try:
+        out = run_script(host, script, tmp_path / "zy7h1.sh")
+        forwarding = host.cmd("sysctl -n net.ipv4.ip_forward").strip()
+    finally:
+        net.stop()
+    assert len(script) > 4095
+    assert out.strip().endswith("rc=0"), out[-200:]
+    assert forwarding == "1"
