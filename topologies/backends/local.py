@@ -4,8 +4,8 @@ Each daemon binds ``tcp://127.1.X.Y:PORT`` (Linux answers on all of 127.0.0.0/8,
 node has its own address, which keeps captures and logs readable). Links are shaped in
 user space by the nodes themselves (see `node.transport.shaping`).
 
-Daemons are forked by a `node.forkserver.ForkServer` with no namespace to join: torch,
-scikit-learn and the `node` package are imported and warmed up once in the server, and every
+Daemons are forked by a `node.forkserver.ForkServer` with no namespace to join: torch and
+the `node` package are imported and warmed up once in the server, and every
 daemon shares those pages copy-on-write instead of importing them itself. The server is
 started with the launches' common environment (``PYTHONHASHSEED`` and the thread counts
 cannot change after a process has started, so a launch asking for another environment is
