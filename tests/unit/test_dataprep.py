@@ -19,6 +19,7 @@ from node.learning.prepared import DataSpec, read_prepared
 from node.roles.learner import Learner
 from node.roles.threats import DeviceThreats
 from orchestrator.dataprep import DataPrep, prepare_data, spec_of
+from tests.unit.node_configs import node_config
 
 ROOT = Path(__file__).resolve().parents[2]
 MNIST = ROOT.parent / "shared" / "datasets" / "mnist"
@@ -121,26 +122,8 @@ def test_publisher_from_prepared_data_evaluates_like_the_old_path(tmp_path: Path
     assert np.array_equal(new.test_x[:50], old.test_x[:50])  # top-k's validation
 
 
-def node_config(cfg: LearningConfig, behaviour: dict[str, Any]) -> NodeConfig:
-    return NodeConfig(
-        run_id="t",
-        node_id="dev2",
-        scheme="vanilla",
-        seed=SEED,
-        node_dir="-",
-        key_path="-",
-        bind="-",
-        endpoints={},
-        roster={},
-        topology={},
-        shaping="none",
-        learning=cfg,
-        max_message_bytes=1 << 20,
-        startup_timeout_s=1,
-        chain={},
-        task_id="t",
-        behaviours=[behaviour],
-    )
+def device_config(cfg: LearningConfig, behaviour: dict[str, Any]) -> NodeConfig:
+    return node_config(cfg, node_id="dev2", seed=SEED, behaviours=[behaviour])
 
 
 def test_unreliable_device_and_label_emd_same_from_prepared_data(tmp_path: Path) -> None:
@@ -155,8 +138,8 @@ def test_unreliable_device_and_label_emd_same_from_prepared_data(tmp_path: Path)
     old = Learner(cfg, SEED, (2, 3))
     new = Learner(cfg.model_copy(update={"data_dir": str(prep.dirs["dev2"])}), SEED, (2, 3))
 
-    x_old, y_old, _ = DeviceThreats(node_config(cfg, unreliable), old).training_data(1)
-    threats = DeviceThreats(node_config(cfg, unreliable), new)
+    x_old, y_old, _ = DeviceThreats(device_config(cfg, unreliable), old).training_data(1)
+    threats = DeviceThreats(device_config(cfg, unreliable), new)
     x_new, y_new, name = threats.training_data(1)
 
     assert name == "unreliable" and len(y_new) < len(new.train_y)

@@ -11,6 +11,7 @@ from node.config import LearningConfig, NodeConfig
 from node.learning.aggregators import Update
 from node.roles.learner import Learner
 from node.roles.threats import DeviceThreats, active_behaviour, edge_fault, edge_output
+from tests.unit.node_configs import node_config
 
 LEARNING = LearningConfig(
     dataset="digits",
@@ -25,25 +26,7 @@ LEARNING = LearningConfig(
 
 
 def config(**extra: Any) -> NodeConfig:
-    base: dict[str, Any] = dict(
-        run_id="t",
-        node_id="dev0-0",
-        scheme="vanilla",
-        seed=3,
-        node_dir="-",
-        key_path="-",
-        bind="-",
-        endpoints={},
-        roster={},
-        topology={},
-        shaping="none",
-        learning=LEARNING,
-        max_message_bytes=1 << 20,
-        startup_timeout_s=1,
-        chain={},
-        task_id="t",
-    )
-    return NodeConfig(**(base | extra))
+    return node_config(LEARNING, **extra)
 
 
 @pytest.fixture(scope="module")

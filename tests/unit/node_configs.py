@@ -1,0 +1,30 @@
+"""A minimal `NodeConfig` for unit tests of one node's parts (no run, no network)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from node.config import LearningConfig, NodeConfig
+
+
+def node_config(learning: LearningConfig, **extra: Any) -> NodeConfig:
+    """A device's config with empty network fields; `extra` overrides any field."""
+    base: dict[str, Any] = dict(
+        run_id="t",
+        node_id="dev0-0",
+        scheme="vanilla",
+        seed=3,
+        node_dir="-",
+        key_path="-",
+        bind="-",
+        endpoints={},
+        roster={},
+        topology={},
+        shaping="none",
+        learning=learning,
+        max_message_bytes=1 << 20,
+        startup_timeout_s=1,
+        chain={},
+        task_id="t",
+    )
+    return NodeConfig(**(base | extra))
