@@ -54,11 +54,11 @@ def measure(reps: int, history: int, profile: bool) -> dict[str, float]:
     that hold `history` earlier rounds."""
     from node import sigcache
     from node.contracts.runtime import Genesis
+    from node.core.block import Block
+    from node.core.tx import Transaction
     from node.keys import NodeKey
-    from node.ledger.block import Block
     from node.ledger.chain import Chain, ChainConfig
     from node.ledger.store import open_store
-    from node.ledger.tx import Transaction
 
     rng = random.Random(12)
     pub = NodeKey.from_seed(rng.randbytes(32))

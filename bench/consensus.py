@@ -79,12 +79,12 @@ from node.consensus.ledger import certified_block, ledger_config
 from node.consensus.messages import open_envelope
 from node.consensus.pbft import PbftReplica
 from node.contracts.runtime import Genesis
+from node.core.block import Block
+from node.core.encoding import sha256
+from node.core.tx import Transaction
 from node.keys import NodeKey
-from node.ledger.block import Block
 from node.ledger.chain import Chain, ChainConfig
-from node.ledger.encoding import sha256
 from node.ledger.store import open_store
-from node.ledger.tx import Transaction
 
 TASK = "bench"
 TXS_PER_BLOCK = 10

@@ -33,12 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from node import sigcache
 from node.contracts.runtime import Genesis
+from node.core.block import Block
+from node.core.tx import Transaction
 from node.keys import NodeKey
 from node.ledger.blobs import FileBlobStore
-from node.ledger.block import Block
 from node.ledger.chain import Chain, ChainConfig, verify_store
 from node.ledger.store import open_store
-from node.ledger.tx import Transaction
 
 TASK = "bench"
 REPS = 3

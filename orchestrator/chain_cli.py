@@ -6,10 +6,10 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+from node.core.block import Block
+from node.core.encoding import EncodingError, decode_canonical
 from node.ledger.blobrefs import BlobReport, check_blobs
-from node.ledger.block import Block
 from node.ledger.chain import CONFIG_META_KEY, ChainConfig, VerifyReport, verify_store
-from node.ledger.encoding import EncodingError, decode_canonical
 from node.ledger.store import DB_NAME, ChainStore
 
 

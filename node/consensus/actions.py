@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from node.ledger.encoding import sha256
+from node.core.encoding import sha256
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Commit:
     """Request `request` (digest `digest`) is executed at sequence number `seq`.
 
     `certificate` holds 2f+1 ``(signer public key, signature over COMMIT_DOMAIN + digest)``
-    pairs, i.e. `node.ledger.block.CommitSignature` fields.
+    pairs, i.e. `node.core.block.CommitSignature` fields.
     """
 
     seq: int

@@ -7,7 +7,7 @@ import dataclasses
 import functools
 
 from node.consensus.actions import Commit, PbftConfig
-from node.ledger.block import Block, CommitSignature
+from node.core.block import Block, CommitSignature
 
 
 @functools.lru_cache(maxsize=16)  # the PBFT log window

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from node import sigcache
+from node.core.block import CommitSignature
+from node.core.encoding import EncodingError, canonical, decode_canonical
 from node.keys import SIGNATURE_BYTES, NodeKey
-from node.ledger.block import CommitSignature
-from node.ledger.encoding import EncodingError, canonical, decode_canonical
 
 VERSION = 1
 MSG_DOMAIN = b"bcfl/pbft/v1\x00"

@@ -72,9 +72,9 @@ from node.consensus.proofs import (
     compute_o,
     digest_ok,
 )
+from node.core.block import CommitSignature
+from node.core.encoding import sha256
 from node.keys import NodeKey
-from node.ledger.block import CommitSignature
-from node.ledger.encoding import sha256
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from node.contracts.errors import ContractError
 from node.contracts.state import State
-from node.ledger.tx import Transaction
+from node.core.tx import Transaction
 
 T = TypeVar("T")
 

@@ -8,7 +8,7 @@ from typing import Any
 from node.contracts import identity, token
 from node.contracts.errors import ContractError
 from node.contracts.state import State
-from node.ledger.encoding import canonical, sha256
+from node.core.encoding import canonical, sha256
 
 NS_CHAIN = "chain"
 

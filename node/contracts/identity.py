@@ -21,7 +21,7 @@ from typing import Any
 from node.contracts.base import BlockContext, Calls, Event, Method, no_extra_fields, str_field
 from node.contracts.errors import ContractError
 from node.contracts.state import State
-from node.ledger.tx import Transaction
+from node.core.tx import Transaction
 
 NAME = "identity"
 NS = "identity"

@@ -20,7 +20,7 @@ from node.contracts.base import BlockContext, Calls, Event, Method, Receipt
 from node.contracts.errors import ContractError, TxRejected
 from node.contracts.genesis import Genesis, genesis_state
 from node.contracts.state import State
-from node.ledger.tx import TYPE_RE, Transaction
+from node.core.tx import TYPE_RE, Transaction
 
 __all__ = [
     "CONTRACTS",

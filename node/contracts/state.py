@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from node.contracts.errors import ContractError
-from node.ledger.encoding import EncodingError, canonical, decode_canonical, sha256
+from node.core.encoding import EncodingError, canonical, decode_canonical, sha256
 
 Key = tuple[str, str]
 Row = tuple[str, str, bytes]

@@ -43,7 +43,7 @@ from node.contracts.base import (
 from node.contracts.errors import ContractError
 from node.contracts.state import State
 from node.contracts.token import MAX_AMOUNT, TokenApi
-from node.ledger.tx import Transaction
+from node.core.tx import Transaction
 
 NAME = "task"
 NS = "task"

@@ -27,7 +27,7 @@ from node.contracts.base import (
 )
 from node.contracts.errors import ContractError
 from node.contracts.state import State
-from node.ledger.tx import Transaction
+from node.core.tx import Transaction
 
 NAME = "token"
 NS_BALANCE = "token.balance"

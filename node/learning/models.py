@@ -13,6 +13,7 @@ from node.learning.names import MODELS
 
 logger = logging.getLogger(__name__)
 
+
 def _flat_size(features: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Number of features a conv stack outputs for one input, found with a dummy forward."""
     with torch.no_grad():

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from node.contracts.task import BLOB_FIELDS, REPLICATED_BLOB_TYPES
+from node.core.encoding import sha256
+from node.core.tx import Transaction
 from node.ledger.blobs import blob_path
-from node.ledger.encoding import sha256
 from node.ledger.store import ChainStore, StoreError
-from node.ledger.tx import Transaction
 
 HASH_BYTES = 32
 

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from node.ledger.encoding import sha256
+from node.core.encoding import sha256
 
 logger = logging.getLogger(__name__)
 

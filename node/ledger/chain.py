@@ -42,8 +42,7 @@ from node.contracts.runtime import (
     genesis_state,
 )
 from node.contracts.state import State
-from node.keys import NodeKey
-from node.ledger.block import (
+from node.core.block import (
     MAX_BLOCK_TXS,
     Block,
     BlockError,
@@ -51,10 +50,11 @@ from node.ledger.block import (
     CommitSignature,
     genesis_header,
 )
-from node.ledger.encoding import EncodingError, canonical, decode_canonical
-from node.ledger.merkle import merkle_root
+from node.core.encoding import EncodingError, canonical, decode_canonical
+from node.core.merkle import merkle_root
+from node.core.tx import Transaction, TxError
+from node.keys import NodeKey
 from node.ledger.store import HEAD_HASH_KEY, ChainStore, write_template
-from node.ledger.tx import Transaction, TxError
 
 log = logging.getLogger(__name__)
 

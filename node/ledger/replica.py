@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from node.contracts.runtime import last_nonce
+from node.core.tx import Transaction
 from node.keys import NodeKey
 from node.ledger.blobs import FileBlobStore, open_blobs
 from node.ledger.chain import Chain, ChainConfig
 from node.ledger.store import open_store
 from node.ledger.sync import ChainSync
-from node.ledger.tx import Transaction
 
 
 class Replica:

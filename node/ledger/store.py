@@ -39,8 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from node.core.block import Block, BlockError
 from node.ledger.blobs import FileBlobStore, open_blobs
-from node.ledger.block import Block, BlockError
 
 __all__ = ["ChainStore", "FileBlobStore", "StoreError", "open_blobs", "open_store"]
 

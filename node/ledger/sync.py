@@ -33,11 +33,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from node.contracts.task import REPLICATED_BLOB_TYPES
+from node.core.block import Block, BlockError
+from node.core.tx import Transaction
 from node.ledger.blobrefs import tx_blobs
 from node.ledger.blobs import BlobError, BlobStore
-from node.ledger.block import Block, BlockError
 from node.ledger.chain import Chain, LedgerError
-from node.ledger.tx import Transaction
 
 log = logging.getLogger(__name__)
 

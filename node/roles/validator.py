@@ -46,10 +46,10 @@ from node.consensus.actions import (
 from node.consensus.ledger import certified_block, ledger_config
 from node.consensus.pbft import PbftReplica
 from node.contracts.state import State
-from node.ledger.block import Block
+from node.core.block import Block
+from node.core.tx import Transaction, TxError
 from node.ledger.chain import LedgerError
 from node.ledger.replica import Replica
-from node.ledger.tx import Transaction, TxError
 from node.roles.base import NodeContext
 
 log = logging.getLogger(__name__)

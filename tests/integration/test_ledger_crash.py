@@ -27,9 +27,9 @@ WRITER = textwrap.dedent(
     from node.contracts.runtime import Genesis, last_nonce
     from node.keys import NodeKey
     from node.ledger.chain import Chain, ChainConfig
-    from node.ledger.encoding import sha256
+    from node.core.encoding import sha256
     from node.ledger.store import open_store
-    from node.ledger.tx import Transaction
+    from node.core.tx import Transaction
 
     pub = NodeKey.from_seed(b"p" * 32)
     devices = {f"dev0-{i}": NodeKey.from_seed(bytes([i + 1]) * 32) for i in range(20)}

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from node.core.encoding import decode_canonical
 from node.ledger.chain import CONFIG_META_KEY, ChainConfig, verify_store
-from node.ledger.encoding import decode_canonical
 from node.ledger.store import ChainStore, open_store
 from orchestrator.cli import main as cli_main
 from orchestrator.runner import Run

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from node.ledger.block import Block
+from node.core.block import Block
+from node.core.encoding import decode_canonical
 from node.ledger.chain import ChainConfig, verify_store
-from node.ledger.encoding import decode_canonical
 from node.ledger.store import open_store
 from orchestrator.runner import Run
 from orchestrator.scenario import parse_scenario

@@ -20,7 +20,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
-from node.ledger.block import Block  # noqa: E402
+from node.core.block import Block  # noqa: E402
 from node.ledger.store import DB_NAME, ChainStore  # noqa: E402
 from orchestrator.runner import Run  # noqa: E402
 from orchestrator.scenario import load_scenario  # noqa: E402

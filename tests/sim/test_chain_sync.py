@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 
 from node.contracts.runtime import Genesis
+from node.core.block import Block
+from node.core.encoding import sha256
+from node.core.tx import Transaction
 from node.keys import NodeKey
 from node.ledger.blobs import MemoryBlobStore
-from node.ledger.block import Block
 from node.ledger.chain import Chain, ChainConfig
-from node.ledger.encoding import sha256
 from node.ledger.store import ChainStore, open_store
 from node.ledger.sync import REQUEST_TIMEOUT_S, ChainSync, Outgoing, referenced_blobs
-from node.ledger.tx import Transaction
 
 N_DEVICES = 2
 N_BLOCKS = 30

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from node.codec import Codec
+from node.core.encoding import EncodingError, canonical, decode_canonical, sha256
 from node.gossip import (
     ACCEPT,
     CODEC_TYPE,
@@ -42,7 +43,6 @@ from node.gossip import (
 )
 from node.gossip.messages import MAX_TTL
 from node.keys import NodeKey, Roster
-from node.ledger.encoding import EncodingError, canonical, decode_canonical, sha256
 from node.transport.memory import InMemoryNetwork
 
 TOPIC = "lmuc/mec-0/tx"

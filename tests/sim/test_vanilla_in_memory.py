@@ -14,13 +14,13 @@ import pytest
 
 from node.codec import Codec, Message
 from node.config import LearningConfig
+from node.core.encoding import sha256
+from node.core.tx import Transaction
 from node.daemon import Daemon
 from node.keys import NodeKey
 from node.learning.train import configure_torch_threads
 from node.learning.weights import weights_to_bytes
 from node.ledger.chain import verify_store
-from node.ledger.encoding import sha256
-from node.ledger.tx import Transaction
 from node.roles.base import NodeContext, Role
 from node.schemes.vanilla import DeviceRole
 from node.transport import InMemoryNetwork

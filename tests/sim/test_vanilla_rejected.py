@@ -74,4 +74,3 @@ def test_tampered_updates_are_in_the_rounds_rejected(tmp_path: Path) -> None:
         assert rounds[r]["rejected_reasons"] == {TARGET: "tampered"}
         assert rounds[r]["contributors"] == 3
     assert nodes["pub"].drops["tampered_update"] == ROUNDS - 1
-

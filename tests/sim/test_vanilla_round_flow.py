@@ -16,10 +16,10 @@ import pytest
 
 from node.codec import Message
 from node.config import LearningConfig
+from node.core.encoding import sha256
+from node.core.tx import Transaction
 from node.learning.train import configure_torch_threads
-from node.ledger.encoding import sha256
 from node.ledger.sync import Outgoing
-from node.ledger.tx import Transaction
 from node.roles.base import NodeContext, Role
 from node.schemes.vanilla import DeviceRole, MecRole, PublisherRole
 from orchestrator.collect import read_records
@@ -155,6 +155,6 @@ def test_next_global_goes_out_first_and_is_the_recorded_blob(tmp_path: Path) -> 
 
 
 def _txs(raw: bytes) -> list[Transaction]:
-    from node.ledger.block import Block
+    from node.core.block import Block
 
     return list(Block.from_bytes(raw).txs)

@@ -266,6 +266,5 @@ def test_a_fork_server_that_cannot_start_is_one_error_line(
     err = capsys.readouterr().err.splitlines()
     assert code == 1
     assert err[-1] == (
-        "bcfl: error: fork server exited during start-up (code 1); "
-        "see forkserver.log"
+        "bcfl: error: fork server exited during start-up (code 1); see forkserver.log"
     )

@@ -6,9 +6,9 @@ import pytest
 
 from node.consensus.actions import Commit
 from node.consensus.ledger import block_digest, certified_block
+from node.core.block import BlockError, CommitSignature
+from node.core.tx import Transaction
 from node.keys import NodeKey
-from node.ledger.block import BlockError, CommitSignature
-from node.ledger.tx import Transaction
 from tests.unit.test_ledger_block import make_block
 
 KEYS = [NodeKey.from_seed(bytes([i + 1]) * 32) for i in range(4)]

@@ -86,9 +86,7 @@ def test_other_build_errors_are_not_hidden_by_the_fallback(message: str) -> None
     assert not image.registry_unreachable("docker build failed: " + message)
 
 
-def _fake_build(
-    monkeypatch: pytest.MonkeyPatch, online_error: str, euid: int = 0
-) -> list[str]:
+def _fake_build(monkeypatch: pytest.MonkeyPatch, online_error: str, euid: int = 0) -> list[str]:
     calls: list[str] = []
 
     def online(client: object, tag: str) -> str:

@@ -26,9 +26,9 @@ from node.contracts.runtime import (
 )
 from node.contracts.state import State
 from node.contracts.token import TokenApi
+from node.core.encoding import canonical, sha256
+from node.core.tx import Transaction
 from node.keys import NodeKey
-from node.ledger.encoding import canonical, sha256
-from node.ledger.tx import Transaction
 
 PUB = NodeKey.from_seed(b"\x10" * 32)
 DEV1 = NodeKey.from_seed(b"\x11" * 32)

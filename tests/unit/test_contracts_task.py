@@ -9,8 +9,8 @@ import pytest
 from node.contracts import task, token
 from node.contracts.base import Event
 from node.contracts.genesis import Genesis
+from node.core.encoding import sha256
 from node.keys import NodeKey
-from node.ledger.encoding import sha256
 
 from .test_contracts import DEV1, DEV2, DEV3, GENESIS, MEC, PUB, Chain
 

@@ -244,5 +244,3 @@ def test_reading_prepared_digits_imports_no_sklearn(tmp_path: Path) -> None:
         f"read_prepared({str(prep.dirs['dev1'])!r}, {spec})"
     )
     assert "sklearn" not in mods and "torch" not in mods
-
-

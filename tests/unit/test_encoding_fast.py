@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.ledger.encoding import MAX_DEPTH, EncodingError, canonical
+from node.core.encoding import MAX_DEPTH, EncodingError, canonical
 
 
 def reference(obj: Any, depth: int = 0) -> Any:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from node.core.encoding import sha256
 from node.ledger.blobs import BlobError, FileBlobStore, MemoryBlobStore
-from node.ledger.encoding import sha256
 
 
 def test_put_behind_is_in_place_at_once_and_fsynced_by_flush(tmp_path: Path) -> None:

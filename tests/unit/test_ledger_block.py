@@ -1,4 +1,4 @@
-"""Unit tests for node.ledger.{encoding,merkle,block}: canonical bytes, Merkle roots, blocks."""
+"""Unit tests for node.core.{encoding,merkle,block}: canonical bytes, Merkle roots, blocks."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node.keys import NodeKey
-from node.ledger.block import (
+from node.core.block import (
     BLOCK_DOMAIN,
     COMMIT_DOMAIN,
     MAX_BLOCK_BYTES,
@@ -24,9 +23,10 @@ from node.ledger.block import (
     CommitSignature,
     genesis_header,
 )
-from node.ledger.encoding import EncodingError, canonical, decode_canonical
-from node.ledger.merkle import merkle_root
-from node.ledger.tx import Transaction, TxError
+from node.core.encoding import EncodingError, canonical, decode_canonical
+from node.core.merkle import merkle_root
+from node.core.tx import Transaction, TxError
+from node.keys import NodeKey
 
 SETTINGS = settings(
     derandomize=True,

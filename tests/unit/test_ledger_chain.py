@@ -12,8 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.contracts.runtime import Genesis
+from node.core.block import Block, BlockHeader, CommitSignature
+from node.core.encoding import canonical
+from node.core.merkle import merkle_root
+from node.core.tx import MAX_PAYLOAD_BYTES, Transaction
 from node.keys import NodeKey
-from node.ledger.block import Block, BlockHeader, CommitSignature
 from node.ledger.chain import (
     REASONS,
     Chain,
@@ -22,10 +25,7 @@ from node.ledger.chain import (
     VerifyReport,
     verify_store,
 )
-from node.ledger.encoding import canonical
-from node.ledger.merkle import merkle_root
 from node.ledger.store import DB_NAME, ChainStore, open_store
-from node.ledger.tx import MAX_PAYLOAD_BYTES, Transaction
 
 N_DEVICES = 3
 TASK = "t1"

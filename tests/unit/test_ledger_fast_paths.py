@@ -19,9 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node import sigcache
-from node.keys import NodeKey
-from node.ledger.block import Block, BlockError, BlockHeader, CommitSignature
-from node.ledger.encoding import (
+from node.core.block import Block, BlockError, BlockHeader, CommitSignature
+from node.core.encoding import (
     MAX_DEPTH,
     EncodingError,
     array_header,
@@ -31,8 +30,9 @@ from node.ledger.encoding import (
     is_normal,
     packb_normal,
 )
-from node.ledger.merkle import merkle_root
-from node.ledger.tx import TX_DOMAIN, Transaction, TxError
+from node.core.merkle import merkle_root
+from node.core.tx import TX_DOMAIN, Transaction, TxError
+from node.keys import NodeKey
 
 
 def plain_decode(data: bytes) -> Any:

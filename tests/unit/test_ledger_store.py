@@ -18,10 +18,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.ledger.block import ZERO_HASH, Block
-from node.ledger.encoding import canonical, sha256
+from node.core.block import ZERO_HASH, Block
+from node.core.encoding import canonical, sha256
+from node.core.tx import Transaction
 from node.ledger.store import ChainStore, StoreError, open_blobs, open_store
-from node.ledger.tx import Transaction
 from tests.unit.test_ledger_block import key, make_block
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -352,11 +352,11 @@ CHILD = textwrap.dedent(
     from pathlib import Path
 
     from node.keys import NodeKey
-    from node.ledger.block import ZERO_HASH, Block, BlockHeader, CommitSignature
-    from node.ledger.encoding import canonical, sha256
-    from node.ledger.merkle import merkle_root
+    from node.core.block import ZERO_HASH, Block, BlockHeader, CommitSignature
+    from node.core.encoding import canonical, sha256
+    from node.core.merkle import merkle_root
     from node.ledger.store import ChainStore
-    from node.ledger.tx import Transaction
+    from node.core.tx import Transaction
 
     path, run, limit = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     mode = sys.argv[4]

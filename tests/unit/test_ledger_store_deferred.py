@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import node.ledger.store as store_mod
-from node.ledger.block import Block
+from node.core.block import Block
 from node.ledger.store import ChainStore, StoreError
 from tests.unit.test_ledger_store import _chain, _snapshot
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from node.contracts.runtime import Genesis
+from node.core.block import Block
+from node.core.tx import Transaction
 from node.keys import NodeKey
 from node.ledger.blobrefs import chain_blobs, tx_blobs
 from node.ledger.blobs import FileBlobStore
-from node.ledger.block import Block
 from node.ledger.chain import Chain, ChainConfig
 from node.ledger.store import DB_NAME, open_store
-from node.ledger.tx import Transaction
 from orchestrator.chain_cli import verify
 
 TASK = "t1"

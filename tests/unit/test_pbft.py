@@ -15,9 +15,9 @@ from node.consensus.messages import (
     seal,
 )
 from node.consensus.pbft import PbftReplica
+from node.core.block import Block, BlockHeader, CommitSignature
+from node.core.encoding import canonical, sha256
 from node.keys import NodeKey
-from node.ledger.block import Block, BlockHeader, CommitSignature
-from node.ledger.encoding import canonical, sha256
 
 KEYS = [NodeKey.from_seed(bytes([i + 1]) * 32) for i in range(4)]
 IDS = [f"r{i}" for i in range(4)]

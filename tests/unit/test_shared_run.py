@@ -12,9 +12,9 @@ from node import runfiles
 from node.config import SHARED_FIELDS, NodeConfig
 from node.contracts.runtime import Genesis
 from node.contracts.state import State
+from node.core.encoding import canonical
 from node.keys import NodeKey
 from node.ledger.chain import Chain, ChainConfig, verify_store, write_genesis_template
-from node.ledger.encoding import canonical
 from node.ledger.store import open_store
 from node.transport.zmq import ZmqTransport
 from topologies.backends.local import free_port

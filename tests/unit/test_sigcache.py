@@ -8,9 +8,9 @@ import pytest
 
 from node import sigcache
 from node.consensus.messages import Group, Prepare, open_envelope, seal
+from node.core.block import CommitSignature
+from node.core.tx import Transaction, TxError
 from node.keys import NodeKey, Roster
-from node.ledger.block import CommitSignature
-from node.ledger.tx import Transaction, TxError
 from node.sigcache import VerifyCache
 
 KEY = NodeKey.from_seed(b"k" * 32)

@@ -13,12 +13,12 @@ import pytest
 
 from node.codec import Message
 from node.contracts.runtime import Genesis
+from node.core.encoding import sha256
+from node.core.tx import Transaction
 from node.keys import NodeKey
 from node.ledger.chain import ChainConfig, verify_store
-from node.ledger.encoding import sha256
 from node.ledger.replica import Replica
 from node.ledger.sync import Outgoing
-from node.ledger.tx import Transaction
 from node.roles.validator import PbftValidator
 
 PUB = NodeKey.from_seed(sha256(b"validator-pipeline/pub"))

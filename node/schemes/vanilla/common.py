@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 
 from node.codec import Message
-from node.ledger.encoding import sha256
+from node.core.encoding import sha256
+from node.core.tx import Transaction, TxError
 from node.ledger.replica import Replica
-from node.ledger.tx import Transaction, TxError
 from node.roles.base import NodeContext, Role
 from topologies import NodeKind
 

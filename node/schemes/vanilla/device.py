@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 from node.codec import Message
+from node.core.encoding import sha256
 from node.learning.weights import weights_from_bytes, weights_to_bytes
-from node.ledger.encoding import sha256
 from node.roles.base import NodeContext
 from node.roles.learner import Learner, check_update
 from node.roles.threats import DeviceThreats

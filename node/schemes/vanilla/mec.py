@@ -6,12 +6,12 @@ import logging
 from typing import Any
 
 from node.codec import Message
+from node.core.encoding import sha256
 from node.learning.aggregate import fedavg
 from node.learning.aggregators import (
     Update,
 )
 from node.learning.weights import Weights, weights_from_bytes
-from node.ledger.encoding import sha256
 from node.roles.base import NodeContext
 from node.roles.learner import check_update
 from node.roles.threats import edge_fault, edge_output

@@ -6,6 +6,8 @@ import logging
 from typing import Any
 
 from node.codec import Message
+from node.core.encoding import sha256
+from node.core.tx import Transaction
 from node.learning.aggregate import fedavg
 from node.learning.aggregators import (
     NoAcceptedUpdatesError,
@@ -15,8 +17,6 @@ from node.learning.aggregators import (
     select_top_k,
 )
 from node.learning.weights import weights_to_bytes
-from node.ledger.encoding import sha256
-from node.ledger.tx import Transaction
 from node.roles.base import NodeContext, Role
 from node.roles.learner import Learner, check_update
 from node.schemes.vanilla.common import (

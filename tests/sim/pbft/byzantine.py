@@ -19,9 +19,9 @@ from node.consensus.messages import (
     seal,
 )
 from node.consensus.pbft import PbftReplica
+from node.core.block import CommitSignature
+from node.core.encoding import sha256
 from node.keys import NodeKey
-from node.ledger.block import CommitSignature
-from node.ledger.encoding import sha256
 
 
 def _body(act: Action) -> object:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from node.consensus.actions import PbftConfig
 from node.consensus.pbft import PbftReplica
+from node.core.encoding import sha256
 from node.keys import NodeKey
-from node.ledger.encoding import sha256
 from tests.sim.pbft.byzantine import BEHAVIOURS
 from tests.sim.pbft.network import Endpoint, NetConfig, Sim
 

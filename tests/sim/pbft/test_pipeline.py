@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from node.ledger.encoding import sha256
+from node.core.encoding import sha256
 from tests.sim.pbft.harness import SIM_CONFIG, build, run_to_completion, submit
 from tests.sim.pbft.network import NetConfig
 

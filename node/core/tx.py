@@ -25,14 +25,14 @@ from functools import cached_property
 from typing import Any
 
 from node import sigcache
-from node.keys import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, NodeKey
-from node.ledger.encoding import (
+from node.core.encoding import (
     EncodingError,
     canonical,
     decode_canonical,
     packb_normal,
     sha256,
 )
+from node.keys import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, NodeKey
 
 TX_DOMAIN = b"bcfl/tx/v1\x00"
 MAX_PAYLOAD_BYTES = 64 * 1024

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from node.ledger.encoding import sha256
+from node.core.encoding import sha256
 
 logger = logging.getLogger(__name__)
 

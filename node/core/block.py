@@ -26,16 +26,16 @@ from functools import cached_property
 from typing import Any
 
 from node import sigcache
-from node.keys import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, NodeKey
-from node.ledger.encoding import (
+from node.core.encoding import (
     EncodingError,
     array_header,
     canonical,
     decode_canonical,
     sha256,
 )
-from node.ledger.merkle import merkle_root
-from node.ledger.tx import Transaction, TxError
+from node.core.merkle import merkle_root
+from node.core.tx import Transaction, TxError
+from node.keys import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, NodeKey
 
 logger = logging.getLogger(__name__)
 
