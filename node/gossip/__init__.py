@@ -3,7 +3,8 @@
 `core.GossipNode` is the sans-IO protocol (see its module docstring for how it works),
 `actions` what it returns and takes (actions, validation verdicts, topics, configuration,
 counters), `messages` the typed wire messages with their strict encodings, `cache` its
-bounded maps.
+bounded maps, `service.GossipService` the core bound to a node (signed frames, a heartbeat
+timer, a metrics record).
 A host feeds the node authenticated ``(sender, message, now)`` and a heartbeat `tick(now)`,
 sends each `Send` (framed with `messages.to_payload` under `messages.CODEC_TYPE`, or with
 `messages.encode`) and hands each `Deliver` to the scheme.
@@ -35,6 +36,7 @@ from node.gossip.messages import (
     from_payload,
     to_payload,
 )
+from node.gossip.service import GossipHost, GossipService
 
 __all__ = [
     "ACCEPT",
@@ -43,8 +45,10 @@ __all__ = [
     "GossipAction",
     "GossipConfig",
     "GossipError",
+    "GossipHost",
     "GossipMessage",
     "GossipNode",
+    "GossipService",
     "GossipStats",
     "IHave",
     "IWant",
