@@ -4,23 +4,23 @@ How it works
 ------------
 A `Chain` wraps one node's `ChainStore` and the contract `Registry`. Height 0 is the
 genesis block, derived deterministically from the run's `ChainConfig` (members, initial
-balances, the validators whose commit signatures count, and the quorum), so every replica
-starts from the same state root. `validate(block)` checks, in order: the height follows
-the head, the previous hash is the head's hash, the timestamp does not go back, the size
-limits, the Merkle root of the transaction hashes, every transaction's form and
-signature, the commit certificate (at least `quorum` valid signatures of distinct
-validators over the block hash), then re-executes every transaction on a copy of the
-state (only registered senders, nonces above the sender's last one) and compares the
-state root. Any failure raises `LedgerError` with a reason from `REASONS` and the height;
-nothing is written. `append` stores the block, its transactions and the state changes in
-one SQLite transaction (or, on a store with deferred writes, hands them to its writer
-thread: head, height, state and the store's reads change at once, durability follows).
+balances, and the chain's finality rule, `node.core.finality`), so every replica starts
+from the same state root. `validate(block)` checks, in order: the height follows the head,
+the previous hash is the head's hash, the timestamp does not go back, the size limits, the
+Merkle root of the transaction hashes, every transaction's form and signature, the commit
+certificate (the chain's finality rule: the writer's signature, or a committee's quorum of
+signatures over the block hash), then re-executes every transaction on a copy of the state
+(only registered senders, nonces above the sender's last one) and compares the state root.
+Any failure raises `LedgerError` with a reason from `REASONS` and the height; nothing is
+written. `append` stores the block, its transactions and the state changes in one SQLite
+transaction (or, on a store with deferred writes, hands them to its writer thread: head,
+height, state and the store's reads change at once, durability follows).
 `verify_store` replays a stored chain from genesis the same way
 and also checks what the store keeps besides the block bytes against the replay: each
 ``blocks.hash`` column, the ``head_hash`` metadata and the state table.
 
-The single-writer set-up (vanilla scheme) has one validator, the publisher, and quorum 1;
-the PBFT issue gives a shard's MECs as validators and quorum 2f+1.
+The single-writer set-up (vanilla scheme) has `SingleWriter(publisher)`; with PBFT the
+chain's rule is `Committee.bft(members)` (quorum 2f+1) over the nodes that order it.
 """
 
 from __future__ import annotations
@@ -51,6 +51,13 @@ from node.core.block import (
     genesis_header,
 )
 from node.core.encoding import EncodingError, canonical, decode_canonical
+from node.core.finality import (
+    Committee,
+    Finality,
+    FinalityError,
+    SingleWriter,
+    finality_from_dict,
+)
 from node.core.merkle import merkle_root
 from node.core.tx import Transaction, TxError
 from node.keys import NodeKey
@@ -90,34 +97,55 @@ class LedgerError(Exception):
         self.detail = detail
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class ChainConfig:
-    """What every replica of one chain agrees on before block 1."""
+    """What every replica of one chain agrees on before block 1: its genesis and its
+    finality rule (`node.core.finality`)."""
 
     genesis: Genesis
-    validators: tuple[bytes, ...]
-    quorum: int
+    finality: Finality
 
-    def __post_init__(self) -> None:
-        if not 1 <= self.quorum <= len(self.validators):
-            raise ValueError(f"quorum {self.quorum} must be in 1..{len(self.validators)}")
+    def __init__(
+        self,
+        genesis: Genesis,
+        finality: Finality | Sequence[bytes] | None = None,
+        quorum: int | None = None,
+        *,
+        validators: Sequence[bytes] | None = None,
+    ) -> None:
+        """`ChainConfig(genesis, finality)`. Transitional: the form before finality rules,
+        ``(genesis, validators, quorum)`` (positional or by keyword), is still accepted and
+        read as `legacy_finality(validators, quorum)`."""
+        if validators is not None:
+            if finality is not None:
+                raise TypeError("give finality or validators, not both")
+            finality = validators
+        if finality is None:
+            raise TypeError("ChainConfig needs a finality rule")
+        if not isinstance(finality, Finality):
+            if quorum is None:
+                raise TypeError("validators without a quorum")
+            finality = legacy_finality(tuple(finality), quorum)
+        elif quorum is not None:
+            raise TypeError("a quorum belongs to the finality rule (Committee)")
+        object.__setattr__(self, "genesis", genesis)
+        object.__setattr__(self, "finality", finality)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
-        return {
-            "genesis": self.genesis.to_dict(),
-            "validators": [v.hex() for v in self.validators],
-            "quorum": self.quorum,
-        }
+        return {"genesis": self.genesis.to_dict(), "finality": self.finality.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ChainConfig:
-        """Inverse of `to_dict`."""
-        return cls(
-            Genesis.from_dict(d["genesis"]),
-            tuple(bytes.fromhex(v) for v in d["validators"]),
-            int(d["quorum"]),
-        )
+        """Inverse of `to_dict`; also reads the form before finality rules (``validators``
+        and ``quorum`` instead of ``finality``: the stores of earlier runs)."""
+        genesis = Genesis.from_dict(d["genesis"])
+        if "finality" in d and ("validators" in d or "quorum" in d):
+            raise ValueError("chain config: give finality or validators/quorum, not both")
+        if "finality" in d:
+            return cls(genesis, finality_from_dict(d["finality"]))
+        validators = tuple(bytes.fromhex(v) for v in d["validators"])
+        return cls(genesis, legacy_finality(validators, int(d["quorum"])))
 
     # Computed once per config object (a fork server computes them before forking, so that
     # its node daemons share them instead of each building every member's genesis rows).
@@ -195,18 +223,30 @@ def _validate(
 
 
 def _check_certificate(config: ChainConfig, block: Block) -> None:
-    validators = set(config.validators)
-    signers: set[bytes] = set()
-    for sig in block.certificate:
-        if sig.signer not in validators:
-            raise LedgerError("bad_certificate", block.height, "signer is not a validator")
-        if not sig.verify(block.hash):
-            raise LedgerError("bad_certificate", block.height, "invalid commit signature")
-        signers.add(sig.signer)
-    if len(signers) < config.quorum:
-        raise LedgerError(
-            "bad_certificate", block.height, f"{len(signers)} of {config.quorum} signatures"
-        )
+    try:
+        config.finality.check(block)
+    except FinalityError as exc:
+        raise LedgerError("bad_certificate", block.height, exc.detail) from None
+
+
+def legacy_finality(validators: tuple[bytes, ...], quorum: int) -> Finality:
+    """The rule the form before finality rules meant: one validator with quorum 1 is a
+    single writer, anything else a committee."""
+    if len(validators) == 1 and quorum == 1:
+        return SingleWriter(validators[0])
+    return Committee(validators, quorum)
+
+
+def _same_config(stored: bytes | None, encoded: bytes) -> bool:
+    """True if a store's config bytes are `encoded`, or an earlier form of the same config."""
+    if stored == encoded:
+        return True
+    if stored is None:
+        return False
+    try:
+        return ChainConfig.from_dict(decode_canonical(stored)).encoded == encoded
+    except (EncodingError, KeyError, TypeError, ValueError):
+        return False
 
 
 def _genesis_block(config: ChainConfig) -> tuple[Block, State]:
@@ -231,7 +271,7 @@ class Chain:
             # What was just written: the config's frozen genesis state, shared by every chain
             # of this config (every block's state is a copy; this one is never written).
             self.state = state
-        elif store.meta_get(CONFIG_META_KEY) != encoded:
+        elif not _same_config(store.meta_get(CONFIG_META_KEY), encoded):
             raise ValueError("this store holds a different chain (its chain config differs)")
         elif (
             store.from_template

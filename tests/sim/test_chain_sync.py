@@ -13,6 +13,7 @@ import pytest
 from node.contracts.runtime import Genesis
 from node.core.block import Block
 from node.core.encoding import sha256
+from node.core.finality import SingleWriter
 from node.core.tx import Transaction
 from node.keys import NodeKey
 from node.ledger.blobs import MemoryBlobStore
@@ -38,7 +39,7 @@ DEVICES = [_key(10 + i) for i in range(N_DEVICES)]
 def _config(chain_id: str = "sim") -> ChainConfig:
     members = {"pub": (PUB.public_key, "publisher")}
     members.update({f"dev{i}": (k.public_key, "device") for i, k in enumerate(DEVICES)})
-    return ChainConfig(Genesis(members, {"pub": 1000}, chain_id), (PUB.public_key,), 1)
+    return ChainConfig(Genesis(members, {"pub": 1000}, chain_id), SingleWriter(PUB.public_key))
 
 
 class Writer:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from node.contracts.runtime import Genesis
 from node.core.block import Block, BlockHeader, CommitSignature
 from node.core.encoding import canonical
+from node.core.finality import SingleWriter
 from node.core.merkle import merkle_root
 from node.core.tx import MAX_PAYLOAD_BYTES, Transaction
 from node.keys import NodeKey
@@ -44,7 +45,7 @@ def _config(chain_id: str = "unit") -> ChainConfig:
     members = {"pub": (PUB.public_key, "publisher")}
     members.update({f"dev{i}": (k.public_key, "device") for i, k in enumerate(DEVICES)})
     genesis = Genesis(members=members, balances={"pub": 1000}, chain_id=chain_id)
-    return ChainConfig(genesis, (PUB.public_key,), 1)
+    return ChainConfig(genesis, SingleWriter(PUB.public_key))
 
 
 class Writer:
@@ -188,9 +189,9 @@ def test_store_of_another_chain_is_refused(tmp_path: Path) -> None:
     Chain(store, _config("one"))
     with pytest.raises(ValueError, match="different chain"):
         Chain(store, _config("two"))
-    other_validators = dataclasses.replace(_config("one"), validators=(STRANGER.public_key,))
+    other_writer = dataclasses.replace(_config("one"), finality=SingleWriter(STRANGER.public_key))
     with pytest.raises(ValueError, match="different chain"):
-        Chain(store, other_validators)
+        Chain(store, other_writer)
     store.close()
 
 
@@ -264,6 +265,7 @@ def _bad_blocks(chain: Chain, writer: Writer) -> dict[str, Block]:
         "bad_certificate/other_hash": good.with_certificate(
             (CommitSignature.create(PUB, b"\x04" * 32),)
         ),
+        "bad_certificate/twice": good.with_certificate(good.certificate * 2),
     }
 
 
@@ -282,6 +284,7 @@ REJECTIONS = [
     "bad_certificate/missing",
     "bad_certificate/bad_signature",
     "bad_certificate/other_hash",
+    "bad_certificate/twice",
 ]
 
 

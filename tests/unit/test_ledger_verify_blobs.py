@@ -10,6 +10,7 @@ import pytest
 
 from node.contracts.runtime import Genesis
 from node.core.block import Block
+from node.core.finality import SingleWriter
 from node.core.tx import Transaction
 from node.keys import NodeKey
 from node.ledger.blobrefs import chain_blobs, tx_blobs
@@ -33,7 +34,7 @@ DEVICES = {"dev0": _key(10), "dev1": _key(11)}
 def _config() -> ChainConfig:
     members = {"pub": (PUB.public_key, "publisher")}
     members.update({name: (k.public_key, "device") for name, k in DEVICES.items()})
-    return ChainConfig(Genesis(members, {"pub": 1000}, "verify"), (PUB.public_key,), 1)
+    return ChainConfig(Genesis(members, {"pub": 1000}, "verify"), SingleWriter(PUB.public_key))
 
 
 def _build_run(run_dir: Path) -> list[Block]:
