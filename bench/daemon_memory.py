@@ -70,7 +70,7 @@ STAGES = (
     "ChainConfig",
     "MetricsWriter",
     "Replica",
-    "role_for",
+    "make_scheme",
     "Daemon",
 )
 

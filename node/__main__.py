@@ -18,7 +18,7 @@ from node.keys import NodeKey, Roster
 from node.ledger.chain import ChainConfig
 from node.ledger.replica import Replica
 from node.metrics import MetricsWriter
-from node.schemes import role_for
+from node.schemes import make_scheme
 from node.transport.base import Transport
 from node.transport.shaping import LinkShaper, LinkState, ShapedTransport
 from node.transport.zmq import ZmqTransport
@@ -74,7 +74,7 @@ def build_daemon(config: NodeConfig) -> Daemon:
         config.ledger_synchronous,
         template=shared.genesis_db if shared else None,
     )
-    role = role_for(config.scheme, me.kind)
+    role = make_scheme(config.scheme, config.scheme_params).role(config.plan)
     return Daemon(config, topology, transport, codec, role, metrics, replica=replica)
 
 

@@ -31,6 +31,18 @@ class LearningConfig(BaseModel):
     data_dir: str | None = None
 
 
+class NodePlan(BaseModel):
+    """What one node does in a run, as its scheme planned it (`node.schemes.base`): its role,
+    the chains it keeps, the peers it talks to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    node_id: str
+    role: str
+    chains: tuple[str, ...] = ()
+    peers: tuple[str, ...] = ()
+
+
 SHARED_FIELDS = ("endpoints", "roster", "topology", "chain")
 """NodeConfig's fields that are the same for every node of a run and grow with its size (the
 topology of 1,000 devices and 200 MECs is ~7 MB of JSON): written once, to the run's shared
@@ -45,6 +57,8 @@ class NodeConfig(BaseModel):
     run_id: str
     node_id: str
     scheme: str
+    scheme_params: dict[str, Any] = {}  # validated by the scheme's Params (node.schemes)
+    plan: NodePlan
     seed: int
     node_dir: str
     key_path: str

@@ -68,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("dir", type=Path, help="a node directory (or a run: its first node)")
     show.add_argument("--height", type=int, help="only this block")
 
+    sub.add_parser(
+        "schemes", help="list the registered schemes and their parameters (scheme: {name: ...})"
+    )
+
     clean = sub.add_parser(
         "clean", help="remove what a crashed mininet run left (only names with its token)"
     )
@@ -143,8 +147,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         where = "netem" if scenario.delay_mode == "kernel" else "the nodes"
         shaping = f"bandwidth by tc, delay by {where}, switch {scenario.switch}"
     print(
-        f"bcfl: running {scenario.name!r}: scheme {scenario.scheme}, backend {scenario.backend} "
-        f"({shaping}), {n} node processes, {scenario.training.rounds} rounds -> {out}",
+        f"bcfl: running {scenario.name!r}: scheme {scenario.scheme.name}, "
+        f"backend {scenario.backend} ({shaping}), {n} node processes, "
+        f"{scenario.training.rounds} rounds -> {out}",
         file=sys.stderr,
     )
     try:
@@ -261,6 +266,20 @@ def cmd_image(args: argparse.Namespace) -> int:
         return 1
 
 
+def cmd_schemes(args: argparse.Namespace) -> int:
+    """`bcfl schemes`: every registered scheme, what it does, and its parameters."""
+    from node.schemes import SCHEMES
+
+    for name, cls in SCHEMES.items():
+        print(f"{name}\n  {cls.summary}")
+        params = cls.describe_params()
+        if not params:
+            print("  parameters: none (scheme: NAME)")
+        for field, kind, default, description in params:
+            print(f"  {field}: {kind} = {default}" + (f"  # {description}" if description else ""))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `bcfl` console script."""
     args = _parser().parse_args(argv)
@@ -275,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         "chain": cmd_chain,
         "clean": cmd_clean,
         "image": cmd_image,
+        "schemes": cmd_schemes,
     }
     return handlers[args.command](args)
 

@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from node.config import LearningConfig, NodeConfig
-from node.contracts.runtime import Genesis
 from node.keys import NodeKey, Roster
 from node.learning.aggregators import make_aggregator
 from node.learning.privacy import gaussian_sigma
-from node.ledger.chain import ChainConfig
+from node.schemes import PlanInputs, make_scheme
 from orchestrator.collect import collect, read_records
 from orchestrator.dataprep import prepare_run_data
 from orchestrator.faults import FaultEvent, behaviour_schedules, resolve_faults
@@ -136,6 +135,7 @@ class Run:
         self.topology: TopologySpec = build_hierarchy(scenario.topology.to_params(), scenario.seed)
         preflight(scenario, self.topology)  # data, partition, privacy, memory: before anything
         self.faults = resolve_faults(scenario, self.topology)
+        self.scheme = make_scheme(scenario.scheme.name, scenario.scheme.params)
         try:
             make_aggregator(scenario.aggregator.name, scenario.aggregator.params)
         except ValueError as exc:
@@ -235,22 +235,21 @@ class Run:
         learning = _learning(s)
         data = prepare_run_data(learning, s.seed, self.out_dir, self.topology)
         schedules = behaviour_schedules(self.faults)
-        if s.ledger.consensus == "pbft":
-            mecs = [n.id for n in self.topology.of_kind(NodeKind.MEC)]
-            validators = tuple(keys[m].public_key for m in mecs)
-            quorum = 2 * ((len(mecs) - 1) // 3) + 1
-        else:
-            validators, quorum = (keys[PUBLISHER_ID].public_key,), 1
-        privacy = s.privacy.model_dump() if s.privacy is not None else None
-        chain = ChainConfig(
-            genesis=Genesis(
-                members={n.id: (keys[n.id].public_key, str(n.kind)) for n in daemons},
-                balances={PUBLISHER_ID: s.ledger.reward_pool} if s.ledger.reward_pool else {},
-                chain_id=self.run_id,
+        plan = self.scheme.plan(
+            self.topology,
+            {nid: k.public_key for nid, k in keys.items()},
+            PlanInputs(
+                run_id=self.run_id,
+                task_id=s.name,
+                seed=s.seed,
+                reward_pool=s.ledger.reward_pool,
+                consensus=s.ledger.consensus,
             ),
-            validators=validators,
-            quorum=quorum,
-        ).to_dict()
+        )
+        if len(plan.chains) != 1:
+            raise ScenarioError(f"scheme: {s.scheme.name!r} plans several chains (not yet run)")
+        privacy = s.privacy.model_dump() if s.privacy is not None else None
+        chain = next(iter(plan.chains.values())).config.to_dict()
         (self.out_dir / "chain.json").write_text(json.dumps(chain, indent=1))
         launches = []
         shared = self.out_dir / "shared.json"
@@ -261,7 +260,9 @@ class Run:
             config = NodeConfig(
                 run_id=self.run_id,
                 node_id=node.id,
-                scheme=s.scheme,
+                scheme=s.scheme.name,
+                scheme_params=s.scheme.params,
+                plan=plan.nodes[node.id],
                 seed=s.seed,
                 node_dir=str(ndir),
                 key_path=str(ndir / "node.key"),
@@ -301,7 +302,7 @@ class Run:
             "run_id": self.run_id,
             "scenario": s.model_dump(mode="json"),
             "seed": s.seed,
-            "scheme": s.scheme,
+            "scheme": s.scheme.name,
             "backend": self.backend.name,
             **(_shaping_meta(s.shaping) if s.backend == "local" else self._mininet_meta()),
             "nodes": {n.id: str(n.kind) for n in daemons},

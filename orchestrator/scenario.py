@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from node.learning.names import DATASETS, MECHANISMS, MODELS, PARTITIONS
 from node.learning.privacy import MAX_ANALYTIC_EPSILON
+from node.schemes import SCHEME_NAMES, scheme_class
 from orchestrator.errors import ScenarioError, escape, show
 from orchestrator.plainyaml import read_plain_yaml
 from topologies.backends.names import Backend, DelayMode, Shaping, Switch
@@ -41,8 +42,6 @@ from topologies.builders import (
     FixedLink,
     HierarchyParams,
 )
-
-SCHEMES = ("vanilla",)
 
 MAX_NODES = 10_000
 MAX_LINKS = 500_000
@@ -137,6 +136,30 @@ class LedgerSection(_Section):
     reward_pool: Annotated[int, Field(ge=0, le=2**62)] = 10_000
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     consensus: Literal["single", "pbft"] = "single"
+
+
+class SchemeSection(BaseModel):
+    """``scheme: NAME`` or ``scheme: {name: NAME, PARAM: VALUE, ...}``: the registered scheme
+    (node/schemes) and its own parameters, validated by the scheme's `Params`."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
+
+    name: Literal[SCHEME_NAMES] = "vanilla"  # type: ignore[valid-type]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: object) -> object:
+        return {"name": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _params_valid(self) -> SchemeSection:
+        scheme_class(self.name).parse_params(self.params)  # ValueError naming the field
+        return self
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The scheme's parameters as written (everything but ``name``)."""
+        return dict(self.model_extra or {})
 
 
 class AggregatorSection(_Section):
@@ -265,7 +288,7 @@ class Scenario(_Section):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "scenario"
     description: Annotated[str, Field(max_length=10_000)] = ""
     seed: Annotated[int, Field(ge=0, lt=2**32)] = 0
-    scheme: Literal["vanilla"] = "vanilla"
+    scheme: SchemeSection = SchemeSection()
     backend: Backend = "local"
     shaping: Shaping = "userspace"
     delay_mode: DelayMode = "kernel"

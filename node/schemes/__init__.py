@@ -1,26 +1,46 @@
-"""Schemes: each maps node kinds to the roles that run on them."""
+"""The scheme registry: a scheme is one folder under node/schemes/ plus one line here.
+
+`make_scheme(name, params)` validates a scheme's parameters and returns the `Scheme` the
+orchestrator plans a run with and each node daemon builds its role from (see
+`node.schemes.base`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
+from typing import Any
 
-from node.roles.base import Role
-from node.schemes import vanilla
-from topologies import NodeKind
+from node.schemes.base import NodePlan, Plan, PlanInputs, Scheme, SchemeParams
+from node.schemes.vanilla.scheme import VanillaScheme
 
-RoleFactory = Callable[[], Role]
-
-SCHEMES: dict[str, dict[NodeKind, RoleFactory]] = {
-    "vanilla": vanilla.ROLES,
+SCHEMES: dict[str, type[Scheme]] = {
+    VanillaScheme.name: VanillaScheme,
 }
 
+SCHEME_NAMES = tuple(SCHEMES)
 
-def role_for(scheme: str, kind: NodeKind) -> Role:
-    """A fresh role for a node of `kind` in `scheme`."""
-    roles = SCHEMES.get(scheme)
-    if roles is None:
-        raise ValueError(f"unknown scheme {scheme!r}; allowed: {', '.join(SCHEMES)}")
-    factory = roles.get(kind)
-    if factory is None:
-        raise ValueError(f"scheme {scheme!r} has no role for {kind} nodes")
-    return factory()
+__all__ = [
+    "SCHEMES",
+    "SCHEME_NAMES",
+    "NodePlan",
+    "Plan",
+    "PlanInputs",
+    "Scheme",
+    "SchemeParams",
+    "make_scheme",
+    "scheme_class",
+]
+
+
+def scheme_class(name: str) -> type[Scheme]:
+    """The registered scheme `name`; ValueError naming the allowed names."""
+    cls = SCHEMES.get(name)
+    if cls is None:
+        raise ValueError(f"unknown scheme {name!r}; allowed: {', '.join(SCHEMES)}")
+    return cls
+
+
+def make_scheme(name: str, params: Mapping[str, Any] | None = None) -> Scheme:
+    """Scheme `name` with its parameters validated (ValueError naming the field)."""
+    cls = scheme_class(name)
+    return cls(cls.parse_params(params or {}))

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from node.codec import Codec
-from node.config import LearningConfig, NodeConfig
+from node.config import LearningConfig, NodeConfig, NodePlan
 from node.contracts.runtime import Genesis
 from node.daemon import Daemon
 from node.keys import NodeKey, Roster
@@ -18,7 +18,7 @@ from node.ledger.chain import ChainConfig
 from node.ledger.replica import Replica
 from node.metrics import MetricsWriter
 from node.roles.base import Role
-from node.schemes import role_for
+from node.schemes import make_scheme
 from node.transport import InMemoryNetwork
 from topologies import HierarchyParams, NodeSpec, TopologySpec, build_hierarchy
 
@@ -83,6 +83,7 @@ class VanillaNet:
                 run_id="sim",
                 node_id=spec.id,
                 scheme="vanilla",
+                plan=NodePlan(node_id=spec.id, role=str(spec.kind), chains=("main",)),
                 seed=seed,
                 node_dir=str(tmp_path),
                 key_path="-",
@@ -103,7 +104,7 @@ class VanillaNet:
                 self.topology,
                 self.network.attach(spec.id),
                 Codec(spec.id, self.keys[spec.id], roster, node_config.max_message_bytes),
-                role(spec) or role_for("vanilla", spec.kind),
+                role(spec) or make_scheme("vanilla").role(node_config.plan),
                 MetricsWriter(tmp_path / spec.id / "metrics.jsonl", {"node": spec.id}),
                 replica=Replica(tmp_path / spec.id, chain, self.keys[spec.id]),
             )

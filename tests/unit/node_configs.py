@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from node.config import LearningConfig, NodeConfig
+from node.config import LearningConfig, NodeConfig, NodePlan
 
 
 def node_config(learning: LearningConfig, **extra: Any) -> NodeConfig:
@@ -13,6 +13,7 @@ def node_config(learning: LearningConfig, **extra: Any) -> NodeConfig:
         run_id="t",
         node_id="dev0-0",
         scheme="vanilla",
+        plan=NodePlan(node_id="dev0-0", role="device", chains=("main",)),
         seed=3,
         node_dir="-",
         key_path="-",

@@ -46,7 +46,7 @@ def test_quickstart_loads_with_its_values() -> None:
     s = load_scenario(QUICKSTART)
 
     assert s.name == "quickstart"
-    assert (s.seed, s.scheme, s.backend, s.shaping) == (1, "vanilla", "local", "userspace")
+    assert (s.seed, s.scheme.name, s.backend, s.shaping) == (1, "vanilla", "local", "userspace")
     assert (s.dataset.name, s.model, s.partition.scheme) == ("digits", "mlp", "iid")
     assert (s.training.rounds, s.training.local_epochs, s.training.batch_size) == (20, 2, 16)
     assert s.training.learning_rate == 0.1
@@ -70,7 +70,7 @@ def test_empty_mapping_gets_every_default() -> None:
     s = parse_scenario({})
 
     assert s == Scenario()
-    assert (s.name, s.seed, s.scheme, s.model) == ("scenario", 0, "vanilla", "mlp")
+    assert (s.name, s.seed, s.scheme.name, s.model) == ("scenario", 0, "vanilla", "mlp")
     assert s.training.rounds == 10
     assert s.dataset.name == "digits"
     assert s.topology.backhaul.mean_t == 2.0
@@ -124,7 +124,8 @@ def test_deep_unknown_field() -> None:
         pytest.param({"training": {"rounds": 0}}, "training.rounds", "0", id="rounds-zero"),
         pytest.param({"training": {"rounds": "ten"}}, "training.rounds", "'ten'", id="rounds-str"),
         pytest.param({"training": {"rounds": 2.5}}, "training.rounds", "2.5", id="rounds-frac"),
-        pytest.param({"scheme": "blockfl"}, "scheme", "'blockfl'", id="scheme"),
+        pytest.param({"scheme": "blockfl"}, "scheme.name", "'blockfl'", id="scheme"),
+        pytest.param({"scheme": {"name": "x"}}, "scheme.name", "'x'", id="scheme-name"),
         pytest.param({"dataset": {"name": "cifar"}}, "dataset.name", "'cifar'", id="dataset"),
         pytest.param({"model": "resnet"}, "model", "'resnet'", id="model"),
         pytest.param({"seed": -1}, "seed", "-1", id="seed-negative"),
@@ -154,6 +155,19 @@ def test_scheme_error_shows_the_allowed_literal() -> None:
     msg = _error({"scheme": "blockfl"})
 
     assert msg.endswith("allowed: 'vanilla'")
+
+
+def test_scheme_params_are_validated_by_the_scheme() -> None:
+    msg = _error({"scheme": {"name": "vanilla", "rounds": 3}})
+
+    assert msg == "s.yaml: scheme: rounds: unknown field; allowed fields: name"
+
+
+def test_scheme_shorthand_and_mapping_are_the_same() -> None:
+    short = parse_scenario({"scheme": "vanilla"})
+    full = parse_scenario({"scheme": {"name": "vanilla"}})
+
+    assert short == full and short.scheme.name == "vanilla" and short.scheme.params == {}
 
 
 def test_dataset_error_shows_every_allowed_name() -> None:
