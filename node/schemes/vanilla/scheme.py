@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from node.contracts.runtime import Genesis
+from node.core.finality import Committee, Finality, SingleWriter
 from node.ledger.chain import ChainConfig
 from node.roles.base import Role
 from node.schemes.base import ChainPlan, NodePlan, Plan, PlanInputs, Scheme
@@ -29,11 +30,11 @@ class VanillaScheme(Scheme):
         """Every daemon keeps the one chain; roles by node kind."""
         daemons = topology.daemons()
         mecs = [n.id for n in daemons if n.kind == NodeKind.MEC]  # topology order
-        if inputs.consensus == "pbft":
-            validators = tuple(keys[m] for m in mecs)
-            quorum = 2 * ((len(mecs) - 1) // 3) + 1
-        else:
-            validators, quorum = (keys[PUBLISHER],), 1
+        finality: Finality = (
+            Committee.bft(tuple(keys[m] for m in mecs))
+            if inputs.consensus == "pbft"
+            else SingleWriter(keys[PUBLISHER])
+        )
         genesis = Genesis(
             members={n.id: (keys[n.id], str(n.kind)) for n in daemons},
             balances={PUBLISHER: inputs.reward_pool} if inputs.reward_pool else {},
@@ -41,7 +42,7 @@ class VanillaScheme(Scheme):
         )
         chain = ChainPlan(
             MAIN_CHAIN,
-            ChainConfig(genesis=genesis, validators=validators, quorum=quorum),
+            ChainConfig(genesis, finality),
             tuple(n.id for n in daemons),
         )
         devices_of: dict[str, list[str]] = {m: [] for m in mecs}
