@@ -31,7 +31,37 @@ METRIC_COLUMNS = (
     "elapsed_s",
     "wall_time",
 )
-COUNTER_COLUMNS = ("node", "role", "sent_msgs", "sent_bytes", "recv_msgs", "recv_bytes", "dropped")
+GOSSIP_COLUMNS = (
+    "gossip_published",
+    "gossip_received",
+    "gossip_delivered",
+    "gossip_relayed",
+    "gossip_duplicates",
+    "gossip_ttl_upgrades",
+    "gossip_pulled",
+    "gossip_served",
+    "gossip_ihave_msgs",
+    "gossip_iwant_msgs",
+    "gossip_want_failed",
+    "gossip_sent_msgs",
+    "gossip_invalid",
+    "gossip_dropped",
+    "gossip_invalid_from",
+)
+"""A node's ``gossip`` record (`node.gossip.GossipService.record`): items it published,
+received valid, delivered, relayed (sent on), duplicates suppressed, pulled (IWANT
+answered), served, the IHAVE/IWANT messages, and invalid items by reason and by peer; empty
+for nodes without gossip."""
+COUNTER_COLUMNS = (
+    "node",
+    "role",
+    "sent_msgs",
+    "sent_bytes",
+    "recv_msgs",
+    "recv_bytes",
+    "dropped",
+    *GOSSIP_COLUMNS,
+)
 
 
 def read_records(node_dir: Path) -> list[dict[str, Any]]:
@@ -56,17 +86,49 @@ def _cell(value: Any) -> Any:
     return "" if value is None else value
 
 
+def _add(total: dict[str, Any], record: dict[str, Any]) -> None:
+    """Add a gossip record's counters into `total` (numbers summed, maps summed per key)."""
+    for column in GOSSIP_COLUMNS:
+        value = record.get(column)
+        if isinstance(value, dict):
+            into = total.setdefault(column, {})
+            for key, n in value.items():
+                if isinstance(n, int | float) and not isinstance(n, bool):
+                    into[key] = into.get(key, 0) + n
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            total[column] = total.get(column, 0) + value
+
+
+def _counter_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per ``counters`` record, with the ``gossip`` records written before it (since
+    the previous one: the daemon writes them when its roles finish) summed into it; gossip
+    records left over (the node died before its counters) get a row of their own."""
+    rows: list[dict[str, Any]] = []
+    gossip: dict[str, Any] = {}
+    last: dict[str, Any] = {}
+    for rec in records:
+        if rec.get("event") == "gossip":
+            _add(gossip, rec)
+            last = rec
+        elif rec.get("event") == "counters":
+            rows.append({c: _cell(rec.get(c, gossip.get(c))) for c in COUNTER_COLUMNS})
+            gossip = {}
+    if gossip:
+        rows.append({c: _cell(gossip.get(c, last.get(c))) for c in COUNTER_COLUMNS})
+    return rows
+
+
 def collect(run_dir: Path) -> tuple[int, int]:
     """Write metrics.csv and counters.csv; returns (metric rows, nodes seen)."""
     rows: list[dict[str, Any]] = []
     counters: list[dict[str, Any]] = []
     node_dirs = sorted(p for p in (run_dir / "nodes").iterdir() if p.is_dir())
     for node_dir in node_dirs:
-        for rec in read_records(node_dir):
+        records = read_records(node_dir)
+        for rec in records:
             if rec.get("event") == "round":
                 rows.append({c: _cell(rec.get(c)) for c in METRIC_COLUMNS})
-            elif rec.get("event") == "counters":
-                counters.append({c: _cell(rec.get(c)) for c in COUNTER_COLUMNS})
+        counters += _counter_rows(records)
     rows.sort(key=lambda r: (int(r["round"]), str(r["role"]), str(r["node"])))
     with (run_dir / "metrics.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
