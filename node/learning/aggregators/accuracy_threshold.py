@@ -8,15 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from node.learning.aggregators.fedavg import fedavg
+from node.learning.aggregators.strategy import (
+    Needs,
+    NoAcceptedUpdatesError,
+    Rejection,
+    Selection,
+    Strategy,
+    UpdateLike,
+)
 from node.learning.aggregators.update import Update, as_updates, check_shapes
 from node.learning.attacks._common import number
 from node.learning.weights import Weights
-
-
-class NoAcceptedUpdatesError(ValueError):
-    """No update reached the accuracy threshold."""
 
 
 @dataclass(frozen=True)
@@ -53,3 +58,29 @@ def accuracy_threshold(updates: Sequence[Update], threshold: float) -> Weights:
             f"no update reached accuracy threshold {threshold} (best was {best})"
         )
     return fedavg(kept)
+
+
+@dataclass(frozen=True)
+class AccuracyThreshold(Strategy[AccuracyThresholdParams]):
+    """SFL: keeps the updates whose accuracy is at least the threshold, FedAvg over them."""
+
+    name: ClassVar[str] = "accuracy_threshold"
+    needs: ClassVar[Needs] = Needs(individual=True, accuracy=True)
+    params_cls: ClassVar[type[AccuracyThresholdParams]] = AccuracyThresholdParams
+
+    def select(self, updates: Sequence[UpdateLike]) -> Selection:
+        """The updates with accuracy >= threshold, in order; ValueError if one lacks it."""
+        ups = as_updates(updates)
+        kept = accepted(ups, self.params.threshold)
+        chosen = {id(u) for u in kept}
+        rejected = tuple(
+            Rejection(
+                u, "below_threshold", f"accuracy {u.accuracy} < threshold {self.params.threshold}"
+            )
+            for u in ups
+            if id(u) not in chosen
+        )
+        return Selection(tuple(kept), rejected)
+
+    def _aggregate(self, kept: list[Update]) -> Weights:
+        return fedavg(kept)

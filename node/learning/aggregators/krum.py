@@ -9,10 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
-from node.learning.aggregators.update import Update, as_updates, check_shapes, flatten
+from node.learning.aggregators.strategy import Rejection, Selection, Strategy, UpdateLike
+from node.learning.aggregators.update import (
+    Update,
+    as_updates,
+    cast_like,
+    check_shapes,
+    flatten,
+    stack,
+)
 from node.learning.attacks._common import integer
 from node.learning.weights import Weights
 
@@ -54,3 +63,40 @@ def krum(
     ups = as_updates(updates)
     best = int(np.argmin(krum_scores(ups, f)))
     return {k: np.array(v, order="C", copy=True) for k, v in ups[best].weights.items()}
+
+
+def unweighted_mean(chosen: Sequence[Update]) -> Weights:
+    """The unweighted mean of `chosen` in their order, cast back to their dtypes."""
+    check_shapes(chosen)
+    means = {k: stack(chosen, k).mean(axis=0) for k in chosen[0].weights}
+    return cast_like(means, chosen[0].weights)
+
+
+def ranked_selection(ups: list[Update], scores: np.ndarray, count: int) -> Selection:
+    """Keep the `count` lowest-scoring updates (best first, stable on ties); reject the rest."""
+    order = [int(i) for i in np.argsort(scores, kind="stable")]
+    cut = float(scores[order[count - 1]])
+    rejected = tuple(
+        Rejection(ups[i], "krum_score", f"Krum score {scores[i]:.6g} > kept {cut:.6g}")
+        for i in sorted(order[count:])
+    )
+    return Selection(tuple(ups[i] for i in order[:count]), rejected)
+
+
+@dataclass(frozen=True)
+class Krum(Strategy[KrumParams]):
+    """Keeps the update with the lowest Krum score and rejects the others."""
+
+    name: ClassVar[str] = "krum"
+    params_cls: ClassVar[type[KrumParams]] = KrumParams
+
+    def select(self, updates: Sequence[UpdateLike]) -> Selection:
+        """The one update Krum chooses; ValueError unless n > 2f + 2."""
+        ups = as_updates(updates)
+        return ranked_selection(ups, krum_scores(ups, self.params.f), 1)
+
+    def _aggregate(self, kept: list[Update]) -> Weights:
+        """A copy of the kept update (the unweighted mean where several are given)."""
+        if len(kept) == 1:
+            return {k: np.array(v, order="C", copy=True) for k, v in kept[0].weights.items()}
+        return unweighted_mean(kept)

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
-from node.learning.aggregators.krum import KrumParams, krum_scores
+from node.learning.aggregators.krum import (
+    KrumParams,
+    krum_scores,
+    ranked_selection,
+    unweighted_mean,
+)
+from node.learning.aggregators.strategy import Selection, Strategy, UpdateLike
 from node.learning.aggregators.update import Update, as_updates, cast_like, stack
 from node.learning.attacks._common import integer
 from node.learning.weights import Weights
@@ -42,3 +49,24 @@ def multi_krum(
     chosen = [ups[i] for i in np.argsort(scores, kind="stable")[:count]]
     means = {k: stack(chosen, k).mean(axis=0) for k in ups[0].weights}
     return cast_like(means, ups[0].weights)
+
+
+@dataclass(frozen=True)
+class MultiKrum(Strategy[MultiKrumParams]):
+    """Keeps the m updates with the lowest Krum scores (m = n - f by default)."""
+
+    name: ClassVar[str] = "multi_krum"
+    params_cls: ClassVar[type[MultiKrumParams]] = MultiKrumParams
+
+    def select(self, updates: Sequence[UpdateLike]) -> Selection:
+        """The m best-scored updates, best first; ValueError unless n > 2f + 2 and m <= n."""
+        ups = as_updates(updates)
+        scores = krum_scores(ups, self.params.f)
+        count = len(ups) - self.params.f if self.params.m is None else self.params.m
+        if count > len(ups):
+            raise ValueError(f"m must be <= n, got m={self.params.m} with n={len(ups)} updates")
+        return ranked_selection(ups, scores, count)
+
+    def _aggregate(self, kept: list[Update]) -> Weights:
+        """The unweighted mean of the kept updates."""
+        return unweighted_mean(kept)

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from node.learning.aggregators.fedavg import fedavg
+from node.learning.aggregators.strategy import (
+    Needs,
+    Rejection,
+    Selection,
+    Strategy,
+    UpdateLike,
+)
 from node.learning.aggregators.update import Update, as_updates, check_shapes
 from node.learning.attacks._common import integer
 from node.learning.weights import Weights
@@ -38,3 +46,32 @@ def top_k_accuracy(updates: Sequence[Update], k: int) -> Weights:
     ups = as_updates(updates)
     check_shapes(ups)
     return fedavg(select_top_k(ups, k))
+
+
+@dataclass(frozen=True)
+class TopKAccuracy(Strategy[TopKParams]):
+    """BEES: keeps the k most accurate updates (best first), FedAvg over them."""
+
+    name: ClassVar[str] = "top_k_accuracy"
+    needs: ClassVar[Needs] = Needs(individual=True, accuracy=True)
+    params_cls: ClassVar[type[TopKParams]] = TopKParams
+
+    def select(self, updates: Sequence[UpdateLike]) -> Selection:
+        """The min(k, n) most accurate updates; ValueError if one lacks an accuracy."""
+        ups = as_updates(updates)
+        kept = select_top_k(ups, self.params.k)
+        chosen = {id(u) for u in kept}
+        worst = float(kept[-1].accuracy or 0.0)
+        rejected = tuple(
+            Rejection(
+                u,
+                "not_top_k",
+                f"accuracy {u.accuracy} below the k={self.params.k} best (the k-th has {worst})",
+            )
+            for u in ups
+            if id(u) not in chosen
+        )
+        return Selection(tuple(kept), rejected)
+
+    def _aggregate(self, kept: list[Update]) -> Weights:
+        return fedavg(kept)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
+from node.learning.aggregators.strategy import Strategy
 from node.learning.aggregators.update import Update, as_updates, coordinatewise
 from node.learning.attacks._common import number
 from node.learning.weights import Weights
@@ -33,3 +35,15 @@ def trimmed_mean(
     TrimmedMeanParams(beta)
     ups = as_updates(updates)
     return coordinatewise(ups, "trimmed", trim=math.floor(beta * len(ups)))
+
+
+@dataclass(frozen=True)
+class TrimmedMean(Strategy[TrimmedMeanParams]):
+    """Coordinate-wise trimmed mean of every update (trimming is per coordinate, so no
+    update is rejected as a whole)."""
+
+    name: ClassVar[str] = "trimmed_mean"
+    params_cls: ClassVar[type[TrimmedMeanParams]] = TrimmedMeanParams
+
+    def _aggregate(self, kept: list[Update]) -> Weights:
+        return trimmed_mean(kept, self.params.beta)
