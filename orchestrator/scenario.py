@@ -30,9 +30,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from node.learning.names import DATASETS, MECHANISMS, MODELS, PARTITIONS
-from node.learning.privacy import MAX_ANALYTIC_EPSILON
+from node.learning.settings import (
+    AggregatorSettings,
+    DatasetSettings,
+    ModelName,
+    PartitionSettings,
+    PrivacySettings,
+    TrainingSettings,
+)
+from node.ledger.settings import LedgerSettings
 from node.schemes import SCHEME_NAMES, scheme_class
+from node.settings import Seconds, Settings
 from orchestrator.errors import ScenarioError, escape, show
 from orchestrator.plainyaml import read_plain_yaml
 from topologies.backends.names import Backend, DelayMode, Shaping, Switch
@@ -46,48 +54,15 @@ from topologies.builders import (
 MAX_NODES = 10_000
 MAX_LINKS = 500_000
 
-PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 LossPct = Annotated[float, Field(ge=0, lt=100, allow_inf_nan=False)]
 Mbit = Annotated[float, Field(ge=0.001, le=1e6, allow_inf_nan=False)]
 Millis = Annotated[float, Field(ge=0, le=60_000, allow_inf_nan=False)]
-Seconds = Annotated[float, Field(gt=0, le=86_400, allow_inf_nan=False)]
 Dbm = Annotated[float, Field(ge=-60, le=80, allow_inf_nan=False)]
 Metres = Annotated[float, Field(gt=0, le=100_000, allow_inf_nan=False)]
 TimesT = Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class DatasetSection(_Section):
-    """Which data set, and where its files are (None: the default places)."""
-
-    name: Literal["digits", "fashion-mnist", "mnist", "mnist-5k"] = "digits"
-    root: str | None = None
-
-
-class PartitionSection(_Section):
-    """How training data is split among devices."""
-
-    scheme: Literal["iid", "dirichlet", "shards"] = "iid"
-    alpha: Annotated[float, Field(ge=0.001, le=1000, allow_inf_nan=False)] = 0.5
-    shards_per_device: Annotated[int, Field(ge=1, le=10_000_000)] = 2
-
-
-class TrainingSection(_Section):
-    """FL rounds and each device's local SGD."""
-
-    rounds: Annotated[int, Field(ge=1, le=10_000)] = 10
-    local_epochs: Annotated[int, Field(ge=1, le=1000)] = 1
-    batch_size: Annotated[int, Field(ge=1, le=65_536)] = 32
-    learning_rate: Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)] = 0.05
-    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    round_deadline_s: Seconds = 60.0
-
-
-class DelayDistSection(_Section):
+class DelayDistSection(Settings):
     """A link class whose delay is drawn per link from Normal(mean_t·t, sd_t·t), truncated at 0."""
 
     mean_t: TimesT
@@ -97,7 +72,7 @@ class DelayDistSection(_Section):
     loss_pct: LossPct = 0.0
 
 
-class FixedLinkSection(_Section):
+class FixedLinkSection(Settings):
     """A link class with fixed parameters."""
 
     bandwidth_mbit: Mbit = 1000.0
@@ -106,7 +81,7 @@ class FixedLinkSection(_Section):
     loss_pct: LossPct = 0.0
 
 
-class CellularSection(_Section):
+class CellularSection(Settings):
     """Device↔BS radio links, rates from the Shannon formula (see topologies.builders)."""
 
     bandwidth_mhz: Annotated[float, Field(ge=0.001, le=10_000, allow_inf_nan=False)] = 20.0
@@ -128,14 +103,6 @@ class CellularSection(_Section):
         if self.distance_max_m < self.distance_min_m:
             raise ValueError("distance_max_m must be >= distance_min_m")
         return self
-
-
-class LedgerSection(_Section):
-    """Every node's ledger: the task's reward pool and SQLite durability."""
-
-    reward_pool: Annotated[int, Field(ge=0, le=2**62)] = 10_000
-    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
-    consensus: Literal["single", "pbft"] = "single"
 
 
 class SchemeSection(BaseModel):
@@ -162,31 +129,7 @@ class SchemeSection(BaseModel):
         return dict(self.model_extra or {})
 
 
-class AggregatorSection(_Section):
-    """How the publisher combines updates (see node/learning/aggregators)."""
-
-    name: Literal[
-        "fedavg",
-        "median",
-        "trimmed_mean",
-        "krum",
-        "multi_krum",
-        "top_k_accuracy",
-        "accuracy_threshold",
-    ] = "fedavg"
-    params: dict[str, Any] = {}
-
-
-class PrivacySection(_Section):
-    """Local differential privacy on every device's update (clip to L2 norm, Gaussian noise)."""
-
-    epsilon: Annotated[float, Field(ge=0.001, le=MAX_ANALYTIC_EPSILON, allow_inf_nan=False)]
-    delta: Annotated[float, Field(gt=0, lt=1)]
-    clip_norm: Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)] = 1.0
-    mechanism: Literal["classic", "analytic"] = "classic"
-
-
-class ContainerLimits(_Section):
+class ContainerLimits(Settings):
     """CPU and memory limits of one container (None: no limit)."""
 
     cpus: Annotated[float, Field(gt=0, le=1024, allow_inf_nan=False)] | None = None
@@ -211,7 +154,7 @@ class ContainersSection(ContainerLimits):
         )
 
 
-class FaultSection(_Section):
+class FaultSection(Settings):
     """One fault-schedule entry: at round `at_round`, `action` happens to the selected nodes."""
 
     at_round: Annotated[int, Field(ge=1, le=10_000)]
@@ -221,7 +164,7 @@ class FaultSection(_Section):
     fraction: Annotated[float, Field(gt=0, le=1)] | None = None
     count: Annotated[int, Field(ge=1, le=MAX_NODES)] | None = None
     behaviour: str | None = None
-    params: dict[str, Any] = {}
+    params: dict[str, Any] = Field(default_factory=dict)
     link: Annotated[list[str], Field(min_length=2, max_length=2)] | None = None
 
     @model_validator(mode="after")
@@ -241,7 +184,7 @@ class FaultSection(_Section):
 _DEFAULT_HIERARCHY = HierarchyParams()
 
 
-class TopologySection(_Section):
+class TopologySection(Settings):
     """The BS → MEC → device hierarchy and its link classes (t_ms is the papers' unit t)."""
 
     base_stations: Annotated[int, Field(ge=1, le=1000)] = 1
@@ -282,7 +225,7 @@ class TopologySection(_Section):
         )
 
 
-class Scenario(_Section):
+class Scenario(Settings):
     """One run: data, model, training, topology, scheme and backend."""
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "scenario"
@@ -293,25 +236,22 @@ class Scenario(_Section):
     shaping: Shaping = "userspace"
     delay_mode: DelayMode = "kernel"
     switch: Switch = "linux"
-    capture: list[str | Annotated[list[str], Field(min_length=2, max_length=2)]] = []
+    capture: list[str | Annotated[list[str], Field(min_length=2, max_length=2)]] = Field(
+        default_factory=list
+    )
     containers: ContainersSection = ContainersSection()
-    dataset: DatasetSection = DatasetSection()
-    model: Literal["mlp", "cnn", "small-cnn"] = "mlp"
-    partition: PartitionSection = PartitionSection()
-    training: TrainingSection = TrainingSection()
+    dataset: DatasetSettings = DatasetSettings()
+    model: ModelName = "mlp"
+    partition: PartitionSettings = PartitionSettings()
+    training: TrainingSettings = TrainingSettings()
     topology: TopologySection = TopologySection()
-    ledger: LedgerSection = LedgerSection()
-    aggregator: AggregatorSection = AggregatorSection()
-    privacy: PrivacySection | None = None
-    faults: list[FaultSection] = []
+    ledger: LedgerSettings = LedgerSettings()
+    aggregator: AggregatorSettings = AggregatorSettings()
+    privacy: PrivacySettings | None = None
+    faults: list[FaultSection] = Field(default_factory=list)
     max_message_mb: Annotated[float, Field(gt=0, le=1024)] = 64.0
     startup_timeout_s: Seconds = 120.0
 
-
-assert set(DATASETS) == set(DatasetSection.model_fields["name"].annotation.__args__)  # type: ignore[union-attr]
-assert set(MODELS) == set(Scenario.model_fields["model"].annotation.__args__)  # type: ignore[union-attr]
-assert set(PARTITIONS) == set(PartitionSection.model_fields["scheme"].annotation.__args__)  # type: ignore[union-attr]
-assert set(MECHANISMS) == set(PrivacySection.model_fields["mechanism"].annotation.__args__)  # type: ignore[union-attr]
 
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9_.\-\[\]]{1,64}$")
 

@@ -11,10 +11,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from node.learning.settings import PrivacySettings
 from orchestrator import preflight
 from orchestrator.cli import main
 from orchestrator.preflight import DataFacts, check, data_facts, parameters
-from orchestrator.scenario import PrivacySection, Scenario, ScenarioError, parse_scenario
+from orchestrator.scenario import Scenario, ScenarioError, parse_scenario
 from topologies import NodeKind, TopologySpec, build_hierarchy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -272,7 +273,7 @@ def test_as_many_devices_as_samples_is_feasible(scheme: str) -> None:
 
 def test_privacy_the_mechanism_refuses_names_the_field() -> None:
     s, topo = _scenario()
-    bad = PrivacySection.model_construct(
+    bad = PrivacySettings.model_construct(
         epsilon=1e300, delta=0.1, clip_norm=1.0, mechanism="analytic"
     )
     s = s.model_copy(update={"privacy": bad})
