@@ -5,14 +5,15 @@ How it works
 One thread runs the loop. It waits on the transport for at most the time to the next
 timer, decodes and verifies each frame with the codec (a bad frame is counted under its
 reason, logged, and dropped; the loop goes on), hands ``chain.*``/``blob.*`` messages to
-the node's ledger replica (sync, blob fetching) and every other verified message to the
-role, and fires due timers. Ledger messages wait in a backlog until no frame is waiting (or
-the oldest has waited LEDGER_MAX_DEFER_S), so that validating and appending a block never
-delays a node's part in the round (a device's training, a MEC's forwarding); their order
-among themselves is kept. The role sends through this object (the `NodeContext`), so roles
-never touch sockets, clocks or keys. The loop ends when the role calls `stop()` or on
-SIGTERM/SIGINT; pending shaped sends and blob fsyncs are then flushed and the counters are
-written.
+the node's chains (`ChainSet`: routed by the message's chain id to that chain's sync; an
+id the node does not keep is counted as ``unknown_chain``) and every other verified
+message to the role, ticks every chain's sync, and fires due timers. Ledger messages wait
+in a backlog until no frame is waiting (or the oldest has waited LEDGER_MAX_DEFER_S), so
+that validating and appending a block never delays a node's part in the round (a device's
+training, a MEC's forwarding); their order among themselves is kept. The role sends
+through this object (the `NodeContext`), so roles never touch sockets, clocks or keys. The
+loop ends when the role calls `stop()` or on SIGTERM/SIGINT; pending shaped sends and blob
+fsyncs are then flushed and the counters are written.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 
 from node.codec import Codec, DecodeError, Message
 from node.config import NodeConfig
+from node.ledger.chains import ChainSet, UnknownChain
 from node.ledger.replica import Replica
 from node.ledger.sync import Outgoing
 from node.metrics import MetricsWriter
@@ -60,7 +62,12 @@ class Daemon:
         metrics: MetricsWriter,
         clock: Callable[[], float] = time.monotonic,
         replica: Replica | None = None,
+        chains: ChainSet | None = None,
     ) -> None:
+        """`chains`: the chains the node keeps (`open_chains`); `replica`: instead, the
+        node's only chain (kept as chain ``main``)."""
+        if replica is not None and chains is not None:
+            raise ValueError("give the node's chains or its one replica, not both")
         self.node_id = config.node_id
         self.config = config
         self.topology = topology
@@ -70,7 +77,10 @@ class Daemon:
         self._codec = codec
         self._role = role
         self._clock = clock
-        self.replica = replica
+        if chains is None:
+            chains = ChainSet.single(replica) if replica is not None else ChainSet.empty()
+        self.chains = chains
+        self._stop_chain: str | None = None
         self._timers: dict[str, float] = {}
         self._stopping = False
         self._stop_at_height: int | None = None
@@ -80,6 +90,12 @@ class Daemon:
         self._ledger_backlog: deque[tuple[float, Message]] = deque()
 
     # -- NodeContext -------------------------------------------------------------------
+    @property
+    def replica(self) -> Replica | None:
+        """The node's only chain's replica (None: no chains); raises RuntimeError if the
+        node keeps several (then use `chains`)."""
+        return self.chains.only().replica if self.chains else None
+
     @property
     def me(self) -> NodeSpec:
         """This node's spec."""
@@ -113,10 +129,15 @@ class Daemon:
         return int(time.time() * 1000)
 
     def stop_when_synced(
-        self, height: int, timeout_s: float, report_to: Sequence[str] = ()
+        self,
+        height: int,
+        timeout_s: float,
+        report_to: Sequence[str] = (),
+        chain_id: str | None = None,
     ) -> None:
-        """Stop once the ledger reaches `height` (or after `timeout_s`); then send this
-        node's ``chain.status`` to each of `report_to`."""
+        """Stop once chain `chain_id` (None: the only one) reaches `height` (or after
+        `timeout_s`); then send that chain's ``chain.status`` to each of `report_to`."""
+        self._stop_chain = chain_id
         self._stop_at_height = height
         self._stop_deadline = self._clock() + timeout_s
         self._stop_report_to = tuple(report_to)
@@ -125,7 +146,8 @@ class Daemon:
     def _check_synced_stop(self) -> None:
         if self._stop_at_height is None:
             return
-        height = self.replica.height if self.replica is not None else self._stop_at_height
+        replica = self._stop_replica()
+        height = replica.height if replica is not None else self._stop_at_height
         if height < self._stop_at_height:
             if self._clock() <= self._stop_deadline:
                 return
@@ -134,8 +156,13 @@ class Daemon:
             )
         self._stop_at_height = None
         self._stopping = True
-        if self.replica is not None:
-            self.emit(self.replica.sync.announce(list(self._stop_report_to)))
+        if replica is not None:
+            self.emit(replica.sync.announce(list(self._stop_report_to)))
+
+    def _stop_replica(self) -> Replica | None:
+        if self._stop_chain is not None:
+            return self.chains[self._stop_chain].replica
+        return self.replica
 
     def set_timer(self, name: str, delay_s: float) -> None:
         """Fire `name` after `delay_s`."""
@@ -161,10 +188,9 @@ class Daemon:
         """Close the transport and the metrics file; finish the blob writes."""
         self._transport.close()
         self.metrics.close()
-        if self.replica is not None:
-            if not self.replica.blobs.flush(BLOB_FLUSH_S):
-                log.warning("some blobs were not fsynced within %.0f s", BLOB_FLUSH_S)
-            self.replica.close()
+        if not self.chains.flush_blobs(BLOB_FLUSH_S):
+            log.warning("some blobs were not fsynced within %.0f s", BLOB_FLUSH_S)
+        self.chains.close()
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d: stopping", signum)
@@ -183,16 +209,21 @@ class Daemon:
         return max(0.0, min(MAX_WAIT_S, min(self._timers.values()) - self._clock()))
 
     def _ledger_message(self, msg: Message) -> None:
-        if self.replica is None:
+        if not self.chains:
             self.drop("no_ledger", msg.type)
             return
-        self.emit(self.replica.sync.handle(msg.sender, msg.type, msg.payload, self._clock()))
+        try:
+            out = self.chains.handle(msg.sender, msg.type, msg.payload, self._clock())
+        except UnknownChain as exc:
+            self.drop("unknown_chain", str(exc))
+            return
+        self.emit(out)
 
     def _tick_ledger(self) -> None:
         now = self._clock()
-        if self.replica is not None and now >= self._next_sync_tick:
+        if self.chains and now >= self._next_sync_tick:
             self._next_sync_tick = now + SYNC_TICK_S
-            self.emit(self.replica.sync.tick(now))
+            self.emit(self.chains.tick(now))
 
     def handle_frame(self, frame: bytes) -> None:
         """Verify one frame and dispatch it (or count why it was dropped)."""
@@ -214,13 +245,12 @@ class Daemon:
         if backlog and self._clock() - backlog[0][0] >= LEDGER_MAX_DEFER_S:
             self._ledger_message(backlog.popleft()[1])
             return None
-        store = self.replica.chain.store if self.replica is not None else None
-        unwritten = store is not None and store.deferred and store.pending_blocks() > 0
+        unwritten = self.chains.pending_writes()
         frame = self._transport.recv(0.0 if backlog or unwritten else self._wait_s())
         if frame is None and backlog:
             self._ledger_message(backlog.popleft()[1])
-        elif frame is None and unwritten and store is not None:
-            store.write_pending()  # deferred ledger writes, when nothing else is waiting
+        elif frame is None and unwritten:
+            self.chains.write_pending()  # deferred ledger writes, when nothing else is waiting
         return frame
 
     def run(self, install_signal_handlers: bool = True) -> None:
@@ -268,8 +298,12 @@ class Daemon:
             recv_msgs=stats.recv_msgs,
             recv_bytes=stats.recv_bytes,
             dropped=dropped,
-            ledger_height=self.replica.height if self.replica is not None else None,
-            ledger_refused=dict(self.replica.sync.failures) if self.replica is not None else {},
+            ledger_height=self.chains.only().height if len(self.chains) == 1 else None,
+            ledger_refused=self.chains.failures(),
+            chains={
+                cid: {"height": r.height, "refused": dict(r.sync.failures)}
+                for cid, r in self.chains.replicas()
+            },
         )
         log.info(
             "stopped; sent %d msgs, received %d, dropped %s",

@@ -26,7 +26,7 @@ chain's rule is `Committee.bft(members)` (quorum 2f+1) over the nodes that order
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -263,6 +263,7 @@ class Chain:
         self.store = store
         self.config = config
         self.registry = registry or default_registry()
+        self._subscribers: list[Callable[[Block], None]] = []
         encoded = config.encoded
         if store.height() < 0:
             genesis, state, writes = config.genesis_block
@@ -353,7 +354,13 @@ class Chain:
         self.store.append(block, new_state.diff(self.state))
         self.state = new_state
         self.head = block.header
+        for callback in self._subscribers:
+            callback(block)
         return receipts
+
+    def subscribe(self, callback: Callable[[Block], None]) -> None:
+        """Call `callback(block)` after each block appended from now on (own or synced)."""
+        self._subscribers.append(callback)
 
     def append_bytes(self, data: bytes) -> list[Receipt]:
         """Parse and append a block received from a peer."""

@@ -15,24 +15,30 @@ from node.ledger.sync import ChainSync
 
 
 class Replica:
-    """Everything ledger-related a node keeps in `nodes/<id>/` (ledger.sqlite, blobs/)."""
+    """One chain a node keeps: its store (``ledger.sqlite`` in `store_dir`), its sync state,
+    its nonces, and the node's blob store."""
 
     def __init__(
         self,
-        node_dir: Path,
+        store_dir: Path,
         config: ChainConfig,
         key: NodeKey,
         synchronous: str = "NORMAL",
         deferred: bool = False,
         template: Path | None = None,
+        blobs: FileBlobStore | None = None,
+        chain_id: str | None = None,
     ) -> None:
         """`template`: a store holding `config`'s genesis (`write_genesis_template`) that a
-        new store starts as a copy of."""
+        new store starts as a copy of. `blobs`: the node's blob store, shared by its chains
+        (None: ``store_dir/blobs``, a node with one chain in its own directory). `chain_id`:
+        the id the node knows this chain by, put in its sync messages (see `ChainSync`)."""
         self.key = key
-        self.chain = Chain(open_store(node_dir, synchronous, template), config)
+        self.chain_id = chain_id
+        self.chain = Chain(open_store(store_dir, synchronous, template), config)
         self.chain.store.set_deferred(deferred)
-        self.blobs: FileBlobStore = open_blobs(node_dir)
-        self.sync = ChainSync(self.chain, self.blobs)
+        self.blobs: FileBlobStore = blobs if blobs is not None else open_blobs(store_dir)
+        self.sync = ChainSync(self.chain, self.blobs, chain_id=chain_id)
         self._last_nonce = -1
 
     @property

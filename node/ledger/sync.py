@@ -23,6 +23,11 @@ Blobs (model weights) are never in blocks: after appending, a node asks the bloc
 sender for every replicated blob (the global models, see `node.ledger.blobrefs`) a
 transaction references that it lacks (``blob.get {hash}``); the answer
 ``blob.data {hash, data}`` is stored only if SHA-256(data) equals the hash.
+
+A node may keep several chains (`node.ledger.chains`): each has its own `ChainSync`, whose
+``chain.*`` messages then carry the chain id in a ``chain`` field (``CHAIN_FIELD``) by which
+the receiving node routes them; ``blob.*`` messages carry none (a node's chains share its
+blob store).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ MAX_BLOCKS = 64
 MAX_REPLY_BYTES = 16 * 1024 * 1024
 REQUEST_TIMEOUT_S = 5.0
 HASH_BYTES = 32
+CHAIN_FIELD = "chain"
 
 
 @dataclass(frozen=True)
@@ -68,11 +74,18 @@ class ChainSync:
     """Keeps one replica up to date with its peers."""
 
     def __init__(
-        self, chain: Chain, blobs: BlobStore, blob_types: tuple[str, ...] = DEFAULT_BLOB_TYPES
+        self,
+        chain: Chain,
+        blobs: BlobStore,
+        blob_types: tuple[str, ...] = DEFAULT_BLOB_TYPES,
+        chain_id: str | None = None,
     ) -> None:
         """`blob_types`: the transaction types whose blobs every replica fetches (by default
-        the global models; a device's update stays with the device and its MEC)."""
+        the global models; a device's update stays with the device and its MEC).
+        `chain_id`: put in every ``chain.*`` message sent (None: no ``chain`` field, for a
+        node with one chain talking to nodes that route by it or not)."""
         self.chain = chain
+        self.chain_id = chain_id
         self.blobs = blobs
         self.blob_types = blob_types
         self.failures: Counter[str] = Counter()
@@ -92,12 +105,24 @@ class ChainSync:
 
     def announce(self, peers: list[str]) -> list[Outgoing]:
         """Status to each peer (at start-up, after a restart)."""
-        return [Outgoing(p, "chain.status", self.status()) for p in peers]
+        return self._tagged([Outgoing(p, "chain.status", self.status()) for p in peers])
+
+    def _tagged(self, out: list[Outgoing]) -> list[Outgoing]:
+        """`out` with this chain's id in each ``chain.*`` message (where it has one)."""
+        if self.chain_id is None:
+            return out
+        return [
+            Outgoing(o.dst, o.type, {**o.payload, CHAIN_FIELD: self.chain_id})
+            if o.type.startswith("chain.")
+            else o
+            for o in out
+        ]
 
     def handle(
         self, sender: str, msg_type: str, payload: dict[str, Any], now: float
     ) -> list[Outgoing]:
-        """Dispatch one ``chain.*`` or ``blob.*`` message."""
+        """Dispatch one ``chain.*`` or ``blob.*`` message (its ``chain`` field, if any, was
+        the router's business)."""
         handler = {
             "chain.status": self._on_status,
             "chain.get": self._on_get,
@@ -109,7 +134,7 @@ class ChainSync:
         if handler is None:
             self.failures["unknown_type"] += 1
             return []
-        return handler(sender, payload, now)
+        return self._tagged(handler(sender, payload, now))
 
     def seek(self, target: int, candidates: list[str], now: float) -> list[Outgoing]:
         """Reach `target`, asking `candidates` in turn (in this order) while no peer is
@@ -119,7 +144,7 @@ class ChainSync:
         self._seek_next = 0
         self._seek_pass_height = self.chain.height
         self._seek_resume = 0.0
-        return self._request_next(now)
+        return self._tagged(self._request_next(now))
 
     def _next_candidate(self, now: float) -> str | None:
         """The next seek candidate to ask, or None: target reached, no candidates, or a
@@ -153,7 +178,7 @@ class ChainSync:
         out += self._request_next(now)
         for peer in sorted(self.peer_heights):
             out += self._fetch_blobs(peer)
-        return out
+        return self._tagged(out)
 
     @property
     def syncing(self) -> bool:
@@ -292,15 +317,26 @@ class ChainSync:
         if not isinstance(data, bytes):
             self.failures["blob_missing"] += 1
             return []  # another peer is asked at the next tick
+        if self.blobs.has(key):  # another chain of this node (sharing the store) fetched it
+            self.blob_arrived(key)
+            return []
         try:
             self.blobs.put_verified(key, data)
         except BlobError:
             self.failures["bad_blob"] += 1
             log.warning("blob %s from %s does not match its hash", key.hex()[:16], sender)
             return []
+        self.blob_arrived(key)
+        return []
+
+    def wants_blob(self, key: bytes) -> bool:
+        """True if this replica asked for blob `key` and still lacks it."""
+        return key in self._wanted_blobs
+
+    def blob_arrived(self, key: bytes) -> None:
+        """Blob `key` is now in the store: stop asking for it."""
         self._wanted_blobs.discard(key)
         self._asked.pop(key, None)
-        return []
 
     @property
     def missing_blobs(self) -> set[bytes]:

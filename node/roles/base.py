@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from node.codec import Message
 from node.config import NodeConfig
+from node.ledger.chains import ChainHandle
 from node.ledger.replica import Replica
 from node.ledger.sync import Outgoing
 from node.metrics import MetricsWriter
@@ -15,13 +16,23 @@ from topologies import NodeSpec, TopologySpec
 
 
 class NodeContext(Protocol):
-    """What a role may use: identity, topology, clock, sending, timers, metrics."""
+    """What a role may use: identity, topology, clock, sending, timers, metrics, chains."""
 
     node_id: str
     config: NodeConfig
     topology: TopologySpec
     metrics: MetricsWriter
-    replica: Replica | None
+
+    @property
+    def chains(self) -> Mapping[str, ChainHandle]:
+        """The chains this node keeps, by chain id (submit, append, subscribe, head)."""
+        ...
+
+    @property
+    def replica(self) -> Replica | None:
+        """The node's only chain's replica (None: the node keeps no chain); raises
+        RuntimeError if it keeps several (then use `chains`)."""
+        ...
 
     @property
     def me(self) -> NodeSpec:
@@ -49,10 +60,14 @@ class NodeContext(Protocol):
         ...
 
     def stop_when_synced(
-        self, height: int, timeout_s: float, report_to: Sequence[str] = ()
+        self,
+        height: int,
+        timeout_s: float,
+        report_to: Sequence[str] = (),
+        chain_id: str | None = None,
     ) -> None:
-        """Stop once the ledger reaches `height`, or after `timeout_s`; then send this
-        node's ``chain.status`` to each of `report_to`."""
+        """Stop once chain `chain_id` (None: the only one) reaches `height`, or after
+        `timeout_s`; then send that chain's ``chain.status`` to each of `report_to`."""
         ...
 
     def set_timer(self, name: str, delay_s: float) -> None:

@@ -81,7 +81,7 @@ def _daemon(
     if store is None:  # writes as it appends: nothing left for idle time
         store = SimpleNamespace(deferred=False)
     chain = SimpleNamespace(store=store)
-    replica = SimpleNamespace(sync=RecordingSync(seen), height=0, chain=chain)
+    replica = SimpleNamespace(sync=RecordingSync(seen), height=0, chain=chain, blobs=None)
     daemon = Daemon(
         cast(NodeConfig, SimpleNamespace(node_id="a")),
         cast(TopologySpec, SimpleNamespace()),
