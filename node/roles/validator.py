@@ -3,7 +3,7 @@ paper): it orders the publisher's submitted transactions into blocks by PBFT.
 
 How it works
 ------------
-The publisher sends ``submit {txs, timestamp_ms}`` to every validator. Each keeps
+The publisher sends ``submit {txs, timestamp_ms}`` (`Submit`) to every validator. Each keeps
 the submissions in order and builds a candidate block for each (`Chain.candidate_on`, with
 the publisher's key as the header's proposer and the publisher's timestamp): the first on
 its head, the next on the previous candidate, up to MAX_IN_FLIGHT candidates not yet
@@ -12,10 +12,10 @@ watermarks, and executes in sequence order). Validators at the same head given t
 submissions build the same blocks, so PBFT sees one request (one digest) per block. It
 hands each block to its PBFT core (`propose`: the primary orders it, a backup forwards it
 and starts the request timer that triggers a view change if the primary is faulty). PBFT
-messages travel as ``pbft {data}`` in the node's signed envelopes. On a `Commit`, the
-block gets the 2f+1 commit signatures as its certificate, is validated completely and
-appended (a block that does not apply is refused the same way by every honest validator,
-so they stay consistent), and is sent on to the MEC's devices and the publisher.
+messages travel as ``pbft {data}`` (`PbftMessage`) in the node's signed envelopes. On a
+`Commit`, the block gets the 2f+1 commit signatures as its certificate, is validated
+completely and appended (a block that does not apply is refused the same way by every honest
+validator, so they stay consistent), and is sent on to the MEC's devices and the publisher.
 Transactions are verified once, on submission (`node.sigcache` spares the re-check in
 `Chain.append`, and the commit signatures PBFT checked). The SQLite write is off the commit
 path: the validator's store defers writes, which the daemon does when no frame is waiting
@@ -33,7 +33,6 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from node.codec import Message
 from node.consensus.actions import (
     Action,
     Broadcast,
@@ -50,12 +49,31 @@ from node.core.block import Block
 from node.core.tx import Transaction, TxError
 from node.ledger.chain import LedgerError
 from node.ledger.replica import Replica
+from node.messages import NonNegativeInt, message, multicast, send
 from node.roles.base import NodeContext
 
 log = logging.getLogger(__name__)
 
 TIMER_PREFIX = "pbft:"
 MAX_IN_FLIGHT = 4  # candidates proposed and not yet committed (<= the PBFT log window)
+
+
+@message("submit")
+@dataclass(frozen=True)
+class Submit:
+    """Transactions for the validators to order into one block, with the proposer's block
+    timestamp (the same on every validator, so that they build the same candidate)."""
+
+    txs: tuple[bytes, ...]
+    timestamp_ms: NonNegativeInt
+
+
+@message("pbft")
+@dataclass(frozen=True)
+class PbftMessage:
+    """One PBFT protocol message between validators (`node.consensus.pbft`'s own bytes)."""
+
+    data: bytes
 
 
 class PbftValidator:
@@ -86,29 +104,24 @@ class PbftValidator:
         self.waiting: dict[int, Block] = {}
         self.commits = 0
 
-    def on_submit(self, ctx: NodeContext, msg: Message) -> None:
-        """Queue the publisher's transactions for a block."""
-        raw, ts = msg.payload.get("txs"), msg.payload.get("timestamp_ms")
-        if not isinstance(raw, list) or not isinstance(ts, int):
-            ctx.drop("bad_payload", "submit without txs or timestamp")
-            return
+    def on_submit(self, ctx: NodeContext, submit: Submit) -> None:
+        """Queue the publisher's transactions for a block (the caller checked the sender)."""
         try:
-            txs = [Transaction.from_bytes(t) for t in raw]
+            txs = [Transaction.from_bytes(t) for t in submit.txs]
             for tx in txs:
                 tx.verify()
         except (TxError, TypeError) as exc:
             ctx.drop("bad_tx", f"submission: {exc}")
             return
-        self.queue.append(Submission(txs, ts))
+        self.queue.append(Submission(txs, submit.timestamp_ms))
         self._propose_next(ctx)
 
-    def on_pbft(self, ctx: NodeContext, msg: Message) -> None:
+    def on_pbft(self, ctx: NodeContext, sender: str, msg: PbftMessage) -> None:
         """A PBFT protocol message from another validator."""
-        data = msg.payload.get("data")
-        if not isinstance(data, bytes) or msg.sender not in self.peers:
-            ctx.drop("unexpected", f"pbft from {msg.sender}")
+        if sender not in self.peers:
+            ctx.drop("unexpected", f"pbft from {sender}")
             return
-        self._run(ctx, self.core.handle(msg.sender, data, ctx.now()))
+        self._run(ctx, self.core.handle(sender, msg.data, ctx.now()))
 
     def on_timer(self, ctx: NodeContext, name: str) -> bool:
         """Fire a PBFT timer; False if `name` is not one."""
@@ -120,9 +133,9 @@ class PbftValidator:
     def _run(self, ctx: NodeContext, actions: list[Action]) -> None:
         for act in actions:
             if isinstance(act, Send):
-                ctx.send(act.dst, "pbft", {"data": act.data})
+                send(ctx, act.dst, PbftMessage(act.data))
             elif isinstance(act, Broadcast):
-                ctx.multicast(self.peers, "pbft", {"data": act.data})
+                multicast(ctx, self.peers, PbftMessage(act.data))
             elif isinstance(act, StartTimer):
                 ctx.set_timer(TIMER_PREFIX + act.name, act.delay_s)
             elif isinstance(act, StopTimer):

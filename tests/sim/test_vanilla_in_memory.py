@@ -6,6 +6,7 @@ in its own thread; only the transport is in memory.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,10 @@ from node.keys import NodeKey
 from node.learning.train import configure_torch_threads
 from node.learning.weights import weights_to_bytes
 from node.ledger.chain import verify_store
+from node.messages import as_message, send, to_payload
 from node.roles.base import NodeContext, Role
 from node.schemes.vanilla import DeviceRole
+from node.schemes.vanilla.messages import DeviceUpdate, GlobalModel
 from node.transport import InMemoryNetwork
 from orchestrator.collect import read_records
 from tests.sim.vanilla_net import VanillaNet
@@ -40,11 +43,12 @@ class ByzantineDevice(DeviceRole):
         self.impostor = impostor
 
     def on_message(self, ctx: NodeContext, msg: Message) -> None:
-        if msg.type == "global" and isinstance(msg.payload.get("round"), int):
-            self._attack(ctx, msg.payload["round"])
+        body = as_message(msg.type, msg.payload)
+        if isinstance(body, GlobalModel):
+            self._attack(ctx, body.round)
         super().on_message(ctx, msg)
 
-    def _update(self, ctx: NodeContext, round_no: int, weights: Any, key: NodeKey) -> dict:
+    def _update(self, ctx: NodeContext, round_no: int, weights: Any, key: NodeKey) -> DeviceUpdate:
         """An update message whose transaction matches its blob, signed by `key`."""
         blob = weights_to_bytes(weights)
         tx = Transaction.create(
@@ -59,7 +63,7 @@ class ByzantineDevice(DeviceRole):
                 "samples": 10,
             },
         )
-        return {"round": round_no, "blob": blob, "tx": tx.to_bytes(), "loss": 0.0, "accuracy": 0}
+        return DeviceUpdate(round_no, blob, tx.to_bytes(), 0.0, 0.0)
 
     def _attack(self, ctx: NodeContext, round_no: int) -> None:
         mec = str(ctx.me.parent)
@@ -70,16 +74,20 @@ class ByzantineDevice(DeviceRole):
         self.network.deliver(mec, self.impostor.encode("update", {"round": round_no}))
         # Well-signed messages carrying bad updates.
         nan = {k: np.full_like(v, np.nan) for k, v in good.items()}
-        ctx.send(mec, "update", self._update(ctx, round_no, nan, own))
+        send(ctx, mec, self._update(ctx, round_no, nan, own))
         wrong = {k: v.reshape(-1)[:1].copy() for k, v in good.items()}
-        ctx.send(mec, "update", self._update(ctx, round_no, wrong, own))
-        ctx.send(mec, "update", self._update(ctx, round_no + 7, good, own))
+        send(ctx, mec, self._update(ctx, round_no, wrong, own))
+        send(ctx, mec, self._update(ctx, round_no + 7, good, own))
         stolen = self._update(ctx, round_no, good, NodeKey.generate())  # tx of another key
-        ctx.send(mec, "update", stolen)
-        forged = {**self._update(ctx, round_no, good, own), "blob": weights_to_bytes(nan)}
-        ctx.send(mec, "update", forged)  # the blob is not the one the transaction names
+        send(ctx, mec, stolen)
+        forged = replace(self._update(ctx, round_no, good, own), blob=weights_to_bytes(nan))
+        send(ctx, mec, forged)  # the blob is not the one the transaction names
+        # Well-signed messages malformed in form: dropped by the typed decoding.
+        valid = to_payload(self._update(ctx, round_no, good, own))
+        ctx.send(mec, "update", {**valid, "round": "1"})
+        ctx.send(mec, "update", {**valid, "accuracy": None})
         assert isinstance(ctx, Daemon)
-        old = ctx._codec.encode("update", self._update(ctx, round_no - 1, good, own))
+        old = ctx._codec.encode("update", to_payload(self._update(ctx, round_no - 1, good, own)))
         self.network.deliver(mec, old)  # correctly signed but for a past round
         self.network.deliver(mec, old)  # the same frame again: a replay
 
@@ -128,6 +136,7 @@ def test_vanilla_completes_and_drops_every_bad_message(tmp_path: Path) -> None:
     assert mec1["bad_model"] == 6 * 2  # NaN weights and wrong shapes, every round
     assert mec1["bad_tx"] == 6 * 2  # another key's transaction, a blob not matching it
     assert mec1["stale_round"] == 6 * 2  # a past and a future round, every round
+    assert mec1["bad_payload"] == 6 * 2  # a round as a string, an accuracy of None
     assert nodes["mec0"].drops == {}, "the honest MEC saw nothing bad"
     assert all(n.drops == {} for nid, n in nodes.items() if nid not in {"mec1"})
     heads = {

@@ -20,8 +20,10 @@ from node.core.encoding import sha256
 from node.core.tx import Transaction
 from node.learning.train import configure_torch_threads
 from node.ledger.sync import Outgoing
+from node.messages import as_message
 from node.roles.base import NodeContext, Role
 from node.schemes.vanilla import DeviceRole, MecRole, PublisherRole
+from node.schemes.vanilla.messages import GlobalModel
 from orchestrator.collect import read_records
 from tests.sim.vanilla_net import VanillaNet
 from topologies import NodeKind, NodeSpec
@@ -69,8 +71,9 @@ class GlobalsKept:
         sync.tick = lambda now: note(tick(now))  # type: ignore[method-assign]
 
     def keep(self, msg: Message) -> None:
-        if msg.type == "global":
-            self.received[msg.payload["round"]] = msg.payload["model"]
+        body = as_message(msg.type, msg.payload)
+        if isinstance(body, GlobalModel):
+            self.received[body.round] = body.model
 
 
 class WatchedMec(GlobalsKept, MecRole):

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from node.codec import Message
 from node.contracts.runtime import Genesis
 from node.core.encoding import sha256
 from node.core.tx import Transaction
@@ -19,7 +18,8 @@ from node.keys import NodeKey
 from node.ledger.chain import ChainConfig, verify_store
 from node.ledger.replica import Replica
 from node.ledger.sync import Outgoing
-from node.roles.validator import PbftValidator
+from node.messages import from_payload
+from node.roles.validator import PbftMessage, PbftValidator, Submit
 
 PUB = NodeKey.from_seed(sha256(b"validator-pipeline/pub"))
 DEVICES = [NodeKey.from_seed(sha256(b"validator-pipeline/dev/%d" % i)) for i in range(3)]
@@ -130,15 +130,15 @@ def test_pipelined_candidates_commit_in_order(
     for txs, ts in _submissions():  # the publisher submits every round at once
         raw = [tx.to_bytes() for tx in txs]
         for nid, v in validators.items():
-            v.on_submit(
-                Ctx(nid, net), Message("submit", "pub", 0, {"txs": raw, "timestamp_ms": ts})
-            )  # type: ignore[arg-type]
+            v.on_submit(Ctx(nid, net), Submit(tuple(raw), ts))  # type: ignore[arg-type]
             depth = max(depth, len(v.in_flight))
     steps = 0
     while net.queue and steps < 100_000:
         src, dst, msg_type, payload = net.queue.popleft()
         net.clock += 0.001
-        validators[dst].on_pbft(Ctx(dst, net), Message(msg_type, src, 0, payload))  # type: ignore[arg-type]
+        pbft = from_payload(msg_type, payload)  # what the daemon hands the role
+        assert isinstance(pbft, PbftMessage)
+        validators[dst].on_pbft(Ctx(dst, net), src, pbft)  # type: ignore[arg-type]
         depth = max(depth, max(len(v.in_flight) for v in validators.values()))
         steps += 1
 

@@ -7,10 +7,18 @@ import logging
 from node.codec import Message
 from node.core.encoding import sha256
 from node.learning.weights import weights_from_bytes, weights_to_bytes
+from node.messages import send
 from node.roles.base import NodeContext
 from node.roles.learner import Learner, check_update
 from node.roles.threats import DeviceThreats
-from node.schemes.vanilla.common import PUBLISHER, Greeter, replica_of, stop_after_last_block
+from node.schemes.vanilla.common import (
+    PUBLISHER,
+    Greeter,
+    receive,
+    replica_of,
+    stop_after_last_block,
+)
+from node.schemes.vanilla.messages import DeviceUpdate, GlobalModel, Stop
 from topologies import NodeKind
 
 log = logging.getLogger(__name__)
@@ -34,22 +42,21 @@ class DeviceRole(Greeter):
 
     def on_message(self, ctx: NodeContext, msg: Message) -> None:
         """Handle `global` from this device's MEC and `stop` from the publisher."""
-        if msg.type == "stop" and msg.sender == PUBLISHER:
-            stop_after_last_block(ctx, msg)
-        elif msg.type == "global" and msg.sender == ctx.me.parent:
-            self._train(ctx, msg)
+        body = receive(ctx, msg)
+        if body is None:
+            return
+        if isinstance(body, Stop) and msg.sender == PUBLISHER:
+            stop_after_last_block(ctx, body)
+        elif isinstance(body, GlobalModel) and msg.sender == ctx.me.parent:
+            self._train(ctx, body)
         else:
             ctx.drop("unexpected", f"{msg.type} from {msg.sender}")
 
-    def _train(self, ctx: NodeContext, msg: Message) -> None:
+    def _train(self, ctx: NodeContext, msg: GlobalModel) -> None:
         started = ctx.now()
-        round_no = msg.payload.get("round")
-        if not isinstance(round_no, int) or round_no <= self.round:
+        round_no, model = msg.round, msg.model
+        if round_no <= self.round:
             ctx.drop("stale_round", f"global round {round_no!r}")
-            return
-        model = msg.payload.get("model")
-        if not isinstance(model, bytes):
-            ctx.drop("bad_payload", "global without model")
             return
         try:
             global_weights = check_update(self.reference, weights_from_bytes(model))
@@ -77,17 +84,8 @@ class DeviceRole(Greeter):
         )
         # in place before the transaction naming it leaves (its fsync comes later)
         replica.blobs.put_behind(key, blob)
-        ctx.send(
-            str(ctx.me.parent),
-            "update",
-            {
-                "round": round_no,
-                "blob": blob,
-                "tx": tx.to_bytes(),
-                "loss": result.loss,
-                "accuracy": result.accuracy,
-            },
-        )
+        update = DeviceUpdate(round_no, blob, tx.to_bytes(), result.loss, result.accuracy)
+        send(ctx, str(ctx.me.parent), update)
         # after the update: the global model, which the next block's task.record_global
         # names (so that no blob.get is needed for it)
         replica.blobs.put_behind(sha256(model), model)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from node.codec import Message
 from node.core.encoding import sha256
@@ -12,6 +11,7 @@ from node.learning.aggregators import (
     Update,
 )
 from node.learning.weights import Weights, weights_from_bytes
+from node.messages import multicast, send
 from node.roles.base import NodeContext
 from node.roles.learner import check_update
 from node.roles.threats import edge_fault, edge_output
@@ -22,8 +22,18 @@ from node.schemes.vanilla.common import (
     Greeter,
     devices_of,
     parse_update_tx,
+    receive,
     replica_of,
     stop_after_last_block,
+)
+from node.schemes.vanilla.messages import (
+    DeviceUpdate,
+    GlobalModel,
+    IndividualUpdate,
+    Partial,
+    PbftMessage,
+    Stop,
+    Submit,
 )
 from topologies import NodeKind
 
@@ -61,27 +71,26 @@ class MecRole(Greeter):
 
     def on_message(self, ctx: NodeContext, msg: Message) -> None:
         """Handle `global` and `stop` from the publisher and `update` from own devices."""
-        if msg.sender == PUBLISHER and msg.type == "stop":
-            stop_after_last_block(ctx, msg)
-        elif msg.sender == PUBLISHER and msg.type == "global":
-            self._on_global(ctx, msg)
-        elif msg.type == "update" and msg.sender in self.devices:
-            self._on_update(ctx, msg)
-        elif self.validator is not None and msg.type == "pbft":
-            self.validator.on_pbft(ctx, msg)
-        elif self.validator is not None and msg.type == "submit" and msg.sender == PUBLISHER:
-            self.validator.on_submit(ctx, msg)
+        body = receive(ctx, msg)
+        if body is None:
+            return
+        if msg.sender == PUBLISHER and isinstance(body, Stop):
+            stop_after_last_block(ctx, body)
+        elif msg.sender == PUBLISHER and isinstance(body, GlobalModel):
+            self._on_global(ctx, body)
+        elif isinstance(body, DeviceUpdate) and msg.sender in self.devices:
+            self._on_update(ctx, msg.sender, body)
+        elif self.validator is not None and isinstance(body, PbftMessage):
+            self.validator.on_pbft(ctx, msg.sender, body)
+        elif self.validator is not None and isinstance(body, Submit) and msg.sender == PUBLISHER:
+            self.validator.on_submit(ctx, body)
         else:
             ctx.drop("unexpected", f"{msg.type} from {msg.sender}")
 
-    def _on_global(self, ctx: NodeContext, msg: Message) -> None:
-        round_no, deadline = msg.payload.get("round"), msg.payload.get("deadline_s")
-        model = msg.payload.get("model")
-        if not (isinstance(round_no, int) and round_no > self.round):
+    def _on_global(self, ctx: NodeContext, msg: GlobalModel) -> None:
+        round_no, deadline, model = msg.round, msg.deadline_s, msg.model
+        if round_no <= self.round:
             ctx.drop("stale_round", f"global round {round_no!r}")
-            return
-        if not isinstance(deadline, int | float) or deadline <= 0 or not isinstance(model, bytes):
-            ctx.drop("bad_payload", "global without deadline or model")
             return
         try:
             weights = weights_from_bytes(model)
@@ -94,27 +103,24 @@ class MecRole(Greeter):
         self.greeted = True
         self.round, self.round_started = round_no, ctx.now()
         self.updates, self.txs, self.forwarded = {}, {}, False
-        my_deadline = MEC_DEADLINE_FRACTION * float(deadline)
+        my_deadline = MEC_DEADLINE_FRACTION * deadline
         # the publisher's encoded model goes on as it came (no re-encoding per hop)
-        ctx.multicast(
-            self.devices, "global", {"round": round_no, "model": model, "deadline_s": my_deadline}
-        )
+        multicast(ctx, self.devices, GlobalModel(round_no, model, my_deadline))
         ctx.set_timer("deadline", my_deadline)
         # kept as the blob the next block's task.record_global names (no blob.get for it)
         replica_of(ctx).blobs.put_behind(sha256(model), model)
 
-    def _on_update(self, ctx: NodeContext, msg: Message) -> None:
-        p = msg.payload
-        if p.get("round") != self.round or self.forwarded or msg.sender in self.updates:
-            ctx.drop("stale_round", f"update round {p.get('round')!r} from {msg.sender}")
+    def _on_update(self, ctx: NodeContext, sender: str, update: DeviceUpdate) -> None:
+        if update.round != self.round or self.forwarded or sender in self.updates:
+            ctx.drop("stale_round", f"update round {update.round!r} from {sender}")
             return
         if self.reference is None:
             ctx.drop("stale_round", "update before any global model")
             return
         try:
-            tx, blob = parse_update_tx(ctx, msg, self.round)
+            tx, blob = parse_update_tx(ctx, sender, update, self.round)
         except ValueError as exc:
-            ctx.drop("bad_tx", f"{msg.sender}: {exc}")
+            ctx.drop("bad_tx", f"{sender}: {exc}")
             return
         try:
             weights = check_update(self.reference, weights_from_bytes(blob))
@@ -122,8 +128,8 @@ class MecRole(Greeter):
             ctx.drop("bad_model", str(exc))
             return
         replica_of(ctx).blobs.put_behind(tx.payload["blob"], blob)  # hashed by parse_update_tx
-        self.updates[msg.sender] = (weights, float(tx.payload["samples"]))
-        self.txs[msg.sender] = tx.to_bytes()
+        self.updates[sender] = (weights, float(tx.payload["samples"]))
+        self.txs[sender] = tx.to_bytes()
         if len(self.updates) == len(self.devices):
             self._forward(ctx, "all_answered")
 
@@ -148,26 +154,30 @@ class MecRole(Greeter):
         updates, fault = edge_fault(ctx.config, self.round, updates, self.global_weights)
         contributors = [u.sender for u in updates]
         samples = sum(u.samples for u in updates)
-        payload: dict[str, Any] = {
-            "round": self.round,
-            "samples": int(samples),
-            "contributors": contributors,
-            "missing": missing,
-            "txs": [self.txs[c] for c in sorted(self.txs)],
-        }
+        individual: tuple[IndividualUpdate, ...] | None = None
+        average: Weights | None = None
         if updates and self.individual:
-            payload["updates"] = [
-                {
-                    "node": u.sender,
-                    "weights": edge_output(ctx.config, self.round, dict(u.weights)),
-                    "samples": int(u.samples),
-                }
+            individual = tuple(
+                IndividualUpdate(
+                    u.sender,
+                    edge_output(ctx.config, self.round, dict(u.weights)),
+                    int(u.samples),
+                )
                 for u in updates
-            ]
+            )
         elif updates:
             average = fedavg([(u.weights, u.samples) for u in updates])
-            payload["weights"] = edge_output(ctx.config, self.round, average)
-        ctx.send(PUBLISHER, "partial", payload)
+            average = edge_output(ctx.config, self.round, average)
+        partial = Partial(
+            self.round,
+            int(samples),
+            tuple(contributors),
+            tuple(missing),
+            tuple(self.txs[c] for c in sorted(self.txs)),
+            weights=average,
+            updates=individual,
+        )
+        send(ctx, PUBLISHER, partial)
         ctx.metrics.write(
             "round",
             round=self.round,

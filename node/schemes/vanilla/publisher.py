@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from typing import Any
 
 from node.codec import Message
 from node.core.encoding import sha256
@@ -17,6 +17,7 @@ from node.learning.aggregators import (
     select_top_k,
 )
 from node.learning.weights import weights_to_bytes
+from node.messages import multicast
 from node.roles.base import NodeContext, Role
 from node.roles.learner import Learner, check_update
 from node.schemes.vanilla.common import (
@@ -24,7 +25,16 @@ from node.schemes.vanilla.common import (
     FINAL_COMMIT_S,
     FINAL_LINGER_S,
     VALIDATION_SAMPLES,
+    receive,
     replica_of,
+)
+from node.schemes.vanilla.messages import (
+    GlobalModel,
+    Hello,
+    IndividualUpdate,
+    Partial,
+    Stop,
+    Submit,
 )
 from topologies import NodeKind
 
@@ -51,7 +61,7 @@ class PublisherRole(Role):
         self.ready: set[str] = set()
         self.round = 0
         self.round_started = 0.0
-        self.partials: dict[str, dict[str, Any]] = {}
+        self.partials: dict[str, Partial] = {}
         self.update_txs: dict[str, list[Transaction]] = {}
         # device -> why its update was dropped this round (it counts as rejected)
         self.dropped_updates: dict[str, str] = {}
@@ -67,10 +77,13 @@ class PublisherRole(Role):
 
     def on_message(self, ctx: NodeContext, msg: Message) -> None:
         """Handle `hello` from any node and `partial` from MECs."""
-        if msg.type == "hello" and msg.sender in self.expected:
+        body = receive(ctx, msg)
+        if body is None:
+            return
+        if isinstance(body, Hello) and msg.sender in self.expected:
             self._on_hello(ctx, msg.sender)
-        elif msg.type == "partial" and msg.sender in self.mecs:
-            self._on_partial(ctx, msg)
+        elif isinstance(body, Partial) and msg.sender in self.mecs:
+            self._on_partial(ctx, msg.sender, body)
         else:
             ctx.drop("unexpected", f"{msg.type} from {msg.sender}")
 
@@ -115,8 +128,8 @@ class PublisherRole(Role):
         if txs:
             self.last_tx = txs[-1].hash
         if ctx.config.consensus == "pbft":
-            payload = {"txs": [tx.to_bytes() for tx in txs], "timestamp_ms": ctx.wall_ms()}
-            ctx.multicast(self.mecs, "submit", payload)
+            submit = Submit(tuple(tx.to_bytes() for tx in txs), ctx.wall_ms())
+            multicast(ctx, self.mecs, submit)
             ctx.metrics.write("submitted", txs=len(txs))
             return
         block = replica.chain.build(txs, replica.key, ctx.wall_ms())
@@ -151,49 +164,40 @@ class PublisherRole(Role):
         deadline = ctx.config.learning.round_deadline_s
         if model is None:
             model = weights_to_bytes(self.weights)
-        ctx.multicast(
-            self.mecs, "global", {"round": self.round, "model": model, "deadline_s": deadline}
-        )
+        multicast(ctx, self.mecs, GlobalModel(self.round, model, deadline))
         ctx.set_timer("deadline", deadline)
 
-    def _on_partial(self, ctx: NodeContext, msg: Message) -> None:
-        p = msg.payload
-        if p.get("round") != self.round or msg.sender in self.partials:
-            ctx.drop("stale_round", f"partial round {p.get('round')!r} from {msg.sender}")
-            return
-        samples = p.get("samples")
-        if not isinstance(samples, int) or samples < 0:
-            ctx.drop("bad_payload", f"partial from {msg.sender} without a sample count")
+    def _on_partial(self, ctx: NodeContext, sender: str, p: Partial) -> None:
+        if p.round != self.round or sender in self.partials:
+            ctx.drop("stale_round", f"partial round {p.round!r} from {sender}")
             return
         try:
-            txs = [Transaction.from_bytes(raw) for raw in p.get("txs", [])]
+            txs = [Transaction.from_bytes(raw) for raw in p.txs]
             for tx in txs:
                 tx.verify()
-            if samples > 0 and "updates" in p:
-                self.individual[msg.sender] = self._check_individual(ctx, p["updates"], txs)
-            elif samples > 0:
-                p = {**p, "weights": check_update(self.weights, p.get("weights"))}
+            if p.samples > 0 and p.updates is not None:
+                self.individual[sender] = self._check_individual(ctx, p.updates, txs)
+            elif p.samples > 0:
+                p = dataclasses.replace(p, weights=check_update(self.weights, p.weights))
         except (ValueError, TypeError, KeyError) as exc:
-            ctx.drop("bad_model", f"partial from {msg.sender}: {exc}")
-            self._drop_partial_updates(ctx, msg.sender, p.get("contributors"))
+            ctx.drop("bad_model", f"partial from {sender}: {exc}")
+            self._drop_partial_updates(ctx, sender, p.contributors)
             return
-        self.update_txs[msg.sender] = txs
-        self.partials[msg.sender] = p
+        self.update_txs[sender] = txs
+        self.partials[sender] = p
         if len(self.partials) == len(self.mecs):
             self._aggregate(ctx)
 
     def _check_individual(
-        self, ctx: NodeContext, updates: object, txs: list[Transaction]
+        self, ctx: NodeContext, updates: tuple[IndividualUpdate, ...], txs: list[Transaction]
     ) -> list[Update]:
         """Device updates a MEC forwarded one by one; each must match its device's signed
         transaction (blob hash), so a MEC that tampers with an update is caught here."""
-        if not isinstance(updates, list):
-            raise ValueError("updates must be a list")
         by_key = {tx.sender.hex(): tx for tx in txs}
         out = []
         for item in updates:
-            node, samples = item["node"], item["samples"]
-            weights = check_update(self.weights, item["weights"])
+            node, samples = item.node, item.samples
+            weights = check_update(self.weights, item.weights)
             tx = by_key.get(ctx.config.roster.get(str(node), ""))
             if tx is None or tx.payload.get("blob") != sha256(weights_to_bytes(weights)):
                 ctx.drop("tampered_update", f"update of {node} does not match its transaction")
@@ -204,26 +208,26 @@ class PublisherRole(Role):
             out.append(Update(weights, samples, None, str(node)))
         return out
 
-    def _drop_partial_updates(self, ctx: NodeContext, mec: str, listed: object) -> None:
+    def _drop_partial_updates(self, ctx: NodeContext, mec: str, listed: tuple[str, ...]) -> None:
         """Count the updates of a refused partial (the devices it lists that are that
         MEC's) as rejected this round."""
-        if not isinstance(listed, list):
-            return
         own = {n.id for n in ctx.topology.of_kind(NodeKind.DEVICE) if n.parent == mec}
         for node in listed:
-            if isinstance(node, str) and node in own:
+            if node in own:
                 self.dropped_updates.setdefault(node, "invalid_partial")
 
     def _combine(self, ctx: NodeContext) -> tuple[list[str], list[str]]:
         """Aggregate this round's updates into self.weights; (contributors, rejected)."""
         if self.aggregator_name == "fedavg":
             usable = [
-                (p["weights"], float(p["samples"])) for p in self.partials.values() if p["samples"]
+                (p.weights, float(p.samples))
+                for p in self.partials.values()
+                if p.samples and p.weights is not None
             ]
             if usable:
                 self.weights = fedavg(usable)
             contributors = sorted(
-                c for p in self.partials.values() if p["samples"] for c in p["contributors"]
+                c for p in self.partials.values() if p.samples for c in p.contributors
             )
             return contributors, []
         updates = [u for mec in sorted(self.individual) for u in self.individual[mec]]
@@ -264,7 +268,7 @@ class PublisherRole(Role):
         reasons.update(self.dropped_updates)
         rejected = sorted(reasons)
         missing_mecs = sorted(set(self.mecs) - set(self.partials))
-        missing_devices = sorted(m for p in self.partials.values() for m in p.get("missing", []))
+        missing_devices = sorted(m for p in self.partials.values() for m in p.missing)
         self.absent = {*missing_mecs, *missing_devices}
         round_no, started, update_txs = self.round, self.round_started, self.update_txs
         if not contributors:
@@ -366,7 +370,7 @@ class PublisherRole(Role):
         node still in the run reports that height (or FINAL_LINGER_S passes): a node whose
         MEC died has missed blocks and catches up from here (or from any other peer)."""
         height = replica_of(ctx).height
-        ctx.multicast(sorted(self.expected), "stop", {"height": height})
+        multicast(ctx, sorted(self.expected), Stop(height))
         ctx.metrics.write("finished", rounds=self.round, elapsed_s=ctx.now() - self.run_started)
         alive = self.ready if self.round == 0 else self.expected
         self.lingering = sorted(alive - self.absent)
