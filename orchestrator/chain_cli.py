@@ -1,4 +1,9 @@
-"""`bcfl chain verify|show`: re-verify stored ledgers and print blocks readably."""
+"""`bcfl chain verify|show`: re-verify stored ledgers and print blocks readably.
+
+A node keeps each of its chains in ``nodes/<id>/chains/<chain id>/ledger.sqlite``
+(`node.ledger.chains`) and its blobs in ``nodes/<id>/blobs``; a node directory of the layout
+before several chains (``nodes/<id>/ledger.sqlite``) is read as the node's one chain, named
+``main``."""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from node.core.block import Block
 from node.core.encoding import EncodingError, decode_canonical
 from node.ledger.blobrefs import BlobReport, check_blobs
 from node.ledger.chain import CONFIG_META_KEY, ChainConfig, VerifyReport, verify_store
+from node.ledger.chains import CHAIN_ID_RE, CHAINS_DIR, MAIN_CHAIN
 from node.ledger.store import DB_NAME, ChainStore
 
 
@@ -17,23 +23,39 @@ class ChainCliError(ValueError):
     """DIR is neither a run directory nor a node directory with a ledger."""
 
 
+def node_chains(node_dir: Path) -> dict[str, Path]:
+    """Chain id -> directory of its ``ledger.sqlite``, for one node's directory (empty: none)."""
+    chains_dir = node_dir / CHAINS_DIR
+    if chains_dir.is_dir():
+        found = {
+            p.name: p
+            for p in sorted(chains_dir.iterdir())
+            if CHAIN_ID_RE.match(p.name) and (p / DB_NAME).is_file()
+        }
+        if found:
+            return found
+    if (node_dir / DB_NAME).is_file():
+        return {MAIN_CHAIN: node_dir}  # the layout before several chains per node
+    return {}
+
+
 def ledger_dirs(path: Path) -> dict[str, Path]:
     """Node id -> node directory holding a ledger, for a run directory or one node directory."""
-    if (path / DB_NAME).is_file():
+    if node_chains(path):
         return {path.name: path}
     nodes = path / "nodes"
     if nodes.is_dir():
-        found = {p.name: p for p in sorted(nodes.iterdir()) if (p / DB_NAME).is_file()}
+        found = {p.name: p for p in sorted(nodes.iterdir()) if p.is_dir() and node_chains(p)}
         if found:
             return found
     raise ChainCliError(
-        f"DIR: {str(path)!r} holds no ledger; give a run directory (with nodes/<id>/{DB_NAME}) "
-        f"or one node's directory"
+        f"DIR: {str(path)!r} holds no ledger; give a run directory (with "
+        f"nodes/<id>/{CHAINS_DIR}/<chain>/{DB_NAME}) or one node's directory"
     )
 
 
-def _open(node_dir: Path) -> ChainStore:
-    return ChainStore(node_dir / DB_NAME)
+def _open(store_dir: Path) -> ChainStore:
+    return ChainStore(store_dir / DB_NAME)
 
 
 def _node_key(store: ChainStore, node: str) -> bytes | None:
@@ -55,53 +77,70 @@ def _check_node_blobs(store: ChainStore, node_dir: Path, node: str) -> BlobRepor
 
 
 def verify(path: Path) -> tuple[bool, list[str]]:
-    """Verify every ledger under `path` and the blobs it references; (all ok, report lines).
+    """Verify every chain of every node under `path` and the blobs each references;
+    (all ok, report lines). Per chain kept by several nodes: whether their heads agree.
 
     Blobs: every referenced blob present in ``nodes/<id>/blobs`` is re-hashed (corrupt: a
     failure); a blob the node signed itself (a device's updates, the publisher's global
     models) must be present (missing: a failure); others (another device's update, a
     global model whose fetch was still in flight at exit) are counted as not held.
     """
-    lines: list[str] = []
-    reports: dict[str, VerifyReport] = {}
-    blobs_ok: dict[str, bool] = {}
+    by_chain: dict[str, dict[str, tuple[VerifyReport, BlobReport]]] = {}
     for node, node_dir in ledger_dirs(path).items():
-        store = _open(node_dir)
-        try:
-            report = verify_store(store)
-            blob_report = _check_node_blobs(store, node_dir, node)
-        finally:
-            store.close()
-        reports[node] = report
-        blobs_ok[node] = blob_report.ok
-        head = report.head_hash.hex()[:16] if report.head_hash else "-"
-        status = "ok" if report.ok and blob_report.ok else "FAILED"
-        line = (
-            f"{node:>10}: {status}  height {report.height}  head {head}  {report.tx_count} txs"
-            f"  blobs {blob_report.checked} ok"
-            + (f", {blob_report.not_held} not held" if blob_report.not_held else "")
-        )
-        for failure in report.failures:
-            line += f"\n{'':>12}at height {failure.height}: {failure.reason}"
-            line += f": {failure.detail}" if failure.detail else ""
-        for key, height in blob_report.corrupt:
-            line += f"\n{'':>12}at height {height}: corrupt blob {key.hex()[:16]} (hash mismatch)"
-        for key, height in blob_report.missing:
-            line += f"\n{'':>12}at height {height}: missing blob {key.hex()[:16]}"
-        lines.append(line)
-    ok = all(r.ok for r in reports.values()) and all(blobs_ok.values())
-    if len(reports) > 1:
-        heads = {r.height: r.head_hash for r in reports.values() if r.ok}
-        agree = all(heads.get(r.height) == r.head_hash for r in reports.values() if r.ok)
-        top = max(reports.values(), key=lambda r: r.height)
-        behind = sorted(n for n, r in reports.items() if r.ok and r.height < top.height)
-        lines.append(
-            f"{len(reports)} ledgers, {sum(r.ok for r in reports.values())} verified; "
-            f"heads {'agree' if agree else 'DISAGREE'} at equal heights"
-            + (f"; behind the highest ({top.height}): {', '.join(behind)}" if behind else "")
-        )
-        ok = ok and agree
+        for chain_id, store_dir in node_chains(node_dir).items():
+            store = _open(store_dir)
+            try:
+                report = verify_store(store)
+                blob_report = _check_node_blobs(store, node_dir, node)
+            finally:
+                store.close()
+            by_chain.setdefault(chain_id, {})[node] = (report, blob_report)
+    lines: list[str] = []
+    ok = True
+    for chain_id, nodes in sorted(by_chain.items()):
+        if len(by_chain) > 1:
+            lines.append(f"chain {chain_id}:")
+        for node, (report, blob_report) in nodes.items():
+            lines.append(_node_line(node, report, blob_report))
+            ok = ok and report.ok and blob_report.ok
+        if len(nodes) > 1:
+            reports = {n: r for n, (r, _) in nodes.items()}
+            agree, line = _heads_line(chain_id, reports)
+            lines.append(line)
+            ok = ok and agree
     return ok, lines
+
+
+def _node_line(node: str, report: VerifyReport, blob_report: BlobReport) -> str:
+    head = report.head_hash.hex()[:16] if report.head_hash else "-"
+    status = "ok" if report.ok and blob_report.ok else "FAILED"
+    line = (
+        f"{node:>10}: {status}  height {report.height}  head {head}  {report.tx_count} txs"
+        f"  blobs {blob_report.checked} ok"
+        + (f", {blob_report.not_held} not held" if blob_report.not_held else "")
+    )
+    for failure in report.failures:
+        line += f"\n{'':>12}at height {failure.height}: {failure.reason}"
+        line += f": {failure.detail}" if failure.detail else ""
+    for key, height in blob_report.corrupt:
+        line += f"\n{'':>12}at height {height}: corrupt blob {key.hex()[:16]} (hash mismatch)"
+    for key, height in blob_report.missing:
+        line += f"\n{'':>12}at height {height}: missing blob {key.hex()[:16]}"
+    return line
+
+
+def _heads_line(chain_id: str, reports: dict[str, VerifyReport]) -> tuple[bool, str]:
+    """Whether the verified replicas of one chain agree at equal heights, and a line saying so."""
+    heads = {r.height: r.head_hash for r in reports.values() if r.ok}
+    agree = all(heads.get(r.height) == r.head_hash for r in reports.values() if r.ok)
+    top = max(reports.values(), key=lambda r: r.height)
+    behind = sorted(n for n, r in reports.items() if r.ok and r.height < top.height)
+    line = (
+        f"chain {chain_id}: {len(reports)} ledgers, {sum(r.ok for r in reports.values())} "
+        f"verified; heads {'agree' if agree else 'DISAGREE'} at equal heights"
+        + (f"; behind the highest ({top.height}): {', '.join(behind)}" if behind else "")
+    )
+    return agree, line
 
 
 def _short(value: Any) -> str:
@@ -116,11 +155,22 @@ def _short(value: Any) -> str:
     return str(value)
 
 
-def show(path: Path, height: int | None = None) -> list[str]:
-    """Readable lines for every block (or the one at `height`) of one node's ledger."""
+def show(path: Path, height: int | None = None, chain: str | None = None) -> list[str]:
+    """Readable lines for every block (or the one at `height`) of one node's chain `chain`
+    (None: the node's only chain)."""
     dirs = ledger_dirs(path)
     node, node_dir = next(iter(dirs.items()))
-    store = _open(node_dir)
+    chains = node_chains(node_dir)
+    if chain is None and len(chains) > 1:
+        raise ChainCliError(
+            f"--chain: {node} keeps {len(chains)} chains; give one of: {', '.join(chains)}"
+        )
+    chain_id = chain if chain is not None else next(iter(chains))
+    if chain_id not in chains:
+        raise ChainCliError(
+            f"--chain: {chain_id!r} is not a chain of {node}; allowed: {', '.join(chains)}"
+        )
+    store = _open(chains[chain_id])
     try:
         raw = store.meta_get(CONFIG_META_KEY)
         names: dict[bytes, str] = {}
@@ -131,7 +181,7 @@ def show(path: Path, height: int | None = None) -> list[str]:
         if height is not None and not 0 <= height <= top:
             raise ChainCliError(f"--height: {height} is invalid; allowed: 0..{top}")
         heights = [height] if height is not None else list(range(top + 1))
-        lines = [f"ledger of {node} ({node_dir}), height {top}"]
+        lines = [f"chain {chain_id} of {node} ({chains[chain_id]}), height {top}"]
         for h in heights:
             data = store.block_bytes(h)
             if data is None:
