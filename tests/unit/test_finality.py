@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from node.consensus.ledger import committee_replicas
 from node.contracts.runtime import Genesis
 from node.core.block import Block, BlockHeader, CommitSignature
 from node.core.encoding import canonical
@@ -136,3 +137,17 @@ def test_the_form_before_finality_rules_is_still_read(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="different chain"):
         Chain(store, ChainConfig(genesis, SingleWriter(STRANGER.public_key)))
     store.close()
+
+
+def test_pbft_replicas_are_the_committee_members_in_order() -> None:
+    ids = {f"mec{i}": k.public_key for i, k in enumerate(MEMBERS)} | {"pub": WRITER.public_key}
+    keys = [k.public_key for k in reversed(MEMBERS)]
+    replicas = committee_replicas(Committee.bft(keys), ids)
+    assert replicas == [(f"mec{i}", MEMBERS[i].public_key) for i in (3, 2, 1, 0)]
+    for rule, why in [
+        (SingleWriter(WRITER.public_key), "needs committee finality, not single-writer"),
+        (Committee(tuple(keys), 2), "quorum 2 is not PBFT's 2f\\+1 = 3 for 4 members"),
+        (Committee.bft([*keys[:3], STRANGER.public_key]), "without a node id"),
+    ]:
+        with pytest.raises(ValueError, match=why):
+            committee_replicas(rule, ids)
