@@ -131,6 +131,17 @@ class ChainConfig:
         object.__setattr__(self, "genesis", genesis)
         object.__setattr__(self, "finality", finality)
 
+    @property
+    def validators(self) -> tuple[bytes, ...]:
+        """Transitional (the form before finality rules): the keys whose signatures count."""
+        return self.finality.signers
+
+    @property
+    def quorum(self) -> int:
+        """Transitional (the form before finality rules): how many signatures make a block
+        final (a committee's quorum; 1 otherwise)."""
+        return self.finality.quorum if isinstance(self.finality, Committee) else 1
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
         return {"genesis": self.genesis.to_dict(), "finality": self.finality.to_dict()}

@@ -151,3 +151,11 @@ def test_pbft_replicas_are_the_committee_members_in_order() -> None:
     ]:
         with pytest.raises(ValueError, match=why):
             committee_replicas(rule, ids)
+
+
+def test_validators_and_quorum_read_from_the_rule_until_their_users_are_ported() -> None:
+    keys = tuple(k.public_key for k in MEMBERS)
+    committee = ChainConfig(_genesis(), Committee.bft(keys))
+    assert (committee.validators, committee.quorum) == (keys, 3)
+    single = ChainConfig(_genesis(), SingleWriter(WRITER.public_key))
+    assert (single.validators, single.quorum) == ((WRITER.public_key,), 1)
