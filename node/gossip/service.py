@@ -38,7 +38,17 @@ from node.gossip.actions import (
     Validator,
 )
 from node.gossip.core import GossipNode
-from node.gossip.messages import CODEC_TYPE, ID_BYTES, GossipError, from_payload, to_payload
+from node.gossip.messages import (
+    CODEC_TYPE,
+    ID_BYTES,
+    GossipError,
+    GossipMessage,
+    IHave,
+    Item,
+    IWant,
+    from_payload,
+    to_payload,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +101,9 @@ class GossipMessageIn(Protocol):
     def sender(self) -> str: ...
 
     @property
-    def payload(self) -> dict[str, Any]: ...
+    def payload(self) -> Any:
+        """The payload map (or a decoded `GossipMessage`, for a daemon that decodes)."""
+        ...
 
 
 @dataclass
@@ -189,11 +201,15 @@ class GossipService:
         if msg.type != CODEC_TYPE:
             return False
         cfg = self.core.config
-        try:
-            message = from_payload(msg.payload, cfg.max_item_bytes, cfg.max_ids)
-        except GossipError as exc:
-            self._refuse(ctx, exc.reason, f"from {msg.sender}: {exc.detail}")
-            return True
+        payload = msg.payload
+        if isinstance(payload, Item | IHave | IWant):  # already decoded (the core re-checks
+            message: GossipMessage = payload  # sizes against this node's limits)
+        else:
+            try:
+                message = from_payload(payload, cfg.max_item_bytes, cfg.max_ids)
+            except GossipError as exc:
+                self._refuse(ctx, exc.reason, f"from {msg.sender}: {exc.detail}")
+                return True
         try:
             peers = self.core.peers(message.topic)
         except KeyError:

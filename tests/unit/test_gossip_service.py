@@ -258,3 +258,14 @@ def test_finish_writes_one_gossip_record_with_the_counters(tmp_path: Path) -> No
     assert record["gossip_relayed"] == 2
     assert record["gossip_invalid"] == {} and record["gossip_dropped"] == {}
     assert record["gossip_sent_msgs"] == nodes["b"].service.service_stats.sent_msgs == 2
+
+
+def test_a_message_the_daemon_already_decoded_is_taken_as_it_is(tmp_path: Path) -> None:
+    node = make(tmp_path, "b", ("a", "c"), max_item_bytes=100)
+
+    assert node.service.on_message(node.host, Message(CODEC_TYPE, "a", 0, Item(T, 3, b"ok 1")))  # type: ignore[arg-type]
+    big = Item(T, 3, b"ok" + bytes(200))
+    assert node.service.on_message(node.host, Message(CODEC_TYPE, "a", 1, big))  # type: ignore[arg-type]
+
+    assert [d.data for d in node.delivered] == [b"ok 1"]
+    assert node.service.stats.dropped == Counter({"oversize": 1})
