@@ -16,7 +16,7 @@ from node.config import NodeConfig
 from node.daemon import Daemon
 from node.keys import NodeKey, Roster
 from node.ledger.chain import ChainConfig
-from node.ledger.replica import Replica
+from node.ledger.chains import open_chains
 from node.metrics import MetricsWriter
 from node.schemes import make_scheme
 from node.transport.base import Transport
@@ -67,15 +67,20 @@ def build_daemon(config: NodeConfig) -> Daemon:
             "role": str(me.kind),
         },
     )
-    replica = Replica(
+    configs = (
+        shared.chains
+        if shared
+        else {cid: ChainConfig.from_dict(raw) for cid, raw in config.chains.items()}
+    )
+    chains = open_chains(
         node_dir,
-        shared.chain if shared and shared.chain else ChainConfig.from_dict(config.chain),
+        {cid: configs[cid] for cid in config.plan.chains},
         key,
         config.ledger_synchronous,
-        template=shared.genesis_db if shared else None,
+        shared.genesis_dbs if shared else None,
     )
     role = make_scheme(config.scheme, config.scheme_params).role(config.plan)
-    return Daemon(config, topology, transport, codec, role, metrics, replica=replica)
+    return Daemon(config, topology, transport, codec, role, metrics, chains=chains)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,7 +43,7 @@ class NodePlan(BaseModel):
     peers: tuple[str, ...] = ()
 
 
-SHARED_FIELDS = ("endpoints", "roster", "topology", "chain")
+SHARED_FIELDS = ("endpoints", "roster", "topology", "chains")
 """NodeConfig's fields that are the same for every node of a run and grow with its size (the
 topology of 1,000 devices and 200 MECs is ~7 MB of JSON): written once, to the run's shared
 file, instead of into every node's config."""
@@ -70,7 +70,7 @@ class NodeConfig(BaseModel):
     learning: LearningConfig
     max_message_bytes: int
     startup_timeout_s: float
-    chain: dict[str, Any]
+    chains: dict[str, dict[str, Any]]  # chain id -> ChainConfig.to_dict(), every chain of the run
     task_id: str
     ledger_synchronous: str = "NORMAL"
     consensus: str = "single"

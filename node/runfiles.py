@@ -1,4 +1,4 @@
-"""A run's shared file (endpoints, roster, topology, chain), parsed once per process.
+"""A run's shared file (endpoints, roster, topology, chains), parsed once per process.
 
 At 1,000 devices the topology is most of a node's configuration: the full MEC backhaul mesh
 of 200 MECs is 40k directed links, 7 MB of JSON, and parsing it into a `TopologySpec` costs
@@ -10,10 +10,10 @@ changed (same path, size and modification time).
 Besides the topology, `load` builds what every daemon of the run would otherwise build
 identically for itself (measured per daemon at 1,000 devices, `bench/daemon_memory.py`): the
 shared fields checked against `NodeConfig`'s types once (a config then takes them without a
-pydantic copy each), the chain config with its genesis block, state and encoding (~3 MB of
-private memory per daemon), a store holding the genesis that each node's new ledger starts
-as a copy of (``shared.genesis-HASH.sqlite``: writing 2,202 genesis rows cost each daemon
-~2 MB), the roster's public keys, and the topology's compact route index
+pydantic copy each), each chain's config with its genesis block, state and encoding (~3 MB of
+private memory per daemon), per chain a store holding the genesis that each node's new ledger
+of that chain starts as a copy of (``shared.genesis-HASH.sqlite``: writing 2,202 genesis rows
+cost each daemon ~2 MB), the roster's public keys, and the topology's compact route index
 (`topologies.routing`: a BFS over the shared links copied ~8 MB of pages per daemon).
 """
 
@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,14 +39,15 @@ SHARED_KEY = "shared"  # a node config's key naming its run's shared file
 @dataclass(frozen=True)
 class SharedRun:
     """The parsed shared file: its JSON object (the shared fields checked against
-    `NodeConfig`'s types), the topology, and, where the file has them, the chain config (its
-    genesis computed) and the roster."""
+    `NodeConfig`'s types), the topology, and, where the file has them, the chain configs by
+    chain id (their genesis computed) and the roster."""
 
     data: dict[str, Any]
     topology: TopologySpec
-    chain: ChainConfig | None = None
+    chains: Mapping[str, ChainConfig] = field(default_factory=dict)
     roster: Roster | None = None
-    genesis_db: Path | None = None  # a store holding the chain's genesis, for nodes to copy
+    # chain id -> a store holding that chain's genesis, for nodes to copy
+    genesis_dbs: Mapping[str, Path] = field(default_factory=dict)
 
 
 def _parse(path: str | Path) -> SharedRun:
@@ -67,17 +69,19 @@ def _parse(path: str | Path) -> SharedRun:
                 raise ValueError(f"{path}: {name}: {exc.errors()[0]['msg']}") from None
     topology = TopologySpec.from_dict(data["topology"])
     RouteIndex.of(topology)
-    chain = roster = None
+    chains: dict[str, ChainConfig] = {}
+    roster = None
     try:
-        if "chain" in data:
-            chain = ChainConfig.from_dict(data["chain"])
+        for cid, raw in data.get("chains", {}).items():
+            chain = chains[cid] = ChainConfig.from_dict(raw)
             _ = chain.encoded, chain.genesis_block  # computed here: shared by forked daemons
         if "roster" in data:
             roster = Roster.from_hex(data["roster"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: chain or roster: {exc}") from None
-    genesis_db = _genesis_template(Path(path), chain) if chain is not None else None
-    return SharedRun(data, topology, chain, roster, genesis_db)
+        raise ValueError(f"{path}: chains or roster: {exc}") from None
+    templates = {cid: _genesis_template(Path(path), chain) for cid, chain in chains.items()}
+    genesis_dbs = {cid: db for cid, db in templates.items() if db is not None}
+    return SharedRun(data, topology, chains, roster, genesis_dbs)
 
 
 def _genesis_template(shared: Path, chain: ChainConfig) -> Path | None:

@@ -61,12 +61,13 @@ def _parser() -> argparse.ArgumentParser:
     chain = sub.add_parser("chain", help="verify or show the ledgers of a run")
     chain_sub = chain.add_subparsers(dest="chain_command", required=True, metavar="ACTION")
     verify = chain_sub.add_parser(
-        "verify", help="re-verify every block of every node's ledger (exit 0 ok, 1 failure)"
+        "verify", help="re-verify every block of every chain of every node (exit 0 ok, 1 failure)"
     )
     verify.add_argument("dir", type=Path, help="a run directory or one node's directory")
     show = chain_sub.add_parser("show", help="print the blocks of one node's ledger")
     show.add_argument("dir", type=Path, help="a node directory (or a run: its first node)")
     show.add_argument("--height", type=int, help="only this block")
+    show.add_argument("--chain", help="the chain to show (default: the node's only chain)")
 
     sub.add_parser(
         "schemes", help="list the registered schemes and their parameters (scheme: {name: ...})"
@@ -223,7 +224,7 @@ def cmd_chain(args: argparse.Namespace) -> int:
             ok, lines = verify(args.dir)
             print("\n".join(lines))
             return 0 if ok else 1
-        print("\n".join(show(args.dir, args.height)))
+        print("\n".join(show(args.dir, args.height, args.chain)))
     except ChainCliError as exc:
         return _fail(str(exc))
     return 0

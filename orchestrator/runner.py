@@ -246,11 +246,9 @@ class Run:
                 consensus=s.ledger.consensus,
             ),
         )
-        if len(plan.chains) != 1:
-            raise ScenarioError(f"scheme: {s.scheme.name!r} plans several chains (not yet run)")
         privacy = s.privacy.model_dump() if s.privacy is not None else None
-        chain = next(iter(plan.chains.values())).config.to_dict()
-        (self.out_dir / "chain.json").write_text(json.dumps(chain, indent=1))
+        chains = {cid: chain.config.to_dict() for cid, chain in plan.chains.items()}
+        (self.out_dir / "chains.json").write_text(json.dumps(chains, indent=1))
         launches = []
         shared = self.out_dir / "shared.json"
         for node in daemons:
@@ -276,7 +274,7 @@ class Run:
                 else learning,
                 max_message_bytes=int(s.max_message_mb * 1024 * 1024),
                 startup_timeout_s=s.startup_timeout_s,
-                chain=chain,
+                chains=chains,
                 task_id=s.name,
                 ledger_synchronous=s.ledger.synchronous,
                 consensus=s.ledger.consensus,

@@ -16,7 +16,6 @@ same plan), so a run is reproducible from its scenario and seed.
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,10 +25,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from node.config import NodePlan
 from node.ledger.chain import ChainConfig
+from node.ledger.chains import check_chain_id
 from node.roles.base import Role
 from topologies import TopologySpec
-
-CHAIN_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 __all__ = ["ChainPlan", "NodePlan", "Plan", "PlanInputs", "Scheme", "SchemeParams"]
 
@@ -50,8 +48,7 @@ class ChainPlan:
     keepers: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        if not CHAIN_ID_RE.match(self.chain_id):
-            raise ValueError(f"chain id {self.chain_id!r} must match {CHAIN_ID_RE.pattern}")
+        check_chain_id(self.chain_id)
 
 
 @dataclass(frozen=True)

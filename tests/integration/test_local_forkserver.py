@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from node.forkserver import ForkServer, ForkServerError
+from node.ledger.chains import MAIN_CHAIN, chain_dir
 from node.ledger.store import open_store
 from orchestrator.runner import Run
 from orchestrator.scenario import parse_scenario
@@ -38,7 +39,7 @@ def parent_pid(pid: int) -> int:
 
 def global_models(run_dir: Path) -> dict[int, str]:
     """Round -> the hash of the global model the publisher recorded on its ledger."""
-    store = open_store(run_dir / "nodes" / "pub")
+    store = open_store(chain_dir(run_dir / "nodes" / "pub", MAIN_CHAIN))
     try:
         out = {}
         for block in store.blocks():

@@ -18,7 +18,8 @@ import pytest
 
 from node.core.encoding import decode_canonical
 from node.ledger.chain import CONFIG_META_KEY, ChainConfig, verify_store
-from node.ledger.store import ChainStore, open_store
+from node.ledger.chains import MAIN_CHAIN, chain_dir
+from node.ledger.store import DB_NAME, ChainStore, open_store
 from orchestrator.cli import main as cli_main
 from orchestrator.runner import Run
 from orchestrator.scenario import Scenario, parse_scenario
@@ -120,7 +121,7 @@ def test_every_ledger_verifies_and_a_changed_byte_is_caught(
     assert out.count(": ok  height 6") == 6, out  # publish + 4 rounds + rewards, on 6 nodes
     assert "heads agree" in out
 
-    db = run_dir / "nodes" / "dev0-1" / "ledger.sqlite"
+    db = chain_dir(run_dir / "nodes" / "dev0-1", MAIN_CHAIN) / DB_NAME
     with sqlite3.connect(db) as conn:
         (data,) = conn.execute("SELECT data FROM blocks WHERE height = 3").fetchone()
         changed = bytearray(data)
@@ -132,7 +133,7 @@ def test_every_ledger_verifies_and_a_changed_byte_is_caught(
     assert "FAILED" in out and "at height 3" in out, out
 
     # A flipped byte in a blob the chain references (dev0-2's own round-2 update).
-    store = open_store(run_dir / "nodes" / "dev0-2")
+    store = open_store(chain_dir(run_dir / "nodes" / "dev0-2", MAIN_CHAIN))
     try:
         block = store.block(3)  # publish at 1, round 2 at 3
         assert block is not None
@@ -194,8 +195,7 @@ def test_restarted_device_with_an_empty_ledger_catches_up(tmp_path: Path) -> Non
         if record["round"] == 2:
             run.backend.kill(victim, signal.SIGKILL)
             node_dir = run.node_dir(victim)
-            for name in ("ledger.sqlite", "ledger.sqlite-wal", "ledger.sqlite-shm"):
-                (node_dir / name).unlink(missing_ok=True)
+            shutil.rmtree(chain_dir(node_dir, MAIN_CHAIN))
             shutil.rmtree(node_dir / "blobs")
             run.restart(victim)
             restarted_after.append(run.publisher_rounds()[-1]["round"])
@@ -207,7 +207,7 @@ def test_restarted_device_with_an_empty_ledger_catches_up(tmp_path: Path) -> Non
     assert restarted_after[0] <= 5, "rounds were too fast for the test to mean anything"
     reports = {}
     for node in ("pub", victim):
-        store = open_store(run_dir / "nodes" / node)
+        store = open_store(chain_dir(run_dir / "nodes" / node, MAIN_CHAIN))
         reports[node] = verify_store(store)
         store.close()
     assert reports[victim].ok, reports[victim].failures

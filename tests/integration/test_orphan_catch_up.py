@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from node.ledger.chain import verify_store
+from node.ledger.chains import MAIN_CHAIN, chain_dir
 from node.ledger.store import open_store
 from orchestrator.chain_cli import verify
 from orchestrator.runner import Run
@@ -56,7 +57,7 @@ def test_devices_of_a_crashed_mec_end_at_the_final_height(tmp_path: Path) -> Non
     live = [n for n in result.exit_codes if n != VICTIM]
     reports = {}
     for node in live:
-        store = open_store(out / "nodes" / node)
+        store = open_store(chain_dir(out / "nodes" / node, MAIN_CHAIN))
         try:
             reports[node] = verify_store(store)
         finally:

@@ -10,7 +10,9 @@ import pytest
 
 from node.core.block import Block
 from node.core.encoding import decode_canonical
+from node.core.finality import Committee
 from node.ledger.chain import ChainConfig, verify_store
+from node.ledger.chains import MAIN_CHAIN, chain_dir
 from node.ledger.store import open_store
 from orchestrator.runner import Run
 from orchestrator.scenario import parse_scenario
@@ -47,7 +49,10 @@ def test_pbft_validators_survive_a_killed_primary(tmp_path: Path) -> None:
     assert result.rounds_completed == 10
     pub_rows = [r for r in csv.DictReader((out / "metrics.csv").open()) if r["role"] == "publisher"]
     with_updates = sum(1 for r in pub_rows if int(r["contributors"] or 0) > 0)
-    stores = {n: open_store(out / "nodes" / n) for n in ("pub", "mec0", "mec1", "dev1-0")}
+    stores = {
+        n: open_store(chain_dir(out / "nodes" / n, MAIN_CHAIN))
+        for n in ("pub", "mec0", "mec1", "dev1-0")
+    }
     try:
         reports = {n: verify_store(s) for n, s in stores.items()}
         assert all(r.ok for r in reports.values()), {n: r.failures for n, r in reports.items()}
@@ -58,7 +63,8 @@ def test_pbft_validators_survive_a_killed_primary(tmp_path: Path) -> None:
         assert raw is not None
         config = ChainConfig.from_dict(decode_canonical(raw))
         names = {key: nid for nid, (key, _) in config.genesis.members.items()}
-        assert config.quorum == 3 and len(config.validators) == 4
+        assert isinstance(config.finality, Committee)
+        assert config.finality.quorum == 3 and len(config.finality.members) == 4
         signers = []
         for h in range(1, reports["pub"].height + 1):
             data = stores["pub"].block_bytes(h)

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from node.core.block import Block  # noqa: E402
+from node.ledger.chains import MAIN_CHAIN, chain_dir  # noqa: E402
 from node.ledger.store import DB_NAME, ChainStore  # noqa: E402
 from orchestrator.runner import Run  # noqa: E402
 from orchestrator.scenario import load_scenario  # noqa: E402
@@ -38,7 +39,7 @@ def reference_of(run_dir: Path) -> dict[str, Any]:
         accuracy = {
             int(r["round"]): r["accuracy"] for r in csv.DictReader(f) if r["node"] == PUBLISHER
         }
-    store = ChainStore(run_dir / "nodes" / PUBLISHER / DB_NAME)
+    store = ChainStore(chain_dir(run_dir / "nodes" / PUBLISHER, MAIN_CHAIN) / DB_NAME)
     blobs: dict[int, str] = {}
     try:
         for height in range(store.height() + 1):

@@ -10,15 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from node.codec import Codec
-from node.config import LearningConfig, NodeConfig, NodePlan
-from node.contracts.runtime import Genesis
+from node.config import LearningConfig, NodeConfig
 from node.daemon import Daemon
 from node.keys import NodeKey, Roster
-from node.ledger.chain import ChainConfig
-from node.ledger.replica import Replica
+from node.ledger.chains import open_chains
 from node.metrics import MetricsWriter
 from node.roles.base import Role
-from node.schemes import make_scheme
+from node.schemes import PlanInputs, make_scheme
 from node.transport import InMemoryNetwork
 from topologies import HierarchyParams, NodeSpec, TopologySpec, build_hierarchy
 
@@ -67,15 +65,13 @@ class VanillaNet:
         (a callable value is called with the node id); `role`: a replacement role or None."""
         daemons = self.topology.daemons()
         roster = self.roster
-        chain = ChainConfig(
-            Genesis(
-                members={n.id: (self.keys[n.id].public_key, str(n.kind)) for n in daemons},
-                balances={"pub": reward_pool},
-                chain_id="sim",
-            ),
-            (self.keys["pub"].public_key,),
-            1,
+        consensus = (config or {}).get("consensus", "single")
+        plan = make_scheme("vanilla").plan(
+            self.topology,
+            {n.id: self.keys[n.id].public_key for n in daemons},
+            PlanInputs("sim", TASK_ID, seed, reward_pool, consensus),
         )
+        chains = {cid: chain.config for cid, chain in plan.chains.items()}
         nodes: dict[str, Daemon] = {}
         for spec in daemons:
             extra = {k: v(spec.id) if callable(v) else v for k, v in (config or {}).items()}
@@ -83,7 +79,7 @@ class VanillaNet:
                 run_id="sim",
                 node_id=spec.id,
                 scheme="vanilla",
-                plan=NodePlan(node_id=spec.id, role=str(spec.kind), chains=("main",)),
+                plan=plan.nodes[spec.id],
                 seed=seed,
                 node_dir=str(tmp_path),
                 key_path="-",
@@ -94,7 +90,7 @@ class VanillaNet:
                 shaping="none",
                 learning=learning,
                 max_message_bytes=8 * 1024 * 1024,
-                chain=chain.to_dict(),
+                chains={cid: c.to_dict() for cid, c in chains.items()},
                 task_id=TASK_ID,
                 **extra,
             )
@@ -106,7 +102,7 @@ class VanillaNet:
                 Codec(spec.id, self.keys[spec.id], roster, node_config.max_message_bytes),
                 role(spec) or make_scheme("vanilla").role(node_config.plan),
                 MetricsWriter(tmp_path / spec.id / "metrics.jsonl", {"node": spec.id}),
-                replica=Replica(tmp_path / spec.id, chain, self.keys[spec.id]),
+                chains=open_chains(tmp_path / spec.id, chains, self.keys[spec.id]),
             )
         threads = [
             threading.Thread(target=d.run, kwargs={"install_signal_handlers": False})

@@ -25,7 +25,7 @@ def node_config(learning: LearningConfig, **extra: Any) -> NodeConfig:
         learning=learning,
         max_message_bytes=1 << 20,
         startup_timeout_s=1,
-        chain={},
+        chains={},
         task_id="t",
     )
     return NodeConfig(**(base | extra))

@@ -3,6 +3,7 @@ the chain config's encoding, the roster, the validated shared fields (node.runfi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from node.config import SHARED_FIELDS, NodeConfig
 from node.contracts.runtime import Genesis
 from node.contracts.state import State
 from node.core.encoding import canonical
+from node.core.finality import SingleWriter
 from node.keys import NodeKey
 from node.ledger.chain import Chain, ChainConfig, verify_store, write_genesis_template
 from node.ledger.store import open_store
@@ -25,7 +27,7 @@ def config_of(n: int = 5) -> tuple[ChainConfig, list[NodeKey]]:
     keys = [NodeKey.from_seed(bytes([i + 1]) * 32) for i in range(n)]
     members = {f"n{i}": (k.public_key, "device") for i, k in enumerate(keys)}
     genesis = Genesis(members=members, balances={"n0": 100}, chain_id="c")
-    return ChainConfig(genesis, (keys[0].public_key,), 1), keys
+    return ChainConfig(genesis, SingleWriter(keys[0].public_key)), keys
 
 
 def test_a_frozen_state_refuses_writes_and_its_copy_takes_them() -> None:
@@ -95,7 +97,7 @@ def test_a_store_copied_from_the_genesis_template_equals_one_written_itself(
 
 def test_a_template_of_another_chain_is_refused(tmp_path: Path) -> None:
     config, _ = config_of()
-    other = ChainConfig.from_dict(config.to_dict() | {"quorum": 1, "validators": ["00" * 32]})
+    other = dataclasses.replace(config, finality=SingleWriter(bytes(32)))
     write_genesis_template(tmp_path / "other.sqlite", other)
     with pytest.raises(ValueError, match="different chain"):
         Chain(open_store(tmp_path / "n", template=tmp_path / "other.sqlite"), config)
@@ -112,13 +114,14 @@ def write_run(tmp_path: Path) -> tuple[Path, list[Path]]:
 def test_configs_take_the_parsed_shared_fields_without_copying_them(tmp_path: Path) -> None:
     shared_path, configs = write_run(tmp_path)
     shared = runfiles.load(shared_path)
-    assert shared.chain is not None and shared.roster is not None
-    assert "genesis_block" in vars(shared.chain) and "encoded" in vars(shared.chain)
-    assert shared.chain.to_dict() == shared.data["chain"]
+    chain = shared.chains["main"]
+    assert shared.roster is not None and list(shared.chains) == ["main"]
+    assert "genesis_block" in vars(chain) and "encoded" in vars(chain)
+    assert chain.to_dict() == shared.data["chains"]["main"]
     assert sorted(shared.roster.ids()) == sorted(shared.data["roster"])
     assert isinstance(getattr(shared.topology, "_route_index", None), RouteIndex)
-    assert shared.genesis_db is not None and shared.genesis_db.parent == shared_path.parent
-    assert runfiles.load(shared_path).genesis_db == shared.genesis_db
+    assert shared.genesis_dbs["main"].parent == shared_path.parent
+    assert runfiles.load(shared_path).genesis_dbs == shared.genesis_dbs
     for path in configs:
         config = NodeConfig.load(path)
         for name in SHARED_FIELDS:
