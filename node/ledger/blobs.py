@@ -12,8 +12,9 @@ same interface over a dict, for tests.
 ``put_behind(key, data)`` is the put for the round's critical path: the caller hashed the
 bytes itself (the key is not recomputed, nor an existing file re-read), the blob is written
 to a temp file and renamed into place at once (so it is there for ``has``/``get`` and
-survives the process being killed), and one writer thread per store does the two fsyncs
-afterwards. ``flush`` waits for them. Only a power loss before that can cut such a blob
+survives the process being killed), and one writer thread per store does the fsyncs
+afterwards (each file, then each directory once for the files queued together). ``flush``
+waits for them. Only a power loss before that can cut such a blob
 short; it then fails its hash on ``get``, is deleted and is fetched again like any corrupt
 blob. ``put`` stays synchronous: durable when it returns.
 """
@@ -21,6 +22,7 @@ blob. ``put`` stays synchronous: durable when it returns.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import queue
@@ -155,20 +157,35 @@ def blob_path(root: Path, key: bytes) -> Path:
     return Path(root) / name[:2] / name
 
 
+_temp_names = itertools.count()
+
+
 class FileBlobStore:
-    """A blob store in a directory tree, one file per blob, written atomically."""
+    """A blob store in a directory tree, one file per blob, written atomically.
+
+    Paths are handled as strings with `os` calls (a `pathlib.Path` per call cost more than
+    the write of a model's bytes into the page cache), and the two-hex-digit directories
+    known to exist are remembered, so a put on the round's critical path is a stat, an
+    open, a write and a rename."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self._root = str(self.root)
+        self._dirs: set[str] = set()
         self._sweep_temp_files()
         # put_behind's fsyncs: paths (or a flush's event) for one writer thread, started lazily
-        self._fsyncs: queue.Queue[Path | threading.Event] = queue.Queue()
+        self._fsyncs: queue.Queue[str | threading.Event] = queue.Queue()
         self._writer: threading.Thread | None = None
 
     def path_for(self, key: bytes) -> Path:
         """Where the blob for `key` lives."""
-        return blob_path(self.root, key)
+        return Path(self._path(key))
+
+    def _path(self, key: bytes) -> str:
+        _check_key(key)
+        name = key.hex()
+        return f"{self._root}/{name[:2]}/{name}"
 
     def put(self, data: bytes) -> bytes:
         """Store `data` atomically; returns its key. Idempotent."""
@@ -185,10 +202,9 @@ class FileBlobStore:
     def put_behind(self, key: bytes, data: bytes) -> None:
         """Store `data`, which the caller hashed to `key` itself (it is not hashed again):
         written and renamed into place now, fsynced by the writer thread later."""
-        _check_key(key)
         _check_data(data)
-        path = self.path_for(key)
-        if path.is_file():
+        path = self._path(key)
+        if os.path.isfile(path):
             return
         self._write(key, data, sync=False)
         if self._writer is None:
@@ -207,43 +223,56 @@ class FileBlobStore:
         return done.wait(timeout_s)
 
     def _sync_behind(self) -> None:
+        """The writer thread: fsync each queued blob, then each of their directories once
+        for all the blobs queued together (a flush's event is set once everything queued
+        before it is synced)."""
         while True:
-            item = self._fsyncs.get()
-            if isinstance(item, threading.Event):
-                item.set()
-                continue
-            try:
-                fd = os.open(item, os.O_RDONLY)
+            batch = [self._fsyncs.get()]
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    batch.append(self._fsyncs.get_nowait())
+            dirs: dict[str, None] = {}
+            events: list[threading.Event] = []
+            for item in batch:
+                if isinstance(item, threading.Event):
+                    events.append(item)
+                    continue
                 try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                self._fsync_dir(item.parent)
-            except OSError as exc:  # deleted since (found corrupt): nothing left to sync
-                logger.warning("could not fsync blob %s: %s", item.name, exc)
+                    _fsync_path(item)
+                    dirs[os.path.dirname(item)] = None
+                except OSError as exc:  # deleted since (found corrupt): nothing left to sync
+                    logger.warning("could not fsync blob %s: %s", os.path.basename(item), exc)
+            for directory in dirs:
+                try:
+                    _fsync_path(directory)
+                except OSError as exc:
+                    logger.warning("could not fsync blob directory %s: %s", directory, exc)
+            for event in events:
+                event.set()
 
     def get(self, key: bytes) -> bytes | None:
         """The blob, or None if absent or corrupt (a corrupt file is deleted)."""
-        path = self.path_for(key)
+        path = self._path(key)
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as f:
+                data = f.read()
         except FileNotFoundError:
             return None
         if sha256(data) != key:
             logger.warning("blob %s is corrupt on disk; deleting %s", key.hex(), path)
             with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+                os.unlink(path)
             return None
         return data
 
     def has(self, key: bytes) -> bool:
         """True if a blob file exists for `key` (its contents are checked on get)."""
-        return self.path_for(key).is_file()
+        return os.path.isfile(self._path(key))
 
     def size(self, key: bytes) -> int | None:
         """The blob file's size, or None if absent."""
         try:
-            return self.path_for(key).stat().st_size
+            return os.stat(self._path(key)).st_size
         except FileNotFoundError:
             return None
 
@@ -260,45 +289,71 @@ class FileBlobStore:
     def _write(self, key: bytes, data: bytes, sync: bool = True) -> None:
         """Write atomically (temp file, rename); with `sync`, fsync the file before the
         rename and the directory after it (put_behind leaves both to the writer thread)."""
-        path = self.path_for(key)
+        path = self._path(key)
         if sync and self._intact(path, key):
             return
-        path.parent.mkdir(exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
+        directory = os.path.dirname(path)
+        if directory not in self._dirs:
+            os.makedirs(directory, exist_ok=True)
+            self._dirs.add(directory)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+            fd, tmp_name = _create_temp(directory)
+        except FileNotFoundError:  # the directory was removed behind the store's back
+            os.makedirs(directory, exist_ok=True)
+            fd, tmp_name = _create_temp(directory)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
                 if sync:
-                    f.flush()
-                    os.fsync(f.fileno())
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
             os.replace(tmp_name, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_name)
             raise
         if sync:
-            self._fsync_dir(path.parent)
+            _fsync_path(directory)
 
     @staticmethod
-    def _intact(path: Path, key: bytes) -> bool:
+    def _intact(path: str, key: bytes) -> bool:
         try:
-            return sha256(path.read_bytes()) == key
+            with open(path, "rb") as f:
+                return sha256(f.read()) == key
         except FileNotFoundError:
             return False
-
-    @staticmethod
-    def _fsync_dir(directory: Path) -> None:
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
     def _sweep_temp_files(self) -> None:
         for tmp in self.root.glob(f"*/{TEMP_PREFIX}*"):
             logger.info("removing stale temp blob %s", tmp)
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+
+
+def _create_temp(directory: str) -> tuple[int, str]:
+    """A new temp file (O_EXCL, mode 0600, like `tempfile.mkstemp`) in `directory`, named
+    TEMP_PREFIX + pid + a counter: unique among the processes forked from one server, and
+    a name left by a dead process with the same pid is skipped."""
+    pid = os.getpid()
+    for _ in range(tempfile.TMP_MAX):
+        name = f"{directory}/{TEMP_PREFIX}{pid}-{next(_temp_names)}"
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            continue
+        return fd, name
+    raise FileExistsError(f"no free temp file name in {directory}")
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def open_blobs(node_dir: Path) -> FileBlobStore:
