@@ -7,15 +7,22 @@ kept up to date on every write, so a root costs one pass over 32-byte hashes, no
 re-encoding of the whole state. `begin` opens a
 journal level that records the first old value of every key written; `rollback` puts them
 back and `commit` folds them into the enclosing level (levels nest).
+
+A copy remembers the state it was copied from (a weak reference), that state's write count
+then, and the keys written to the copy since: `copy.diff(original)` with the original
+unchanged compares only those keys (a block's diff costs what the block wrote, not the
+size of the state); any other pair of states is compared in full. Values are decoded with
+`decode_known` (they were canonical when they were stored).
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
 from node.contracts.errors import ContractError
-from node.core.encoding import EncodingError, canonical, decode_canonical, sha256
+from node.core.encoding import EncodingError, canonical, decode_canonical, decode_known, sha256
 
 Key = tuple[str, str]
 Row = tuple[str, str, bytes]
@@ -37,11 +44,14 @@ class State:
         self._journal: list[dict[Key, bytes | None]] = []
         self._root: bytes | None = None
         self._frozen = False
+        self._version = 0  # counts writes
+        # (the state this is a copy of, its version then, the keys written here since)
+        self._origin: tuple[weakref.ref[State], int, set[Key]] | None = None
 
     def get(self, ns: str, key: str, default: Any = None) -> Any:
         """The value at (ns, key) (a fresh copy), or `default` if absent."""
         data = self._data.get((ns, key))
-        return default if data is None else decode_canonical(data)
+        return default if data is None else decode_known(data)
 
     def get_bytes(self, ns: str, key: str) -> bytes | None:
         """The canonical bytes at (ns, key), or None if absent."""
@@ -91,6 +101,9 @@ class State:
         self._root = None
 
     def _put(self, k: Key, data: bytes | None) -> None:
+        self._version += 1
+        if self._origin is not None:
+            self._origin[2].add(k)
         if data is None:
             self._data.pop(k, None)
             self._row_hash.pop(k, None)
@@ -100,9 +113,7 @@ class State:
 
     def items(self, ns: str) -> list[tuple[str, Any]]:
         """(key, value) pairs of namespace `ns`, sorted by key."""
-        return sorted(
-            (key, decode_canonical(data)) for (n, key), data in self._data.items() if n == ns
-        )
+        return sorted((key, decode_known(data)) for (n, key), data in self._data.items() if n == ns)
 
     def root(self) -> bytes:
         """SHA-256 over the row hashes in (ns, key) order; the empty state has a fixed root."""
@@ -117,6 +128,7 @@ class State:
         other._data = dict(self._data)
         other._row_hash = dict(self._row_hash)
         other._root = self._root
+        other._origin = (weakref.ref(self), self._version, set())
         return other
 
     def begin(self) -> None:
@@ -153,6 +165,14 @@ class State:
     def diff(self, base: State) -> dict[Key, bytes | None]:
         """What changed from `base` to self: (ns, key) -> new canonical bytes, None if deleted."""
         changes: dict[Key, bytes | None] = {}
+        origin = self._origin
+        if origin is not None and origin[0]() is base and origin[1] == base._version:
+            # a copy of `base`, which has not changed since: only the keys written here
+            for k in origin[2]:
+                data = self._data.get(k)
+                if base._data.get(k) != data:
+                    changes[k] = data
+            return dict(sorted(changes.items()))
         for k, data in self._data.items():
             if base._data.get(k) != data:
                 changes[k] = data
