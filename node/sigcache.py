@@ -11,6 +11,11 @@ Failures are never cached: a bad signature is checked (and refused) every time, 
 cached entry can only say "valid" for exactly the bytes that were verified (SHA-256 is
 collision resistant, so a different message cannot hit another message's entry).
 
+`remember` adds a signature this process has just made with its own private key (a
+transaction it signed, a commit signature over a block it built): valid by construction,
+so the node does not check its own signature when its transaction comes back inside a
+block. Everyone else's signatures are checked as before.
+
 Batch verification: libsodium (PyNaCl 1.6) and `cryptography` offer no Ed25519 batch
 verification API, so each signature is checked alone; this cache removes the repeats,
 which were the larger cost (each of n replicas re-verifying what it had already checked).
@@ -52,6 +57,18 @@ class VerifyCache:
         with self._lock:
             self._ok.clear()
             self.hits = self.misses = self.failures = 0
+
+    def remember(self, public_key: bytes, message: bytes, signature: bytes) -> None:
+        """Record `signature` as `public_key`'s valid signature of `message` without a
+        check: only for a signature this process made itself with that key."""
+        if not self.enabled or self.max_entries == 0:
+            return
+        key = public_key + hashlib.sha256(message).digest() + signature
+        with self._lock:
+            self._ok[key] = None
+            self._ok.move_to_end(key)
+            while len(self._ok) > self.max_entries:
+                self._ok.popitem(last=False)
 
     def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
         """True if `signature` is `public_key`'s Ed25519 signature of `message`."""
@@ -97,3 +114,8 @@ CACHE = VerifyCache()
 def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
     """Verify through the process-wide cache (see the module docstring)."""
     return CACHE.verify(public_key, message, signature)
+
+
+def remember(public_key: bytes, message: bytes, signature: bytes) -> None:
+    """`VerifyCache.remember` on the process-wide cache: for this process's own signatures."""
+    CACHE.remember(public_key, message, signature)

@@ -131,8 +131,12 @@ class CommitSignature:
 
     @classmethod
     def create(cls, key: NodeKey, block_hash: bytes) -> CommitSignature:
-        """`key`'s commit signature over `block_hash`."""
-        return cls(key.public_key, key.sign(cls.signing_bytes(block_hash)))
+        """`key`'s commit signature over `block_hash` (remembered as valid by this process's
+        signature cache: it is its own)."""
+        message = cls.signing_bytes(block_hash)
+        signature = key.sign(message)
+        sigcache.remember(key.public_key, message, signature)
+        return cls(key.public_key, signature)
 
     def verify(self, block_hash: bytes) -> bool:
         """True if this is the signer's valid commit signature over `block_hash` (checked

@@ -69,7 +69,9 @@ class Transaction:
         """A transaction signed by `key`; raises TxError if it is not well-formed."""
         tx = cls(type_, key.public_key, nonce, payload, b"")
         tx.check_form()
-        signature = key.sign(cls.signing_bytes_for(type_, key.public_key, nonce, payload))
+        message = cls.signing_bytes_for(type_, key.public_key, nonce, payload)
+        signature = key.sign(message)
+        sigcache.remember(key.public_key, message, signature)  # ours: valid when it returns
         return cls(type_, key.public_key, nonce, payload, signature)
 
     def check_form(self) -> None:

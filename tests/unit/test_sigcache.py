@@ -83,6 +83,7 @@ def test_disabled_cache_verifies_every_time() -> None:
 
 def test_a_transaction_verified_on_arrival_is_not_verified_again() -> None:
     tx = Transaction.create(KEY, "task.record_update", 1, {"round": 1})
+    sigcache.CACHE.clear()  # as in the process receiving it
     tx.verify()
     tx.verify()
     assert (sigcache.CACHE.misses, sigcache.CACHE.hits) == (1, 1)
@@ -116,3 +117,34 @@ def test_envelopes_and_roster_go_through_the_cache() -> None:
     assert roster.verify("a", b"m", KEY.sign(b"m"))
     assert not roster.verify("a", b"n", KEY.sign(b"m"))
     assert (sigcache.CACHE.misses, sigcache.CACHE.hits, sigcache.CACHE.failures) == (2, 2, 1)
+
+
+def test_own_signatures_are_remembered_and_nothing_else_is() -> None:
+    """A transaction or commit signature this process made is not checked again when it
+    comes back (in a block); a changed copy of it is checked and refused."""
+    tx = Transaction.create(KEY, "task.record_update", 1, {"round": 1})
+    tx.verify()
+    block_hash = bytes(range(32))
+    csig = CommitSignature.create(KEY, block_hash)
+    assert csig.verify(block_hash)
+    assert (sigcache.CACHE.misses, sigcache.CACHE.hits) == (0, 2)
+
+    forged = Transaction(tx.type, tx.sender, tx.nonce, {"round": 2}, tx.signature)
+    with pytest.raises(TxError, match="bad_signature"):
+        forged.verify()
+    assert not CommitSignature(OTHER.public_key, csig.signature).verify(block_hash)
+    assert not csig.verify(bytes(32))
+    assert sigcache.CACHE.failures == 3
+
+
+def test_remember_respects_the_bound_and_a_disabled_cache() -> None:
+    cache = VerifyCache(2)
+    sigs = [(m, KEY.sign(m)) for m in (b"a", b"b", b"c")]
+    for m, sig in sigs:
+        cache.remember(KEY.public_key, m, sig)
+    assert len(cache) == 2
+    assert cache.verify(KEY.public_key, b"a", sigs[0][1]) and cache.misses == 1  # evicted
+    off = VerifyCache(16)
+    off.enabled = False
+    off.remember(KEY.public_key, b"a", sigs[0][1])
+    assert len(off) == 0
