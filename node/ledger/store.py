@@ -433,15 +433,17 @@ class ChainStore:
     def _apply_state(
         conn: sqlite3.Connection, writes: Mapping[tuple[str, str], bytes | None]
     ) -> None:
-        for (ns, key), value in _check_writes(writes):
-            if value is None:
-                conn.execute("DELETE FROM state WHERE ns = ? AND key = ?", (ns, key))
-            else:
-                conn.execute(
-                    "INSERT INTO state (ns, key, value) VALUES (?, ?, ?) "
-                    "ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value",
-                    (ns, key, value),
-                )
+        checked = _check_writes(writes)  # distinct keys: the order of the two kinds is free
+        deletes = [k for k, value in checked if value is None]
+        upserts = [(ns, key, value) for (ns, key), value in checked if value is not None]
+        if deletes:
+            conn.executemany("DELETE FROM state WHERE ns = ? AND key = ?", deletes)
+        if upserts:
+            conn.executemany(
+                "INSERT INTO state (ns, key, value) VALUES (?, ?, ?) "
+                "ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value",
+                upserts,
+            )
 
     def _append_deferred(self, p: _Pending) -> None:
         height = p.block.height
