@@ -18,7 +18,8 @@ its descendants, sampled every 0.2 s) and the steady round time (median of round
 time between two of bcfl's publisher round starts; the floor's round; Flower's time between
 the server-side evaluations), then the ratios bcfl/floor and bcfl/Flower, and the load average.
 
-Run: ``python bench/vs_flower.py --repeats 3`` (``--rounds`` to shorten).
+Run: ``python bench/vs_flower.py --repeats 3`` (``--rounds`` to shorten, ``--systems bcfl floor``
+to leave Flower out).
 """
 
 from __future__ import annotations
@@ -266,6 +267,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="runs of each system (default 3)")
     parser.add_argument("--rounds", type=int, default=TASK["rounds"], help="default 20")
+    parser.add_argument(
+        "--systems",
+        nargs="+",
+        choices=("bcfl", "floor", "flower"),
+        default=["bcfl", "floor", "flower"],
+        help="which to run (default all; bcfl is always run, the ratios need it)",
+    )
     parser.add_argument("--child", choices=("floor", "flower"), help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -279,11 +287,10 @@ def main() -> None:
         os._exit(0)
     if args.repeats < 1 or args.rounds < 2:
         parser.error("--repeats must be >= 1 and --rounds >= 2")
-    systems = ["bcfl", "floor"]
-    reason = flower_missing()
-    if reason is None:
-        systems.append("flower")
-    else:
+    systems = ["bcfl", *(s for s in ("floor", "flower") if s in args.systems)]
+    reason = flower_missing() if "flower" in systems else None
+    if reason is not None:
+        systems.remove("flower")
         print(f"Flower: skipped: {reason}")
     results: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
     loads = [os.getloadavg()[0]]
