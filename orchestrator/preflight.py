@@ -33,6 +33,7 @@ This module imports neither torch nor scikit-learn.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.util
 import logging
 import math
@@ -215,6 +216,23 @@ def check_privacy(s: Scenario) -> float | None:
     return sigma
 
 
+def check_plan(s: Scenario, topology: TopologySpec) -> None:
+    """ScenarioError unless the scheme can plan this scenario (with stand-in keys: a plan
+    depends on who holds which key, not on the keys themselves)."""
+    from node.keys import NodeKey
+    from node.schemes import PlanInputs, make_scheme
+
+    keys = {
+        n.id: NodeKey.from_seed(hashlib.sha256(n.id.encode()).digest()).public_key
+        for n in topology.daemons()
+    }
+    inputs = PlanInputs("preflight", s.name, s.seed, s.ledger.reward_pool, s.ledger.consensus)
+    try:
+        make_scheme(s.scheme.name, s.scheme.params).plan(topology, keys, inputs)
+    except ValueError as exc:
+        raise ScenarioError(f"scheme: {s.scheme.name}: {exc}") from None
+
+
 def parameters(model: str, pixels: int, classes: int = 10) -> int:
     """Trainable parameters of `node.learning.models.build_model(model, (1, side, side))`."""
     side = math.isqrt(pixels)
@@ -335,6 +353,7 @@ def check(
     check_partition(s, devices, data)
     check_privacy(s)
     _check_references(s, topology)
+    check_plan(s, topology)
     free = available_mb() if available == "now" else available
     total = check_memory(s, topology, data, free)
     log.info("preflight: %s", data.source)

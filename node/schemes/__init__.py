@@ -11,10 +11,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from node.schemes.base import NodePlan, Plan, PlanInputs, Scheme, SchemeParams
+from node.schemes.gossip_fedavg import GossipFedAvgScheme
 from node.schemes.vanilla.scheme import VanillaScheme
 
 SCHEMES: dict[str, type[Scheme]] = {
     VanillaScheme.name: VanillaScheme,
+    GossipFedAvgScheme.name: GossipFedAvgScheme,
 }
 
 SCHEME_NAMES = tuple(SCHEMES)
