@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from node.learning.aggregators import AGGREGATORS
+from node.learning.aggregators import AGGREGATOR_NAMES
 from node.learning.names import DATASETS, MECHANISMS, MODELS, PARTITIONS
 from node.learning.privacy import MAX_ANALYTIC_EPSILON
 from node.settings import Seconds, Settings
@@ -56,5 +56,5 @@ class AggregatorSettings(Settings):
     """How updates are combined (node/learning/aggregators; `params` are checked by the
     aggregator's own parameter class)."""
 
-    name: Literal[tuple(AGGREGATORS)] = "fedavg"  # type: ignore[valid-type]
+    name: Literal[AGGREGATOR_NAMES] = "fedavg"  # type: ignore[valid-type]
     params: dict[str, Any] = Field(default_factory=dict)
