@@ -129,3 +129,18 @@ def test_shannon_rate_log_domain_agrees_where_both_work() -> None:
 def test_shannon_rate_refuses_non_finite_input() -> None:
     with pytest.raises(ValueError, match="finite"):
         shannon_rate_mbit(2e6, math.nan, 150.0, 3.76, -174.0)
+
+
+def test_a_scenario_its_scheme_cannot_plan_is_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("scheme: gossip-fedavg\nledger: {consensus: pbft}\n")
+
+    assert main(["validate", str(path)]) == 2
+
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"bcfl: error: {path}: scheme: gossip-fedavg: ledger.consensus: 'pbft' is not "
+        "supported by scheme gossip-fedavg; allowed: single"
+    ]
