@@ -11,9 +11,11 @@ Ctrl-C on the orchestrator's terminal does not reach it). The server, before any
    children deadlock in libgomp), imports torch, numpy, zmq (import only: the server never
    creates a ZeroMQ context) and every module of the `node` package; an ImportError ends the
    server loudly (unlike multiprocessing's forkserver preload, which swallows it);
-3. warms torch up once (forward, backward and ``optimizer.step()`` of a small CNN, which pulls
-   in torch._dynamo/sympy), then ``gc.collect(); gc.freeze()`` so that children share those
-   pages copy-on-write instead of each paying for them;
+3. warms torch up once (forward, backward and an SGD step of a small CNN and the MLP, through
+   the nodes' own `train_local`, whose written-out SGD step does not pull in torch._dynamo
+   and sympy as ``torch.optim``'s first step did: ~1.2 s of every run's start-up), then
+   ``gc.collect(); gc.freeze()`` so that children share those pages copy-on-write instead of
+   each paying for them;
 4. says ``{"ready": true, ...}`` and serves JSON lines (one request, one reply; the
    orchestrator is the only client, and nothing is unpickled).
 
@@ -368,13 +370,12 @@ _TARGETS: dict[str, Callable[[list[str], str], int]] = {
 
 
 def _train_step(model: Any, torch: Any) -> None:
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    x = torch.randn(8, 1, 28, 28)
-    y = torch.randint(0, 10, (8,))
-    loss = torch.nn.functional.cross_entropy(model(x), y)
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
+    """One SGD step of `model` on random 28x28 inputs, as a node trains (`train_local`)."""
+    from node.learning.train import train_local
+
+    x = torch.randn(8, 1, 28, 28).numpy()
+    y = torch.randint(0, 10, (8,)).numpy()
+    train_local(model, x, y, 1, 8, 0.01, seed=0)
 
 
 # --- the server ------------------------------------------------------------------------------

@@ -1,9 +1,18 @@
-"""Local SGD training and evaluation on in-memory tensors (no DataLoader)."""
+"""Local SGD training and evaluation on in-memory tensors (no DataLoader).
+
+The SGD step is written out (`_sgd_step`): the same tensor operations, in the same order,
+as ``torch.optim.SGD``'s single-tensor path on CPU (no weight decay, dampening 0, no
+Nesterov), so the weights are bit-identical (`tests/unit/test_train_sgd.py` compares
+them), without ``torch.optim``'s per-step wrappers and without the ~1 s, ~80 MB import of
+``torch._dynamo`` (and sympy) that its first step triggers in every process (here: in the
+fork server's warm-up, on the run's start-up path).
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,10 +72,13 @@ def train_local(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr}")
+    if not momentum >= 0:
+        raise ValueError(f"momentum must be >= 0, got {momentum}")
     xt, yt = _tensors(x, y)
     n = len(yt)
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    params = [p for p in model.parameters() if p.requires_grad]
+    buffers: list[torch.Tensor | None] = [None] * len(params)
     loss_fn = nn.CrossEntropyLoss()
     model.train()
     start = time.perf_counter()
@@ -79,11 +91,12 @@ def train_local(
         epoch_correct = 0
         for begin in range(0, n, batch_size):
             idx = order[begin : begin + batch_size]
-            optimizer.zero_grad(set_to_none=True)
+            for p in params:  # zero_grad(set_to_none=True)
+                p.grad = None
             logits = model(xt[idx])
             loss = loss_fn(logits, yt[idx])
             loss.backward()
-            optimizer.step()
+            _sgd_step(params, buffers, lr, momentum)
             epoch_loss += float(loss.detach()) * len(idx)
             epoch_correct += int((logits.detach().argmax(dim=1) == yt[idx]).sum())
             steps += 1
@@ -93,6 +106,28 @@ def train_local(
     )
     logger.debug("train_local: %s", result)
     return result
+
+
+def _sgd_step(
+    params: Sequence[torch.Tensor], buffers: list[torch.Tensor | None], lr: float, momentum: float
+) -> None:
+    """One ``torch.optim.SGD(params, lr, momentum).step()`` (CPU single-tensor path):
+    ``buf = grad`` (first step) or ``buf = momentum * buf + grad``; ``param -= lr * buf``
+    (``buf`` is ``grad`` itself without momentum). Parameters without a gradient are left."""
+    with torch.no_grad():
+        for i, param in enumerate(params):
+            grad = param.grad
+            if grad is None:
+                continue
+            if momentum != 0:
+                buf = buffers[i]
+                if buf is None:
+                    buf = torch.clone(grad).detach()
+                    buffers[i] = buf
+                else:
+                    buf.mul_(momentum).add_(grad, alpha=1)
+                grad = buf
+            param.add_(grad, alpha=-lr)
 
 
 def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> EvalResult:
