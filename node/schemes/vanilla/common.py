@@ -21,7 +21,6 @@ HELLO_INTERVAL_S = 1.0
 FINAL_SYNC_S = 20.0  # a node's bound on the final catch-up (normally a few ms)
 FINAL_LINGER_S = 30.0  # the publisher's bound on serving it (longer than FINAL_SYNC_S)
 FINAL_COMMIT_S = 20.0
-ACCURACY_AGGREGATORS = ("top_k_accuracy", "accuracy_threshold")
 VALIDATION_SAMPLES = 1000
 
 

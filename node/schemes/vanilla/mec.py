@@ -6,10 +6,7 @@ import logging
 
 from node.codec import Message
 from node.core.encoding import sha256
-from node.learning.aggregate import fedavg
-from node.learning.aggregators import (
-    Update,
-)
+from node.learning.aggregators import Update, make_strategy
 from node.learning.weights import Weights, weights_from_bytes
 from node.messages import multicast, send
 from node.roles.base import NodeContext
@@ -52,7 +49,9 @@ class MecRole(Greeter):
         self.round_started = 0.0
         self.reference: Weights | None = None
         self.global_weights: Weights = {}
-        self.individual = ctx.config.aggregator["name"] != "fedavg"
+        agg = ctx.config.aggregator
+        self.strategy = make_strategy(str(agg["name"]), agg.get("params", {}))
+        self.individual = self.strategy.needs.individual
         self.updates: dict[str, tuple[Weights, float]] = {}
         self.txs: dict[str, bytes] = {}
         self.forwarded = True
@@ -166,7 +165,7 @@ class MecRole(Greeter):
                 for u in updates
             )
         elif updates:
-            average = fedavg([(u.weights, u.samples) for u in updates])
+            average = dict(self.strategy.partial(updates).weights)
             average = edge_output(ctx.config, self.round, average)
         partial = Partial(
             self.round,

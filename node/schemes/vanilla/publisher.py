@@ -8,20 +8,13 @@ import logging
 from node.codec import Message
 from node.core.encoding import sha256
 from node.core.tx import Transaction
-from node.learning.aggregate import fedavg
-from node.learning.aggregators import (
-    NoAcceptedUpdatesError,
-    Update,
-    accepted,
-    make_aggregator,
-    select_top_k,
-)
+from node.learning.aggregators import Update, make_strategy
 from node.learning.weights import weights_to_bytes
 from node.messages import multicast
 from node.roles.base import NodeContext, Role
 from node.roles.learner import Learner, check_update
+from node.schemes.rewards import proportional
 from node.schemes.vanilla.common import (
-    ACCURACY_AGGREGATORS,
     FINAL_COMMIT_S,
     FINAL_LINGER_S,
     VALIDATION_SAMPLES,
@@ -53,8 +46,7 @@ class PublisherRole(Role):
         self.learner = Learner(ctx.config.learning, ctx.config.seed)
         self.weights = self.learner.weights()
         agg = ctx.config.aggregator
-        self.aggregator_name = str(agg["name"])
-        self.aggregate_fn = make_aggregator(self.aggregator_name, agg.get("params", {}))
+        self.strategy = make_strategy(str(agg["name"]), agg.get("params", {}))
         self.individual: dict[str, list[Update]] = {}
         self.expected = {n.id for n in ctx.topology.daemons()} - {ctx.node_id}
         self.mecs = [n.id for n in ctx.topology.of_kind(NodeKind.MEC)]
@@ -216,38 +208,32 @@ class PublisherRole(Role):
             if node in own:
                 self.dropped_updates.setdefault(node, "invalid_partial")
 
-    def _combine(self, ctx: NodeContext) -> tuple[list[str], list[str]]:
-        """Aggregate this round's updates into self.weights; (contributors, rejected)."""
-        if self.aggregator_name == "fedavg":
-            usable = [
-                (p.weights, float(p.samples))
-                for p in self.partials.values()
-                if p.samples and p.weights is not None
-            ]
-            if usable:
-                self.weights = fedavg(usable)
-            contributors = sorted(
-                c for p in self.partials.values() if p.samples for c in p.contributors
-            )
-            return contributors, []
-        updates = [u for mec in sorted(self.individual) for u in self.individual[mec]]
-        if not updates:
-            return [], []
-        if self.aggregator_name in ACCURACY_AGGREGATORS:
-            updates = [self._with_accuracy(u) for u in updates]
-        params = ctx.config.aggregator.get("params", {})
-        if self.aggregator_name == "accuracy_threshold":
-            kept = accepted(updates, params["threshold"])
-        elif self.aggregator_name == "top_k_accuracy":
-            kept = select_top_k(updates, params["k"])
+    def _combine(self, ctx: NodeContext) -> tuple[list[str], dict[str, str]]:
+        """Aggregate this round's updates into self.weights with the strategy; (contributors,
+        rejected device -> reason). The MECs sent every device's update where the strategy
+        needs them one by one, else one partial each (sender: the MEC, in arrival order)."""
+        updates: list[Update] = []
+        devices: dict[str, tuple[str, ...]] = {}  # sender of an update -> the devices in it
+        if self.strategy.needs.individual:
+            updates = [u for mec in sorted(self.individual) for u in self.individual[mec]]
+            devices = {u.sender: (u.sender,) for u in updates}
         else:
-            kept = updates
-        try:
-            self.weights = self.aggregate_fn(updates)
-        except NoAcceptedUpdatesError:
-            log.warning("round %d: no update passed the threshold", self.round)
-        kept_ids = sorted(u.sender for u in kept)
-        return kept_ids, sorted({u.sender for u in updates} - set(kept_ids))
+            for mec, p in self.partials.items():
+                if p.samples and p.weights is not None:
+                    updates.append(Update(p.weights, p.samples, None, mec))
+                    devices[mec] = p.contributors
+        if not updates:
+            return [], {}
+        if self.strategy.needs.accuracy:
+            updates = [self._with_accuracy(u) for u in updates]
+        combined = self.strategy.combine(updates)
+        if combined.weights is None:
+            log.warning("round %d: the aggregator kept no update", self.round)
+        else:
+            self.weights = combined.weights
+        kept, rejected = combined.selection.kept, combined.selection.rejected
+        reasons = {d: r.reason for r in rejected for d in devices[r.update.sender]}
+        return sorted(d for u in kept for d in devices[u.sender]), reasons
 
     def _with_accuracy(self, update: Update) -> Update:
         """The update with its accuracy on the publisher's validation samples (the first
@@ -263,8 +249,7 @@ class PublisherRole(Role):
         round r's model and record it on chain while the devices train (the round record
         still says round r)."""
         ctx.cancel_timer("deadline")
-        contributors, refused = self._combine(ctx)
-        reasons = {d: "aggregator" for d in refused}
+        contributors, reasons = self._combine(ctx)
         reasons.update(self.dropped_updates)
         rejected = sorted(reasons)
         missing_mecs = sorted(set(self.mecs) - set(self.partials))
@@ -339,20 +324,15 @@ class PublisherRole(Role):
         self._commit(ctx, txs)
 
     def _pay_rewards(self, ctx: NodeContext) -> None:
-        """Share the pool by contributed samples (our choice), then close the task."""
+        """Share the pool by contributed samples (our choice; `rewards.by_samples` is the same
+        rule on the chain's records), then close the task."""
         replica = replica_of(ctx)
         task_id = ctx.config.task_id
         pool = replica.chain.config.genesis.balances.get(ctx.node_id, 0)
-        total = sum(self.samples_by_device.values())
-        txs = []
-        for device, samples in sorted(self.samples_by_device.items()):
-            amount = pool * samples // total if total else 0
-            if amount > 0:
-                txs.append(
-                    replica.transaction(
-                        "task.reward", {"task_id": task_id, "to": device, "amount": amount}
-                    )
-                )
+        txs = [
+            replica.transaction("task.reward", {"task_id": task_id, "to": p.to, "amount": p.amount})
+            for p in proportional(pool, self.samples_by_device)
+        ]
         txs.append(replica.transaction("task.close", {"task_id": task_id}))
         self._commit(ctx, txs)
 
