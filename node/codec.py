@@ -71,12 +71,14 @@ class DecodeError(Exception):
 
 @dataclass(frozen=True)
 class Message:
-    """A verified message: who sent it, its type, sequence number and payload."""
+    """A verified message: who sent it, its type, sequence number and payload (the map as
+    decoded; for a type registered in `node.messages` the daemon hands roles the message's
+    instance instead)."""
 
     type: str
     sender: str
     seq: int
-    payload: dict[str, Any]
+    payload: Any
     size: int = 0
 
 

@@ -2,18 +2,20 @@
 
 How it works
 ------------
-One thread runs the loop. It waits on the transport for at most the time to the next
-timer, decodes and verifies each frame with the codec (a bad frame is counted under its
-reason, logged, and dropped; the loop goes on), hands ``chain.*``/``blob.*`` messages to
-the node's chains (`ChainSet`: routed by the message's chain id to that chain's sync; an
-id the node does not keep is counted as ``unknown_chain``) and every other verified
-message to the role, ticks every chain's sync, and fires due timers. Ledger messages wait
-in a backlog until no frame is waiting (or the oldest has waited LEDGER_MAX_DEFER_S), so
-that validating and appending a block never delays a node's part in the round (a device's
-training, a MEC's forwarding); their order among themselves is kept. The role sends
-through this object (the `NodeContext`), so roles never touch sockets, clocks or keys. The
-loop ends when the role calls `stop()` or on SIGTERM/SIGINT; pending shaped sends and blob
-fsyncs are then flushed and the counters are written.
+One thread runs the loop. It waits on the transport for at most the time to the next timer,
+decodes and verifies each frame with the codec (a bad frame is counted under its reason,
+logged, and dropped; the loop goes on), hands ``chain.*``/``blob.*`` messages to the node's
+chains (`ChainSet`: routed by the message's chain id to that chain's sync; an id the node
+does not keep is counted as ``unknown_chain``) and every other verified message to the role
+(a type registered in `node.messages` as its instance, checked once here: a malformed one
+is counted as ``bad_payload`` and dropped), ticks every chain's sync, and fires due timers.
+Ledger messages wait in a backlog until no frame is waiting (or the oldest has waited
+LEDGER_MAX_DEFER_S), so that validating and appending a block never delays a node's part in
+the round (a device's training, a MEC's forwarding); their order among themselves is kept.
+The role sends message instances through this object (the `NodeContext`, which encodes them
+with `to_payload`), so roles never touch sockets, clocks or keys. The loop ends when the
+role calls `stop()` or on SIGTERM/SIGINT; pending shaped sends and blob fsyncs are then
+flushed and the counters are written.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from node.config import NodeConfig
 from node.ledger.chains import ChainSet, UnknownChain
 from node.ledger.replica import Replica
 from node.ledger.sync import Outgoing
+from node.messages import MessageError, from_payload, message_type, registered, to_payload
 from node.metrics import MetricsWriter
 from node.roles.base import Role
 from node.transport.base import Transport
@@ -105,12 +108,22 @@ class Daemon:
         """Monotonic seconds."""
         return self._clock()
 
-    def send(self, dst: str, msg_type: str, payload: Mapping[str, Any]) -> None:
-        """Sign and send one message."""
-        self.multicast((dst,), msg_type, payload)
+    def send(self, dst: str, msg: object, payload: Mapping[str, Any] | None = None) -> None:
+        """Sign and send one message (see `multicast`)."""
+        self.multicast((dst,), msg, payload)
 
-    def multicast(self, dsts: Iterable[str], msg_type: str, payload: Mapping[str, Any]) -> None:
-        """Encode once, send to each destination."""
+    def multicast(
+        self, dsts: Iterable[str], msg: object, payload: Mapping[str, Any] | None = None
+    ) -> None:
+        """Encode once, send to each destination. `msg`: a registered message instance
+        (`node.messages`; TypeError for anything else), or a ledger sync message's type tag
+        with its `payload` map (those stay maps)."""
+        if payload is None:
+            msg_type, payload = message_type(msg), to_payload(msg)
+        elif isinstance(msg, str):
+            msg_type = msg
+        else:
+            raise TypeError(f"{type(msg).__qualname__} is sent without a payload")
         try:
             frame = self._codec.encode(msg_type, payload)
         except ValueError as exc:
@@ -234,8 +247,15 @@ class Daemon:
             return
         if msg.type.startswith(LEDGER_PREFIXES):
             self._ledger_backlog.append((self._clock(), msg))
-        else:
-            self._role.on_message(self, msg)
+            return
+        if registered(msg.type) is not None:  # a typed message: checked once, here
+            try:
+                typed = from_payload(msg.type, msg.payload)
+            except MessageError as exc:
+                self.drop(exc.reason, f"{msg.type} from {msg.sender}: {exc.detail}")
+                return
+            msg = Message(msg.type, msg.sender, msg.seq, typed, msg.size)
+        self._role.on_message(self, msg)
 
     def _next_frame(self) -> bytes | None:
         """The next frame; with ledger messages waiting, one of them is handled instead when

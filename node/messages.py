@@ -37,9 +37,9 @@ import math
 import re
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Annotated, Any, Protocol, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 
@@ -429,35 +429,3 @@ def from_payload(tag: str, payload: Any) -> Any:
         return _CODECS[cls].decode(payload)
     except _Invalid as exc:
         raise MessageError("bad_payload", exc.detail(tag)) from None
-
-
-# -- transitional adapters (until the daemon converts; see the module's users) ------------
-
-
-def as_message(msg_type: str, payload: Any) -> Any:
-    """TEMPORARY: `payload` as the instance of `msg_type`'s class. The daemon will hand roles
-    instances already (then this returns them as they are); until then roles convert the
-    codec's map here. MessageError as `from_payload`."""
-    if isinstance(payload, dict):
-        return from_payload(msg_type, payload)
-    return payload
-
-
-class Sends(Protocol):
-    """The sending half of a node context, as the daemon has it today."""
-
-    def send(self, dst: str, msg_type: str, payload: Mapping[str, Any], /) -> None: ...
-
-    def multicast(
-        self, dsts: Iterable[str], msg_type: str, payload: Mapping[str, Any], /
-    ) -> None: ...
-
-
-def send(ctx: Sends, dst: str, instance: object) -> None:
-    """TEMPORARY: ``ctx.send(dst, instance)`` once the daemon encodes instances itself."""
-    ctx.send(dst, message_type(instance), to_payload(instance))
-
-
-def multicast(ctx: Sends, dsts: Iterable[str], instance: object) -> None:
-    """TEMPORARY: ``ctx.multicast(dsts, instance)`` once the daemon encodes instances."""
-    ctx.multicast(dsts, message_type(instance), to_payload(instance))

@@ -43,12 +43,15 @@ class NodeContext(Protocol):
         """Monotonic seconds."""
         ...
 
-    def send(self, dst: str, msg_type: str, payload: Mapping[str, Any]) -> None:
-        """Sign and send one message (over the shaped links)."""
+    def send(self, dst: str, msg: object, payload: Mapping[str, Any] | None = None) -> None:
+        """Sign and send one message (over the shaped links): a registered message instance
+        (`node.messages`), or a ledger sync message's type tag and its `payload` map."""
         ...
 
-    def multicast(self, dsts: Iterable[str], msg_type: str, payload: Mapping[str, Any]) -> None:
-        """Send the same message to each of `dsts`, encoding it once."""
+    def multicast(
+        self, dsts: Iterable[str], msg: object, payload: Mapping[str, Any] | None = None
+    ) -> None:
+        """Send the same message (as for `send`) to each of `dsts`, encoding it once."""
         ...
 
     def emit(self, outgoing: Iterable[Outgoing]) -> None:
@@ -98,7 +101,9 @@ class Role(ABC):
 
     @abstractmethod
     def on_message(self, ctx: NodeContext, msg: Message) -> None:
-        """Called for every verified message."""
+        """Called for every verified message; `msg.payload` is the message's instance for a
+        type registered in `node.messages` (a malformed one never gets here: the daemon
+        drops it as ``bad_payload``), else the decoded map."""
 
     def on_timer(self, ctx: NodeContext, name: str) -> None:  # noqa: B027 - optional hook
         """Called when a timer set with `ctx.set_timer` fires."""

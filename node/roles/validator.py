@@ -49,7 +49,7 @@ from node.core.block import Block
 from node.core.tx import Transaction, TxError
 from node.ledger.chain import LedgerError
 from node.ledger.replica import Replica
-from node.messages import NonNegativeInt, message, multicast, send
+from node.messages import NonNegativeInt, message
 from node.roles.base import NodeContext
 
 log = logging.getLogger(__name__)
@@ -133,9 +133,9 @@ class PbftValidator:
     def _run(self, ctx: NodeContext, actions: list[Action]) -> None:
         for act in actions:
             if isinstance(act, Send):
-                send(ctx, act.dst, PbftMessage(act.data))
+                ctx.send(act.dst, PbftMessage(act.data))
             elif isinstance(act, Broadcast):
-                multicast(ctx, self.peers, PbftMessage(act.data))
+                ctx.multicast(self.peers, PbftMessage(act.data))
             elif isinstance(act, StartTimer):
                 ctx.set_timer(TIMER_PREFIX + act.name, act.delay_s)
             elif isinstance(act, StopTimer):

@@ -22,7 +22,7 @@ from node.keys import NodeKey
 from node.learning.train import configure_torch_threads
 from node.learning.weights import weights_to_bytes
 from node.ledger.chain import verify_store
-from node.messages import as_message, send, to_payload
+from node.messages import to_payload
 from node.roles.base import NodeContext, Role
 from node.schemes.vanilla import DeviceRole
 from node.schemes.vanilla.messages import DeviceUpdate, GlobalModel
@@ -43,9 +43,8 @@ class ByzantineDevice(DeviceRole):
         self.impostor = impostor
 
     def on_message(self, ctx: NodeContext, msg: Message) -> None:
-        body = as_message(msg.type, msg.payload)
-        if isinstance(body, GlobalModel):
-            self._attack(ctx, body.round)
+        if isinstance(msg.payload, GlobalModel):
+            self._attack(ctx, msg.payload.round)
         super().on_message(ctx, msg)
 
     def _update(self, ctx: NodeContext, round_no: int, weights: Any, key: NodeKey) -> DeviceUpdate:
@@ -74,14 +73,14 @@ class ByzantineDevice(DeviceRole):
         self.network.deliver(mec, self.impostor.encode("update", {"round": round_no}))
         # Well-signed messages carrying bad updates.
         nan = {k: np.full_like(v, np.nan) for k, v in good.items()}
-        send(ctx, mec, self._update(ctx, round_no, nan, own))
+        ctx.send(mec, self._update(ctx, round_no, nan, own))
         wrong = {k: v.reshape(-1)[:1].copy() for k, v in good.items()}
-        send(ctx, mec, self._update(ctx, round_no, wrong, own))
-        send(ctx, mec, self._update(ctx, round_no + 7, good, own))
+        ctx.send(mec, self._update(ctx, round_no, wrong, own))
+        ctx.send(mec, self._update(ctx, round_no + 7, good, own))
         stolen = self._update(ctx, round_no, good, NodeKey.generate())  # tx of another key
-        send(ctx, mec, stolen)
+        ctx.send(mec, stolen)
         forged = replace(self._update(ctx, round_no, good, own), blob=weights_to_bytes(nan))
-        send(ctx, mec, forged)  # the blob is not the one the transaction names
+        ctx.send(mec, forged)  # the blob is not the one the transaction names
         # Well-signed messages malformed in form: dropped by the typed decoding.
         valid = to_payload(self._update(ctx, round_no, good, own))
         ctx.send(mec, "update", {**valid, "round": "1"})

@@ -20,7 +20,6 @@ from node.core.encoding import sha256
 from node.core.tx import Transaction
 from node.learning.train import configure_torch_threads
 from node.ledger.sync import Outgoing
-from node.messages import as_message
 from node.roles.base import NodeContext, Role
 from node.schemes.vanilla import DeviceRole, MecRole, PublisherRole
 from node.schemes.vanilla.messages import GlobalModel
@@ -71,9 +70,8 @@ class GlobalsKept:
         sync.tick = lambda now: note(tick(now))  # type: ignore[method-assign]
 
     def keep(self, msg: Message) -> None:
-        body = as_message(msg.type, msg.payload)
-        if isinstance(body, GlobalModel):
-            self.received[body.round] = body.model
+        if isinstance(msg.payload, GlobalModel):
+            self.received[msg.payload.round] = msg.payload.model
 
 
 class WatchedMec(GlobalsKept, MecRole):

@@ -99,21 +99,28 @@ def test_a_queued_block_waits_for_the_round_message_behind_it(tmp_path: Path) ->
     daemon, network, peer = _daemon(tmp_path, RecordingRole(seen, expected=4), seen)
     network.deliver("a", peer.encode("chain.block", {"block": b"x", "height": 1}))
     network.deliver("a", peer.encode("chain.status", {"height": 1, "head": b""}))
-    network.deliver("a", peer.encode("global", {"round": 1}))
-    network.deliver("a", peer.encode("update", {"round": 1}))
+    # round messages of types no scheme registers (node.messages): the role gets their maps
+    network.deliver("a", peer.encode("round.start", {"round": 1}))
+    network.deliver("a", peer.encode("round.reply", {"round": 1}))
     daemon.run(install_signal_handlers=False)
     daemon.metrics.close()
     # the first ledger frame is taken off the socket before the round's frames are there to
     # see; it is still handled only once no frame is waiting; ledger order is kept
-    assert seen == ["role:global", "role:update", "ledger:chain.block", "ledger:chain.status"]
+    assert seen == [
+        "role:round.start",
+        "role:round.reply",
+        "ledger:chain.block",
+        "ledger:chain.status",
+    ]
 
 
 def test_deferred_ledger_writes_wait_until_no_frame_is_waiting(tmp_path: Path) -> None:
     seen: list[str] = []
     store = DeferredStore(seen, pending=2)
     daemon, network, peer = _daemon(tmp_path, RecordingRole(seen, expected=3), seen, store)
-    network.deliver("a", peer.encode("global", {"round": 1}))
-    network.deliver("a", peer.encode("update", {"round": 1}))
+    # round messages of types no scheme registers (node.messages): the role gets their maps
+    network.deliver("a", peer.encode("round.start", {"round": 1}))
+    network.deliver("a", peer.encode("round.reply", {"round": 1}))
     daemon.run(install_signal_handlers=False)
     daemon.metrics.close()
-    assert seen == ["role:global", "role:update", "store:wrote 2"]
+    assert seen == ["role:round.start", "role:round.reply", "store:wrote 2"]

@@ -15,7 +15,6 @@ from node.keys import NodeKey, Roster
 from node.messages import (
     Bounds,
     MessageError,
-    as_message,
     from_payload,
     message,
     message_type,
@@ -365,9 +364,3 @@ def test_only_registered_instances_can_be_sent() -> None:
         to_payload(Inner("n", 1))
     with pytest.raises(TypeError, match="not a registered message"):
         message_type({"round": 1})
-
-
-def test_as_message_converts_a_map_and_passes_an_instance_through() -> None:
-    stop = Stop(4)
-    assert as_message("stop", {"height": 4}) == stop
-    assert as_message("stop", stop) is stop

@@ -18,7 +18,7 @@ from node.keys import NodeKey
 from node.ledger.chain import ChainConfig, verify_store
 from node.ledger.replica import Replica
 from node.ledger.sync import Outgoing
-from node.messages import from_payload
+from node.messages import from_payload, message_type, to_payload
 from node.roles.validator import PbftMessage, PbftValidator, Submit
 
 PUB = NodeKey.from_seed(sha256(b"validator-pipeline/pub"))
@@ -49,10 +49,17 @@ class Ctx:
     def now(self) -> float:
         return self.net.clock
 
-    def send(self, dst: str, msg_type: str, payload: Mapping[str, Any]) -> None:
-        self.multicast([dst], msg_type, payload)
+    def send(self, dst: str, msg: object, payload: Mapping[str, Any] | None = None) -> None:
+        self.multicast([dst], msg, payload)
 
-    def multicast(self, dsts: Iterable[str], msg_type: str, payload: Mapping[str, Any]) -> None:
+    def multicast(
+        self, dsts: Iterable[str], msg: object, payload: Mapping[str, Any] | None = None
+    ) -> None:
+        """Ledger messages as (type, map), the validator's own as instances (as the daemon)."""
+        if payload is None:
+            msg_type, payload = message_type(msg), to_payload(msg)
+        else:
+            msg_type = str(msg)
         for dst in dsts:
             if msg_type == "chain.block":
                 self.net.forwarded.setdefault(self.node_id, []).append(payload["height"])

@@ -162,7 +162,7 @@ class _UpdateToGossip:
         elif msg == UPDATE_TAG and payload is not None:
             self._publish(from_payload(UPDATE_TAG, payload))
         elif payload is None:
-            self._ctx.send(dst, msg)  # type: ignore[call-arg]
+            self._ctx.send(dst, msg)
         else:
             self._ctx.send(dst, msg, payload)
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from node.codec import Message
 from node.core.encoding import sha256
 from node.core.tx import Transaction, TxError
 from node.ledger.replica import Replica
-from node.messages import MessageError, as_message, send
 from node.roles.base import NodeContext, Role
 from node.schemes.vanilla.messages import DeviceUpdate, Hello, Stop
 from topologies import NodeKind
@@ -42,19 +40,6 @@ def catch_up_peers(ctx: NodeContext) -> list[str]:
     order = [PUBLISHER, *([str(own_mec)] if own_mec in mecs else []), *mecs]
     order += [d for d in devices if ctx.topology.node(d).parent == own_mec] + devices
     return [n for n in dict.fromkeys(order) if n != ctx.node_id and n in ctx.config.roster]
-
-
-def receive(ctx: NodeContext, msg: Message) -> object | None:
-    """The message's typed payload (a `node.schemes.vanilla.messages` instance), or None
-    when it is malformed or of no registered type (dropped and counted here).
-
-    TEMPORARY adapter: once the daemon converts registered messages itself (and drops the
-    malformed ones), `msg.payload` is the instance and this only returns it."""
-    try:
-        return as_message(msg.type, msg.payload)
-    except MessageError as exc:
-        ctx.drop(exc.reason, f"{msg.type} from {msg.sender}: {exc.detail}")
-        return None
 
 
 def stop_after_last_block(ctx: NodeContext, stop: Stop) -> None:
@@ -106,7 +91,7 @@ class Greeter(Role):
 
     def _hello(self, ctx: NodeContext) -> None:
         if not self.greeted:
-            send(ctx, PUBLISHER, Hello(str(ctx.me.kind)))
+            ctx.send(PUBLISHER, Hello(str(ctx.me.kind)))
             ctx.set_timer("hello", HELLO_INTERVAL_S)
 
     def on_timer(self, ctx: NodeContext, name: str) -> None:

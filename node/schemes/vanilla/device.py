@@ -7,14 +7,12 @@ import logging
 from node.codec import Message
 from node.core.encoding import sha256
 from node.learning.weights import weights_from_bytes, weights_to_bytes
-from node.messages import send
 from node.roles.base import NodeContext
 from node.roles.learner import Learner, check_update
 from node.roles.threats import DeviceThreats
 from node.schemes.vanilla.common import (
     PUBLISHER,
     Greeter,
-    receive,
     replica_of,
     stop_after_last_block,
 )
@@ -42,9 +40,7 @@ class DeviceRole(Greeter):
 
     def on_message(self, ctx: NodeContext, msg: Message) -> None:
         """Handle `global` from this device's MEC and `stop` from the publisher."""
-        body = receive(ctx, msg)
-        if body is None:
-            return
+        body = msg.payload
         if isinstance(body, Stop) and msg.sender == PUBLISHER:
             stop_after_last_block(ctx, body)
         elif isinstance(body, GlobalModel) and msg.sender == ctx.me.parent:
@@ -85,7 +81,7 @@ class DeviceRole(Greeter):
         # in place before the transaction naming it leaves (its fsync comes later)
         replica.blobs.put_behind(key, blob)
         update = DeviceUpdate(round_no, blob, tx.to_bytes(), result.loss, result.accuracy)
-        send(ctx, str(ctx.me.parent), update)
+        ctx.send(str(ctx.me.parent), update)
         # after the update: the global model, which the next block's task.record_global
         # names (so that no blob.get is needed for it)
         replica.blobs.put_behind(sha256(model), model)

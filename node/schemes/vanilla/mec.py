@@ -8,7 +8,6 @@ from node.codec import Message
 from node.core.encoding import sha256
 from node.learning.aggregators import Update, make_strategy
 from node.learning.weights import Weights, weights_from_bytes
-from node.messages import multicast, send
 from node.roles.base import NodeContext
 from node.roles.learner import check_update
 from node.roles.threats import edge_fault, edge_output
@@ -19,7 +18,6 @@ from node.schemes.vanilla.common import (
     Greeter,
     devices_of,
     parse_update_tx,
-    receive,
     replica_of,
     stop_after_last_block,
 )
@@ -70,9 +68,7 @@ class MecRole(Greeter):
 
     def on_message(self, ctx: NodeContext, msg: Message) -> None:
         """Handle `global` and `stop` from the publisher and `update` from own devices."""
-        body = receive(ctx, msg)
-        if body is None:
-            return
+        body = msg.payload
         if msg.sender == PUBLISHER and isinstance(body, Stop):
             stop_after_last_block(ctx, body)
         elif msg.sender == PUBLISHER and isinstance(body, GlobalModel):
@@ -104,7 +100,7 @@ class MecRole(Greeter):
         self.updates, self.txs, self.forwarded = {}, {}, False
         my_deadline = MEC_DEADLINE_FRACTION * deadline
         # the publisher's encoded model goes on as it came (no re-encoding per hop)
-        multicast(ctx, self.devices, GlobalModel(round_no, model, my_deadline))
+        ctx.multicast(self.devices, GlobalModel(round_no, model, my_deadline))
         ctx.set_timer("deadline", my_deadline)
         # kept as the blob the next block's task.record_global names (no blob.get for it)
         replica_of(ctx).blobs.put_behind(sha256(model), model)
@@ -176,7 +172,7 @@ class MecRole(Greeter):
             weights=average,
             updates=individual,
         )
-        send(ctx, PUBLISHER, partial)
+        ctx.send(PUBLISHER, partial)
         ctx.metrics.write(
             "round",
             round=self.round,

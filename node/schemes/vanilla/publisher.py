@@ -10,7 +10,6 @@ from node.core.encoding import sha256
 from node.core.tx import Transaction
 from node.learning.aggregators import Update, make_strategy
 from node.learning.weights import weights_to_bytes
-from node.messages import multicast
 from node.roles.base import NodeContext, Role
 from node.roles.learner import Learner, check_update
 from node.schemes.rewards import proportional
@@ -18,7 +17,6 @@ from node.schemes.vanilla.common import (
     FINAL_COMMIT_S,
     FINAL_LINGER_S,
     VALIDATION_SAMPLES,
-    receive,
     replica_of,
 )
 from node.schemes.vanilla.messages import (
@@ -69,9 +67,7 @@ class PublisherRole(Role):
 
     def on_message(self, ctx: NodeContext, msg: Message) -> None:
         """Handle `hello` from any node and `partial` from MECs."""
-        body = receive(ctx, msg)
-        if body is None:
-            return
+        body = msg.payload
         if isinstance(body, Hello) and msg.sender in self.expected:
             self._on_hello(ctx, msg.sender)
         elif isinstance(body, Partial) and msg.sender in self.mecs:
@@ -121,7 +117,7 @@ class PublisherRole(Role):
             self.last_tx = txs[-1].hash
         if ctx.config.consensus == "pbft":
             submit = Submit(tuple(tx.to_bytes() for tx in txs), ctx.wall_ms())
-            multicast(ctx, self.mecs, submit)
+            ctx.multicast(self.mecs, submit)
             ctx.metrics.write("submitted", txs=len(txs))
             return
         block = replica.chain.build(txs, replica.key, ctx.wall_ms())
@@ -156,7 +152,7 @@ class PublisherRole(Role):
         deadline = ctx.config.learning.round_deadline_s
         if model is None:
             model = weights_to_bytes(self.weights)
-        multicast(ctx, self.mecs, GlobalModel(self.round, model, deadline))
+        ctx.multicast(self.mecs, GlobalModel(self.round, model, deadline))
         ctx.set_timer("deadline", deadline)
 
     def _on_partial(self, ctx: NodeContext, sender: str, p: Partial) -> None:
@@ -350,7 +346,7 @@ class PublisherRole(Role):
         node still in the run reports that height (or FINAL_LINGER_S passes): a node whose
         MEC died has missed blocks and catches up from here (or from any other peer)."""
         height = replica_of(ctx).height
-        multicast(ctx, sorted(self.expected), Stop(height))
+        ctx.multicast(sorted(self.expected), Stop(height))
         ctx.metrics.write("finished", rounds=self.round, elapsed_s=ctx.now() - self.run_started)
         alive = self.ready if self.round == 0 else self.expected
         self.lingering = sorted(alive - self.absent)
