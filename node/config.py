@@ -73,7 +73,6 @@ class NodeConfig(BaseModel):
     chains: dict[str, dict[str, Any]]  # chain id -> ChainConfig.to_dict(), every chain of the run
     task_id: str
     ledger_synchronous: str = "NORMAL"
-    consensus: str = "single"
     aggregator: dict[str, Any] = {"name": "fedavg", "params": {}}
     privacy: dict[str, Any] | None = None
     behaviours: list[dict[str, Any]] = []

@@ -277,7 +277,6 @@ class Run:
                 chains=chains,
                 task_id=s.name,
                 ledger_synchronous=s.ledger.synchronous,
-                consensus=s.ledger.consensus,
                 aggregator=s.aggregator.model_dump(),
                 privacy=privacy,
                 behaviours=schedules.get(node.id, []),

@@ -7,8 +7,12 @@ rule. Kinds:
 - `SingleWriterCommitter`: the node is the chain's single writer (`SingleWriter` finality):
   it builds the block on its head, signs it, appends it and sends it to the given peers as
   ``chain.block`` (the vanilla publisher's way).
-- PBFT: the chain's committee orders submissions by PBFT (`node.roles.validator`); a
-  submitting node sends ``submit`` to the committee and its validators commit the block.
+- `CommitteeSubmitter`: the chain's committee (`Committee` finality) orders submissions by
+  PBFT (`node.roles.validator`); the submitting node sends ``submit`` to every member and
+  their validators commit the block (later: the block reaches this node by sync).
+
+`committer_for` picks the kind from the chain's finality rule, so a role never asks which
+consensus a run uses.
 
 Further kinds (proof of learning, proof of work) implement the same `Committer` protocol.
 """
@@ -18,15 +22,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
+from node.consensus.ledger import committee_replicas
 from node.core.block import Block
+from node.core.finality import Committee, SingleWriter
 from node.core.tx import Transaction
 from node.ledger.chains import ChainHandle, Committer
 from node.ledger.sync import CHAIN_FIELD
 from node.roles.base import NodeContext
+from node.roles.validator import Submit
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Committer", "SingleWriterCommitter"]
+__all__ = ["CommitteeSubmitter", "Committer", "SingleWriterCommitter", "committer_for"]
 
 
 class SingleWriterCommitter:
@@ -67,3 +74,38 @@ class SingleWriterCommitter:
             hash=block.hash.hex(),
         )
         self.last_block = block
+
+
+class CommitteeSubmitter:
+    """Sends each submission to the chain's committee, whose validators order it into a
+    block by PBFT (the block comes back by sync)."""
+
+    def __init__(self, ctx: NodeContext, chain: ChainHandle, members: Sequence[str]) -> None:
+        self.ctx = ctx
+        self.chain = chain
+        self.members = list(members)
+
+    def submit(self, txs: Sequence[Transaction]) -> None:
+        """``submit{txs, timestamp_ms}`` to every member (one timestamp: every validator builds
+        the same candidate block)."""
+        self.ctx.multicast(
+            self.members, Submit(tuple(tx.to_bytes() for tx in txs), self.ctx.wall_ms())
+        )
+        self.ctx.metrics.write("submitted", chain=self.chain.chain_id, txs=len(txs))
+
+
+def committer_for(
+    ctx: NodeContext, chain: ChainHandle, peers: Sequence[str] | Callable[[], Sequence[str]]
+) -> Committer:
+    """How this node gets transactions onto `chain`, from the chain's finality rule: as its
+    single writer (blocks sent to `peers`), or by submitting to its committee. ValueError for a
+    rule this node cannot write under (another node's single-writer chain, other kinds)."""
+    finality = chain.config.finality
+    if isinstance(finality, SingleWriter):
+        if finality.writer != chain.replica.key.public_key:
+            raise ValueError(f"chain {chain.chain_id!r} has another single writer")
+        return SingleWriterCommitter(ctx, chain, peers)
+    if isinstance(finality, Committee):
+        ids = {nid: bytes.fromhex(key) for nid, key in ctx.config.roster.items()}
+        return CommitteeSubmitter(ctx, chain, [nid for nid, _ in committee_replicas(finality, ids)])
+    raise ValueError(f"chain {chain.chain_id!r}: no committer for {finality.kind} finality")

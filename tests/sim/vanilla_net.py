@@ -65,11 +65,10 @@ class VanillaNet:
         (a callable value is called with the node id); `role`: a replacement role or None."""
         daemons = self.topology.daemons()
         roster = self.roster
-        consensus = (config or {}).get("consensus", "single")
         plan = make_scheme("vanilla").plan(
             self.topology,
             {n.id: self.keys[n.id].public_key for n in daemons},
-            PlanInputs("sim", TASK_ID, seed, reward_pool, consensus),
+            PlanInputs("sim", TASK_ID, seed, reward_pool, "single"),
         )
         chains = {cid: chain.config for cid, chain in plan.chains.items()}
         nodes: dict[str, Daemon] = {}

@@ -17,7 +17,6 @@ from node.core.tx import Transaction, TxError
 from node.gossip import ACCEPT, Deliver, GossipService, Validator, Verdict, reject
 from node.messages import from_payload, registered_tags
 from node.roles.base import NodeContext
-from node.roles.committers import SingleWriterCommitter
 from node.schemes.gossip_fedavg.scheme import GossipFedAvgParams, GossipFedAvgScheme, gossip_peers
 from node.schemes.vanilla.common import devices_of, replica_of
 from node.schemes.vanilla.device import DeviceRole
@@ -257,8 +256,6 @@ class GossipMecRole(MecRole):
 class GossipPublisherRole(PublisherRole):
     """Vanilla's publisher; it sends each block to the MECs only (they gossip it on)."""
 
-    def _commit(self, ctx: NodeContext, txs: list[Transaction]) -> None:
-        if txs:
-            self.last_tx = txs[-1].hash
-        chain = ctx.chains[ctx.config.plan.chains[0]]
-        SingleWriterCommitter(ctx, chain, self.mecs).submit(txs)
+    def block_peers(self) -> list[str]:
+        """The MECs only: each gossips the block on in its group."""
+        return list(self.mecs)

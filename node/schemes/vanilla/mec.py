@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 
 from node.codec import Message
+from node.consensus.ledger import committee_replicas
 from node.core.encoding import sha256
+from node.core.finality import Committee
 from node.learning.aggregators import Update, make_strategy
 from node.learning.weights import Weights, weights_from_bytes
 from node.roles.base import NodeContext
@@ -30,7 +32,6 @@ from node.schemes.vanilla.messages import (
     Stop,
     Submit,
 )
-from topologies import NodeKind
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +55,16 @@ class MecRole(Greeter):
         self.txs: dict[str, bytes] = {}
         self.forwarded = True
         self.validator: PbftValidator | None = None
-        if ctx.config.consensus == "pbft":
+        replica = replica_of(ctx)
+        finality = replica.chain.config.finality
+        if isinstance(finality, Committee) and replica.key.public_key in finality.members:
+            # a member of the task chain's committee: order the publisher's submissions by PBFT
             roster = ctx.config.roster
-            mecs = [n.id for n in ctx.topology.of_kind(NodeKind.MEC)]
+            ids = {nid: bytes.fromhex(key) for nid, key in roster.items()}
             self.validator = PbftValidator(
                 ctx,
-                replica_of(ctx),
-                [(m, bytes.fromhex(roster[m])) for m in mecs],
+                replica,
+                committee_replicas(finality, ids),
                 proposer=bytes.fromhex(roster[PUBLISHER]),
                 forward_to=[*self.devices, PUBLISHER],
             )

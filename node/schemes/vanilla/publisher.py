@@ -11,6 +11,7 @@ from node.core.tx import Transaction
 from node.learning.aggregators import Update, make_strategy
 from node.learning.weights import weights_to_bytes
 from node.roles.base import NodeContext, Role
+from node.roles.committers import committer_for
 from node.roles.learner import Learner, check_update
 from node.schemes.rewards import proportional
 from node.schemes.vanilla.common import (
@@ -25,7 +26,6 @@ from node.schemes.vanilla.messages import (
     IndividualUpdate,
     Partial,
     Stop,
-    Submit,
 )
 from topologies import NodeKind
 
@@ -62,6 +62,8 @@ class PublisherRole(Role):
         self.lingering: list[str] = []
         self.absent: set[str] = set()  # nodes that missed the last round (presumed down)
         self.run_started = ctx.now()
+        self.chain = ctx.chains[ctx.config.plan.chains[0]]  # the task chain
+        self.chain.install(committer_for(ctx, self.chain, self.block_peers))
         ctx.set_timer("startup", ctx.config.startup_timeout_s)
         log.info("waiting for %d nodes", len(self.expected))
 
@@ -100,33 +102,19 @@ class PublisherRole(Role):
         elif name == "linger":
             self._check_linger(ctx)
         elif name == "final":
-            store = replica_of(ctx).chain.store
-            if self.last_tx is None or store.tx_location(self.last_tx) is not None:
-                self._send_stop(ctx)
-            elif ctx.now() > self.final_deadline:
-                log.warning("the validators did not commit the last block in time")
-                self._send_stop(ctx)
-            else:
-                ctx.set_timer("final", 0.2)
+            self._stop_once_committed(ctx)
+
+    def block_peers(self) -> list[str]:
+        """Who gets each block the publisher writes as the single writer (every other node;
+        a scheme that spreads blocks otherwise overrides this)."""
+        return sorted(self.expected)
 
     def _commit(self, ctx: NodeContext, txs: list[Transaction]) -> None:
-        """Record `txs` on chain: as the single writer, build, append and send the block;
-        with PBFT, submit them to the MEC validators, which order them into a block."""
-        replica = replica_of(ctx)
+        """Get `txs` on the task chain, by the committer its finality rule calls for (as the
+        single writer: build, append and send the block; with a committee: submit to it)."""
         if txs:
             self.last_tx = txs[-1].hash
-        if ctx.config.consensus == "pbft":
-            submit = Submit(tuple(tx.to_bytes() for tx in txs), ctx.wall_ms())
-            ctx.multicast(self.mecs, submit)
-            ctx.metrics.write("submitted", txs=len(txs))
-            return
-        block = replica.chain.build(txs, replica.key, ctx.wall_ms())
-        for receipt in replica.chain.append(block):
-            if not receipt.ok:
-                log.warning("tx %s reverted: %s", receipt.tx_hash.hex()[:16], receipt.error)
-        others = sorted(self.expected)
-        ctx.multicast(others, "chain.block", {"block": block.to_bytes(), "height": block.height})
-        ctx.metrics.write("block", height=block.height, txs=len(block.txs), hash=block.hash.hex())
+        self.chain.submit(txs)
 
     def _publish_task(self, ctx: NodeContext) -> None:
         replica = replica_of(ctx)
@@ -335,11 +323,20 @@ class PublisherRole(Role):
     def _finish(self, ctx: NodeContext) -> None:
         if self.round > 0:
             self._pay_rewards(ctx)
-        if ctx.config.consensus == "pbft":
-            self.final_deadline = ctx.now() + FINAL_COMMIT_S
+        self.final_deadline = ctx.now() + FINAL_COMMIT_S
+        self._stop_once_committed(ctx)
+
+    def _stop_once_committed(self, ctx: NodeContext) -> None:
+        """Send ``stop`` once the last submitted transaction is on chain (at once for the
+        single writer; a committee commits it later), or at the deadline."""
+        store = self.chain.replica.chain.store
+        if self.last_tx is None or store.tx_location(self.last_tx) is not None:
+            self._send_stop(ctx)
+        elif ctx.now() > self.final_deadline:
+            log.warning("the last block was not committed in time")
+            self._send_stop(ctx)
+        else:
             ctx.set_timer("final", 0.2)
-            return
-        self._send_stop(ctx)
 
     def _send_stop(self, ctx: NodeContext) -> None:
         """Send ``stop`` with the final height, then linger serving ledger sync until every
