@@ -36,6 +36,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from node.config import LearningConfig  # noqa: E402
+from node.learning.settings import (  # noqa: E402
+    DatasetSettings,
+    PartitionSettings,
+    TrainingSettings,
+)
 from orchestrator.dataprep import prepare_data  # noqa: E402
 
 MB = float(1 << 20)
@@ -48,15 +53,12 @@ def load() -> str:
 
 def learning(dataset: str, root: str | None, data_dir: str | None = None) -> LearningConfig:
     return LearningConfig(
-        dataset=dataset,
-        dataset_root=root,
+        dataset=DatasetSettings(name=dataset, root=root),
         model="mlp",
-        partition="iid",
-        rounds=1,
-        local_epochs=1,
-        batch_size=32,
-        learning_rate=0.05,
-        round_deadline_s=30,
+        partition=PartitionSettings(scheme="iid"),
+        training=TrainingSettings(
+            rounds=1, local_epochs=1, batch_size=32, learning_rate=0.05, round_deadline_s=30.0
+        ),
         data_dir=data_dir,
     )
 
@@ -68,7 +70,7 @@ def prepare(cfg: LearningConfig, seed: int, devices: int, out: Path) -> tuple[An
 
 
 def bench_prep(cfg: LearningConfig, seed: int, sizes: list[int], full_bytes: int) -> None:
-    print(f"data preparation ({cfg.dataset}, iid), whole float32 set {full_bytes / MB:.1f} MB")
+    print(f"data preparation ({cfg.dataset.name}, iid), whole float32 set {full_bytes / MB:.1f} MB")
     for n in sizes:
         with tempfile.TemporaryDirectory(prefix="bcfl-dataprep-") as tmp:
             t0 = time.perf_counter()
@@ -163,7 +165,9 @@ def bench_daemon(cfg: LearningConfig, seed: int, devices: int, reps: int) -> Non
         part = (devices // 2, devices)
         new_cfg = cfg.model_copy(update={"data_dir": str(prep.dirs[f"dev{part[0]}"])})
         warm_up()
-        print(f"one device daemon, {cfg.dataset}, device {part[0]} of {devices} (forked, warm)")
+        print(
+            f"one device daemon, {cfg.dataset.name}, device {part[0]} of {devices} (forked, warm)"
+        )
         runs: dict[str, list[dict[str, Any]]] = {"old": [], "prepared": []}
         for rep in range(reps):
             for label, c in (("old", cfg), ("prepared", new_cfg)):

@@ -6,29 +6,43 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+from node.learning.settings import (
+    AggregatorSettings,
+    DatasetSettings,
+    ModelName,
+    PartitionSettings,
+    PrivacySettings,
+    TrainingSettings,
+)
 
 
 class LearningConfig(BaseModel):
-    """What every node needs to rebuild the same data split and model."""
+    """What every node needs to rebuild the same data split and model: the scenario's own
+    learning sections (`node.learning.settings`, defined once) and this node's data."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    dataset: str
-    dataset_root: str | None = None
-    model: str
-    partition: str
-    alpha: float = 0.5
-    shards_per_device: int = 2
-    rounds: int
-    local_epochs: int
-    batch_size: int
-    learning_rate: float
-    momentum: float = 0.0
-    round_deadline_s: float
+    dataset: DatasetSettings
+    model: ModelName
+    partition: PartitionSettings
+    training: TrainingSettings
     # This node's prepared data directory (node.learning.prepared), written by the orchestrator;
     # None: the node loads and partitions the data set itself (unit tests, in-memory sims).
     data_dir: str | None = None
+
+
+class Behaviour(BaseModel):
+    """One interval of a (malicious) behaviour a node applies itself, from the fault schedule:
+    rounds ``from_round <= r < until_round`` (None: to the end)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    from_round: int
+    until_round: int | None = None
 
 
 class NodePlan(BaseModel):
@@ -73,9 +87,9 @@ class NodeConfig(BaseModel):
     chains: dict[str, dict[str, Any]]  # chain id -> ChainConfig.to_dict(), every chain of the run
     task_id: str
     ledger_synchronous: str = "NORMAL"
-    aggregator: dict[str, Any] = {"name": "fedavg", "params": {}}
-    privacy: dict[str, Any] | None = None
-    behaviours: list[dict[str, Any]] = []
+    aggregator: AggregatorSettings = AggregatorSettings()
+    privacy: PrivacySettings | None = None
+    behaviours: list[Behaviour] = Field(default_factory=list)
     links_down_path: str | None = None
     shared: str | None = None  # the run's shared file holding the SHARED_FIELDS (node.runfiles)
 

@@ -48,11 +48,11 @@ class DataPrep:
 def spec_of(cfg: LearningConfig, seed: int, part: tuple[int, int] | None) -> DataSpec:
     """The DataSpec a node with this learning config (and part) expects."""
     return DataSpec(
-        dataset=cfg.dataset,
+        dataset=cfg.dataset.name,
         seed=seed,
-        partition=cfg.partition,
-        alpha=cfg.alpha,
-        shards_per_device=cfg.shards_per_device,
+        partition=cfg.partition.scheme,
+        alpha=cfg.partition.alpha,
+        shards_per_device=cfg.partition.shards_per_device,
         part=part,
     )
 
@@ -68,15 +68,15 @@ def prepare_data(
     """Load, partition and write the data for `devices` (parts, in this order) and
     `evaluators` (the test set); DatasetError/ValueError as `load_dataset`/`partition`."""
     t0 = time.perf_counter()
-    ds = load_dataset(cfg.dataset, cfg.dataset_root, seed=seed)
+    ds = load_dataset(cfg.dataset.name, cfg.dataset.root, seed=seed)
     parts = (
         partition(
             ds.train_y,
             len(devices),
-            cfg.partition,
+            cfg.partition.scheme,
             seed,
-            alpha=cfg.alpha,
-            shards_per_part=cfg.shards_per_device,
+            alpha=cfg.partition.alpha,
+            shards_per_part=cfg.partition.shards_per_device,
         )
         if devices
         else []
@@ -110,7 +110,7 @@ def prepare_data(
     prep.write_s = time.perf_counter() - t1
     log.info(
         "data: %s loaded and partitioned in %.2f s, %d parts written in %.2f s",
-        cfg.dataset,
+        cfg.dataset.name,
         prep.load_s,
         len(devices),
         prep.write_s,

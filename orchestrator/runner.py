@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from node.config import LearningConfig, NodeConfig
+from node.config import Behaviour, LearningConfig, NodeConfig
 from node.keys import NodeKey, Roster
 from node.learning.aggregators import make_aggregator
 from node.learning.privacy import gaussian_sigma
@@ -81,18 +81,7 @@ def _versions() -> dict[str, str]:
 
 def _learning(s: Scenario) -> LearningConfig:
     return LearningConfig(
-        dataset=s.dataset.name,
-        dataset_root=s.dataset.root,
-        model=s.model,
-        partition=s.partition.scheme,
-        alpha=s.partition.alpha,
-        shards_per_device=s.partition.shards_per_device,
-        rounds=s.training.rounds,
-        local_epochs=s.training.local_epochs,
-        batch_size=s.training.batch_size,
-        learning_rate=s.training.learning_rate,
-        momentum=s.training.momentum,
-        round_deadline_s=s.training.round_deadline_s,
+        dataset=s.dataset, model=s.model, partition=s.partition, training=s.training
     )
 
 
@@ -246,7 +235,6 @@ class Run:
                 consensus=s.ledger.consensus,
             ),
         )
-        privacy = s.privacy.model_dump() if s.privacy is not None else None
         chains = {cid: chain.config.to_dict() for cid, chain in plan.chains.items()}
         (self.out_dir / "chains.json").write_text(json.dumps(chains, indent=1))
         launches = []
@@ -277,9 +265,9 @@ class Run:
                 chains=chains,
                 task_id=s.name,
                 ledger_synchronous=s.ledger.synchronous,
-                aggregator=s.aggregator.model_dump(),
-                privacy=privacy,
-                behaviours=schedules.get(node.id, []),
+                aggregator=s.aggregator,
+                privacy=s.privacy,
+                behaviours=[Behaviour(**b) for b in schedules.get(node.id, [])],
                 links_down_path=str(self.out_dir / "links_down.json"),
                 shared=str(shared),
             )

@@ -39,11 +39,10 @@ class Learner:
         configure_torch_threads(1)
         self.cfg = cfg
         self.seed = seed
+        p = cfg.partition
         self.part_index = -1 if part is None else part[0]
         if cfg.data_dir is not None:
-            spec = DataSpec(
-                cfg.dataset, seed, cfg.partition, cfg.alpha, cfg.shards_per_device, part
-            )
+            spec = DataSpec(cfg.dataset.name, seed, p.scheme, p.alpha, p.shards_per_device, part)
             data = read_prepared(cfg.data_dir, spec)
             self.name, self.num_classes = data.name, data.num_classes
             self.input_shape = data.input_shape
@@ -51,7 +50,7 @@ class Learner:
             self.population_labels = data.population_labels
             self.test_x, self.test_y = data.test_x, data.test_y
         else:
-            ds = load_dataset(cfg.dataset, cfg.dataset_root, seed=seed)
+            ds = load_dataset(cfg.dataset.name, cfg.dataset.root, seed=seed)
             self.name, self.num_classes, self.input_shape = ds.name, ds.num_classes, ds.input_shape
             if part is None:
                 self.indices = np.arange(len(ds.train_y))
@@ -59,10 +58,10 @@ class Learner:
                 parts = partition(
                     ds.train_y,
                     part[1],
-                    cfg.partition,
+                    p.scheme,
                     seed,
-                    alpha=cfg.alpha,
-                    shards_per_part=cfg.shards_per_device,
+                    alpha=p.alpha,
+                    shards_per_part=p.shards_per_device,
                 )
                 self.indices = parts[part[0]]
             self.train_x = ds.train_x[self.indices]
@@ -71,7 +70,9 @@ class Learner:
             self.test_x, self.test_y = ds.test_x, ds.test_y
         self.model = build_model(cfg.model, self.input_shape, self.num_classes, seed=seed)
         self._warm_up()
-        log.info("learner: %s/%s, %d training samples", cfg.dataset, cfg.model, len(self.indices))
+        log.info(
+            "learner: %s/%s, %d training samples", cfg.dataset.name, cfg.model, len(self.indices)
+        )
 
     def samples(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(x, y) of training samples by their indices into the whole training set; each must
@@ -119,11 +120,11 @@ class Learner:
             self.model,
             self.train_x if x is None else x,
             self.train_y if y is None else y,
-            epochs=cfg.local_epochs,
-            batch_size=cfg.batch_size,
-            lr=cfg.learning_rate,
+            epochs=cfg.training.local_epochs,
+            batch_size=cfg.training.batch_size,
+            lr=cfg.training.learning_rate,
             seed=(self.seed * 1_000_003 + (self.part_index + 1) * 7919 + round_no) % 2**63,
-            momentum=cfg.momentum,
+            momentum=cfg.training.momentum,
         )
 
     def evaluate(self) -> EvalResult:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from node.config import NodeConfig
+from node.config import Behaviour, NodeConfig
 from node.learning.aggregators import Update
 from node.learning.attacks import (
     DEVICE_ATTACKS,
@@ -31,11 +31,10 @@ from node.learning.weights import Weights
 from node.roles.learner import Learner
 
 
-def active_behaviour(config: NodeConfig, round_no: int) -> dict[str, Any] | None:
+def active_behaviour(config: NodeConfig, round_no: int) -> Behaviour | None:
     """The behaviour interval covering `round_no`, if any."""
     for b in config.behaviours:
-        until = b.get("until_round")
-        if b["from_round"] <= round_no and (until is None or round_no < until):
+        if b.from_round <= round_no and (b.until_round is None or round_no < b.until_round):
             return b
     return None
 
@@ -59,18 +58,18 @@ class DeviceThreats:
         x, y = self.learner.train_x, self.learner.train_y
         if b is None:
             return x, y, ""
-        kind = DEVICE_ATTACKS[b["name"]].kind
+        kind = DEVICE_ATTACKS[b.name].kind
         classes = self.learner.num_classes
         rng = _rng(self.config, 1)  # the same choice every round: a device's data is fixed
         if kind == "data":
-            x, y = apply_data_attack(b["name"], b["params"], x, y, rng, classes)
+            x, y = apply_data_attack(b.name, b.params, x, y, rng, classes)
         elif kind == "partition":
             labels = self.learner.population_labels
             idx = apply_partition_attack(
-                b["name"], b["params"], labels, self.learner.indices, rng, classes
+                b.name, b.params, labels, self.learner.indices, rng, classes
             )
             x, y = self.learner.samples(idx)
-        return x, y, b["name"]
+        return x, y, b.name
 
     def label_emd(self, y: np.ndarray) -> float:
         """EMD (L1, as in the SFL paper) between these labels and the whole training set's."""
@@ -86,18 +85,18 @@ class DeviceThreats:
             out, record = privatize(
                 out,
                 global_weights,
-                clip_norm=privacy["clip_norm"],
-                epsilon=privacy["epsilon"],
-                delta=privacy["delta"],
-                mechanism=privacy["mechanism"],
+                clip_norm=privacy.clip_norm,
+                epsilon=privacy.epsilon,
+                delta=privacy.delta,
+                mechanism=privacy.mechanism,
                 rng=_rng(self.config, 2, round_no),
             )
             self.privacy_record = dict(record)
         b = active_behaviour(self.config, round_no)
-        if b is not None and DEVICE_ATTACKS[b["name"]].kind == "update":
+        if b is not None and DEVICE_ATTACKS[b.name].kind == "update":
             out = apply_update_attack(
-                b["name"],
-                b["params"],
+                b.name,
+                b.params,
                 out,
                 global_weights,
                 _rng(self.config, 3, round_no),
@@ -115,19 +114,19 @@ def edge_fault(
 ) -> tuple[list[Update], str]:
     """A MEC's forwarded updates after a scheduled ``tamper`` (and the behaviour's name)."""
     b = active_behaviour(config, round_no)
-    if b is None or EDGE_FAULTS[b["name"]].kind != "updates":
-        return updates, "" if b is None else b["name"]
-    spec = EDGE_FAULTS[b["name"]]
-    params = make_params(EDGE_FAULTS, b["name"], b["params"])
-    return spec.fn(updates, global_weights, params, _rng(config, 4, round_no)), b["name"]
+    if b is None or EDGE_FAULTS[b.name].kind != "updates":
+        return updates, "" if b is None else b.name
+    spec = EDGE_FAULTS[b.name]
+    params = make_params(EDGE_FAULTS, b.name, b.params)
+    return spec.fn(updates, global_weights, params, _rng(config, 4, round_no)), b.name
 
 
 def edge_output(config: NodeConfig, round_no: int, weights: Weights) -> Weights:
     """A MEC's aggregate (or forwarded update) after a scheduled ``malfunction``."""
     b = active_behaviour(config, round_no)
-    if b is None or EDGE_FAULTS[b["name"]].kind != "aggregate":
+    if b is None or EDGE_FAULTS[b.name].kind != "aggregate":
         return weights
-    spec = EDGE_FAULTS[b["name"]]
-    params = make_params(EDGE_FAULTS, b["name"], b["params"])
+    spec = EDGE_FAULTS[b.name]
+    params = make_params(EDGE_FAULTS, b.name, b.params)
     out: Weights = spec.fn(weights, params, _rng(config, 5, round_no))
     return out

@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 
 from node.codec import Codec, Message
-from node.config import LearningConfig, NodePlan
+from node.config import NodePlan
 from node.daemon import Daemon
 from node.gossip import (
     ACCEPT,
@@ -51,7 +51,7 @@ from node.metrics import MetricsWriter
 from node.roles.base import NodeContext, Role
 from node.transport import InMemoryNetwork
 from orchestrator.collect import collect
-from tests.unit.node_configs import node_config
+from tests.unit.node_configs import learning_config, node_config
 from topologies import HierarchyParams, TopologySpec, build_hierarchy
 
 SEED = 13
@@ -63,7 +63,7 @@ REPLAY_S = 0.1
 REPLAYS = 3
 DEADLINE_S = 180.0
 CONFIG = GossipConfig(ttl=16, fanout=2, want_timeout_s=0.5, seed=b"13")
-LEARNING = LearningConfig(
+LEARNING = learning_config(
     dataset="digits",
     model="mlp",
     partition="iid",

@@ -30,6 +30,7 @@ from node.schemes.gossip_fedavg.scheme import d2d_neighbours
 from node.schemes.vanilla.messages import DeviceUpdate
 from orchestrator.collect import read_records
 from tests.sim.vanilla_net import VanillaNet
+from tests.unit.node_configs import learning_config
 from topologies import NodeKind, NodeSpec
 
 ROUNDS = 3
@@ -76,7 +77,7 @@ class _Corrupting:
 
 
 def learning() -> LearningConfig:
-    return LearningConfig(
+    return learning_config(
         dataset="digits",
         model="mlp",
         partition="iid",

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from node.codec import Codec, Message
-from node.config import LearningConfig
 from node.core.encoding import sha256
 from node.core.tx import Transaction
 from node.daemon import Daemon
@@ -29,6 +28,7 @@ from node.schemes.vanilla.messages import DeviceUpdate, GlobalModel
 from node.transport import InMemoryNetwork
 from orchestrator.collect import read_records
 from tests.sim.vanilla_net import VanillaNet
+from tests.unit.node_configs import learning_config
 from topologies import NodeKind, NodeSpec
 
 BYZANTINE = "dev1-0"
@@ -99,7 +99,7 @@ def one_torch_thread() -> None:
 def test_vanilla_completes_and_drops_every_bad_message(tmp_path: Path) -> None:
     net = VanillaNet.build(mecs=2, devices_per_mec=3, seed=5)
     topology = net.topology
-    learning = LearningConfig(
+    learning = learning_config(
         dataset="digits",
         model="mlp",
         partition="iid",

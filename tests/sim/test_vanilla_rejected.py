@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from node.config import LearningConfig
 from node.daemon import Daemon
 from node.learning.train import configure_torch_threads
 from orchestrator.collect import read_records
 from tests.sim.vanilla_net import VanillaNet
+from tests.unit.node_configs import learning_config
 
 TAMPERER = "mec1"
 TARGET = "dev1-0"
@@ -34,7 +34,7 @@ def _run(
 ) -> dict[str, Daemon]:
     """Run the vanilla scheme to the end."""
     net = VanillaNet.build(mecs=2, devices_per_mec=2, seed=7, fixed_keys=True)
-    learning = LearningConfig(
+    learning = learning_config(
         dataset="digits",
         model="mlp",
         partition="iid",

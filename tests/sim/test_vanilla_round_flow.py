@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from node.codec import Message
-from node.config import LearningConfig
 from node.core.encoding import sha256
 from node.core.tx import Transaction
 from node.learning.train import configure_torch_threads
@@ -25,6 +24,7 @@ from node.schemes.vanilla import DeviceRole, MecRole, PublisherRole
 from node.schemes.vanilla.messages import GlobalModel
 from orchestrator.collect import read_records
 from tests.sim.vanilla_net import VanillaNet
+from tests.unit.node_configs import learning_config
 from topologies import NodeKind, NodeSpec
 
 ROUNDS = 4
@@ -96,7 +96,7 @@ class WatchedDevice(GlobalsKept, DeviceRole):
 
 def test_next_global_goes_out_first_and_is_the_recorded_blob(tmp_path: Path) -> None:
     net = VanillaNet.build(mecs=2, devices_per_mec=2, seed=3, fixed_keys=True)
-    learning = LearningConfig(
+    learning = learning_config(
         dataset="digits",
         model="mlp",
         partition="iid",

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from node.config import LearningConfig
 from node.learning.train import configure_torch_threads
 from node.schemes.rewards import Payout, by_samples, contributions
 from orchestrator.collect import read_records
 from tests.sim.vanilla_net import TASK_ID, VanillaNet
+from tests.unit.node_configs import learning_config
 
 ROUNDS = 2
 DEVICES = ["dev0-0", "dev0-1", "dev1-0", "dev1-1"]
@@ -33,7 +33,7 @@ def _rounds(tmp_path: Path, name: str, params: dict[str, Any]) -> list[dict[str,
     """The publisher's round records of a 2-MEC, 4-device run with aggregator `name`;
     checks that the rewards paid are the reward rule applied to the chain's records."""
     net = VanillaNet.build(mecs=2, devices_per_mec=2, seed=3, fixed_keys=True)
-    learning = LearningConfig(
+    learning = learning_config(
         dataset="digits",
         model="mlp",
         partition="iid",

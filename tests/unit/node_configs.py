@@ -5,6 +5,30 @@ from __future__ import annotations
 from typing import Any
 
 from node.config import LearningConfig, NodeConfig, NodePlan
+from node.learning.settings import DatasetSettings, PartitionSettings, TrainingSettings
+
+
+def learning_config(
+    dataset: str = "digits",
+    *,
+    dataset_root: str | None = None,
+    model: str = "mlp",
+    partition: str = "iid",
+    alpha: float = 0.5,
+    shards_per_device: int = 2,
+    data_dir: str | None = None,
+    **training: Any,
+) -> LearningConfig:
+    """A `LearningConfig` from flat keywords (`training`: TrainingSettings' fields)."""
+    return LearningConfig(
+        dataset=DatasetSettings(name=dataset, root=dataset_root),
+        model=model,
+        partition=PartitionSettings(
+            scheme=partition, alpha=alpha, shards_per_device=shards_per_device
+        ),
+        training=TrainingSettings.model_validate(training, strict=False),
+        data_dir=data_dir,
+    )
 
 
 def node_config(learning: LearningConfig, **extra: Any) -> NodeConfig:

@@ -19,7 +19,7 @@ from node.learning.prepared import DataSpec, read_prepared
 from node.roles.learner import Learner
 from node.roles.threats import DeviceThreats
 from orchestrator.dataprep import DataPrep, prepare_data, spec_of
-from tests.unit.node_configs import node_config
+from tests.unit.node_configs import learning_config, node_config
 
 ROOT = Path(__file__).resolve().parents[2]
 MNIST = ROOT.parent / "shared" / "datasets" / "mnist"
@@ -28,7 +28,7 @@ DEVICES = 9
 
 
 def learning(dataset: str = "digits", scheme: str = "iid", **extra: Any) -> LearningConfig:
-    return LearningConfig(
+    return learning_config(
         dataset=dataset,
         dataset_root=str(MNIST) if dataset == "mnist" else None,
         model="mlp",
@@ -175,7 +175,9 @@ def test_missing_corrupt_or_mismatched_files_are_one_error_naming_the_file(
 
     expect_error(d, spec_of(cfg, SEED + 1, (1, 3)), r"meta\.json: prepared with seed=7 but")
     expect_error(d, spec_of(cfg, SEED, (0, 3)), r"meta\.json: prepared with part=\[1, 3\]")
-    other = cfg.model_copy(update={"partition": "shards"})
+    other = cfg.model_copy(
+        update={"partition": cfg.partition.model_copy(update={"scheme": "shards"})}
+    )
     expect_error(d, spec_of(other, SEED, (1, 3)), "partition='iid' but this node's config")
 
     raw = bytearray((d / "x.npy").read_bytes())

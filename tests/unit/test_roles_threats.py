@@ -7,13 +7,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from node.config import LearningConfig, NodeConfig
+from node.config import NodeConfig
 from node.learning.aggregators import Update
 from node.roles.learner import Learner
 from node.roles.threats import DeviceThreats, active_behaviour, edge_fault, edge_output
-from tests.unit.node_configs import node_config
+from tests.unit.node_configs import learning_config, node_config
 
-LEARNING = LearningConfig(
+LEARNING = learning_config(
     dataset="digits",
     model="mlp",
     partition="iid",

@@ -154,7 +154,7 @@ def test_invalid_value_names_the_field_and_the_value(
 def test_scheme_error_shows_the_allowed_literal() -> None:
     msg = _error({"scheme": "blockfl"})
 
-    assert msg.endswith("allowed: 'vanilla'")
+    assert msg.endswith("allowed: 'vanilla' or 'gossip-fedavg'")
 
 
 def test_scheme_params_are_validated_by_the_scheme() -> None:

@@ -49,7 +49,7 @@ class MecRole(Greeter):
         self.reference: Weights | None = None
         self.global_weights: Weights = {}
         agg = ctx.config.aggregator
-        self.strategy = make_strategy(str(agg["name"]), agg.get("params", {}))
+        self.strategy = make_strategy(agg.name, agg.params)
         self.individual = self.strategy.needs.individual
         self.updates: dict[str, tuple[Weights, float]] = {}
         self.txs: dict[str, bytes] = {}

@@ -44,7 +44,7 @@ class PublisherRole(Role):
         self.learner = Learner(ctx.config.learning, ctx.config.seed)
         self.weights = self.learner.weights()
         agg = ctx.config.aggregator
-        self.strategy = make_strategy(str(agg["name"]), agg.get("params", {}))
+        self.strategy = make_strategy(agg.name, agg.params)
         self.individual: dict[str, list[Update]] = {}
         self.expected = {n.id for n in ctx.topology.daemons()} - {ctx.node_id}
         self.mecs = [n.id for n in ctx.topology.of_kind(NodeKind.MEC)]
@@ -123,9 +123,9 @@ class PublisherRole(Role):
         payload = {
             "task_id": cfg.task_id,
             "reward_pool": pool,
-            "rounds": cfg.learning.rounds,
+            "rounds": cfg.learning.training.rounds,
             "model": cfg.learning.model,
-            "dataset": cfg.learning.dataset,
+            "dataset": cfg.learning.dataset.name,
         }
         self._commit(ctx, [replica.transaction("task.publish", payload)])
 
@@ -137,7 +137,7 @@ class PublisherRole(Role):
         self.update_txs = {}
         self.individual = {}
         self.dropped_updates = {}
-        deadline = ctx.config.learning.round_deadline_s
+        deadline = ctx.config.learning.training.round_deadline_s
         if model is None:
             model = weights_to_bytes(self.weights)
         ctx.multicast(self.mecs, GlobalModel(self.round, model, deadline))
@@ -243,7 +243,7 @@ class PublisherRole(Role):
         if not contributors:
             log.warning("round %d: no usable update; the global model is unchanged", round_no)
         model = weights_to_bytes(self.weights)  # encoded once: the next global and the blob
-        last = round_no >= ctx.config.learning.rounds
+        last = round_no >= ctx.config.learning.training.rounds
         if not last:
             self._begin_round(ctx, model)
         self.learner.load(self.weights)
