@@ -15,14 +15,12 @@ from node.codec import Codec
 from node.config import NodeConfig
 from node.daemon import Daemon
 from node.keys import NodeKey, Roster
-from node.ledger.chain import ChainConfig
 from node.ledger.chains import open_chains
 from node.metrics import MetricsWriter
 from node.schemes import make_scheme
 from node.transport.base import Transport
 from node.transport.shaping import LinkShaper, LinkState, ShapedTransport
 from node.transport.zmq import ZmqTransport
-from topologies import TopologySpec
 from topologies.routing import attach as attach_routes
 
 log = logging.getLogger("node")
@@ -33,7 +31,7 @@ def build_daemon(config: NodeConfig) -> Daemon:
     node_dir = Path(config.node_dir)
     # Parsed once per process (by the fork server, before forking: shared copy-on-write).
     shared = runfiles.load(config.shared) if config.shared is not None else None
-    topology = shared.topology if shared else TopologySpec.from_dict(config.topology)
+    topology = config.topology
     me = topology.node(config.node_id)
     transport: Transport = ZmqTransport(  # the endpoints as they are: it skips its own
         config.node_id, config.bind, config.endpoints, config.max_message_bytes
@@ -67,14 +65,9 @@ def build_daemon(config: NodeConfig) -> Daemon:
             "role": str(me.kind),
         },
     )
-    configs = (
-        shared.chains
-        if shared
-        else {cid: ChainConfig.from_dict(raw) for cid, raw in config.chains.items()}
-    )
     chains = open_chains(
         node_dir,
-        {cid: configs[cid] for cid in config.plan.chains},
+        {cid: config.chains[cid] for cid in config.plan.chains},
         key,
         config.ledger_synchronous,
         shared.genesis_dbs if shared else None,

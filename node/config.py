@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator
 
 from node.learning.settings import (
     AggregatorSettings,
@@ -16,6 +16,8 @@ from node.learning.settings import (
     PrivacySettings,
     TrainingSettings,
 )
+from node.ledger.chain import ChainConfig
+from topologies import TopologySpec
 
 
 class LearningConfig(BaseModel):
@@ -57,6 +59,36 @@ class NodePlan(BaseModel):
     peers: tuple[str, ...] = ()
 
 
+def _topology(value: object) -> TopologySpec:
+    if isinstance(value, TopologySpec):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError("a topology is a mapping (TopologySpec.to_dict())")
+    return TopologySpec.from_dict(value)
+
+
+def _chain(value: object) -> ChainConfig:
+    if isinstance(value, ChainConfig):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError("a chain config is a mapping (ChainConfig.to_dict())")
+    return ChainConfig.from_dict(value)
+
+
+Topology = Annotated[
+    TopologySpec,
+    PlainValidator(_topology),
+    PlainSerializer(lambda t: t.to_dict(), return_type=dict[str, Any]),
+]
+"""A `TopologySpec`, written as `TopologySpec.to_dict()`."""
+
+Chain = Annotated[
+    ChainConfig,
+    PlainValidator(_chain),
+    PlainSerializer(lambda c: c.to_dict(), return_type=dict[str, Any]),
+]
+"""A `ChainConfig`, written as `ChainConfig.to_dict()`."""
+
 SHARED_FIELDS = ("endpoints", "roster", "topology", "chains")
 """NodeConfig's fields that are the same for every node of a run and grow with its size (the
 topology of 1,000 devices and 200 MECs is ~7 MB of JSON): written once, to the run's shared
@@ -79,12 +111,12 @@ class NodeConfig(BaseModel):
     bind: str
     endpoints: dict[str, str]
     roster: dict[str, str]
-    topology: dict[str, Any]
+    topology: Topology
     shaping: str
     learning: LearningConfig
     max_message_bytes: int
     startup_timeout_s: float
-    chains: dict[str, dict[str, Any]]  # chain id -> ChainConfig.to_dict(), every chain of the run
+    chains: dict[str, Chain]  # every chain of the run, by chain id
     task_id: str
     ledger_synchronous: str = "NORMAL"
     aggregator: AggregatorSettings = AggregatorSettings()
@@ -109,7 +141,10 @@ class NodeConfig(BaseModel):
         common = runfiles.load(shared).data
         taken = {k: common[k] for k in SHARED_FIELDS if k in common and k not in data}
         rest = {k: v for k, v in common.items() if k not in data and k not in taken}
-        config = cls.model_validate(rest | data | {k: {} for k in taken})  # all four are dicts
+        # stand-ins that validate at no cost: the parsed topology and chains as they are (an
+        # instance check), the two plain maps empty
+        stand_ins = {k: {} if k in ("endpoints", "roster") else v for k, v in taken.items()}
+        config = cls.model_validate(rest | data | stand_ins)
         return config.model_copy(update=taken)
 
     def save(self, path: Path) -> None:
@@ -118,5 +153,5 @@ class NodeConfig(BaseModel):
         path.write_text(json.dumps(self.model_dump(exclude=exclude), indent=1))
 
     def shared_fields(self) -> dict[str, Any]:
-        """What every node of a run has in common, for the run's shared file."""
-        return {name: getattr(self, name) for name in SHARED_FIELDS}
+        """What every node of a run has in common, for the run's shared file (JSON-able)."""
+        return self.model_dump(include=set(SHARED_FIELDS))

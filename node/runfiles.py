@@ -55,30 +55,28 @@ def _parse(path: str | Path) -> SharedRun:
 
     from node.config import SHARED_FIELDS, NodeConfig
     from node.keys import Roster
-    from node.ledger.chain import ChainConfig
 
     data = json.loads(Path(path).read_text())
     if not isinstance(data, dict) or not isinstance(data.get("topology"), dict):
         raise ValueError(f"{path}: a run's shared file is a JSON object with a topology")
     for name in SHARED_FIELDS:
         if name in data:
-            annotation: Any = NodeConfig.model_fields[name].annotation
+            annotation: Any = NodeConfig.model_fields[name].rebuild_annotation()
             try:
                 data[name] = TypeAdapter(annotation).validate_python(data[name])
             except ValidationError as exc:
                 raise ValueError(f"{path}: {name}: {exc.errors()[0]['msg']}") from None
-    topology = TopologySpec.from_dict(data["topology"])
+            except (KeyError, TypeError, ValueError) as exc:  # TopologySpec/ChainConfig parsing
+                raise ValueError(f"{path}: {name}: {exc}") from None
+    topology: TopologySpec = data["topology"]
     RouteIndex.of(topology)
-    chains: dict[str, ChainConfig] = {}
-    roster = None
+    chains: dict[str, ChainConfig] = data.get("chains", {})
+    for chain in chains.values():
+        _ = chain.encoded, chain.genesis_block  # computed here: shared by forked daemons
     try:
-        for cid, raw in data.get("chains", {}).items():
-            chain = chains[cid] = ChainConfig.from_dict(raw)
-            _ = chain.encoded, chain.genesis_block  # computed here: shared by forked daemons
-        if "roster" in data:
-            roster = Roster.from_hex(data["roster"])
+        roster = Roster.from_hex(data["roster"]) if "roster" in data else None
     except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: chains or roster: {exc}") from None
+        raise ValueError(f"{path}: roster: {exc}") from None
     templates = {cid: _genesis_template(Path(path), chain) for cid, chain in chains.items()}
     genesis_dbs = {cid: db for cid, db in templates.items() if db is not None}
     return SharedRun(data, topology, chains, roster, genesis_dbs)

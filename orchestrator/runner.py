@@ -235,8 +235,9 @@ class Run:
                 consensus=s.ledger.consensus,
             ),
         )
-        chains = {cid: chain.config.to_dict() for cid, chain in plan.chains.items()}
-        (self.out_dir / "chains.json").write_text(json.dumps(chains, indent=1))
+        chains = {cid: chain.config for cid, chain in plan.chains.items()}
+        chains_json = {cid: chain.to_dict() for cid, chain in chains.items()}
+        (self.out_dir / "chains.json").write_text(json.dumps(chains_json, indent=1))
         launches = []
         shared = self.out_dir / "shared.json"
         for node in daemons:
@@ -255,7 +256,7 @@ class Run:
                 bind=endpoints[node.id],
                 endpoints=endpoints,
                 roster=roster.to_hex(),
-                topology=topo,
+                topology=self.topology,
                 shaping=s.shaping if s.backend == "local" else self.backend.shaping,
                 learning=learning.model_copy(update={"data_dir": str(data.dirs[node.id])})
                 if node.id in data.dirs

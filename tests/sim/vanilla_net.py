@@ -85,11 +85,11 @@ class VanillaNet:
                 bind="-",
                 endpoints={},
                 roster=roster.to_hex(),
-                topology=self.topology.to_dict(),
+                topology=self.topology,
                 shaping="none",
                 learning=learning,
                 max_message_bytes=8 * 1024 * 1024,
-                chains={cid: c.to_dict() for cid, c in chains.items()},
+                chains=chains,
                 task_id=TASK_ID,
                 **extra,
             )

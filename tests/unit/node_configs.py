@@ -6,6 +6,7 @@ from typing import Any
 
 from node.config import LearningConfig, NodeConfig, NodePlan
 from node.learning.settings import DatasetSettings, PartitionSettings, TrainingSettings
+from topologies import HierarchyParams, build_hierarchy
 
 
 def learning_config(
@@ -44,7 +45,7 @@ def node_config(learning: LearningConfig, **extra: Any) -> NodeConfig:
         bind="-",
         endpoints={},
         roster={},
-        topology={},
+        topology=build_hierarchy(HierarchyParams(1, 1, 1), 0),  # holds dev0-0
         shaping="none",
         learning=learning,
         max_message_bytes=1 << 20,
