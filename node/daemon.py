@@ -149,7 +149,12 @@ class Daemon:
         chain_id: str | None = None,
     ) -> None:
         """Stop once chain `chain_id` (None: the only one) reaches `height` (or after
-        `timeout_s`); then send that chain's ``chain.status`` to each of `report_to`."""
+        `timeout_s`); then send that chain's ``chain.status`` to each of `report_to`. The
+        ledger messages waiting in the backlog are handled first (the node is stopping:
+        there is no round left to defer them for), so that a block already received is
+        not asked for again."""
+        while self._ledger_backlog:
+            self._ledger_message(self._ledger_backlog.popleft()[1])
         self._stop_chain = chain_id
         self._stop_at_height = height
         self._stop_deadline = self._clock() + timeout_s

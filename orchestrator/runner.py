@@ -28,7 +28,6 @@ from orchestrator.faults import FaultEvent, behaviour_schedules, resolve_faults
 from orchestrator.health import ExitWatch, NodeFailure, device_problem
 from orchestrator.preflight import check as preflight
 from orchestrator.progress import RunProgress
-from orchestrator.report import plot_accuracy
 from orchestrator.scenario import Scenario, ScenarioError
 from topologies import NodeKind, TopologyError, TopologySpec
 from topologies.backends.base import Launch, child_seed
@@ -462,6 +461,9 @@ class Run:
         collect(self.out_dir)
         self._write_events()
         if rounds:
+            # matplotlib (0.3 s of imports) only here: not before the fork server starts
+            from orchestrator.report import plot_accuracy
+
             plot_accuracy(self.out_dir)
         final = rounds[-1]["accuracy"] if rounds else None
         elapsed = time.monotonic() - started

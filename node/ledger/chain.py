@@ -65,6 +65,8 @@ from node.ledger.store import HEAD_HASH_KEY, ChainStore, write_template
 
 log = logging.getLogger(__name__)
 
+MAX_BUILT = 8  # post-states of blocks built here, kept for their append
+
 REASONS = (
     "malformed",
     "oversize",
@@ -195,8 +197,12 @@ def _validate(
     state: State,
     prev: BlockHeader,
     block: Block,
+    executed: tuple[State, list[Receipt]] | None = None,
 ) -> tuple[State, list[Receipt]]:
-    """Check `block` as the successor of `prev` on `state`; returns the new state and receipts."""
+    """Check `block` as the successor of `prev` on `state`; returns the new state and receipts.
+    `executed`: the post-state and receipts of executing exactly this block's transactions
+    on exactly `state` (this node built the block): every other check is made, the
+    execution is not repeated."""
     h = block.header
     height = h.height
     if height != prev.height + 1:
@@ -217,12 +223,15 @@ def _validate(
                 exc.reason if exc.reason in REASONS else "malformed", height, exc.detail
             ) from None
     _check_certificate(config, block)
-    new_state = state.copy()
-    ctx = BlockContext(height=height, timestamp_ms=h.timestamp_ms, proposer=h.proposer)
-    try:
-        receipts = registry.execute_block(new_state, ctx, block.txs)
-    except TxRejected as exc:
-        raise LedgerError(exc.reason, height, str(exc)) from None
+    if executed is not None:
+        new_state, receipts = executed
+    else:
+        new_state = state.copy()
+        ctx = BlockContext(height=height, timestamp_ms=h.timestamp_ms, proposer=h.proposer)
+        try:
+            receipts = registry.execute_block(new_state, ctx, block.txs)
+        except TxRejected as exc:
+            raise LedgerError(exc.reason, height, str(exc)) from None
     root = new_state.root()
     if root != h.state_root:
         raise LedgerError(
@@ -274,6 +283,8 @@ class Chain:
         self.store = store
         self.config = config
         self.registry = registry or default_registry()
+        # blocks this replica built, by hash: (parent state, post-state, receipts)
+        self._built: dict[bytes, tuple[State, State, list[Receipt]]] = {}
         self._subscribers: list[Callable[[Block], None]] = []
         encoded = config.encoded
         if store.height() < 0:
@@ -338,9 +349,10 @@ class Chain:
         state = parent_state.copy()
         ctx = BlockContext(parent.height + 1, max(timestamp_ms, parent.timestamp_ms), proposer)
         kept = []
+        receipts = []
         for tx in txs:
             try:  # a rejected transaction writes nothing (the registry checks before writing)
-                self.registry.execute(state, ctx, tx)
+                receipts.append(self.registry.execute(state, ctx, tx))
             except TxRejected as exc:
                 log.warning("left out transaction %s: %s", tx.hash.hex()[:16], exc)
                 continue
@@ -353,11 +365,24 @@ class Chain:
             merkle_root=merkle_root([tx.hash for tx in kept]),
             state_root=state.root(),
         )
-        return Block(header, tuple(kept), ()), state
+        block = Block(header, tuple(kept), ())
+        # appending this block on `parent_state` (checked by identity) takes `state` as it is
+        # instead of executing the same transactions again
+        while len(self._built) >= MAX_BUILT:
+            del self._built[next(iter(self._built))]
+        self._built[block.hash] = (parent_state, state, receipts)
+        return block, state
 
     def validate(self, block: Block) -> tuple[State, list[Receipt]]:
-        """Check `block` as the next block; raises LedgerError."""
-        return _validate(self.config, self.registry, self.state, self.head, block)
+        """Check `block` as the next block; raises LedgerError. A block this replica built
+        on the current state (`candidate_on`, same hash: same header, hence the same
+        transactions and state root) is checked completely except that its transactions
+        are not executed again: the post-state from building it is taken."""
+        built = self._built.get(block.hash)
+        executed = None
+        if built is not None and built[0] is self.state:
+            executed = (built[1], list(built[2]))
+        return _validate(self.config, self.registry, self.state, self.head, block, executed)
 
     def append(self, block: Block) -> list[Receipt]:
         """Validate and store `block` atomically; raises LedgerError and writes nothing then."""
@@ -365,6 +390,8 @@ class Chain:
         self.store.append(block, new_state.diff(self.state))
         self.state = new_state
         self.head = block.header
+        # what was built on an earlier state can no longer be appended as built
+        self._built = {h: b for h, b in self._built.items() if b[0] is new_state}
         for callback in self._subscribers:
             callback(block)
         return receipts

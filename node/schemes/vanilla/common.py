@@ -47,10 +47,11 @@ def stop_after_last_block(ctx: NodeContext, stop: Stop) -> None:
     that has it; at most FINAL_SYNC_S), then tell the publisher this node's height."""
     height = stop.height
     replica = replica_of(ctx)
+    # first: the blocks this node has received but not yet taken are taken
+    ctx.stop_when_synced(height, FINAL_SYNC_S, report_to=[PUBLISHER])
     if height > replica.height:
         log.info("catching up from height %d to the final %d", replica.height, height)
         ctx.emit(replica.sync.seek(height, catch_up_peers(ctx), ctx.now()))
-    ctx.stop_when_synced(height, FINAL_SYNC_S, report_to=[PUBLISHER])
 
 
 def parse_update_tx(
