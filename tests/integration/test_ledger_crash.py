@@ -28,6 +28,7 @@ WRITER = textwrap.dedent(
     from node.keys import NodeKey
     from node.ledger.chain import Chain, ChainConfig
     from node.core.encoding import sha256
+    from node.core.finality import SingleWriter
     from node.ledger.store import open_store
     from node.core.tx import Transaction
 
@@ -36,7 +37,7 @@ WRITER = textwrap.dedent(
     members = {"pub": (pub.public_key, "publisher")}
     members.update({nid: (k.public_key, "device") for nid, k in devices.items()})
     genesis = Genesis(members=members, balances={"pub": 10**6}, chain_id="crash")
-    chain = Chain(open_store(Path(sys.argv[1])), ChainConfig(genesis, (pub.public_key,), 1))
+    chain = Chain(open_store(Path(sys.argv[1])), ChainConfig(genesis, SingleWriter(pub.public_key)))
     deferred = sys.argv[2] == "deferred"
     chain.store.set_deferred(deferred)
     if chain.height == 0:

@@ -13,6 +13,7 @@ import pytest
 
 from node.contracts.runtime import Genesis
 from node.core.encoding import sha256
+from node.core.finality import Committee
 from node.core.tx import Transaction
 from node.keys import NodeKey
 from node.ledger.chain import ChainConfig, verify_store
@@ -112,7 +113,7 @@ def config() -> ChainConfig:
     members.update({f"dev{i}": (k.public_key, "device") for i, k in enumerate(DEVICES)})
     members.update({nid: (k.public_key, "mec") for nid, k in zip(IDS, MECS, strict=True)})
     genesis = Genesis(members, {"pub": 10**6}, "pipeline")
-    return ChainConfig(genesis, tuple(k.public_key for k in MECS), 3)
+    return ChainConfig(genesis, Committee.bft(tuple(k.public_key for k in MECS)))
 
 
 @pytest.fixture
