@@ -10,23 +10,27 @@ Round r: the publisher sends ``global{round, model, deadline_s}`` to every MEC (
 the weights encoded once as the blob bytes, `weights_to_bytes`); each MEC checks it and
 forwards the same bytes to its devices with 80% of the deadline left (our choice: it leaves
 the rest for the MEC→publisher leg), and keeps them as a blob. A device loads the weights,
-trains on its partition and sends ``update{round, weights, samples, loss, accuracy}`` to
-its MEC. The MEC averages what it got (FedAvg weighted by samples) and sends
-``partial{round, weights, samples, contributors, missing}`` when all its devices answered
-or its deadline passed. The publisher combines the partials (FedAvg over partials weighted
+trains on its partition and sends ``update{round, blob, tx, loss, accuracy}`` to its MEC
+(the weights as blob bytes and its signed transaction naming them). The MEC averages what it
+got (or forwards the updates one by one where the aggregation strategy needs them: its
+``needs.individual``) and sends ``partial{round, samples, contributors, missing, txs,
+weights | updates}`` when all its devices answered or its deadline passed (the message
+classes: `messages.py`). The publisher combines the partials (FedAvg over partials weighted
 by their sample totals equals FedAvg over all devices), sends the next round's global
 model, and only then evaluates this round's model on the test set and records the round
 (metrics and block, under this round's number) while the devices train. A device that
 crashed or is too slow is left out of that round and logged. After the last round the
 publisher sends ``stop`` to every node.
 
-The ledger (single writer): a device puts its trained weights in its blob store and signs
+The ledger: a device puts its trained weights in its blob store and signs
 a ``task.record_update{task_id, round, blob hash, size, samples}`` transaction that travels
 with the update; the MEC checks the signature, that the blob hashes to what the
 transaction says, keeps the blob, and forwards the transactions with its partial. After
-aggregating, the publisher (the only validator here; PBFT comes later) builds a block with
-the round's update transactions and its own ``task.record_global`` (the global model's blob
-hash, accuracy, contributors), appends it and sends it to every node, which verifies it
+aggregating, the publisher submits the round's update transactions and its own
+``task.record_global`` (the global model's blob hash, accuracy, contributors) to the task
+chain through the committer its finality rule calls for (`node.roles.committers`): as the
+single writer it builds the block, appends it and sends it to every node; with
+``ledger.consensus: pbft`` the MECs order it by PBFT. Every node verifies a block
 completely before appending it to its own ledger (when it has no round message waiting:
 the daemon handles ledger messages after the round's). Blobs are hashed once where they
 are made or checked and fsynced behind the round (`FileBlobStore.put_behind`).
@@ -43,18 +47,9 @@ a counted reason.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from node.roles.base import Role
 from node.schemes.vanilla.device import DeviceRole
 from node.schemes.vanilla.mec import MecRole
 from node.schemes.vanilla.publisher import PublisherRole
-from topologies import NodeKind
+from node.schemes.vanilla.scheme import VanillaScheme
 
-ROLES: dict[NodeKind, Callable[[], Role]] = {
-    NodeKind.DEVICE: DeviceRole,
-    NodeKind.MEC: MecRole,
-    NodeKind.PUBLISHER: PublisherRole,
-}
-
-__all__ = ["ROLES", "DeviceRole", "MecRole", "PublisherRole"]
+__all__ = ["DeviceRole", "MecRole", "PublisherRole", "VanillaScheme"]
