@@ -13,7 +13,9 @@ How it works
   `task.record_update` {task_id, round, blob, size, samples} — a "device" member; once per
       (task, round, device), only for the round being trained (current + 1 <= rounds).
   `task.record_global` {task_id, round, blob, size, accuracy, contributors} — the task's
-      publisher; round == current + 1; every contributor has an update for that round.
+      publisher; round == current + 1; every contributor has an update for that round (none:
+      no update was used and the global model is the previous one; the round still closes, so
+      that the next round's updates are recorded).
   `task.reward` {task_id, to, amount} — the task's publisher; pays from escrow
       (TokenApi.credit) to a registered member.
   `task.close` {task_id} — the task's publisher; refunds what is left to the publisher.
@@ -184,8 +186,8 @@ def _contributors(state: State, payload: dict[str, Any], task_id: str, round_: i
     value = field_of(payload, "contributors")
     if not isinstance(value, list):
         raise ContractError(f"contributors: must be a list, not {type(value).__name__}")
-    if not 0 < len(value) <= MAX_CONTRIBUTORS:
-        raise ContractError(f"contributors: must name 1..{MAX_CONTRIBUTORS} nodes")
+    if len(value) > MAX_CONTRIBUTORS:
+        raise ContractError(f"contributors: must name at most {MAX_CONTRIBUTORS} nodes")
     for node_id in value:
         identity.check_node_id(node_id, "contributors")
         if state.get_bytes(NS_UPDATE, update_key(task_id, round_, node_id)) is None:

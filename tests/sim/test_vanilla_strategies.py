@@ -50,6 +50,8 @@ def _rounds(tmp_path: Path, name: str, params: dict[str, Any]) -> list[dict[str,
     replica = nodes["pub"].replica
     assert replica is not None
     state = replica.chain.state
+    task = state.get("task", TASK_ID)
+    assert (task["round"], task["status"]) == (ROUNDS, "closed"), "every round is on chain"
     balances = dict(state.items("token.balance"))
     paid = [Payout(d, balances[d]) for d in DEVICES if balances.get(d)]
     assert paid == by_samples(POOL, contributions(state, TASK_ID))

@@ -208,6 +208,17 @@ def test_record_global() -> None:
     assert chain.state.get(task.NS, "t1")["round"] == 1
 
 
+def test_a_round_without_contributors_closes_and_the_next_one_records() -> None:
+    chain = published()
+    chain.ok(DEV1, "task.record_update", update(1, "a"))
+    chain.ok(PUB, "task.record_global", global_(1, []))  # no update used: the model stays
+    chain.ok(DEV1, "task.record_update", update(2, "a2"))
+    chain.ok(PUB, "task.record_global", global_(2, ["dev1"]))
+
+    assert chain.state.get(task.NS_GLOBAL, "t1/1")["contributors"] == []
+    assert chain.state.get(task.NS, "t1")["round"] == 2
+
+
 @pytest.mark.parametrize(
     ("key", "payload", "match"),
     [
@@ -217,7 +228,6 @@ def test_record_global() -> None:
         (PUB, global_(1, ["dev2"]), "contributors: 'dev2' has no update for round 1"),
         (PUB, global_(1, ["ghost"]), "contributors: 'ghost' has no update"),
         (PUB, global_(1, ["dev1", "dev1"]), "contributors: duplicate"),
-        (PUB, global_(1, []), "contributors: must name"),
         (PUB, global_(1, "dev1"), "contributors: must be a list"),  # type: ignore[arg-type]
         (PUB, global_(1, [3]), "contributors:"),  # type: ignore[list-item]
         (PUB, global_(1, ["dev1"], accuracy=1.5), "accuracy:"),

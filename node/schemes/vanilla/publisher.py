@@ -293,18 +293,19 @@ class PublisherRole(Role):
             if sender is not None and sender in contributors:
                 samples = int(tx.payload.get("samples", 0))
                 self.samples_by_device[sender] = self.samples_by_device.get(sender, 0) + samples
-        if contributors:
-            key = sha256(model)
-            replica.blobs.put_behind(key, model)
-            payload = {
-                "task_id": ctx.config.task_id,
-                "round": round_no,
-                "blob": key,
-                "size": len(model),
-                "accuracy": float(accuracy),
-                "contributors": contributors,
-            }
-            txs.append(replica.transaction("task.record_global", payload))
+        # recorded even without contributors (the model is then the previous round's): the
+        # task contract closes the round, so that the next round's updates are recorded
+        key = sha256(model)
+        replica.blobs.put_behind(key, model)
+        payload = {
+            "task_id": ctx.config.task_id,
+            "round": round_no,
+            "blob": key,
+            "size": len(model),
+            "accuracy": float(accuracy),
+            "contributors": contributors,
+        }
+        txs.append(replica.transaction("task.record_global", payload))
         self._commit(ctx, txs)
 
     def _pay_rewards(self, ctx: NodeContext) -> None:
