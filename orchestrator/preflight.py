@@ -216,6 +216,25 @@ def check_privacy(s: Scenario) -> float | None:
     return sigma
 
 
+def check_aggregator(s: Scenario, devices: int) -> None:
+    """ScenarioError unless the aggregator can work with every device's update (fewer, in a
+    round with absent devices, leave that round's model unchanged)."""
+    from node.learning.aggregators import make_strategy
+
+    try:
+        strategy = make_strategy(s.aggregator.name, s.aggregator.params)
+    except ValueError as exc:
+        raise ScenarioError(f"aggregator.params: {exc}") from None
+    need = strategy.min_updates()
+    if devices < need:
+        raise _invalid(
+            "aggregator.params",
+            s.aggregator.params,
+            f"parameters that {s.aggregator.name} can use with {devices} device updates "
+            f"(these need at least {need})",
+        )
+
+
 def check_plan(s: Scenario, topology: TopologySpec) -> None:
     """ScenarioError unless the scheme can plan this scenario (with stand-in keys: a plan
     depends on who holds which key, not on the keys themselves)."""
@@ -353,6 +372,7 @@ def check(
     check_partition(s, devices, data)
     check_privacy(s)
     _check_references(s, topology)
+    check_aggregator(s, devices)
     check_plan(s, topology)
     free = available_mb() if available == "now" else available
     total = check_memory(s, topology, data, free)

@@ -19,7 +19,6 @@ from typing import Any
 
 from node.config import Behaviour, LearningConfig, NodeConfig
 from node.keys import NodeKey, Roster
-from node.learning.aggregators import make_aggregator
 from node.learning.privacy import gaussian_sigma
 from node.schemes import PlanInputs, make_scheme
 from orchestrator.collect import collect, read_records
@@ -124,10 +123,6 @@ class Run:
         preflight(scenario, self.topology)  # data, partition, privacy, memory: before anything
         self.faults = resolve_faults(scenario, self.topology)
         self.scheme = make_scheme(scenario.scheme.name, scenario.scheme.params)
-        try:
-            make_aggregator(scenario.aggregator.name, scenario.aggregator.params)
-        except ValueError as exc:
-            raise ScenarioError(f"aggregator.params: {exc}") from None
         self.backend: Any = self._make_backend(scenario)
         self.meta: dict[str, Any] = {}
         self.events: list[dict[str, Any]] = []

@@ -85,3 +85,14 @@ def test_a_round_where_nothing_passes_keeps_the_global_model(tmp_path: Path) -> 
         assert record["contributors"] == 0
         assert record["rejected_reasons"] == {d: "below_threshold" for d in DEVICES}
     assert records[0]["accuracy"] == records[1]["accuracy"], "the model did not change"
+
+
+def test_an_aggregator_refusing_a_round_leaves_the_model_and_the_run_goes_on(
+    tmp_path: Path,
+) -> None:
+    records = _rounds(tmp_path, "krum", {"f": 1})  # 4 updates; Krum needs n > 2f + 2 = 4
+
+    for record in records:
+        assert record["contributors"] == 0
+        assert record["rejected_reasons"] == {d: "aggregator_refused" for d in DEVICES}
+    assert records[0]["accuracy"] == records[1]["accuracy"], "the model did not change"

@@ -366,6 +366,21 @@ def test_aggregator_params_are_checked_by_validate(
     assert "aggregator.params: " in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("aggregator", "need"),
+    [("{name: krum, params: {f: 4}}", 11), ("{name: multi_krum, params: {f: 1, m: 12}}", 12)],
+)
+def test_an_aggregator_that_cannot_use_every_devices_update_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], aggregator: str, need: int
+) -> None:
+    path = tmp_path / "a.yaml"
+    path.write_text(f"aggregator: {aggregator}\n")  # 10 devices by default
+
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "aggregator.params: " in err and f"10 device updates (these need at least {need})" in err
+
+
 # --- the torch-free parameter count agrees with the models ---------------------------------
 
 

@@ -90,6 +90,10 @@ class Krum(Strategy[KrumParams]):
     name: ClassVar[str] = "krum"
     params_cls: ClassVar[type[KrumParams]] = KrumParams
 
+    def min_updates(self) -> int:
+        """Krum's scores need n > 2f + 2 updates."""
+        return 2 * self.params.f + 3
+
     def select(self, updates: Sequence[UpdateLike]) -> Selection:
         """The one update Krum chooses; ValueError unless n > 2f + 2."""
         ups = as_updates(updates)

@@ -58,6 +58,10 @@ class MultiKrum(Strategy[MultiKrumParams]):
     name: ClassVar[str] = "multi_krum"
     params_cls: ClassVar[type[MultiKrumParams]] = MultiKrumParams
 
+    def min_updates(self) -> int:
+        """Krum's scores need n > 2f + 2 updates, and m of them are kept."""
+        return max(2 * self.params.f + 3, self.params.m or 1)
+
     def select(self, updates: Sequence[UpdateLike]) -> Selection:
         """The m best-scored updates, best first; ValueError unless n > 2f + 2 and m <= n."""
         ups = as_updates(updates)

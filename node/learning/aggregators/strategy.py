@@ -103,6 +103,10 @@ class Strategy(ABC, Generic[P]):
                 f"not {type(self.params).__name__}"
             )
 
+    def min_updates(self) -> int:
+        """The fewest updates this rule accepts (`select` raises ValueError below it)."""
+        return 1
+
     def select(self, updates: Sequence[UpdateLike]) -> Selection:
         """Keep every update (the default for rules that use them all); ValueError if none."""
         return Selection(tuple(as_updates(updates)))

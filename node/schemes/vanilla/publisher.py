@@ -210,7 +210,11 @@ class PublisherRole(Role):
             return [], {}
         if self.strategy.needs.accuracy:
             updates = [self._with_accuracy(u) for u in updates]
-        combined = self.strategy.combine(updates)
+        try:
+            combined = self.strategy.combine(updates)
+        except ValueError as exc:  # e.g. Krum with too few updates this round
+            log.warning("round %d: the aggregator refused the updates: %s", self.round, exc)
+            return [], {d: "aggregator_refused" for ds in devices.values() for d in ds}
         if combined.weights is None:
             log.warning("round %d: the aggregator kept no update", self.round)
         else:
