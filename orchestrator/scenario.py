@@ -44,65 +44,8 @@ from node.settings import Seconds, Settings
 from orchestrator.errors import ScenarioError, escape, show
 from orchestrator.plainyaml import read_plain_yaml
 from topologies.backends.names import Backend, DelayMode, Shaping, Switch
-from topologies.builders import (
-    CellularParams,
-    DelayDist,
-    FixedLink,
-    HierarchyParams,
-)
-
-MAX_NODES = 10_000
-MAX_LINKS = 500_000
-
-LossPct = Annotated[float, Field(ge=0, lt=100, allow_inf_nan=False)]
-Mbit = Annotated[float, Field(ge=0.001, le=1e6, allow_inf_nan=False)]
-Millis = Annotated[float, Field(ge=0, le=60_000, allow_inf_nan=False)]
-Dbm = Annotated[float, Field(ge=-60, le=80, allow_inf_nan=False)]
-Metres = Annotated[float, Field(gt=0, le=100_000, allow_inf_nan=False)]
-TimesT = Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)]
-
-
-class DelayDistSection(Settings):
-    """A link class whose delay is drawn per link from Normal(mean_t·t, sd_t·t), truncated at 0."""
-
-    mean_t: TimesT
-    sd_t: TimesT
-    bandwidth_mbit: Mbit
-    jitter_ms: Millis = 0.0
-    loss_pct: LossPct = 0.0
-
-
-class FixedLinkSection(Settings):
-    """A link class with fixed parameters."""
-
-    bandwidth_mbit: Mbit = 1000.0
-    delay_ms: Millis = 0.1
-    jitter_ms: Millis = 0.0
-    loss_pct: LossPct = 0.0
-
-
-class CellularSection(Settings):
-    """Device↔BS radio links, rates from the Shannon formula (see topologies.builders)."""
-
-    bandwidth_mhz: Annotated[float, Field(ge=0.001, le=10_000, allow_inf_nan=False)] = 20.0
-    device_power_dbm: Dbm = 23.0
-    bs_power_dbm: Dbm = 43.0
-    noise_psd_dbm_hz: Annotated[float, Field(ge=-200, le=-100, allow_inf_nan=False)] = -174.0
-    distance_min_m: Metres = 100.0
-    distance_max_m: Metres = 250.0
-    path_loss_exponent: Annotated[float, Field(ge=1, le=8, allow_inf_nan=False)] = 3.76
-    rayleigh_fading: bool = True
-    max_rate_mbit: Mbit = 1000.0
-    min_rate_mbit: Mbit = 0.01
-    delay_ms: Millis = 5.0
-    jitter_ms: Millis = 0.0
-    loss_pct: LossPct = 0.0
-
-    @model_validator(mode="after")
-    def _distances_ordered(self) -> CellularSection:
-        if self.distance_max_m < self.distance_min_m:
-            raise ValueError("distance_max_m must be >= distance_min_m")
-        return self
+from topologies.backends.settings import ContainersSection
+from topologies.settings import MAX_NODES, TopologySection
 
 
 class SchemeSection(BaseModel):
@@ -127,31 +70,6 @@ class SchemeSection(BaseModel):
     def params(self) -> dict[str, Any]:
         """The scheme's parameters as written (everything but ``name``)."""
         return dict(self.model_extra or {})
-
-
-class ContainerLimits(Settings):
-    """CPU and memory limits of one container (None: no limit)."""
-
-    cpus: Annotated[float, Field(gt=0, le=1024, allow_inf_nan=False)] | None = None
-    memory_mb: Annotated[int, Field(ge=64, le=1 << 22)] | None = None
-
-
-class ContainersSection(ContainerLimits):
-    """The containernet backend: the node image and per-container limits; `cpus` and
-    `memory_mb` here apply to every container unless its role's entry sets them."""
-
-    image: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/:@-]{0,254}$")] | None = None
-    mec: ContainerLimits = ContainerLimits()
-    device: ContainerLimits = ContainerLimits()
-    publisher: ContainerLimits = ContainerLimits()
-
-    def limits(self, role: str) -> ContainerLimits:
-        """The limits of a container of this role (mec, device or publisher)."""
-        own: ContainerLimits = getattr(self, role)
-        return ContainerLimits(
-            cpus=own.cpus if own.cpus is not None else self.cpus,
-            memory_mb=own.memory_mb if own.memory_mb is not None else self.memory_mb,
-        )
 
 
 class FaultSection(Settings):
@@ -179,50 +97,6 @@ class FaultSection(Settings):
         if self.action == "malicious" and not self.behaviour:
             raise ValueError("malicious needs a behaviour")
         return self
-
-
-_DEFAULT_HIERARCHY = HierarchyParams()
-
-
-class TopologySection(Settings):
-    """The BS → MEC → device hierarchy and its link classes (t_ms is the papers' unit t)."""
-
-    base_stations: Annotated[int, Field(ge=1, le=1000)] = 1
-    mecs_per_bs: Annotated[int, Field(ge=1, le=1000)] = 2
-    devices_per_mec: Annotated[int, Field(ge=1, le=1000)] = 5
-    t_ms: Annotated[float, Field(gt=0, le=60_000, allow_inf_nan=False)] = 10.0
-    backhaul: DelayDistSection = DelayDistSection(**vars(_DEFAULT_HIERARCHY.backhaul))
-    d2d: DelayDistSection = DelayDistSection(**vars(_DEFAULT_HIERARCHY.d2d))
-    cellular: CellularSection = CellularSection()
-    fronthaul: FixedLinkSection = FixedLinkSection()
-    lan: FixedLinkSection = FixedLinkSection()
-
-    @model_validator(mode="after")
-    def _not_too_large(self) -> TopologySection:
-        mecs = self.base_stations * self.mecs_per_bs
-        devices = mecs * self.devices_per_mec
-        nodes = mecs + devices + 1
-        links = 2 * mecs + 2 * devices + mecs * (mecs - 1) + devices * (self.devices_per_mec - 1)
-        if nodes > MAX_NODES or links > MAX_LINKS:
-            raise ValueError(
-                f"{nodes} node processes and {links} directed links is too large; allowed: "
-                f"at most {MAX_NODES} node processes and {MAX_LINKS} directed links"
-            )
-        return self
-
-    def to_params(self) -> HierarchyParams:
-        """The builder's parameters for this section."""
-        return HierarchyParams(
-            bs_count=self.base_stations,
-            mecs_per_bs=self.mecs_per_bs,
-            devices_per_mec=self.devices_per_mec,
-            t_ms=self.t_ms,
-            backhaul=DelayDist(**self.backhaul.model_dump()),
-            d2d=DelayDist(**self.d2d.model_dump()),
-            cellular=CellularParams(**self.cellular.model_dump()),
-            fronthaul=FixedLink(**self.fronthaul.model_dump()),
-            lan=FixedLink(**self.lan.model_dump()),
-        )
 
 
 class Scenario(Settings):

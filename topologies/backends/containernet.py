@@ -91,8 +91,9 @@ class ContainernetBackend(MininetBackend):
         out_dir: Path,
         **kwargs: Any,
     ) -> None:
-        """`containers` is the scenario's ContainersSection; `out_dir` the run directory,
-        mounted into every container (the nodes read their prepared data from it)."""
+        """`containers` is the scenario's ContainersSection (topologies.backends.settings);
+        `out_dir` the run directory, mounted into every container (the nodes read their
+        prepared data from it)."""
         super().__init__(token, delay_mode, netem, capture, **kwargs)
         from topologies.backends.image import default_tag, require
 
