@@ -44,7 +44,7 @@ WRITER = textwrap.dedent(
         publish = {"task_id": "t", "reward_pool": 1000, "rounds": 100_000, "model": "m",
                    "dataset": "d"}
         chain.append(chain.build([Transaction.create(pub, "task.publish", 0, publish)], pub, 1))
-    print(chain.height, flush=True)
+    print(chain.store.durable_height() if deferred else chain.height, flush=True)
     while True:
         r = chain.state.get("task", "t")["round"] + 1
         txs = []
