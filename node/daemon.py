@@ -148,8 +148,9 @@ class Daemon:
         report_to: Sequence[str] = (),
         chain_id: str | None = None,
     ) -> None:
-        """Stop once chain `chain_id` (None: the only one) reaches `height` (or after
-        `timeout_s`); then send that chain's ``chain.status`` to each of `report_to`. The
+        """Stop once chain `chain_id` (None: the only one) reaches `height` and has the
+        answers to the blob requests it sent (or after `timeout_s`); then send that chain's
+        ``chain.status`` to each of `report_to`. The
         ledger messages waiting in the backlog are handled first (the node is stopping:
         there is no round left to defer them for), so that a block already received is
         not asked for again."""
@@ -172,6 +173,13 @@ class Daemon:
             log.warning(
                 "stopping at ledger height %d, below the final %d", height, self._stop_at_height
             )
+        elif (
+            replica is not None
+            and replica.sync.awaiting_blobs(self._clock())
+            and self._clock() <= self._stop_deadline
+        ):
+            return  # a blob asked for is on its way: take it rather than leave its sender a
+            # reply to a node that is gone (its socket then lingers on it at exit)
         self._stop_at_height = None
         self._stopping = True
         if replica is not None:

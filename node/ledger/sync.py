@@ -93,6 +93,7 @@ class ChainSync:
         self._pending: tuple[str, float] | None = None
         self._wanted_blobs: set[bytes] = set()
         self._asked: dict[bytes, set[str]] = {}
+        self._awaiting: dict[tuple[bytes, str], float] = {}  # (blob, peer asked): when
         self._seek_target = -1
         self._seek_peers: list[str] = []
         self._seek_next = 0
@@ -177,7 +178,7 @@ class ChainSync:
             log.info("no blocks from %s in %.0f s; asking another peer", silent, REQUEST_TIMEOUT_S)
         out += self._request_next(now)
         for peer in sorted(self.peer_heights):
-            out += self._fetch_blobs(peer)
+            out += self._fetch_blobs(peer, now)
         return self._tagged(out)
 
     @property
@@ -254,15 +255,22 @@ class ChainSync:
         raw = self.chain.store.block_bytes(height)
         return None if raw is None else Block.from_bytes(raw).hash
 
-    def _fetch_blobs(self, sender: str) -> list[Outgoing]:
+    def _fetch_blobs(self, sender: str, now: float) -> list[Outgoing]:
         """Ask `sender` once for each wanted blob it has not been asked for."""
         out = []
         for key in sorted(self._wanted_blobs):
             asked = self._asked.setdefault(key, set())
             if sender not in asked:
                 asked.add(sender)
+                self._awaiting[(key, sender)] = now
                 out.append(Outgoing(sender, "blob.get", {"hash": key}))
         return out
+
+    def awaiting_blobs(self, now: float) -> bool:
+        """True while a ``blob.get`` this replica sent less than REQUEST_TIMEOUT_S ago is
+        unanswered: a node about to stop waits for it, so that the reply does not go to a
+        node that has left (its sender's socket would then linger on it at exit)."""
+        return any(now - asked < REQUEST_TIMEOUT_S for asked in self._awaiting.values())
 
     def _on_blocks(self, sender: str, p: dict[str, Any], now: float) -> list[Outgoing]:
         if self._pending is None or self._pending[0] != sender:
@@ -282,7 +290,7 @@ class ChainSync:
         height = p.get("height")
         if isinstance(height, int) and height >= 0 and not refused:
             self.peer_heights[sender] = height
-        return self._fetch_blobs(sender) + self._request_next(now)
+        return self._fetch_blobs(sender, now) + self._request_next(now)
 
     def _on_block(self, sender: str, p: dict[str, Any], now: float) -> list[Outgoing]:
         raw = p.get("block")
@@ -297,7 +305,7 @@ class ChainSync:
             return self._request_next(now)
         if not self._append(sender, raw):
             return []
-        return self._fetch_blobs(sender)
+        return self._fetch_blobs(sender, now)
 
     def _on_blob_get(self, sender: str, p: dict[str, Any], now: float) -> list[Outgoing]:
         key = p.get("hash")
@@ -311,6 +319,8 @@ class ChainSync:
 
     def _on_blob_data(self, sender: str, p: dict[str, Any], now: float) -> list[Outgoing]:
         key, data = p.get("hash"), p.get("data")
+        if isinstance(key, bytes):
+            self._awaiting.pop((key, sender), None)  # answered (with the blob or without)
         if not isinstance(key, bytes) or key not in self._wanted_blobs:
             self.failures["unsolicited_blob"] += 1
             return []
@@ -336,7 +346,8 @@ class ChainSync:
     def blob_arrived(self, key: bytes) -> None:
         """Blob `key` is now in the store: stop asking for it."""
         self._wanted_blobs.discard(key)
-        self._asked.pop(key, None)
+        for peer in self._asked.pop(key, ()):
+            self._awaiting.pop((key, peer), None)
 
     @property
     def missing_blobs(self) -> set[bytes]:
