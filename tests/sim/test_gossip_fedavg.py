@@ -54,9 +54,9 @@ class CorruptingDevice(GossipDeviceRole):
     def on_timer(self, ctx: NodeContext, name: str) -> None:
         super().on_timer(self.wrapped, name)
 
-    def _publish_update(self, update: DeviceUpdate) -> None:
+    def send_update(self, ctx: NodeContext, update: DeviceUpdate) -> None:
         self.own.add(update_item(update.blob, update.tx))
-        super()._publish_update(update)
+        super().send_update(ctx, update)
 
 
 class _Corrupting:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping
-from typing import Any, cast
+from collections.abc import Mapping
+from typing import cast
 
 from node.codec import Message
 from node.core.block import Block, BlockError
@@ -15,7 +15,6 @@ from node.core.finality import Finality, FinalityError
 from node.core.merkle import merkle_root
 from node.core.tx import Transaction, TxError
 from node.gossip import ACCEPT, Deliver, GossipService, Validator, Verdict, reject
-from node.messages import from_payload, registered_tags
 from node.roles.base import NodeContext
 from node.schemes.gossip_fedavg.scheme import GossipFedAvgParams, GossipFedAvgScheme, gossip_peers
 from node.schemes.vanilla.common import devices_of, replica_of
@@ -25,8 +24,6 @@ from node.schemes.vanilla.messages import DeviceUpdate
 from node.schemes.vanilla.publisher import PublisherRole
 
 log = logging.getLogger(__name__)
-
-UPDATE_TAG = next(tag for tag, cls in registered_tags().items() if cls is DeviceUpdate)
 
 
 def updates_topic(mec: str) -> str:
@@ -143,29 +140,6 @@ def group_members(ctx: NodeContext, mec: str) -> dict[bytes, str]:
     return {bytes.fromhex(roster[d]): d for d in devices_of(ctx, mec) if d in roster}
 
 
-class _UpdateToGossip:
-    """The node as vanilla's device code sees it, except that its ``update`` for the MEC is
-    handed to `publish` (the gossip) instead of sent. TEMPORARY: until `DeviceRole` has a
-    hook for where an update goes."""
-
-    def __init__(self, ctx: NodeContext, publish: Callable[[DeviceUpdate], None]) -> None:
-        self._ctx = ctx
-        self._publish = publish
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._ctx, name)
-
-    def send(self, dst: str, msg: Any, payload: Any = None) -> None:
-        if isinstance(msg, DeviceUpdate):  # the daemon's typed form
-            self._publish(msg)
-        elif msg == UPDATE_TAG and payload is not None:
-            self._publish(from_payload(UPDATE_TAG, payload))
-        elif payload is None:
-            self._ctx.send(dst, msg)
-        else:
-            self._ctx.send(dst, msg, payload)
-
-
 class GossipDeviceRole(DeviceRole):
     """Vanilla's device; its update goes into the group's gossip, which it also relays, and
     it takes the chain's blocks from the gossip."""
@@ -183,12 +157,11 @@ class GossipDeviceRole(DeviceRole):
         finality = replica_of(ctx).chain.config.finality
         self.gossip.subscribe(blocks_topic(mec), block_check(finality), self._on_block)
         self.gossip.start()
-        self._adapter = cast(NodeContext, _UpdateToGossip(ctx, self._publish_update))
 
     def on_message(self, ctx: NodeContext, msg: Message) -> None:
-        """Gossip to the service; the rest to vanilla's device (its update to the gossip)."""
+        """Gossip to the service; the rest to vanilla's device."""
         if not self.gossip.on_message(ctx, msg):
-            super().on_message(self._adapter, msg)
+            super().on_message(ctx, msg)
 
     def on_timer(self, ctx: NodeContext, name: str) -> None:
         """The gossip heartbeat, or vanilla's timers."""
@@ -200,7 +173,8 @@ class GossipDeviceRole(DeviceRole):
         self.gossip.finish(ctx)
         super().finish(ctx)
 
-    def _publish_update(self, update: DeviceUpdate) -> None:
+    def send_update(self, ctx: NodeContext, update: DeviceUpdate) -> None:
+        """Into the group's gossip (the MEC takes it from there), not to the MEC."""
         self.gossip.publish(self.topic, update_item(update.blob, update.tx))
 
     def _on_block(self, item: Deliver) -> None:

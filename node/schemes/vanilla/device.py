@@ -48,6 +48,11 @@ class DeviceRole(Greeter):
         else:
             ctx.drop("unexpected", f"{msg.type} from {msg.sender}")
 
+    def send_update(self, ctx: NodeContext, update: DeviceUpdate) -> None:
+        """Where this device's update goes: to its MEC (a scheme that spreads updates
+        otherwise overrides this)."""
+        ctx.send(str(ctx.me.parent), update)
+
     def _train(self, ctx: NodeContext, msg: GlobalModel) -> None:
         started = ctx.now()
         round_no, model = msg.round, msg.model
@@ -80,8 +85,9 @@ class DeviceRole(Greeter):
         )
         # in place before the transaction naming it leaves (its fsync comes later)
         replica.blobs.put_behind(key, blob)
-        update = DeviceUpdate(round_no, blob, tx.to_bytes(), result.loss, result.accuracy)
-        ctx.send(str(ctx.me.parent), update)
+        self.send_update(
+            ctx, DeviceUpdate(round_no, blob, tx.to_bytes(), result.loss, result.accuracy)
+        )
         # after the update: the global model, which the next block's task.record_global
         # names (so that no blob.get is needed for it)
         replica.blobs.put_behind(sha256(model), model)
