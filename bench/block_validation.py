@@ -55,6 +55,7 @@ def measure(reps: int, history: int, profile: bool) -> dict[str, float]:
     from node import sigcache
     from node.contracts.runtime import Genesis
     from node.core.block import Block
+    from node.core.finality import SingleWriter
     from node.core.tx import Transaction
     from node.keys import NodeKey
     from node.ledger.chain import Chain, ChainConfig
@@ -67,7 +68,7 @@ def measure(reps: int, history: int, profile: bool) -> dict[str, float]:
     members = {"pub": (pub.public_key, "publisher"), "bs": (others[0].public_key, "bs")}
     members.update({f"mec-{i}": (k.public_key, "mec") for i, k in enumerate(others[1:])})
     members.update({f"dev-{i}": (k.public_key, "device") for i, k in enumerate(devices)})
-    config = ChainConfig(Genesis(members, {"pub": 10**6}, "bench"), (pub.public_key,), 1)
+    config = ChainConfig(Genesis(members, {"pub": 10**6}, "bench"), SingleWriter(pub.public_key))
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-blockval-"))
     try:

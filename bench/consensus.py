@@ -81,6 +81,7 @@ from node.consensus.pbft import PbftReplica
 from node.contracts.runtime import Genesis
 from node.core.block import Block
 from node.core.encoding import sha256
+from node.core.finality import Committee, SingleWriter
 from node.core.tx import Transaction
 from node.keys import NodeKey
 from node.ledger.chain import Chain, ChainConfig
@@ -138,7 +139,9 @@ class Workload:
         self.digests: list[bytes] = []
         tmp = Path(tempfile.mkdtemp(prefix="bench-consensus-build-"))
         try:
-            builder = Chain(open_store(tmp), ChainConfig(self.genesis, (self.pub.public_key,), 1))
+            builder = Chain(
+                open_store(tmp), ChainConfig(self.genesis, SingleWriter(self.pub.public_key))
+            )
             for i in range(n_blocks):
                 txs = [self._publish()] if i == 0 else []
                 txs += self._round(i + 1)
@@ -154,8 +157,7 @@ class Workload:
 
     def chain_config(self, keys: list[NodeKey]) -> ChainConfig:
         """The replicas' chain: validators are their keys, quorum 2f+1."""
-        f = (len(keys) - 1) // 3
-        return ChainConfig(self.genesis, tuple(k.public_key for k in keys), 2 * f + 1)
+        return ChainConfig(self.genesis, Committee.bft(tuple(k.public_key for k in keys)))
 
     def _tx(self, key: NodeKey, type_: str, payload: dict[str, Any]) -> Transaction:
         nonce = self._nonce.get(key.public_key, 0) + 1

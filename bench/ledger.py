@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from node import sigcache
 from node.contracts.runtime import Genesis
 from node.core.block import Block
+from node.core.finality import SingleWriter
 from node.core.tx import Transaction
 from node.keys import NodeKey
 from node.ledger.blobs import FileBlobStore
@@ -55,7 +56,7 @@ class Workload:
         members = {"pub": (self.pub.public_key, "publisher")}
         members.update({f"dev{i}": (k.public_key, "device") for i, k in enumerate(self.devices)})
         genesis = Genesis(members, {"pub": 10**9}, "bench")
-        self.config = ChainConfig(genesis, (self.pub.public_key,), 1)
+        self.config = ChainConfig(genesis, SingleWriter(self.pub.public_key))
         self.rng = rng
         self.nonce: dict[bytes, int] = {}
         self.round = 0

@@ -451,6 +451,7 @@ def _warm_node() -> None:
 
     from node.codec import Codec
     from node.contracts.runtime import Genesis
+    from node.core.finality import SingleWriter
     from node.keys import NodeKey, Roster
     from node.ledger.chain import Chain, ChainConfig
     from node.ledger.store import open_store
@@ -460,7 +461,7 @@ def _warm_node() -> None:
     frame = Codec("a", keys["a"], roster, 1 << 16).encode("hello", {"kind": "device"})
     Codec("b", keys["b"], roster, 1 << 16).decode(frame)
     members = {nid: (k.public_key, "device") for nid, k in keys.items()}
-    config = ChainConfig(Genesis(members, {}, "warm-up"), (keys["a"].public_key,), 1)
+    config = ChainConfig(Genesis(members, {}, "warm-up"), SingleWriter(keys["a"].public_key))
     with tempfile.TemporaryDirectory(prefix="bcfl-forkserver-") as tmp:
         store = open_store(Path(tmp))
         try:

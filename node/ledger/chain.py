@@ -99,50 +99,13 @@ class LedgerError(Exception):
         self.detail = detail
 
 
-@dataclass(frozen=True, init=False)
+@dataclass(frozen=True)
 class ChainConfig:
     """What every replica of one chain agrees on before block 1: its genesis and its
     finality rule (`node.core.finality`)."""
 
     genesis: Genesis
     finality: Finality
-
-    def __init__(
-        self,
-        genesis: Genesis,
-        finality: Finality | Sequence[bytes] | None = None,
-        quorum: int | None = None,
-        *,
-        validators: Sequence[bytes] | None = None,
-    ) -> None:
-        """`ChainConfig(genesis, finality)`. Transitional: the form before finality rules,
-        ``(genesis, validators, quorum)`` (positional or by keyword), is still accepted and
-        read as `legacy_finality(validators, quorum)`."""
-        if validators is not None:
-            if finality is not None:
-                raise TypeError("give finality or validators, not both")
-            finality = validators
-        if finality is None:
-            raise TypeError("ChainConfig needs a finality rule")
-        if not isinstance(finality, Finality):
-            if quorum is None:
-                raise TypeError("validators without a quorum")
-            finality = legacy_finality(tuple(finality), quorum)
-        elif quorum is not None:
-            raise TypeError("a quorum belongs to the finality rule (Committee)")
-        object.__setattr__(self, "genesis", genesis)
-        object.__setattr__(self, "finality", finality)
-
-    @property
-    def validators(self) -> tuple[bytes, ...]:
-        """Transitional (the form before finality rules): the keys whose signatures count."""
-        return self.finality.signers
-
-    @property
-    def quorum(self) -> int:
-        """Transitional (the form before finality rules): how many signatures make a block
-        final (a committee's quorum; 1 otherwise)."""
-        return self.finality.quorum if isinstance(self.finality, Committee) else 1
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""

@@ -127,7 +127,8 @@ def test_the_form_before_finality_rules_is_still_read(tmp_path: Path) -> None:
     legacy = {"genesis": genesis.to_dict(), "validators": [WRITER.public_key.hex()], "quorum": 1}
     assert ChainConfig.from_dict(legacy) == ChainConfig(genesis, SingleWriter(WRITER.public_key))
     keys = [k.public_key for k in MEMBERS]
-    assert ChainConfig(genesis, validators=keys, quorum=3).finality == Committee(tuple(keys), 3)
+    committee = {"genesis": genesis.to_dict(), "validators": [k.hex() for k in keys], "quorum": 3}
+    assert ChainConfig.from_dict(committee).finality == Committee(tuple(keys), 3)
     # a store an earlier run wrote (config in the old form) opens with the new config
     store = open_store(tmp_path / "old")
     Chain(store, ChainConfig(genesis, SingleWriter(WRITER.public_key)))
@@ -151,11 +152,3 @@ def test_pbft_replicas_are_the_committee_members_in_order() -> None:
     ]:
         with pytest.raises(ValueError, match=why):
             committee_replicas(rule, ids)
-
-
-def test_validators_and_quorum_read_from_the_rule_until_their_users_are_ported() -> None:
-    keys = tuple(k.public_key for k in MEMBERS)
-    committee = ChainConfig(_genesis(), Committee.bft(keys))
-    assert (committee.validators, committee.quorum) == (keys, 3)
-    single = ChainConfig(_genesis(), SingleWriter(WRITER.public_key))
-    assert (single.validators, single.quorum) == ((WRITER.public_key,), 1)
