@@ -15,7 +15,7 @@ from node.core.finality import Finality, FinalityError
 from node.core.merkle import merkle_root
 from node.core.tx import Transaction, TxError
 from node.gossip import ACCEPT, Deliver, GossipService, Validator, Verdict, reject
-from node.roles.base import NodeContext
+from node.roles.base import NodeContext, Role
 from node.schemes.gossip_fedavg.scheme import GossipFedAvgParams, GossipFedAvgScheme, gossip_peers
 from node.schemes.vanilla.common import devices_of, replica_of
 from node.schemes.vanilla.device import DeviceRole
@@ -140,7 +140,29 @@ def group_members(ctx: NodeContext, mec: str) -> dict[bytes, str]:
     return {bytes.fromhex(roster[d]): d for d in devices_of(ctx, mec) if d in roster}
 
 
-class GossipDeviceRole(DeviceRole):
+class GossipMember(Role):
+    """A role in a D2D gossip group: gossip messages and the heartbeat go to its service
+    (`self.gossip`, made in `start`), everything else to the vanilla role it is mixed into."""
+
+    gossip: GossipService
+
+    def on_message(self, ctx: NodeContext, msg: Message) -> None:
+        """Gossip to the service; the rest to the vanilla role."""
+        if not self.gossip.on_message(ctx, msg):
+            super().on_message(ctx, msg)  # type: ignore[safe-super]  # the vanilla role's
+
+    def on_timer(self, ctx: NodeContext, name: str) -> None:
+        """The gossip heartbeat, or the vanilla role's timers."""
+        if not self.gossip.on_timer(ctx, name):
+            super().on_timer(ctx, name)
+
+    def finish(self, ctx: NodeContext) -> None:
+        """Write the gossip counters."""
+        self.gossip.finish(ctx)
+        super().finish(ctx)
+
+
+class GossipDeviceRole(GossipMember, DeviceRole):
     """Vanilla's device; its update goes into the group's gossip, which it also relays, and
     it takes the chain's blocks from the gossip."""
 
@@ -158,21 +180,6 @@ class GossipDeviceRole(DeviceRole):
         self.gossip.subscribe(blocks_topic(mec), block_check(finality), self._on_block)
         self.gossip.start()
 
-    def on_message(self, ctx: NodeContext, msg: Message) -> None:
-        """Gossip to the service; the rest to vanilla's device."""
-        if not self.gossip.on_message(ctx, msg):
-            super().on_message(ctx, msg)
-
-    def on_timer(self, ctx: NodeContext, name: str) -> None:
-        """The gossip heartbeat, or vanilla's timers."""
-        if not self.gossip.on_timer(ctx, name):
-            super().on_timer(ctx, name)
-
-    def finish(self, ctx: NodeContext) -> None:
-        """Write the gossip counters."""
-        self.gossip.finish(ctx)
-        super().finish(ctx)
-
     def send_update(self, ctx: NodeContext, update: DeviceUpdate) -> None:
         """Into the group's gossip (the MEC takes it from there), not to the MEC."""
         self.gossip.publish(self.topic, update_item(update.blob, update.tx))
@@ -186,7 +193,7 @@ class GossipDeviceRole(DeviceRole):
         self.ctx.emit(sync.handle(item.sender, "chain.block", payload, self.ctx.now()))
 
 
-class GossipMecRole(MecRole):
+class GossipMecRole(GossipMember, MecRole):
     """Vanilla's MEC; it averages the updates that reach it by gossip and spreads each block
     of the chain into its devices' gossip."""
 
@@ -203,21 +210,6 @@ class GossipMecRole(MecRole):
         self.gossip.subscribe(self.blocks, block_check(replica.chain.config.finality), None)
         self.gossip.start()
         replica.chain.subscribe(self._spread_block)
-
-    def on_message(self, ctx: NodeContext, msg: Message) -> None:
-        """Gossip to the service; the rest to vanilla's MEC."""
-        if not self.gossip.on_message(ctx, msg):
-            super().on_message(ctx, msg)
-
-    def on_timer(self, ctx: NodeContext, name: str) -> None:
-        """The gossip heartbeat, or vanilla's timers."""
-        if not self.gossip.on_timer(ctx, name):
-            super().on_timer(ctx, name)
-
-    def finish(self, ctx: NodeContext) -> None:
-        """Write the gossip counters."""
-        self.gossip.finish(ctx)
-        super().finish(ctx)
 
     def _on_gossiped_update(self, item: Deliver) -> None:
         device, update = self.check.parse(item.data)  # valid: the hook accepted it
