@@ -14,10 +14,10 @@ from node.learning.aggregators.fedavg import fedavg
 from node.learning.aggregators.strategy import (
     Needs,
     NoAcceptedUpdatesError,
-    Rejection,
     Selection,
     Strategy,
     UpdateLike,
+    keep_and_reject,
 )
 from node.learning.aggregators.update import Update, as_updates, check_shapes
 from node.learning.attacks._common import number
@@ -71,16 +71,13 @@ class AccuracyThreshold(Strategy[AccuracyThresholdParams]):
     def select(self, updates: Sequence[UpdateLike]) -> Selection:
         """The updates with accuracy >= threshold, in order; ValueError if one lacks it."""
         ups = as_updates(updates)
-        kept = accepted(ups, self.params.threshold)
-        chosen = {id(u) for u in kept}
-        rejected = tuple(
-            Rejection(
-                u, "below_threshold", f"accuracy {u.accuracy} < threshold {self.params.threshold}"
-            )
-            for u in ups
-            if id(u) not in chosen
+        threshold = self.params.threshold
+        return keep_and_reject(
+            ups,
+            accepted(ups, threshold),
+            "below_threshold",
+            lambda u: f"accuracy {u.accuracy} < threshold {threshold}",
         )
-        return Selection(tuple(kept), rejected)
 
     def _aggregate(self, kept: list[Update]) -> Weights:
         return fedavg(kept)

@@ -21,7 +21,7 @@ How it works
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -84,6 +84,16 @@ class Combined:
 
     selection: Selection
     weights: Weights | None
+
+
+def keep_and_reject(
+    ups: Sequence[Update], kept: Sequence[Update], reason: str, detail: Callable[[Update], str]
+) -> Selection:
+    """`kept` (in its order) and every other update of `ups` rejected under `reason` (in
+    input order), each with `detail(update)`."""
+    chosen = {id(u) for u in kept}
+    rejected = tuple(Rejection(u, reason, detail(u)) for u in ups if id(u) not in chosen)
+    return Selection(tuple(kept), rejected)
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,10 @@ from typing import ClassVar
 from node.learning.aggregators.fedavg import fedavg
 from node.learning.aggregators.strategy import (
     Needs,
-    Rejection,
     Selection,
     Strategy,
     UpdateLike,
+    keep_and_reject,
 )
 from node.learning.aggregators.update import Update, as_updates, check_shapes
 from node.learning.attacks._common import integer
@@ -59,19 +59,15 @@ class TopKAccuracy(Strategy[TopKParams]):
     def select(self, updates: Sequence[UpdateLike]) -> Selection:
         """The min(k, n) most accurate updates; ValueError if one lacks an accuracy."""
         ups = as_updates(updates)
-        kept = select_top_k(ups, self.params.k)
-        chosen = {id(u) for u in kept}
+        k = self.params.k
+        kept = select_top_k(ups, k)
         worst = float(kept[-1].accuracy or 0.0)
-        rejected = tuple(
-            Rejection(
-                u,
-                "not_top_k",
-                f"accuracy {u.accuracy} below the k={self.params.k} best (the k-th has {worst})",
-            )
-            for u in ups
-            if id(u) not in chosen
+        return keep_and_reject(
+            ups,
+            kept,
+            "not_top_k",
+            lambda u: f"accuracy {u.accuracy} below the k={k} best (the k-th has {worst})",
         )
-        return Selection(tuple(kept), rejected)
 
     def _aggregate(self, kept: list[Update]) -> Weights:
         return fedavg(kept)
