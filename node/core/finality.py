@@ -18,13 +18,22 @@ Kinds (the registry `FINALITY`, keyed by `kind`; `finality_from_dict` reads `to_
   the PBFT committee, quorum 2f+1 with f = (n-1)//3. The committer that gathers them (PBFT)
   lives in the roles; this rule only checks the result.
 
+- ``proof-of-work``: a block is final when its hash, read as a 256-bit big-endian integer, is
+  below ``2**(256 - difficulty_bits)`` and its certificate is exactly one valid commit
+  signature, by the block's proposer, who is one of the rule's `miners` (the winning miner
+  signs). The work lives in the header's ``timestamp_ms`` (our choice: the header has no
+  nonce field and a nonce transaction would need a signature per attempt): a miner builds its
+  candidate once and tries ``timestamp_ms = t0, t0 + 1, ...`` (`mine`), so a mined block's
+  timestamp is at least the wall clock when mining started and runs ahead of it by the
+  number of attempts (about ``2**difficulty_bits`` ms on average). No contract reads the
+  block timestamp, so the state root does not change with it. Which of two competing valid
+  blocks a replica keeps (forks) is the scheme's fork choice, not this rule's.
+
 Room for more kinds: subclass `Finality`, give it a new `kind`, implement `check`, `to_dict`
 and `from_dict`, and decorate it with `@register`. A proof-of-learning kind (BEES: the main
 node elected by I = n·c/B) checks that the certificate is the elected node's signature and
-carries its claimed accuracy/work in the block's transactions; a proof-of-work kind checks
-that the block hash falls below its `target` (the work then lives in the header fields the
-proposer varies, e.g. the timestamp or a nonce transaction). Both stay pure functions of the
-block and the rule's parameters, so every replica decides alike.
+carries its claimed accuracy/work in the block's transactions. Every kind stays a pure
+function of the block and the rule's parameters, so every replica decides alike.
 """
 
 from __future__ import annotations
@@ -34,7 +43,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from node.core.block import Block
+from node.core.block import BLOCK_DOMAIN, Block, BlockHeader
+from node.core.encoding import canonical, sha256
 from node.keys import PUBLIC_KEY_BYTES
 
 __all__ = [
@@ -42,8 +52,12 @@ __all__ = [
     "Committee",
     "Finality",
     "FinalityError",
+    "ProofOfWork",
     "SingleWriter",
     "finality_from_dict",
+    "meets_target",
+    "mine",
+    "pow_target",
     "register",
 ]
 
@@ -217,3 +231,102 @@ class Committee(Finality):
     def signers(self) -> tuple[bytes, ...]:
         """The members."""
         return self.members
+
+
+MAX_DIFFICULTY_BITS = 64
+
+
+def pow_target(difficulty_bits: int) -> int:
+    """The exclusive upper bound a block hash (as an integer) must fall below."""
+    return 1 << (256 - difficulty_bits)
+
+
+def meets_target(block_hash: bytes, difficulty_bits: int) -> bool:
+    """True if `block_hash` (big-endian) is below the target of `difficulty_bits`."""
+    return int.from_bytes(block_hash, "big") < pow_target(difficulty_bits)
+
+
+def mine(
+    candidate: BlockHeader, difficulty_bits: int, first: int, attempts: int
+) -> BlockHeader | None:
+    """Search ``timestamp_ms`` in ``first .. first + attempts - 1`` for a header of
+    `candidate` (every other field kept) whose hash meets the target; None if this slice has
+    none (the caller goes on from ``first + attempts``, e.g. from a timer, so that its loop
+    stays responsive). Pure: the same arguments give the same answer."""
+    if attempts < 0 or first < 0:
+        raise ValueError("first and attempts must be non-negative")
+    target = pow_target(difficulty_bits)
+    fields = candidate.to_obj()
+    # hashed as `BlockHeader.hash` hashes, without building a header per attempt
+    for ts in range(first, first + attempts):
+        fields[2] = ts
+        if int.from_bytes(sha256(BLOCK_DOMAIN + canonical(fields)), "big") < target:
+            return BlockHeader(*fields)  # checks the range of ts
+    return None
+
+
+@register
+@dataclass(frozen=True)
+class ProofOfWork(Finality):
+    """Final when the block hash meets the ``difficulty_bits`` target and the certificate is
+    one valid signature by the block's proposer, one of `miners`."""
+
+    kind: ClassVar[str] = "proof-of-work"
+    miners: tuple[bytes, ...]
+    difficulty_bits: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.miners, tuple) or not self.miners:
+            raise ValueError("miners must be a non-empty tuple of public keys")
+        for i, miner in enumerate(self.miners):
+            _key(miner, f"miners[{i}]")
+        if len(set(self.miners)) != len(self.miners):
+            raise ValueError("miners must be distinct")
+        bits = self.difficulty_bits
+        if not isinstance(bits, int) or isinstance(bits, bool):
+            raise ValueError("difficulty_bits must be an integer")
+        if not 0 <= bits <= MAX_DIFFICULTY_BITS:
+            raise ValueError(f"difficulty_bits {bits} must be in 0..{MAX_DIFFICULTY_BITS}")
+
+    @property
+    def target(self) -> int:
+        """The exclusive bound on the block hash (as a big-endian integer)."""
+        return pow_target(self.difficulty_bits)
+
+    def check(self, block: Block) -> None:
+        """Hash below the target; one valid signature, by the proposer, a miner."""
+        if not meets_target(block.hash, self.difficulty_bits):
+            raise FinalityError(f"block hash above the target of {self.difficulty_bits} bits")
+        if len(block.certificate) != 1:
+            raise FinalityError(f"{len(block.certificate)} signatures, the miner's one expected")
+        sig = block.certificate[0]
+        if sig.signer not in self.miners:
+            raise FinalityError("signer is not a miner")
+        if sig.signer != block.header.proposer:
+            raise FinalityError("signer is not the block's proposer")
+        if not sig.verify(block.hash):
+            raise FinalityError("invalid commit signature")
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{kind, miners, difficulty_bits}`` (miners in hex)."""
+        return {
+            "kind": self.kind,
+            "miners": [m.hex() for m in self.miners],
+            "difficulty_bits": self.difficulty_bits,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ProofOfWork:
+        """Inverse of `to_dict`."""
+        miners = d["miners"]
+        if not isinstance(miners, list):
+            raise ValueError("miners must be a list")
+        bits = d["difficulty_bits"]
+        if not isinstance(bits, int) or isinstance(bits, bool):
+            raise ValueError("difficulty_bits must be an integer")
+        return cls(tuple(_hex_key(m, f"miners[{i}]") for i, m in enumerate(miners)), bits)
+
+    @property
+    def signers(self) -> tuple[bytes, ...]:
+        """The miners."""
+        return self.miners
