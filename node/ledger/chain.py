@@ -15,6 +15,9 @@ Any failure raises `LedgerError` with a reason from `REASONS` and the height; no
 written. `append` stores the block, its transactions and the state changes in one SQLite
 transaction (or, on a store with deferred writes, hands them to its writer thread: head,
 height, state and the store's reads change at once, durability follows).
+Every append above genesis also records when the block was proposed (its timestamp),
+received (the caller's `received_ms`, else when `append` was called), validated and stored,
+and takes at least the store's emulated storage time (`node.ledger.storage_time`).
 `verify_store` replays a stored chain from genesis the same way
 and also checks what the store keeps besides the block bytes against the replay: each
 ``blocks.hash`` column, the ``head_hash`` metadata and the state table.
@@ -347,10 +350,14 @@ class Chain:
             executed = (built[1], list(built[2]))
         return _validate(self.config, self.registry, self.state, self.head, block, executed)
 
-    def append(self, block: Block) -> list[Receipt]:
-        """Validate and store `block` atomically; raises LedgerError and writes nothing then."""
+    def append(self, block: Block, received_ms: float | None = None) -> list[Receipt]:
+        """Validate and store `block` atomically; raises LedgerError and writes nothing then.
+        `received_ms`: when this node received the block (wall-clock ms, recorded with it;
+        None: now)."""
+        if received_ms is None:
+            received_ms = self.store.clock.wall_ms()
         new_state, receipts = self.validate(block)
-        self.store.append(block, new_state.diff(self.state))
+        self.store.append(block, new_state.diff(self.state), received_ms=received_ms)
         self.state = new_state
         self.head = block.header
         # what was built on an earlier state can no longer be appended as built
@@ -363,15 +370,18 @@ class Chain:
         """Call `callback(block)` after each block appended from now on (own or synced)."""
         self._subscribers.append(callback)
 
-    def append_bytes(self, data: bytes) -> list[Receipt]:
-        """Parse and append a block received from a peer."""
+    def append_bytes(self, data: bytes, received_ms: float | None = None) -> list[Receipt]:
+        """Parse and append a block received from a peer (at `received_ms`, wall-clock ms;
+        None: now)."""
+        if received_ms is None:
+            received_ms = self.store.clock.wall_ms()
         try:
             block = Block.from_bytes(data)
         except BlockError as exc:
             raise LedgerError(
                 exc.reason if exc.reason in REASONS else "malformed", self.height + 1, exc.detail
             ) from None
-        return self.append(block)
+        return self.append(block, received_ms)
 
 
 def write_genesis_template(path: Path, config: ChainConfig) -> None:

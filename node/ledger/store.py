@@ -23,6 +23,12 @@ kill -9 loses at most the blocks not yet written, never part of one: each batch 
 transaction, so the reopened store is a verifiable chain at its durable height, and a PBFT
 replica fills the gap from its peers (they committed those blocks too). A failed write is
 kept and raised by the next `append`/`flush`.
+
+Block storage time (`storage_time_ms`, the two-layer paper's unit t; `node.ledger.storage_time`):
+every append above genesis takes at least that long (the wait is part of the append: in
+immediate mode inside its transaction, just before COMMIT; in deferred mode before the block
+enters the overlay), and records when the block was proposed, received, validated and stored
+as a ``block_times`` row written with the block. 0 (the default) waits for nothing.
 """
 
 from __future__ import annotations
@@ -41,6 +47,15 @@ from typing import TypeVar
 
 from node.core.block import Block, BlockError
 from node.ledger.blobs import FileBlobStore, open_blobs
+from node.ledger.storage_time import (
+    BLOCK_TIMES_INSERT,
+    BLOCK_TIMES_SCHEMA,
+    BLOCK_TIMES_SELECT,
+    REAL_CLOCK,
+    BlockTime,
+    StorageClock,
+    check_storage_time,
+)
 
 __all__ = ["ChainStore", "FileBlobStore", "StoreError", "open_blobs", "open_store"]
 
@@ -89,15 +104,27 @@ class _Pending:
     data: bytes
     state_writes: tuple[tuple[tuple[str, str], bytes | None], ...]
     tx_rows: tuple[tuple[bytes, int, int], ...]
+    time: BlockTime | None = None
 
 
 class ChainStore:
     """A node's chain on disk; thread-safe, one writer at a time."""
 
-    def __init__(self, path: Path, synchronous: str = "NORMAL", deferred: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        synchronous: str = "NORMAL",
+        deferred: bool = False,
+        storage_time_ms: float = 0.0,
+        clock: StorageClock = REAL_CLOCK,
+    ) -> None:
+        """`storage_time_ms`: the least time an append of a block above genesis takes (the
+        emulated block storage time t; 0: no wait). `clock`: what appends are timed with."""
         mode = synchronous.upper()
         if mode not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
+        self.storage_time_ms = check_storage_time(storage_time_ms)
+        self.clock = clock
         self.path = Path(path)
         self.synchronous = mode
         self._lock = threading.RLock()
@@ -381,6 +408,19 @@ class ChainStore:
                 merged[k] = value
         return sorted((ns, key, value) for (ns, key), value in merged.items())
 
+    def block_times(self, start: int = 0) -> list[BlockTime]:
+        """The timing rows of the blocks from height `start` on (written or pending), by
+        height (none for genesis, nor for blocks a store of an earlier version wrote)."""
+        with self._cv:  # taken before the read: the database can only catch up with it
+            pending = [p.time for p in self._pending if p.time is not None]
+        with self._lock:
+            rows = self._db.execute(
+                BLOCK_TIMES_SELECT + " WHERE height >= ? ORDER BY height", (start,)
+            ).fetchall()
+        merged = {t.height: t for t in map(BlockTime.from_row, rows)}
+        merged.update((t.height, t) for t in pending if t.height >= start)
+        return [merged[h] for h in sorted(merged)]
+
     def meta_get(self, key: str) -> bytes | None:
         """A metadata value, or None."""
         if key == HEAD_HASH_KEY:
@@ -400,17 +440,48 @@ class ChainStore:
         self.flush()
         self._transaction(lambda conn: _set_meta(conn, key, value))
 
-    def append(self, block: Block, state_writes: Mapping[tuple[str, str], bytes | None]) -> None:
+    def append(
+        self,
+        block: Block,
+        state_writes: Mapping[tuple[str, str], bytes | None],
+        received_ms: float | None = None,
+    ) -> None:
         """Store `block` as the new head with its state writes, all or nothing (deferred: in
-        the overlay now, in the database when the writer gets to it)."""
+        the overlay now, in the database when the writer gets to it). Above genesis the
+        append takes at least `storage_time_ms` and records a `BlockTime` (`received_ms`:
+        when the node received the block, wall-clock ms; None: now)."""
+        clock = self.clock
+        started = clock.monotonic()
+        validated_ms = clock.wall_ms()
         data = block.to_bytes()
+
+        def stored() -> BlockTime | None:
+            """Wait out the storage time; the block's timing row (None for genesis)."""
+            if block.height <= 0:
+                return None
+            clock.wait_until(started + self.storage_time_ms / 1000.0)
+            stored_ms = clock.wall_ms()
+            return BlockTime(
+                height=block.height,
+                proposed_ms=block.header.timestamp_ms,
+                received_ms=validated_ms if received_ms is None else float(received_ms),
+                validated_ms=validated_ms,
+                stored_ms=stored_ms,
+                storage_ms=(clock.monotonic() - started) * 1000.0,
+                t_ms=self.storage_time_ms,
+            )
+
         if self.deferred:
             rows = tuple((tx.hash, block.height, idx) for idx, tx in enumerate(block.txs))
-            self._append_deferred(_Pending(block, data, _check_writes(state_writes), rows))
+            writes = _check_writes(state_writes)
+            self._append_deferred(_Pending(block, data, writes, rows, stored()))
             return
 
         def body(conn: sqlite3.Connection) -> None:
             _write_block(conn, block, data, state_writes)
+            timing = stored()
+            if timing is not None:
+                conn.execute(BLOCK_TIMES_INSERT, timing.row())
 
         self._transaction(body)
         logger.debug("appended block %d (%s)", block.height, block.hash.hex()[:16])
@@ -469,7 +540,7 @@ class ChainStore:
         self.flush()
 
         def body(conn: sqlite3.Connection) -> None:
-            for table in ("txs", "blocks", "state", "meta"):
+            for table in ("block_times", "txs", "blocks", "state", "meta"):
                 conn.execute(f"DELETE FROM {table}")
 
         self._transaction(body)
@@ -546,6 +617,7 @@ def _write_batch(conn: sqlite3.Connection, batch: list[_Pending]) -> None:
             "ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value",
             upserts,
         )
+        conn.executemany(BLOCK_TIMES_INSERT, [p.time.row() for p in batch if p.time is not None])
         _set_meta(conn, HEAD_HASH_KEY, batch[-1].block.hash)
         conn.execute("COMMIT")
     except BaseException:
@@ -578,17 +650,21 @@ def _set_meta(conn: sqlite3.Connection, key: str, value: bytes) -> None:
 
 def _create_schema(conn: sqlite3.Connection) -> None:
     """Create missing tables, statement by statement (executescript would COMMIT)."""
-    for statement in SCHEMA.split(";"):
+    for statement in [*SCHEMA.split(";"), BLOCK_TIMES_SCHEMA]:
         if statement.strip():
             conn.execute(statement)
 
 
 def open_store(
-    node_dir: Path, synchronous: str = "NORMAL", template: Path | None = None
+    node_dir: Path,
+    synchronous: str = "NORMAL",
+    template: Path | None = None,
+    storage_time_ms: float = 0.0,
 ) -> ChainStore:
     """The node's chain store at node_dir/ledger.sqlite (the directory is created). Where
     there is no store yet and `template` names a database (`write_template`), the store
-    starts as a copy of it (`from_template` is then True)."""
+    starts as a copy of it (`from_template` is then True). `storage_time_ms`: the emulated
+    block storage time t (see `ChainStore`)."""
     node_dir = Path(node_dir)
     node_dir.mkdir(parents=True, exist_ok=True)
     path = node_dir / DB_NAME
@@ -598,7 +674,7 @@ def open_store(
         shutil.copyfile(template, tmp)
         os.replace(tmp, path)  # whole or absent, whatever happens during the copy
         copied = True
-    store = ChainStore(path, synchronous=synchronous)
+    store = ChainStore(path, synchronous=synchronous, storage_time_ms=storage_time_ms)
     store.from_template = copied
     return store
 
