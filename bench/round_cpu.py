@@ -1,6 +1,6 @@
 """Where a steady round's CPU goes: CPU milliseconds per round of every node process.
 
-    .venv/bin/python bench/round_cpu.py [--rounds 20] [--repeats 1]
+    .venv/bin/python bench/round_cpu.py [--rounds 20] [--repeats 1] [--device-replica light]
 
 Runs `bench/vs_flower.py`'s bcfl task (1 BS x 2 MEC x 5 devices, digits, MLP, `shaping:
 none`) with ``bcfl run`` and samples the user+system CPU time of each node process (from
@@ -72,12 +72,14 @@ def rounds_done(metrics: Path) -> int:
     return text.count('"event": "round"')
 
 
-def one_run(rounds: int, work: Path) -> tuple[dict[tuple[str, str], float], float]:
+def one_run(
+    rounds: int, work: Path, device_replica: str | None = None
+) -> tuple[dict[tuple[str, str], float], float]:
     """CPU ms per round by (node, thread), and the steady round period (s)."""
     from orchestrator.collect import read_records
 
     work.mkdir(parents=True)
-    (work / "scenario.yaml").write_text(bcfl_scenario(rounds))
+    (work / "scenario.yaml").write_text(bcfl_scenario(rounds, device_replica))
     out = work / "run"
     bcfl = str(Path(sys.executable).parent / "bcfl")
     proc = subprocess.Popen(
@@ -116,13 +118,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument(
+        "--device-replica",
+        choices=("full", "light"),
+        help="the scenario's ledger.device_replica (default: its default)",
+    )
     args = parser.parse_args()
     runs: list[dict[tuple[str, str], float]] = []
     periods: list[float] = []
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bcfl-round-cpu-") as tmp:
         for rep in range(args.repeats):
-            cpu, period = one_run(args.rounds, Path(tmp) / str(rep))
+            cpu, period = one_run(args.rounds, Path(tmp) / str(rep), args.device_replica)
             runs.append(cpu)
             periods.append(period)
     keys = sorted({k for r in runs for k in r})

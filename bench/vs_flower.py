@@ -107,8 +107,10 @@ def measure(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, 
 # --- the three systems -----------------------------------------------------------------------
 
 
-def bcfl_scenario(rounds: int) -> str:
-    """The task as a bcfl scenario (YAML is JSON)."""
+def bcfl_scenario(rounds: int, device_replica: str | None = None) -> str:
+    """The task as a bcfl scenario (YAML is JSON); `device_replica`: the scenario's
+    ``ledger.device_replica`` (None: its default)."""
+    ledger = {} if device_replica is None else {"ledger": {"device_replica": device_replica}}
     return json.dumps(
         {
             "name": "vs-flower",
@@ -121,17 +123,18 @@ def bcfl_scenario(rounds: int) -> str:
             "partition": {"scheme": "iid"},
             "training": {**TASK, "rounds": rounds, "round_deadline_s": 60},
             "topology": {"base_stations": 1, "mecs_per_bs": 2, "devices_per_mec": 5},
+            **ledger,
         }
     )
 
 
-def run_bcfl(rounds: int, work: Path) -> dict[str, Any]:
+def run_bcfl(rounds: int, work: Path, device_replica: str | None = None) -> dict[str, Any]:
     """One ``bcfl run``; its wall, peak PSS and the publisher's round times."""
     from orchestrator.collect import read_records
 
     work.mkdir(parents=True)
     scenario = work / "scenario.yaml"
-    scenario.write_text(bcfl_scenario(rounds))
+    scenario.write_text(bcfl_scenario(rounds, device_replica))
     out = work / "run"
     bcfl = str(Path(sys.executable).parent / "bcfl")
     wall, pss = measure([bcfl, "run", str(scenario), "--quiet", "--out", str(out)])
@@ -274,6 +277,11 @@ def main() -> None:
         default=["bcfl", "floor", "flower"],
         help="which to run (default all; bcfl is always run, the ratios need it)",
     )
+    parser.add_argument(
+        "--device-replica",
+        choices=("full", "light"),
+        help="bcfl's ledger.device_replica (default: the scenario default)",
+    )
     parser.add_argument("--child", choices=("floor", "flower"), help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -301,7 +309,7 @@ def main() -> None:
                 log(f"repeat {rep + 1}/{args.repeats}: {system}")
                 work = Path(tmp) / f"{system}-{rep}"
                 if system == "bcfl":
-                    r = run_bcfl(args.rounds, work)
+                    r = run_bcfl(args.rounds, work, args.device_replica)
                 else:
                     r = run_child(system, args.rounds, work)
                 results[system].append(r)
@@ -320,7 +328,8 @@ def main() -> None:
     }
     print(
         f"task: digits, MLP 64-64-10, 10 clients, {args.rounds} rounds, E=1, B=16, lr=0.05; "
-        f"median of {args.repeats} repeat(s)"
+        f"median of {args.repeats} repeat(s); bcfl ledger.device_replica: "
+        f"{args.device_replica or 'default'}"
     )
     print(f"{'':<8}{'wall s':>10}{'peak PSS MiB':>14}{'steady round s':>16}")
     for s, m in med.items():

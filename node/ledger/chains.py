@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -104,15 +104,15 @@ class ChainHandle:
 
     def append(self, data: bytes) -> list[Receipt]:
         """Check and store a block given as bytes; raises LedgerError."""
-        return self.replica.chain.append_bytes(data)
+        return self.replica.ledger.append_bytes(data)
 
     def append_block(self, block: Block) -> list[Receipt]:
         """Check and store `block`; raises LedgerError."""
-        return self.replica.chain.append(block)
+        return self.replica.ledger.append(block)
 
     def subscribe(self, callback: Callable[[Block], None]) -> None:
         """Call `callback(block)` for each block appended to this chain from now on."""
-        self.replica.chain.subscribe(callback)
+        self.replica.ledger.subscribe(callback)
 
     def transaction(self, type_: str, payload: dict[str, Any]) -> Transaction:
         """A transaction signed by this node with its next nonce on this chain."""
@@ -121,7 +121,7 @@ class ChainHandle:
     @property
     def head(self) -> BlockHeader:
         """The chain's head block header."""
-        return self.replica.chain.head
+        return self.replica.ledger.head
 
     @property
     def height(self) -> int:
@@ -131,7 +131,7 @@ class ChainHandle:
     @property
     def config(self) -> ChainConfig:
         """The chain's config (genesis, finality)."""
-        return self.replica.chain.config
+        return self.replica.ledger.config
 
 
 class ChainSet(Mapping[str, ChainHandle]):
@@ -234,14 +234,14 @@ class ChainSet(Mapping[str, ChainHandle]):
     def pending_writes(self) -> bool:
         """True if a chain's store has deferred block writes waiting."""
         return any(
-            h.replica.chain.store.deferred and h.replica.chain.store.pending_blocks() > 0
+            h.replica.ledger.store.deferred and h.replica.ledger.store.pending_blocks() > 0
             for h in self._handles.values()
         )
 
     def write_pending(self) -> None:
         """Do every chain's deferred block writes."""
         for handle in self._handles.values():
-            store = handle.replica.chain.store
+            store = handle.replica.ledger.store
             if store.deferred and store.pending_blocks() > 0:
                 store.write_pending()
 
@@ -269,10 +269,12 @@ def open_chains(
     key: NodeKey,
     synchronous: str = "NORMAL",
     templates: Mapping[str, Path] | None = None,
+    light: Collection[str] = (),
 ) -> ChainSet:
     """Open (or create) the chains a node keeps: chain `cid`'s store in
     ``node_dir/chains/<cid>/`` (a new store starts as a copy of ``templates[cid]`` where
-    given: `write_genesis_template`), one blob store in ``node_dir/blobs`` for all."""
+    given: `write_genesis_template`), one blob store in ``node_dir/blobs`` for all. The
+    chains in `light` are kept as light replicas (`node.ledger.light`)."""
     node_dir = Path(node_dir)
     blobs = open_blobs(node_dir)
     templates = templates or {}
@@ -287,6 +289,7 @@ def open_chains(
                 template=templates.get(cid),
                 blobs=blobs,
                 chain_id=cid,
+                light=cid in light,
             )
     except BaseException:
         for replica in replicas.values():

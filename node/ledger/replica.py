@@ -10,13 +10,15 @@ from node.core.tx import Transaction
 from node.keys import NodeKey
 from node.ledger.blobs import FileBlobStore, open_blobs
 from node.ledger.chain import Chain, ChainConfig
+from node.ledger.light import LightChain
 from node.ledger.store import open_store
 from node.ledger.sync import ChainSync
 
 
 class Replica:
-    """One chain a node keeps: its store (``ledger.sqlite`` in `store_dir`), its sync state,
-    its nonces, and the node's blob store."""
+    """One chain a node keeps, fully (`Chain`) or light (`LightChain`): its store
+    (``ledger.sqlite`` in `store_dir`), its sync state, its nonces, and the node's blob
+    store."""
 
     def __init__(
         self,
@@ -28,27 +30,51 @@ class Replica:
         template: Path | None = None,
         blobs: FileBlobStore | None = None,
         chain_id: str | None = None,
+        light: bool = False,
     ) -> None:
         """`template`: a store holding `config`'s genesis (`write_genesis_template`) that a
         new store starts as a copy of. `blobs`: the node's blob store, shared by its chains
         (None: ``store_dir/blobs``, a node with one chain in its own directory). `chain_id`:
-        the id the node knows this chain by, put in its sync messages (see `ChainSync`)."""
+        the id the node knows this chain by, put in its sync messages (see `ChainSync`).
+        `light`: keep the chain as a light replica (`node.ledger.light`: certified headers,
+        no state; `template` is not used)."""
         self.key = key
         self.chain_id = chain_id
-        self.chain = Chain(open_store(store_dir, synchronous, template), config)
-        self.chain.store.set_deferred(deferred)
+        self.light = light
+        self.ledger: Chain | LightChain = (
+            LightChain(open_store(store_dir, synchronous), config, key.public_key)
+            if light
+            else Chain(open_store(store_dir, synchronous, template), config)
+        )
+        self.ledger.store.set_deferred(deferred)
         self.blobs: FileBlobStore = blobs if blobs is not None else open_blobs(store_dir)
-        self.sync = ChainSync(self.chain, self.blobs, chain_id=chain_id)
+        self.sync = ChainSync(self.ledger, self.blobs, chain_id=chain_id)
         self._last_nonce = -1
+
+    @property
+    def chain(self) -> Chain:
+        """The full replica's chain (its state, its contracts); raises RuntimeError on a light
+        replica (see `ledger`, which is either)."""
+        ledger = self.ledger
+        if isinstance(ledger, LightChain):
+            raise RuntimeError(
+                f"chain {self.chain_id or ''!r} is kept as a light replica here: no state, "
+                "no block building (use replica.ledger)"
+            )
+        return ledger
 
     @property
     def height(self) -> int:
         """Height of this replica's head block."""
-        return self.chain.height
+        return self.ledger.height
 
     def next_nonce(self) -> int:
         """A nonce above every one this key used, on chain or locally."""
-        on_chain = last_nonce(self.chain.state, self.key.public_key)
+        chain = self.ledger
+        if isinstance(chain, LightChain):
+            on_chain = chain.last_nonce()
+        else:
+            on_chain = last_nonce(chain.state, self.key.public_key)
         self._last_nonce = max(self._last_nonce, on_chain) + 1
         return self._last_nonce
 
@@ -58,8 +84,8 @@ class Replica:
 
     def flush(self) -> None:
         """Wait until every appended block is in the database (deferred writes)."""
-        self.chain.store.flush()
+        self.ledger.store.flush()
 
     def close(self) -> None:
         """Write what is pending and close the SQLite store."""
-        self.chain.store.close()
+        self.ledger.store.close()

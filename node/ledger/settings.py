@@ -10,9 +10,13 @@ from node.settings import Settings
 
 
 class LedgerSettings(Settings):
-    """Every node's ledger: the task's reward pool, SQLite durability, and, for schemes that
-    let it be chosen, who orders the blocks (``single``: one writer; ``pbft``: a committee)."""
+    """Every node's ledger: the task's reward pool, SQLite durability, for schemes that
+    let it be chosen, who orders the blocks (``single``: one writer; ``pbft``: a committee),
+    and how devices that do not order blocks keep the task chain (``full``: validate and
+    execute every block; ``light``: check each block's header link, certificate and Merkle
+    root only, `node.ledger.light`)."""
 
     reward_pool: Annotated[int, Field(ge=0, le=2**62)] = 10_000
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     consensus: Literal["single", "pbft"] = "single"
+    device_replica: Literal["full", "light"] = "full"

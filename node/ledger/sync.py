@@ -15,7 +15,8 @@ below `target` and no peer is known to be ahead, it asks the candidates in turn 
 (a peer answers with the blocks it has and its height, possibly none). ``chain.blocks``
 replies carry raw block bytes (at most MAX_BLOCKS per reply and MAX_REPLY_BYTES); each is
 verified completely by `Chain.append` (hash chain, Merkle root, signatures, certificate,
-state root by re-execution) before it is stored, and the first bad block ends that reply
+state root by re-execution) before it is stored (on a light replica by `LightChain.append`:
+hash chain, certificate, Merkle root), and the first bad block ends that reply
 with a counted reason. A live ``chain.block`` for the next height is appended the same
 way; one further ahead starts a sync from its sender.
 
@@ -43,6 +44,7 @@ from node.core.tx import Transaction
 from node.ledger.blobrefs import tx_blobs
 from node.ledger.blobs import BlobError, BlobStore
 from node.ledger.chain import Chain, LedgerError
+from node.ledger.light import LightChain
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,7 @@ class ChainSync:
 
     def __init__(
         self,
-        chain: Chain,
+        chain: Chain | LightChain,
         blobs: BlobStore,
         blob_types: tuple[str, ...] = DEFAULT_BLOB_TYPES,
         chain_id: str | None = None,
