@@ -3,7 +3,9 @@
 A node keeps each of its chains in ``nodes/<id>/chains/<chain id>/ledger.sqlite``
 (`node.ledger.chains`) and its blobs in ``nodes/<id>/blobs``; a node directory of the layout
 before several chains (``nodes/<id>/ledger.sqlite``) is read as the node's one chain, named
-``main``."""
+``main``. A light replica's store (`node.ledger.light`: no state) is verified by its header
+chain (links, certificates, Merkle roots) and named as light; whether its header chain agrees
+with the chain's full replicas is checked by its head's hash against theirs at that height."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from node.core.encoding import EncodingError, decode_canonical
 from node.ledger.blobrefs import BlobReport, check_blobs
 from node.ledger.chain import CONFIG_META_KEY, ChainConfig, VerifyReport, verify_store
 from node.ledger.chains import CHAIN_ID_RE, CHAINS_DIR, MAIN_CHAIN
+from node.ledger.light import is_light_store, verify_light_store
 from node.ledger.store import DB_NAME, ChainStore
 
 
@@ -86,36 +89,87 @@ def verify(path: Path) -> tuple[bool, list[str]]:
     global model whose fetch was still in flight at exit) are counted as not held.
     """
     by_chain: dict[str, dict[str, tuple[VerifyReport, BlobReport]]] = {}
+    light: dict[str, set[str]] = {}  # chain id -> nodes keeping it light
+    dirs: dict[tuple[str, str], Path] = {}
     for node, node_dir in ledger_dirs(path).items():
         for chain_id, store_dir in node_chains(node_dir).items():
             store = _open(store_dir)
             try:
-                report = verify_store(store)
+                if is_light_store(store):
+                    light.setdefault(chain_id, set()).add(node)
+                    report = verify_light_store(store)
+                else:
+                    report = verify_store(store)
                 blob_report = _check_node_blobs(store, node_dir, node)
             finally:
                 store.close()
             by_chain.setdefault(chain_id, {})[node] = (report, blob_report)
+            dirs[(chain_id, node)] = store_dir
     lines: list[str] = []
     ok = True
     for chain_id, nodes in sorted(by_chain.items()):
         if len(by_chain) > 1:
             lines.append(f"chain {chain_id}:")
+        lights = light.get(chain_id, set())
         for node, (report, blob_report) in nodes.items():
-            lines.append(_node_line(node, report, blob_report))
+            lines.append(_node_line(node, report, blob_report, node in lights))
             ok = ok and report.ok and blob_report.ok
         if len(nodes) > 1:
             reports = {n: r for n, (r, _) in nodes.items()}
             agree, line = _heads_line(chain_id, reports)
             lines.append(line)
             ok = ok and agree
+        if lights:
+            agree, line = _light_line(chain_id, nodes, lights, dirs)
+            lines.append(line)
+            ok = ok and agree
     return ok, lines
 
 
-def _node_line(node: str, report: VerifyReport, blob_report: BlobReport) -> str:
+def _light_line(
+    chain_id: str,
+    nodes: dict[str, tuple[VerifyReport, BlobReport]],
+    lights: set[str],
+    dirs: dict[tuple[str, str], Path],
+) -> tuple[bool, str]:
+    """Whether each verified light replica's header chain is the full replicas' (its head is
+    the highest verified full replica's block at that height, or the other way round), and
+    a line saying which nodes are light."""
+    names = ", ".join(sorted(lights))
+    fulls = {n: r for n, (r, _) in nodes.items() if n not in lights and r.ok}
+    if not fulls:
+        return True, f"chain {chain_id}: light replicas: {names}; no verified full replica here"
+    ref_node, ref = max(fulls.items(), key=lambda kv: kv[1].height)
+    differ: list[str] = []
+    for node in sorted(lights):
+        report = nodes[node][0]
+        if not report.ok:
+            continue
+        low, high = (node, ref_node) if report.height <= ref.height else (ref_node, node)
+        low_report = nodes[low][0]
+        store = _open(dirs[(chain_id, high)])
+        try:
+            same = store.stored_hash(low_report.height) == low_report.head_hash
+        finally:
+            store.close()
+        if not same:
+            differ.append(node)
+    line = f"chain {chain_id}: light replicas: {names}; their header chains " + (
+        f"DIFFER from the full replicas': {', '.join(differ)}"
+        if differ
+        else "agree with the full replicas'"
+    )
+    return not differ, line
+
+
+def _node_line(
+    node: str, report: VerifyReport, blob_report: BlobReport, light: bool = False
+) -> str:
     head = report.head_hash.hex()[:16] if report.head_hash else "-"
     status = "ok" if report.ok and blob_report.ok else "FAILED"
     line = (
-        f"{node:>10}: {status}  height {report.height}  head {head}  {report.tx_count} txs"
+        f"{node:>10}: {status}{' (light)' if light else ''}  height {report.height}  "
+        f"head {head}  {report.tx_count} txs"
         f"  blobs {blob_report.checked} ok"
         + (f", {blob_report.not_held} not held" if blob_report.not_held else "")
     )
