@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["BLOCK_TIMES_SCHEMA", "REAL_CLOCK", "BlockTime", "StorageClock", "check_storage_time"]
@@ -79,8 +79,16 @@ class BlockTime:
     t_ms: float
 
     def row(self) -> tuple[int, int, float, float, float, float, float]:
-        """The ``block_times`` row."""
-        return astuple(self)
+        """The ``block_times`` row (by hand: `astuple` deep-copies, ~10x slower)."""
+        return (
+            self.height,
+            self.proposed_ms,
+            self.received_ms,
+            self.validated_ms,
+            self.stored_ms,
+            self.storage_ms,
+            self.t_ms,
+        )
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> BlockTime:
