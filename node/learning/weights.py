@@ -36,9 +36,12 @@ def get_weights(model: nn.Module) -> Weights:
 
 
 def set_weights(model: nn.Module, weights: Mapping[str, np.ndarray]) -> None:
-    """Load weights into the model after checking keys, shapes and dtypes match exactly."""
-    import torch
+    """Load weights into the model after checking keys, shapes and dtypes match exactly.
 
+    Checked first, then copied in place into the model's parameters and buffers (through
+    numpy views of their storage: what ``load_state_dict`` does, without its per-module
+    walk and tensor wrapping; read-only arrays, such as those decoded from a message, need
+    no copy first)."""
     state = model.state_dict()
     missing = [k for k in state if k not in weights]
     if missing:
@@ -46,7 +49,7 @@ def set_weights(model: nn.Module, weights: Mapping[str, np.ndarray]) -> None:
     unexpected = [k for k in weights if k not in state]
     if unexpected:
         raise ValueError(f"weights have unexpected key {unexpected[0]!r}")
-    new_state: dict[str, torch.Tensor] = {}
+    targets: list[tuple[np.ndarray, np.ndarray]] = []
     for key, tensor in state.items():
         array = weights[key]
         if not isinstance(array, np.ndarray):
@@ -58,10 +61,11 @@ def set_weights(model: nn.Module, weights: Mapping[str, np.ndarray]) -> None:
         expected = _numpy_dtype(tensor)
         if array.dtype != expected:
             raise ValueError(f"weights[{key!r}] has dtype {array.dtype}, expected {expected}")
-        if not (array.flags.c_contiguous and array.flags.writeable):
-            array = np.ascontiguousarray(array).copy()
-        new_state[key] = torch.from_numpy(array)
-    model.load_state_dict(new_state, strict=True)
+        if tensor.device.type != "cpu":
+            raise ValueError(f"weights[{key!r}]: the model is not on the CPU")
+        targets.append((tensor.numpy(), array))  # a view of the parameter's storage
+    for target, array in targets:  # all checked: nothing is half loaded
+        np.copyto(target, array)
 
 
 def weights_nbytes(weights: Mapping[str, np.ndarray]) -> int:

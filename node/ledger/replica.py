@@ -12,7 +12,7 @@ from node.ledger.blobs import FileBlobStore, open_blobs
 from node.ledger.chain import Chain, ChainConfig
 from node.ledger.light import LightChain
 from node.ledger.store import open_store
-from node.ledger.sync import ChainSync
+from node.ledger.sync import DEFAULT_BLOB_TYPES, ChainSync
 
 
 class Replica:
@@ -48,7 +48,10 @@ class Replica:
         )
         self.ledger.store.set_deferred(deferred)
         self.blobs: FileBlobStore = blobs if blobs is not None else open_blobs(store_dir)
-        self.sync = ChainSync(self.ledger, self.blobs, chain_id=chain_id)
+        # a light replica holds no replicated blobs (it fetches none; it answers for those
+        # its node put itself)
+        blob_types = () if light else DEFAULT_BLOB_TYPES
+        self.sync = ChainSync(self.ledger, self.blobs, blob_types, chain_id=chain_id)
         self._last_nonce = -1
 
     @property

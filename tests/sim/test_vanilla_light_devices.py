@@ -48,6 +48,13 @@ def test_light_devices_follow_the_rounds(tmp_path: Path, monkeypatch: pytest.Mon
     pub = nodes["pub"].replica
     assert pub is not None and not pub.light
     devices = {nid: d for nid, d in nodes.items() if nid.startswith("dev")}
+    globals_ = [
+        tx.payload["blob"]
+        for h in range(1, pub.height + 1)
+        for tx in pub.chain.store.block(h).txs  # type: ignore[union-attr]
+        if tx.type == "task.record_global"
+    ]
+    assert len(globals_) == ROUNDS
     assert len(devices) == 4
     for nid, daemon in devices.items():
         replica = daemon.replica
@@ -65,4 +72,9 @@ def test_light_devices_follow_the_rounds(tmp_path: Path, monkeypatch: pytest.Mon
         for tx in own:
             proof = replica.ledger.inclusion(tx.hash)
             assert proof is not None and proof.verify(), nid
+            assert replica.blobs.has(tx.payload["blob"]), "its own updates stay with it"
+        # a light replica holds no replicated blobs (global models): it neither keeps the
+        # ones it trained from nor fetches them
+        assert not replica.sync.missing_blobs and not replica.sync.failures, nid
+        assert not any(replica.blobs.has(b) for b in globals_), nid
     assert not any(d.drops for d in nodes.values()), {n: d.drops for n, d in nodes.items()}

@@ -89,8 +89,9 @@ class DeviceRole(Greeter):
             ctx, DeviceUpdate(round_no, blob, tx.to_bytes(), result.loss, result.accuracy)
         )
         # after the update: the global model, which the next block's task.record_global
-        # names (so that no blob.get is needed for it)
-        replica.blobs.put_behind(sha256(model), model)
+        # names (so that no blob.get is needed for it); a light replica keeps no global models
+        if not replica.light:
+            replica.blobs.put_behind(sha256(model), model)
         ctx.metrics.write(
             "round",
             round=round_no,
