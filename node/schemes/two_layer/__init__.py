@@ -1,0 +1,62 @@
+"""The `two-layer` scheme (papers/000): a local model update chain (LMUC) per MEC over D2D and
+a task-specific global model update chain (GMUC) among the task's MECs.
+
+How it works
+------------
+Chains (`scheme.TwoLayerScheme.plan`): ``gmuc-t0``, the task's GMUC shard: genesis members
+the publisher, the MECs and the devices; finality `Committee.bft` over the task's MECs, kept
+by them and the publisher. ``lmuc-<mec>`` per MEC: genesis members the MEC (as the task's
+local "publisher": it opens the task and closes rounds there) and its devices; finality
+`Committee.bft` over the MEC and its first ``full_devices`` devices ("full"; the others are
+"light" and only relay). Every device of the MEC keeps a replica (our choice, see below).
+
+Round r:
+
+1. The publisher sends ``global{r, model}`` to the task's MECs (vanilla's publisher).
+2. The MEC submits to its LMUC the close of round r-1 (``task.record_global``: the decided
+   model) — or, before round 1, ``task.publish`` — and forwards the model to its selected
+   devices (today: all of them) with 60% of the round's deadline.
+3. A device trains and publishes its signed ``task.record_update`` transaction and blob in
+   its group's D2D gossip (gossip-fedavg's `GossipService` topics: updates and blocks); the
+   MEC takes each from the gossip. When all selected devices answered, or at the deadline,
+   the MEC submits the update transactions to its LMUC: the MEC (PBFT primary, proposer)
+   and its full devices order them into a block by PBFT (`PbftValidator`) and sign it. Every
+   LMUC block is spread to the light devices by gossip.
+4. Cross-chain: the MEC sends the certified block (header, certificate, transactions) and
+   the update blobs (``tl.lmuc``) to the task's other MECs. Each checks it as a light client
+   of that LMUC (`crosschain.round_updates`: Merkle root, certificate against that LMUC's
+   committee from the run's chain configs, signer of each update a device of that LMUC,
+   blob hashes) — a MEC cannot alter an update once it is in a certified block.
+5. When every MEC's block is in (or at 90% of the deadline) each MEC aggregates all the
+   updates in the canonical order (LMUC ids sorted, block order) with the scenario's
+   aggregator and sends its signed ``gmuc.vote{task_id, round, aggregate, contributors}``
+   with the aggregate's bytes to the publisher (``tl.vote``). A malfunctioning or tampering
+   MEC (the edge faults of `node.roles.threats`) votes another aggregate.
+6. The publisher takes the aggregate a majority of the MECs voted (`gmuc.vote_quorum`),
+   submits the votes and its ``task.record_global`` in one GMUC block, which the MECs
+   order by PBFT; the gmuc contract decides the same hash on chain and records the
+   dissenting MECs as outvoted (state and event). An outvoted aggregate never becomes the
+   global model. The publisher evaluates, records and starts round r+1 as vanilla's does.
+
+At the end the publisher's ``stop`` (the GMUC's final height) reaches the MECs, which tell
+their devices the LMUC's final height.
+
+Our choices where the paper is silent, and deviations from it:
+
+- The votes travel through the publisher, which submits them as one batch to the GMUC's
+  PBFT: `PbftValidator` builds candidate blocks from identical submissions, so each block
+  has a single submitter (as in vanilla's PBFT mode). A publisher that withholds a vote
+  cannot change the decision: the contract counts the votes in the block.
+- Light devices keep an LMUC replica (fed by gossip, not voting): they sign their update
+  transactions with its nonces and hold the global models it names.
+- Update blobs travel with the relayed LMUC block rather than by ``blob.get`` on demand
+  (the ledger's sync has no public "fetch this blob" call yet).
+- The vote quorum is a strict majority of the task's MECs (with 3 MECs PBFT's 2f+1 is 1).
+- Not yet: reputation-based selection (every device is selected), encrypted task packets,
+  registration/response transactions, incentives, isolation sharding (``tasks`` must be
+  1), aggregators that need accuracies.
+"""
+
+from node.schemes.two_layer.scheme import TwoLayerParams, TwoLayerScheme
+
+__all__ = ["TwoLayerParams", "TwoLayerScheme"]

@@ -1,0 +1,116 @@
+"""The two-layer device: trains, gossips its signed update over D2D; a full device also
+orders its MEC's LMUC blocks by PBFT."""
+
+from __future__ import annotations
+
+import logging
+
+from node.codec import Message
+from node.consensus.ledger import committee_replicas
+from node.gossip import GossipService
+from node.roles.base import NodeContext
+from node.roles.validator import PbftMessage, PbftValidator, Submit
+from node.schemes.gossip_fedavg.roles import (
+    GossipDeviceRole,
+    UpdateCheck,
+    block_check,
+    blocks_topic,
+    group_members,
+    updates_topic,
+)
+from node.schemes.gossip_fedavg.scheme import gossip_peers
+from node.schemes.two_layer.common import params_of
+from node.schemes.vanilla.common import FINAL_SYNC_S, PUBLISHER, replica_of
+from node.schemes.vanilla.device import DeviceRole
+from node.schemes.vanilla.messages import GlobalModel, Stop
+
+log = logging.getLogger(__name__)
+
+STOP_FALLBACK_S = 2 * FINAL_SYNC_S  # after the publisher's stop, if the MEC's never comes
+
+
+class TwoLayerDeviceRole(GossipDeviceRole):
+    """gossip-fedavg's device on its MEC's LMUC (the only chain it keeps); a member of the
+    LMUC's committee (a full device) also runs a PBFT validator with the MEC as proposer."""
+
+    def start(self, ctx: NodeContext) -> None:
+        """Vanilla's device start, the group's gossip (gossip-fedavg's, with this scheme's
+        parameters), plus the LMUC validator of a full device."""
+        DeviceRole.start(self, ctx)
+        self.mec = str(ctx.me.parent)
+        self.ctx = ctx
+        self.gossip = make_service(ctx)
+        self.topic = updates_topic(self.mec)
+        check = UpdateCheck(group_members(ctx, self.mec), ctx.config.max_message_bytes)
+        self.gossip.subscribe(self.topic, check, None)  # relay only
+        replica = replica_of(ctx)
+        self.gossip.subscribe(
+            blocks_topic(self.mec), block_check(replica.chain.config.finality), self._on_block
+        )
+        self.gossip.start()
+        finality = replica.chain.config.finality
+        self.validator: PbftValidator | None = None
+        if replica.key.public_key in finality.signers:
+            roster = ctx.config.roster
+            ids = {nid: bytes.fromhex(key) for nid, key in roster.items()}
+            self.validator = PbftValidator(
+                ctx,
+                replica,
+                committee_replicas(finality, ids),
+                proposer=ids[self.mec],
+                forward_to=[],
+            )
+
+    def on_message(self, ctx: NodeContext, msg: Message) -> None:
+        """Gossip; ``global`` and ``stop`` from the MEC; ``submit`` and ``pbft`` of the LMUC
+        (full devices); the publisher's ``stop`` only arms a fallback."""
+        if self.gossip.on_message(ctx, msg):
+            return
+        body, sender = msg.payload, msg.sender
+        if isinstance(body, GlobalModel) and sender == self.mec:
+            self._train(ctx, body)
+        elif isinstance(body, Stop) and sender == self.mec:
+            self._on_stop(ctx, body)
+        elif isinstance(body, Stop) and sender == PUBLISHER:
+            ctx.set_timer("stop_fallback", STOP_FALLBACK_S)
+        elif self.validator is not None and isinstance(body, Submit) and sender == self.mec:
+            self.validator.on_submit(ctx, body)
+        elif self.validator is not None and isinstance(body, PbftMessage):
+            self.validator.on_pbft(ctx, sender, body)
+        else:
+            ctx.drop("unexpected", f"{msg.type} from {sender}")
+
+    def on_timer(self, ctx: NodeContext, name: str) -> None:
+        """PBFT timers, the stop fallback, then gossip-fedavg's."""
+        if self.validator is not None and self.validator.on_timer(ctx, name):
+            return
+        if name == "stop_fallback":
+            log.warning("no stop from MEC %s; stopping", self.mec)
+            ctx.stop()
+            return
+        super().on_timer(ctx, name)
+
+    def _on_stop(self, ctx: NodeContext, stop: Stop) -> None:
+        """Stop once the LMUC holds the MEC's final height (catching up from the MEC or the
+        full devices)."""
+        replica = replica_of(ctx)
+        ctx.stop_when_synced(stop.height, FINAL_SYNC_S, report_to=[self.mec])
+        if stop.height > replica.height:
+            full = [
+                nid
+                for nid, key in ctx.config.roster.items()
+                if bytes.fromhex(key) in replica.chain.config.finality.signers
+                and nid != ctx.node_id
+            ]
+            ctx.emit(replica.sync.seek(stop.height, sorted(full), ctx.now()))
+
+
+def make_service(ctx: NodeContext) -> GossipService:
+    """A gossip service over this node's D2D group with the two-layer parameters."""
+    params = params_of(ctx)
+    return GossipService(
+        ctx,
+        gossip_peers(ctx.topology, ctx.node_id),
+        params.gossip_config(ctx.config.seed),
+        params.heartbeat_s,
+    )

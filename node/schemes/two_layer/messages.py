@@ -1,0 +1,33 @@
+"""The two-layer scheme's own messages (besides vanilla's ``hello``/``global``/``stop`` and the
+PBFT validator's ``submit``/``pbft``; see the package docstring for the protocol)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from node.messages import NonNegativeInt, message
+
+
+@message("tl.lmuc")
+@dataclass(frozen=True)
+class LmucRelay:
+    """A MEC's certified LMUC block of round `round` (header, certificate, the round's update
+    transactions: `Block.to_bytes`) for the other MECs of its task, with the blobs its
+    update transactions name (each checked against its transaction's hash on receipt).
+    `block` is empty when no update of the round reached the MEC's LMUC."""
+
+    round: NonNegativeInt
+    block: bytes
+    blobs: tuple[bytes, ...]
+
+
+@message("tl.vote")
+@dataclass(frozen=True)
+class VoteMessage:
+    """A MEC's signed ``gmuc.vote`` transaction for `round` and the aggregate it names (the
+    weights as blob bytes, `weights_to_bytes`), for the publisher, which orders the round's
+    votes on the GMUC through the MECs' PBFT and takes the decided aggregate as the model."""
+
+    round: NonNegativeInt
+    tx: bytes
+    model: bytes

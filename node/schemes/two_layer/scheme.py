@@ -1,0 +1,184 @@
+"""The two-layer scheme's parameters and plan (its protocol: see the package docstring)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from pydantic import Field
+
+from node.contracts.runtime import Genesis
+from node.core.finality import Committee
+from node.gossip import GossipConfig
+from node.ledger.chain import ChainConfig
+from node.roles.base import Role
+from node.schemes.base import ChainPlan, NodePlan, Plan, PlanInputs, Scheme, SchemeParams
+from node.schemes.gossip_fedavg.scheme import gossip_peers
+from topologies import NodeKind, TopologySpec
+
+PUBLISHER = "pub"
+GMUC_PREFIX = "gmuc-"
+LMUC_PREFIX = "lmuc-"
+
+
+class TwoLayerParams(SchemeParams):
+    """``scheme: {name: two-layer, full_devices: 3, ...}``."""
+
+    tasks: int = Field(
+        1,
+        ge=1,
+        le=1,
+        description="FL tasks, each on its own MEC subset (isolation sharding; only 1 for now)",
+    )
+    full_devices: int = Field(
+        3,
+        ge=3,
+        description="devices per MEC that mine its LMUC with it (PBFT, so at least 3); "
+        "the rest are light and only relay",
+    )
+    reputation_threshold: float = Field(
+        0.0, ge=0.0, le=1.0, description="lowest reputation a device needs to be selected"
+    )
+    top_k: int = Field(0, ge=0, description="devices a MEC selects per round (0: all)")
+    fanout: int = Field(2, ge=1, description="D2D neighbours a new update or block is pushed to")
+    ttl: int = Field(8, ge=1, le=255, description="D2D hops an update or block may travel")
+    heartbeat_s: float = Field(
+        0.2, gt=0, description="seconds between gossip announcements (IHAVE) of held items"
+    )
+    want_timeout_s: float = Field(
+        1.0, gt=0, description="seconds a gossip pull (IWANT) waits before the next neighbour"
+    )
+
+    def gossip_config(self, seed: int) -> GossipConfig:
+        """The gossip core's configuration for a run with `seed`."""
+        return GossipConfig(
+            ttl=self.ttl,
+            fanout=self.fanout,
+            want_timeout_s=self.want_timeout_s,
+            seed=str(seed).encode(),
+        )
+
+
+def gmuc_id(task: int) -> str:
+    """The chain id of task number `task`'s GMUC shard (task-specific chain)."""
+    return f"{GMUC_PREFIX}t{task}"
+
+
+def lmuc_id(mec: str) -> str:
+    """The chain id of `mec`'s local model update chain."""
+    return f"{LMUC_PREFIX}{mec}"
+
+
+def devices_by_mec(topology: TopologySpec) -> dict[str, list[str]]:
+    """MEC id -> its devices, in topology order."""
+    out: dict[str, list[str]] = {n.id: [] for n in topology.of_kind(NodeKind.MEC)}
+    for n in topology.of_kind(NodeKind.DEVICE):
+        out[str(n.parent)].append(n.id)
+    return out
+
+
+def full_devices(devices: list[str], count: int) -> list[str]:
+    """The full devices of a MEC: its first `count` devices in topology order (our choice;
+    the paper leaves how they are chosen open)."""
+    return devices[:count]
+
+
+def lmuc_committee(keys: Mapping[str, bytes], mec: str, full: list[str]) -> Committee:
+    """The LMUC's PBFT committee: the MEC first (primary of view 0), then its full devices."""
+    return Committee.bft(tuple(keys[n] for n in [mec, *full]))
+
+
+class TwoLayerScheme(Scheme):
+    """LMUC per MEC (PBFT among the MEC and its full devices, updates by D2D gossip) and a
+    GMUC task chain among the MECs, which vote the cross-verified aggregate."""
+
+    name = "two-layer"
+    summary = (
+        "two-layer blockchain FL: a local model update chain per MEC (PBFT among the MEC and "
+        "its full devices, updates gossiped over D2D) and a task-specific global chain among "
+        "the MECs, which cross-verify every LMUC block and vote the aggregate (PBFT)"
+    )
+    Params = TwoLayerParams
+
+    def plan(self, topology: TopologySpec, keys: Mapping[str, bytes], inputs: PlanInputs) -> Plan:
+        """One GMUC (the task's MECs and the publisher keep it, the MECs order it) and one LMUC
+        per MEC (kept and ordered by the MEC and its full devices; its light devices keep a
+        replica too, fed by gossip: they sign their update transactions with its nonces)."""
+        params = self.params
+        assert isinstance(params, TwoLayerParams)
+        if inputs.consensus != "pbft":
+            raise ValueError(
+                f"ledger.consensus: {inputs.consensus!r} is not supported by scheme "
+                f"{self.name}; allowed: pbft"
+            )
+        groups = devices_by_mec(topology)
+        mecs = list(groups)
+        if not mecs:
+            raise ValueError("topology: scheme two-layer needs at least one MEC")
+        daemons = topology.daemons()
+        gmuc = gmuc_id(0)
+        gmuc_members = {n.id: (keys[n.id], str(n.kind)) for n in daemons}
+        chains = {
+            gmuc: ChainPlan(
+                gmuc,
+                ChainConfig(
+                    Genesis(
+                        members=gmuc_members,
+                        balances={PUBLISHER: inputs.reward_pool} if inputs.reward_pool else {},
+                        chain_id=f"{inputs.run_id}/{gmuc}",
+                    ),
+                    # the MECs and the publisher (our choice: PBFT needs 4 replicas, and the
+                    # paper's case study has 3 MECs)
+                    Committee.bft(tuple(keys[m] for m in [*mecs, PUBLISHER])),
+                ),
+                (PUBLISHER, *mecs),
+            )
+        }
+        for mec, devices in groups.items():
+            if len(devices) < params.full_devices:
+                raise ValueError(
+                    f"topology: MEC {mec} has {len(devices)} devices; scheme two-layer needs "
+                    f"at least full_devices ({params.full_devices}) per MEC (PBFT needs 4 "
+                    "replicas: the MEC and 3 full devices)"
+                )
+            cid = lmuc_id(mec)
+            # on its LMUC the MEC opens the task and closes its rounds (our choice): the
+            # task contract then records the devices' updates round by round
+            members = {mec: (keys[mec], "publisher")}
+            members |= {d: (keys[d], str(NodeKind.DEVICE)) for d in devices}
+            full = full_devices(devices, params.full_devices)
+            chains[cid] = ChainPlan(
+                cid,
+                ChainConfig(
+                    Genesis(members=members, balances={}, chain_id=f"{inputs.run_id}/{cid}"),
+                    lmuc_committee(keys, mec, full),
+                ),
+                (mec, *devices),
+            )
+        nodes: dict[str, NodePlan] = {}
+        for n in daemons:
+            if n.kind == NodeKind.PUBLISHER:
+                own: tuple[str, ...] = (gmuc,)
+                peers = [x.id for x in daemons if x.id != n.id]
+            elif n.kind == NodeKind.MEC:
+                own = (gmuc, lmuc_id(n.id))
+                peers = [PUBLISHER, *groups[n.id], *(m for m in mecs if m != n.id)]
+            else:
+                mec = str(n.parent)
+                own = (lmuc_id(mec),)
+                full = full_devices(groups[mec], params.full_devices)
+                peers = [PUBLISHER, *gossip_peers(topology, n.id), *full]
+            peers = [p for p in dict.fromkeys(peers) if p != n.id]
+            nodes[n.id] = NodePlan(node_id=n.id, role=str(n.kind), chains=own, peers=tuple(peers))
+        return Plan(nodes=nodes, chains=chains)
+
+    def role_factories(self) -> Mapping[str, Callable[[], Role]]:
+        """publisher, mec, device."""
+        from node.schemes.two_layer.device import TwoLayerDeviceRole
+        from node.schemes.two_layer.mec import TwoLayerMecRole
+        from node.schemes.two_layer.publisher import TwoLayerPublisherRole
+
+        return {
+            str(NodeKind.PUBLISHER): TwoLayerPublisherRole,
+            str(NodeKind.MEC): TwoLayerMecRole,
+            str(NodeKind.DEVICE): TwoLayerDeviceRole,
+        }

@@ -1,0 +1,167 @@
+"""The two-layer scheme over the in-memory network (3 MECs x 4 devices, 3 full devices per
+MEC): LMUC blocks per MEC per round certified by PBFT, GMUC blocks with the MECs' votes,
+every replica of each chain agreeing, and a tampering MEC outvoted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from node.contracts import gmuc
+from node.core.finality import Committee
+from node.daemon import Daemon
+from node.ledger.chain import verify_store
+from orchestrator.collect import read_records
+from tests.sim.two_layer_net import plan_of, run_two_layer
+from tests.sim.vanilla_net import TASK_ID, VanillaNet
+from tests.unit.node_configs import learning_config
+
+ROUNDS = 3
+MECS = ("mec0", "mec1", "mec2")
+PARAMS = {"full_devices": 3, "fanout": 2, "heartbeat_s": 0.1, "want_timeout_s": 0.5}
+TAMPERER = "mec2"
+TARGET = "dev0-1"  # a device of another MEC: the tamperer scales its update in its aggregate
+
+
+def records(tmp_path: Path, node: str, event: str) -> list[dict[str, Any]]:
+    return [r for r in read_records(tmp_path / node) if r["event"] == event]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, VanillaNet, dict[str, Daemon]]:
+    tmp_path = tmp_path_factory.mktemp("two-layer")
+    net = VanillaNet.build(mecs=3, devices_per_mec=4, seed=5)
+    learning = learning_config(
+        dataset="digits",
+        model="mlp",
+        partition="iid",
+        rounds=ROUNDS,
+        local_epochs=1,
+        batch_size=16,
+        learning_rate=0.1,
+        round_deadline_s=120,
+    )
+    tamper = {
+        "from_round": 2,
+        "until_round": None,
+        "name": "tamper",
+        "params": {"target": TARGET, "action": "scale", "factor": 10.0},
+    }
+    nodes = run_two_layer(
+        net,
+        tmp_path,
+        learning,
+        params=PARAMS,
+        seed=5,
+        reward_pool=1200,
+        config={
+            "startup_timeout_s": 120,
+            "behaviours": lambda nid: [tamper] if nid == TAMPERER else [],
+        },
+    )
+    return tmp_path, net, nodes
+
+
+def test_plan_has_one_gmuc_and_an_lmuc_per_mec() -> None:
+    net = VanillaNet.build(mecs=3, devices_per_mec=4, seed=1)
+    plan = plan_of(net, {"full_devices": 3}, 1, 0)
+
+    assert sorted(plan.chains) == ["gmuc-t0", "lmuc-mec0", "lmuc-mec1", "lmuc-mec2"]
+    gmuc_chain = plan.chains["gmuc-t0"]
+    assert gmuc_chain.keepers == ("pub", *MECS)
+    assert isinstance(gmuc_chain.config.finality, Committee)
+    assert len(gmuc_chain.config.finality.members) == 4  # the MECs and the publisher
+    lmuc = plan.chains["lmuc-mec1"]
+    assert lmuc.keepers == ("mec1", "dev1-0", "dev1-1", "dev1-2", "dev1-3")
+    keys = net.keys
+    assert lmuc.config.finality.signers == tuple(
+        keys[n].public_key for n in ("mec1", "dev1-0", "dev1-1", "dev1-2")
+    )
+    assert plan.nodes["mec1"].chains == ("gmuc-t0", "lmuc-mec1")
+    assert plan.nodes["dev1-3"].chains == ("lmuc-mec1",)
+    assert plan.nodes["pub"].chains == ("gmuc-t0",)
+    with pytest.raises(ValueError, match="allowed: pbft"):
+        from node.schemes import PlanInputs, make_scheme
+
+        make_scheme("two-layer").plan(
+            net.topology,
+            {n: k.public_key for n, k in keys.items()},
+            PlanInputs("r", "t", 1, 0, "single"),
+        )
+
+
+def test_lmuc_blocks_are_certified_per_mec_per_round(
+    run: tuple[Path, VanillaNet, dict[str, Daemon]],
+) -> None:
+    tmp_path, _, nodes = run
+    for mec in MECS:
+        chain = nodes[mec].chains[f"lmuc-{mec}"]
+        finality = chain.config.finality
+        assert isinstance(finality, Committee) and finality.quorum == 3
+        store = chain.replica.chain.store
+        update_blocks = {}
+        for height in range(1, chain.height + 1):
+            block = store.block(height)
+            rounds = {tx.payload["round"] for tx in block.txs if tx.type == "task.record_update"}
+            if rounds:
+                assert len(block.certificate) >= finality.quorum
+                finality.check(block)
+                update_blocks[rounds.pop()] = len(block.txs)
+        assert update_blocks == {r: 4 for r in range(1, ROUNDS + 1)}, (mec, update_blocks)
+        subs = records(tmp_path, mec, "lmuc_submit")
+        assert [s["submitted_on"] for s in subs] == ["all_answered"] * ROUNDS
+
+
+def test_every_replica_of_each_chain_agrees(
+    run: tuple[Path, VanillaNet, dict[str, Daemon]],
+) -> None:
+    _, _, nodes = run
+    heads: dict[str, set[tuple[int, bytes]]] = {}
+    for node in nodes.values():
+        for cid, replica in node.chains.replicas():
+            heads.setdefault(cid, set()).add((replica.height, replica.chain.head.hash))
+            assert verify_store(replica.chain.store).ok
+    assert set(heads) == {"gmuc-t0", "lmuc-mec0", "lmuc-mec1", "lmuc-mec2"}
+    for cid, seen in heads.items():
+        assert len(seen) == 1, (cid, seen)
+    # GMUC: publish, one block per round (votes + record), rewards/close
+    assert nodes["pub"].chains["gmuc-t0"].height == 1 + ROUNDS + 1
+
+
+def test_gmuc_records_the_votes_and_outvotes_the_tampering_mec(
+    run: tuple[Path, VanillaNet, dict[str, Daemon]],
+) -> None:
+    tmp_path, _, nodes = run
+    chain = nodes["pub"].chains["gmuc-t0"]
+    state = chain.replica.chain.state
+    store = chain.replica.chain.store
+    votes_per_round: dict[int, int] = {}
+    globals_: dict[int, str] = {}
+    for height in range(1, chain.height + 1):
+        block = store.block(height)
+        for tx in block.txs:
+            if tx.type == "gmuc.vote":
+                votes_per_round[tx.payload["round"]] = (
+                    votes_per_round.get(tx.payload["round"], 0) + 1
+                )
+            if tx.type == "task.record_global":
+                globals_[tx.payload["round"]] = tx.payload["blob"].hex()
+    assert votes_per_round == {r: 3 for r in range(1, ROUNDS + 1)}
+    for r in range(1, ROUNDS + 1):
+        tally = gmuc.get_round(state, TASK_ID, r)
+        assert tally is not None
+        assert tally["aggregate"] == globals_[r], r  # the global model is the decided hash
+        assert tally["outvoted"] == ([] if r == 1 else [TAMPERER]), (r, tally)
+        assert len(tally["contributors"]) == 12
+    # the honest MECs computed the same aggregate, the decided one; the tamperer another
+    voted = {m: {r["round"]: r["aggregate"] for r in records(tmp_path, m, "round")} for m in MECS}
+    for r in range(1, ROUNDS + 1):
+        assert voted["mec0"][r] == voted["mec1"][r] == globals_[r]
+        assert (voted[TAMPERER][r] == globals_[r]) == (r == 1)
+    pub_rounds = records(tmp_path, "pub", "round")
+    assert [r["round"] for r in pub_rounds] == list(range(1, ROUNDS + 1))
+    assert pub_rounds[-1]["accuracy"] > 0.5
+    votes = records(tmp_path, "pub", "votes")
+    assert [v["outvoted"] for v in votes] == [[], [TAMPERER], [TAMPERER]]
