@@ -11,12 +11,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from node.schemes.base import NodePlan, Plan, PlanInputs, Scheme, SchemeParams
+from node.schemes.flchain import FlchainScheme
 from node.schemes.gossip_fedavg import GossipFedAvgScheme
 from node.schemes.vanilla.scheme import VanillaScheme
 
 SCHEMES: dict[str, type[Scheme]] = {
     VanillaScheme.name: VanillaScheme,
     GossipFedAvgScheme.name: GossipFedAvgScheme,
+    FlchainScheme.name: FlchainScheme,
 }
 
 SCHEME_NAMES = tuple(SCHEMES)

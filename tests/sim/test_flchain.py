@@ -1,0 +1,294 @@
+"""The flchain scheme over the in-memory network: real daemons and roles (Ed25519, PBFT
+among the MECs, torch on digits), each in its own thread. 3 MECs x 4 devices; mec1 tampers
+with one device's update and mec2 malfunctions from round 2 (Byzantine MECs)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from node.codec import Codec, Message
+from node.config import LearningConfig, NodeConfig
+from node.contracts import flchain, task
+from node.daemon import Daemon
+from node.learning.train import configure_torch_threads
+from node.ledger.chain import verify_store
+from node.ledger.chains import open_chains
+from node.metrics import MetricsWriter
+from node.roles.base import NodeContext, Role
+from node.schemes import PlanInputs, make_scheme
+from node.schemes.flchain.scheme import FlchainScheme, channel_mecs
+from node.schemes.vanilla.messages import Stop
+from orchestrator.collect import read_records
+from tests.sim.vanilla_net import TASK_ID, VanillaNet
+from tests.unit.node_configs import learning_config
+from topologies import NodeKind
+
+ROUNDS = 3
+MECS = ("mec0", "mec1", "mec2")
+TAMPERER, TARGET = "mec1", "dev1-0"
+MALFUNCTIONING = "mec2"
+BEHAVIOURS: dict[str, list[dict[str, Any]]] = {
+    TAMPERER: [
+        {
+            "from_round": 2,
+            "name": "tamper",
+            "params": {"target": TARGET, "action": "scale", "factor": 10.0},
+        }
+    ],
+    MALFUNCTIONING: [
+        {"from_round": 2, "name": "malfunction", "params": {"mode": "random", "scale": 0.5}}
+    ],
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> None:
+    configure_torch_threads(1)
+
+
+def learning(deadline_s: float = 120) -> LearningConfig:
+    return learning_config(
+        dataset="digits",
+        model="mlp",
+        partition="iid",
+        rounds=ROUNDS,
+        local_epochs=1,
+        batch_size=16,
+        learning_rate=0.1,
+        round_deadline_s=deadline_s,  # 120: generous, rounds end on answers, not the deadline
+    )
+
+
+def run_flchain(
+    net: VanillaNet,
+    tmp_path: Path,
+    params: dict[str, Any],
+    extra: dict[str, Any],
+    *,
+    deadline_s: float = 120,
+    startup_timeout_s: float = 120,
+    roles: dict[str, Role] | None = None,
+) -> dict[str, Daemon]:
+    """Every daemon of the flchain scheme to the end, each in a thread (as
+    `VanillaNet.run`, with the scheme and ``ledger.consensus: pbft``); `roles`: replacement
+    roles by node id."""
+    daemons = net.topology.daemons()
+    roster = net.roster
+    scheme = make_scheme("flchain", params)
+    keys = {n.id: net.keys[n.id].public_key for n in daemons}
+    plan = scheme.plan(net.topology, keys, PlanInputs("sim", TASK_ID, 5, 1200, "pbft"))
+    chains = {cid: chain.config for cid, chain in plan.chains.items()}
+    nodes: dict[str, Daemon] = {}
+    for spec in daemons:
+        config = NodeConfig(
+            run_id="sim",
+            node_id=spec.id,
+            scheme="flchain",
+            scheme_params=params,
+            plan=plan.nodes[spec.id],
+            seed=5,
+            node_dir=str(tmp_path),
+            key_path="-",
+            bind="-",
+            endpoints={},
+            roster=roster.to_hex(),
+            topology=net.topology,
+            shaping="none",
+            learning=learning(deadline_s),
+            max_message_bytes=8 * 1024 * 1024,
+            chains=chains,
+            task_id=TASK_ID,
+            startup_timeout_s=startup_timeout_s,
+            behaviours=extra.get(spec.id, []),
+        )
+        (tmp_path / spec.id).mkdir()
+        nodes[spec.id] = Daemon(
+            config,
+            net.topology,
+            net.network.attach(spec.id),
+            Codec(spec.id, net.keys[spec.id], roster, config.max_message_bytes),
+            (roles or {}).get(spec.id) or scheme.role(config.plan),
+            MetricsWriter(tmp_path / spec.id / "metrics.jsonl", {"node": spec.id}),
+            chains=open_chains(tmp_path / spec.id, chains, net.keys[spec.id]),
+        )
+    threads = [
+        threading.Thread(target=d.run, kwargs={"install_signal_handlers": False})
+        for d in nodes.values()
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert not any(t.is_alive() for t in threads), "the run did not finish"
+    for d in nodes.values():
+        d.metrics.close()
+    return nodes
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Daemon]]:
+    tmp_path = tmp_path_factory.mktemp("flchain")
+    net = VanillaNet.build(mecs=3, devices_per_mec=4, seed=5, fixed_keys=True)
+    return tmp_path, run_flchain(net, tmp_path, {"channels": 1}, BEHAVIOURS)
+
+
+def records(tmp_path: Path, node: str, event: str) -> list[dict[str, Any]]:
+    return [r for r in read_records(tmp_path / node) if r["event"] == event]
+
+
+def test_every_round_is_recorded_by_the_mec_chain_and_every_replica_agrees(
+    run: tuple[Path, dict[str, Daemon]],
+) -> None:
+    tmp_path, nodes = run
+
+    rounds = records(tmp_path, "pub", "round")
+    assert [r["round"] for r in rounds] == list(range(1, ROUNDS + 1))
+    assert all(r["contributors"] == 12 and r["missing"] == [] for r in rounds)
+    assert rounds[0]["accuracy"] > 0.3  # digits, 10 classes: chance is 0.1
+    heads = {nid: (d.replica.height, d.replica.chain.head.hash) for nid, d in nodes.items()}
+    assert len(set(heads.values())) == 1, "every replica holds the same chain"
+    assert nodes["pub"].replica.height == 1 + ROUNDS + 1  # publish, rounds, rewards
+    assert verify_store(nodes["mec0"].replica.chain.store).ok
+    for mec in MECS:  # every MEC computed every round from all three shares
+        channel = records(tmp_path, mec, "channel")
+        assert [c["round"] for c in channel] == list(range(1, ROUNDS + 1))
+        assert all(c["computed_on"] == "all_shares" and c["shares"] == 3 for c in channel)
+
+
+def test_the_state_trie_holds_the_majority_model_and_outvotes_the_malfunctioning_mec(
+    run: tuple[Path, dict[str, Daemon]],
+) -> None:
+    tmp_path, nodes = run
+    state = nodes["dev0-0"].replica.chain.state
+
+    entries = {r: flchain.channel_global(state, TASK_ID, 0, r) for r in range(1, ROUNDS + 1)}
+    assert entries[1] is not None and entries[1]["holders"] == list(MECS)
+    for r in range(2, ROUNDS + 1):
+        assert entries[r] is not None and entries[r]["holders"] == ["mec0", "mec1"]
+        recorded = state.get(task.NS_GLOBAL, task.global_key(TASK_ID, r))
+        assert recorded["blob"] == entries[r]["blob"], "the publisher took the majority's model"
+    outvoted = records(tmp_path, "pub", "outvoted")
+    assert [(o["round"], o["mecs"]) for o in outvoted] == [
+        (2, [MALFUNCTIONING]),
+        (3, [MALFUNCTIONING]),
+    ]
+
+
+def test_what_a_mec_does_to_its_own_devices_updates_is_not_caught_but_auditable(
+    run: tuple[Path, dict[str, Daemon]],
+) -> None:
+    """FLchain's trust model: the tampered and the garbage updates are aggregated (no device
+    is rejected), yet the chain holds both the devices' signed hashes and the MECs'
+    records, which differ exactly where a MEC altered an update."""
+    tmp_path, nodes = run
+    state = nodes["pub"].replica.chain.state
+    rounds = records(tmp_path, "pub", "round")
+    assert all(r["rejected"] == [] for r in rounds)
+
+    altered: dict[int, set[str]] = {}
+    for r in range(1, ROUNDS + 1):
+        for mec in MECS:
+            key = flchain.updates_key(TASK_ID, 0, r, mec)
+            for node, blob, _ in state.get(flchain.NS_UPDATES, key)["updates"]:
+                signed = state.get(task.NS_UPDATE, task.update_key(TASK_ID, r, node))
+                if signed["blob"] != blob:
+                    altered.setdefault(r, set()).add(node)
+    mec2_devices = {f"dev2-{i}" for i in range(4)}
+    assert altered == {r: {TARGET, *mec2_devices} for r in range(2, ROUNDS + 1)}
+
+
+def test_the_attacks_cost_flchain_accuracy(
+    run: tuple[Path, dict[str, Daemon]], tmp_path: Path
+) -> None:
+    """The same run without the Byzantine MECs ends well above the attacked one (what the
+    paper's Fig. 5a shows for FLchain under malfunctioning MECs)."""
+    attacked_dir, _ = run
+    net = VanillaNet.build(mecs=3, devices_per_mec=4, seed=5, fixed_keys=True)
+
+    run_flchain(net, tmp_path, {"channels": 1}, {})
+
+    clean = records(tmp_path, "pub", "round")[-1]["accuracy"]
+    attacked = records(attacked_dir, "pub", "round")[-1]["accuracy"]
+    assert clean > attacked + 0.2, (clean, attacked)
+
+
+class DownMec(Role):
+    """A MEC that is down for the whole run (it only honours ``stop``, so the test ends)."""
+
+    def start(self, ctx: NodeContext) -> None:
+        pass
+
+    def on_message(self, ctx: NodeContext, msg: Message) -> None:
+        if isinstance(msg.payload, Stop):
+            ctx.stop()
+
+
+def test_a_down_mec_holds_every_round_to_the_deadline_and_loses_its_devices(
+    tmp_path: Path,
+) -> None:
+    """Synchronous transfer: the channel's other MECs wait for the down MEC's share until
+    90% of the deadline, the publisher for its model until the deadline; the round then
+    goes on without it and its devices (PBFT, 4 replicas with the publisher, tolerates it)."""
+    net = VanillaNet.build(mecs=3, devices_per_mec=2, seed=5, fixed_keys=True)
+    deadline = 8.0
+
+    nodes = run_flchain(
+        net,
+        tmp_path,
+        {"channels": 1},
+        {},
+        deadline_s=deadline,
+        startup_timeout_s=5,
+        roles={"mec2": DownMec()},
+    )
+
+    rounds = records(tmp_path, "pub", "round")
+    assert [r["round"] for r in rounds] == list(range(1, ROUNDS + 1))
+    for r in rounds:
+        assert r["contributors"] == 4
+        assert r["missing"] == ["mec2"]
+        assert r["round_time_s"] >= deadline  # the publisher waited for mec2's model
+    for mec in ("mec0", "mec1"):
+        channel = records(tmp_path, mec, "channel")
+        assert all(c["computed_on"] == "sync_deadline" and c["absent"] == ["mec2"] for c in channel)
+    state = nodes["mec0"].replica.chain.state
+    for r in range(1, ROUNDS + 1):
+        assert flchain.channel_global(state, TASK_ID, 0, r)["holders"] == ["mec0", "mec1"]  # type: ignore[index]
+    live = [n for n in nodes if n != "mec2"]
+    assert len({nodes[n].replica.chain.head.hash for n in live}) == 1
+
+
+def test_plan_and_channels() -> None:
+    net = VanillaNet.build(mecs=3, devices_per_mec=1, seed=1)
+    keys = {nid: k.public_key for nid, k in net.keys.items()}
+    assert channel_mecs(net.topology, 2) == [["mec0"], ["mec1", "mec2"]]
+    scheme = FlchainScheme(FlchainScheme.parse_params({"channels": 3}))
+
+    plan = scheme.plan(net.topology, keys, PlanInputs("r", "t", 1, 0, "pbft"))
+
+    finality = plan.chains["main"].config.finality
+    assert finality.signers == (*(keys[m] for m in MECS), keys["pub"])  # 3 MECs: pub is 4th
+    assert finality.quorum == 3
+    assert {n.role for n in plan.nodes.values()} == {"publisher", "mec", "device"}
+    assert plan.nodes["mec1"].peers == ("pub", "dev1-0", "mec0", "mec2")
+    assert [n.id for n in net.topology.of_kind(NodeKind.MEC)] == list(MECS)
+    with pytest.raises(ValueError, match="allowed: pbft"):
+        scheme.plan(net.topology, keys, PlanInputs("r", "t", 1, 0, "single"))
+    with pytest.raises(ValueError, match=r"allowed: 1\.\.3"):
+        FlchainScheme(FlchainScheme.parse_params({"channels": 4})).plan(
+            net.topology, keys, PlanInputs("r", "t", 1, 0, "pbft")
+        )
+    with pytest.raises(ValueError, match="channels"):
+        FlchainScheme.parse_params({"channels": 0})
+    two = VanillaNet.build(mecs=2, devices_per_mec=1, seed=1)
+    two_keys = {nid: k.public_key for nid, k in two.keys.items()}
+    with pytest.raises(ValueError, match="at least 3 MECs"):
+        FlchainScheme().plan(two.topology, two_keys, PlanInputs("r", "t", 1, 0, "pbft"))
+    four = VanillaNet.build(mecs=4, devices_per_mec=1, seed=1)
+    four_keys = {nid: k.public_key for nid, k in four.keys.items()}
+    four_plan = FlchainScheme().plan(four.topology, four_keys, PlanInputs("r", "t", 1, 0, "pbft"))
+    assert four_keys["pub"] not in four_plan.chains["main"].config.finality.signers
