@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from node.schemes.base import NodePlan, Plan, PlanInputs, Scheme, SchemeParams
+from node.schemes.blockfl import BlockflScheme
 from node.schemes.flchain import FlchainScheme
 from node.schemes.gossip_fedavg import GossipFedAvgScheme
 from node.schemes.vanilla.scheme import VanillaScheme
@@ -18,6 +19,7 @@ from node.schemes.vanilla.scheme import VanillaScheme
 SCHEMES: dict[str, type[Scheme]] = {
     VanillaScheme.name: VanillaScheme,
     GossipFedAvgScheme.name: GossipFedAvgScheme,
+    BlockflScheme.name: BlockflScheme,
     FlchainScheme.name: FlchainScheme,
 }
 
