@@ -3,8 +3,9 @@
 Values are kept as their canonical bytes, so `get` always hands out a fresh copy and the
 state root is a pure function of the contents: SHA-256 over the concatenated row hashes
 ``SHA-256(canonical([ns, key, value_bytes]))`` in ``(ns, key)`` order. Row hashes are
-kept up to date on every write, so a root costs one pass over 32-byte hashes, not a
-re-encoding of the whole state. `begin` opens a
+kept up to date on every write, and so is the sorted list of keys once a root was asked
+for (a new key is inserted in place, not the whole list re-sorted), so a root costs one
+pass over 32-byte hashes, not a re-encoding or a sort of the whole state. `begin` opens a
 journal level that records the first old value of every key written; `rollback` puts them
 back and `commit` folds them into the enclosing level (levels nest).
 
@@ -17,6 +18,7 @@ size of the state); any other pair of states is compared in full. Values are dec
 
 from __future__ import annotations
 
+import bisect
 import weakref
 from collections.abc import Iterable
 from typing import Any
@@ -43,6 +45,7 @@ class State:
         self._row_hash: dict[Key, bytes] = {}
         self._journal: list[dict[Key, bytes | None]] = []
         self._root: bytes | None = None
+        self._keys: list[Key] | None = None  # the keys in order, kept once `root` built it
         self._frozen = False
         self._version = 0  # counts writes
         # (the state this is a copy of, its version then, the keys written here since)
@@ -104,10 +107,14 @@ class State:
         self._version += 1
         if self._origin is not None:
             self._origin[2].add(k)
+        keys = self._keys
         if data is None:
-            self._data.pop(k, None)
+            if self._data.pop(k, None) is not None and keys is not None:
+                del keys[bisect.bisect_left(keys, k)]
             self._row_hash.pop(k, None)
         else:
+            if keys is not None and k not in self._data:
+                bisect.insort(keys, k)
             self._data[k] = data
             self._row_hash[k] = sha256(canonical([k[0], k[1], data]))
 
@@ -119,7 +126,9 @@ class State:
         """SHA-256 over the row hashes in (ns, key) order; the empty state has a fixed root."""
         if self._root is None:
             hashes = self._row_hash
-            self._root = sha256(b"".join(hashes[k] for k in sorted(hashes)))
+            if self._keys is None:
+                self._keys = sorted(hashes)
+            self._root = sha256(b"".join([hashes[k] for k in self._keys]))
         return self._root
 
     def copy(self) -> State:
@@ -128,6 +137,7 @@ class State:
         other._data = dict(self._data)
         other._row_hash = dict(self._row_hash)
         other._root = self._root
+        other._keys = None if self._keys is None else list(self._keys)
         other._origin = (weakref.ref(self), self._version, set())
         return other
 

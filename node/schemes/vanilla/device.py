@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
+
 from node.codec import Message
 from node.core.encoding import sha256
 from node.learning.weights import weights_from_bytes, weights_to_bytes
@@ -36,6 +38,7 @@ class DeviceRole(Greeter):
         self.reference = self.learner.weights()
         self.threats = DeviceThreats(ctx.config, self.learner)
         self.round = 0
+        self._emd: tuple[object, float] | None = None  # (labels, their EMD): one per data set
         super().start(ctx)
 
     def on_message(self, ctx: NodeContext, msg: Message) -> None:
@@ -52,6 +55,13 @@ class DeviceRole(Greeter):
         """Where this device's update goes: to its MEC (a scheme that spreads updates
         otherwise overrides this)."""
         ctx.send(str(ctx.me.parent), update)
+
+    def _label_emd(self, y: np.ndarray) -> float:
+        """The EMD of `y`'s labels, computed once per label array (an honest device trains
+        on the same one every round)."""
+        if self._emd is None or self._emd[0] is not y:
+            self._emd = (y, self.threats.label_emd(y))
+        return self._emd[1]
 
     def _train(self, ctx: NodeContext, msg: GlobalModel) -> None:
         started = ctx.now()
@@ -100,7 +110,7 @@ class DeviceRole(Greeter):
             eval_set="local-train",
             samples=result.samples,
             behaviour=behaviour,
-            emd=self.threats.label_emd(y),
+            emd=self._label_emd(y),
             train_time_s=result.seconds,
             round_time_s=ctx.now() - started,
         )
