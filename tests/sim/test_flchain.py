@@ -5,8 +5,10 @@ with one device's update and mec2 malfunctions from round 2 (Byzantine MECs)."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -20,6 +22,8 @@ from node.ledger.chains import open_chains
 from node.metrics import MetricsWriter
 from node.roles.base import NodeContext, Role
 from node.schemes import PlanInputs, make_scheme
+from node.schemes.flchain.mec import FlchainMecRole
+from node.schemes.flchain.messages import ChannelShare
 from node.schemes.flchain.scheme import FlchainScheme, channel_mecs
 from node.schemes.vanilla.messages import Stop
 from orchestrator.collect import read_records
@@ -260,6 +264,60 @@ def test_a_down_mec_holds_every_round_to_the_deadline_and_loses_its_devices(
         assert flchain.channel_global(state, TASK_ID, 0, r)["holders"] == ["mec0", "mec1"]  # type: ignore[index]
     live = [n for n in nodes if n != "mec2"]
     assert len({nodes[n].replica.chain.head.hash for n in live}) == 1
+
+
+class _AlteringInTransit:
+    """The node, except that every share it sends leaves with its first update's blob
+    altered (its signed record unchanged): a share corrupted on the way."""
+
+    def __init__(self, ctx: NodeContext) -> None:
+        self._ctx = ctx
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ctx, name)
+
+    def multicast(self, dsts: Iterable[str], msg: object, payload: Any = None) -> None:
+        if isinstance(msg, ChannelShare) and msg.updates:
+            first = msg.updates[0]
+            altered = replace(first, blob=first.blob[:-1] + bytes([first.blob[-1] ^ 1]))
+            msg = replace(msg, updates=(altered, *msg.updates[1:]))
+        self._ctx.multicast(dsts, msg, payload)
+
+
+class AlteringMec(FlchainMecRole):
+    """An honest MEC whose shares are altered in transit."""
+
+    def start(self, ctx: NodeContext) -> None:
+        self.wrapped = cast(NodeContext, _AlteringInTransit(ctx))
+        super().start(self.wrapped)
+
+    def on_message(self, ctx: NodeContext, msg: Message) -> None:
+        super().on_message(self.wrapped, msg)
+
+    def on_timer(self, ctx: NodeContext, name: str) -> None:
+        super().on_timer(self.wrapped, name)
+
+
+def test_a_share_altered_in_transit_is_refused_by_the_channel(tmp_path: Path) -> None:
+    """The record's hashes catch it: the other MECs drop mec1's share every round and
+    compute without it at the sync deadline; mec1, which has every share, holds another
+    model and is outvoted."""
+    net = VanillaNet.build(mecs=3, devices_per_mec=2, seed=5, fixed_keys=True)
+
+    nodes = run_flchain(
+        net, tmp_path, {"channels": 1}, {}, deadline_s=8.0, roles={"mec1": AlteringMec()}
+    )
+
+    assert nodes["mec0"].drops["bad_share"] == ROUNDS
+    assert nodes["mec2"].drops["bad_share"] == ROUNDS
+    rounds = records(tmp_path, "pub", "round")
+    assert [r["round"] for r in rounds] == list(range(1, ROUNDS + 1))
+    assert all(r["contributors"] == 4 for r in rounds)  # mec1's devices are left out
+    for mec in ("mec0", "mec2"):
+        channel = records(tmp_path, mec, "channel")
+        assert all(c["computed_on"] == "sync_deadline" and c["absent"] == ["mec1"] for c in channel)
+    outvoted = records(tmp_path, "pub", "outvoted")
+    assert [o["mecs"] for o in outvoted] == [["mec1"]] * ROUNDS
 
 
 def test_plan_and_channels() -> None:

@@ -5,8 +5,13 @@ How it works
 ------------
 The chain is the MECs': every node keeps one replica, and the MECs order it by PBFT
 (`Committee.bft` of the MECs, as vanilla with ``ledger.consensus: pbft``; the publisher is
-the PBFT client that submits each block's transactions). ``channels`` cuts the MECs, in
-topology order, into consecutive groups (`scheme.channel_mecs`; our choice).
+the PBFT client that submits each block's transactions). PBFT needs n >= 3f + 1 >= 4
+replicas: with 3 MECs (the paper's case study) the publisher is the 4th (our choice; it
+orders and signs blocks and computes no model), fewer MECs are refused. ``channels`` cuts
+the MECs, in topology order, into consecutive groups (`scheme.channel_mecs`; our choice);
+they share the one chain, each with its own entries in the state trie (FLchain gives each
+channel its own ledger: a chain per channel needs a publisher keeping several chains,
+which vanilla's publisher does not).
 
 Round r (vanilla's start-up, hello, deadlines, devices and stop are reused unchanged):
 

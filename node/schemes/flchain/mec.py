@@ -53,7 +53,8 @@ class FlchainMecRole(MecRole):
         self.channel = next(c for c, g in enumerate(groups) if ctx.node_id in g)
         self.channel_mecs = groups[self.channel]
         self.shares: dict[str, Share] = {}
-        self.early: dict[int, dict[str, ChannelShare]] = {}  # round -> MEC -> share
+        # round -> MEC -> share, for the next round only (a peer is at most one round ahead)
+        self.early: dict[int, dict[str, ChannelShare]] = {}
         self.round_deadline = 0.0
         self.computed = True
         self.validator_learner: Learner | None = None
@@ -65,7 +66,7 @@ class FlchainMecRole(MecRole):
         if isinstance(body, ChannelShare) and msg.sender in self.channel_mecs:
             if msg.sender == ctx.node_id:
                 ctx.drop("unexpected", "own share")
-            elif body.round > self.round:  # it got the global model before this MEC did
+            elif body.round == self.round + 1:  # it got the global model before this MEC did
                 self.early.setdefault(body.round, {})[msg.sender] = body
             else:
                 self._on_share(ctx, msg.sender, body)
