@@ -320,6 +320,34 @@ def test_a_share_altered_in_transit_is_refused_by_the_channel(tmp_path: Path) ->
     assert [o["mecs"] for o in outvoted] == [["mec1"]] * ROUNDS
 
 
+def test_two_channels_keep_their_own_models_and_share_only_inside(tmp_path: Path) -> None:
+    """4 MECs (PBFT among them alone) in 2 channels: each channel's MECs exchange shares
+    with each other only and agree on their channel's model; the round's model averages
+    the two."""
+    net = VanillaNet.build(mecs=4, devices_per_mec=2, seed=5, fixed_keys=True)
+
+    nodes = run_flchain(net, tmp_path, {"channels": 2}, {})
+
+    rounds = records(tmp_path, "pub", "round")
+    assert [r["round"] for r in rounds] == list(range(1, ROUNDS + 1))
+    assert all(r["contributors"] == 8 for r in rounds)
+    for mec in ("mec0", "mec1", "mec2", "mec3"):
+        channel = records(tmp_path, mec, "channel")
+        assert all(c["computed_on"] == "all_shares" and c["shares"] == 2 for c in channel)
+    state = nodes["pub"].replica.chain.state
+    for r in range(1, ROUNDS + 1):
+        first = flchain.channel_global(state, TASK_ID, 0, r)
+        second = flchain.channel_global(state, TASK_ID, 1, r)
+        assert first is not None and first["holders"] == ["mec0", "mec1"]
+        assert second is not None and second["holders"] == ["mec2", "mec3"]
+        assert first["blob"] != second["blob"]
+        recorded = state.get(task.NS_GLOBAL, task.global_key(TASK_ID, r))["blob"]
+        assert recorded not in (first["blob"], second["blob"])  # their average
+    assert records(tmp_path, "pub", "outvoted") == []
+    finality = nodes["pub"].replica.chain.config.finality
+    assert nodes["pub"].replica.key.public_key not in finality.signers
+
+
 def test_plan_and_channels() -> None:
     net = VanillaNet.build(mecs=3, devices_per_mec=1, seed=1)
     keys = {nid: k.public_key for nid, k in net.keys.items()}
