@@ -3,11 +3,15 @@ orders its MEC's LMUC blocks by PBFT."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Iterable
+from typing import Any, cast
 
 from node.codec import Message
 from node.consensus.ledger import committee_replicas
 from node.gossip import GossipService
+from node.ledger.sync import Outgoing
 from node.roles.base import NodeContext
 from node.roles.validator import PbftMessage, PbftValidator, Submit
 from node.schemes.gossip_fedavg.roles import (
@@ -36,8 +40,8 @@ class TwoLayerDeviceRole(GossipDeviceRole):
     def start(self, ctx: NodeContext) -> None:
         """Vanilla's device start, the group's gossip (gossip-fedavg's, with this scheme's
         parameters), plus the LMUC validator of a full device."""
-        DeviceRole.start(self, ctx)
         self.mec = str(ctx.me.parent)
+        DeviceRole.start(self, cast(NodeContext, _StatusToMec(ctx, self.mec)))
         self.ctx = ctx
         self.gossip = make_service(ctx)
         self.topic = updates_topic(self.mec)
@@ -103,6 +107,24 @@ class TwoLayerDeviceRole(GossipDeviceRole):
                 and nid != ctx.node_id
             ]
             ctx.emit(replica.sync.seek(stop.height, sorted(full), ctx.now()))
+
+
+class _StatusToMec:
+    """`ctx`, except that the ledger status vanilla's start announces to the publisher goes to
+    the device's MEC: the publisher does not keep the LMUC."""
+
+    def __init__(self, ctx: NodeContext, mec: str) -> None:
+        self._ctx = ctx
+        self._mec = mec
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ctx, name)
+
+    def emit(self, outgoing: Iterable[Outgoing]) -> None:
+        """Send `outgoing`, the publisher's share to the MEC instead."""
+        self._ctx.emit(
+            dataclasses.replace(o, dst=self._mec) if o.dst == PUBLISHER else o for o in outgoing
+        )
 
 
 def make_service(ctx: NodeContext) -> GossipService:

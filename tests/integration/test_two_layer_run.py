@@ -1,0 +1,93 @@
+"""two-layer in real processes (local backend, ZeroMQ, user-space shaping): 3 MECs x 3
+devices; every MEC's LMUC gets a PBFT-certified block per round, the GMUC a block of the
+MECs' votes per round, every replica of each chain ends at the same head, and the model
+learns."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from node.core.block import Block
+from node.core.encoding import decode_canonical
+from node.ledger.chain import ChainConfig, verify_store
+from node.ledger.chains import chain_dir
+from node.ledger.store import open_store
+from node.schemes import SCHEMES
+from orchestrator.runner import Run
+from tests.integration.test_local_run import small_scenario
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        "two-layer" not in SCHEMES,
+        reason="two-layer is not in the scheme registry (node/schemes/__init__.py) yet",
+    ),
+]
+
+ROUNDS = 3
+MECS = ("mec0", "mec1", "mec2")
+
+
+def _keepers() -> dict[str, list[str]]:
+    devices = {m: [f"dev{i}-{j}" for j in range(3)] for i, m in enumerate(MECS)}
+    out = {"gmuc-t0": ["pub", *MECS]}
+    for mec in MECS:
+        out[f"lmuc-{mec}"] = [mec, *devices[mec]]
+    return out
+
+
+def test_two_layer_run_certifies_lmuc_blocks_and_gmuc_votes(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    scenario = small_scenario(
+        scheme={"name": "two-layer", "full_devices": 3, "fanout": 1},
+        training={
+            "rounds": ROUNDS,
+            "local_epochs": 2,
+            "batch_size": 16,
+            "learning_rate": 0.1,
+            "round_deadline_s": 60,
+        },
+        topology={"base_stations": 1, "mecs_per_bs": 3, "devices_per_mec": 3, "t_ms": 5},
+        ledger={"consensus": "pbft"},
+    )
+
+    result = Run(scenario, run_dir, progress=False).execute()
+
+    assert result.rounds_completed == ROUNDS
+    assert all(code == 0 for code in result.exit_codes.values()), result.exit_codes
+    assert result.final_accuracy is not None and result.final_accuracy > 0.5
+    for cid, keepers in _keepers().items():
+        stores = {n: open_store(chain_dir(run_dir / "nodes" / n, cid)) for n in keepers}
+        try:
+            reports = {n: verify_store(s) for n, s in stores.items()}
+            assert all(r.ok for r in reports.values()), {n: r.failures for n, r in reports.items()}
+            assert len({(r.height, r.head_hash) for r in reports.values()}) == 1, cid
+            store = stores[keepers[0]]
+            raw = store.meta_get("chain_config")
+            assert raw is not None
+            finality = ChainConfig.from_dict(decode_canonical(raw)).finality
+            rounds: dict[int, int] = {}
+            for h in range(1, reports[keepers[0]].height + 1):
+                data = store.block_bytes(h)
+                assert data is not None
+                block = Block.from_bytes(data)
+                finality.check(block)  # 2f+1 valid commit signatures of its committee
+                kind = "gmuc.vote" if cid.startswith("gmuc") else "task.record_update"
+                for tx in block.txs:
+                    if tx.type == kind:
+                        r = tx.payload["round"]
+                        rounds[r] = rounds.get(r, 0) + 1
+            expected = 3  # votes of the 3 MECs, or updates of the 3 devices
+            assert rounds == {r: expected for r in range(1, ROUNDS + 1)}, (cid, rounds)
+        finally:
+            for s in stores.values():
+                s.close()
+    counters = {c["node"]: c for c in csv.DictReader((run_dir / "counters.csv").open())}
+    for mec in MECS:  # every update of its group reached it over the D2D gossip
+        assert counters[mec]["gossip_delivered"] == str(3 * ROUNDS)
+    assert all(c["dropped"] == "" for c in counters.values()), counters  # nothing refused
+    devices = [n for n in counters if n.startswith("dev")]
+    assert all(counters[d]["gossip_published"] == str(ROUNDS) for d in devices)
