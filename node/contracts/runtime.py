@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 
-from node.contracts import flchain, identity, incentive, reputation, task, token
+from node.contracts import flchain, gmuc, identity, incentive, reputation, task, token
 from node.contracts.base import BlockContext, Calls, Event, Method, Receipt
 from node.contracts.errors import ContractError, TxRejected
 from node.contracts.genesis import Genesis, genesis_state
@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 NS_NONCE = "nonce"
-CONTRACTS: tuple[ModuleType, ...] = (identity, token, task, flchain, reputation, incentive)
+CONTRACTS: tuple[ModuleType, ...] = (identity, token, task, flchain, gmuc, reputation, incentive)
 
 
 def last_nonce(state: State, sender: bytes) -> int:
@@ -125,7 +125,7 @@ class Registry:
 
 
 def default_registry() -> Registry:
-    """A registry with every contract in CONTRACTS (identity, token, task, flchain,
+    """A registry with every contract in CONTRACTS (identity, token, task, flchain, gmuc,
     reputation, incentive)."""
     registry = Registry()
     for module in CONTRACTS:

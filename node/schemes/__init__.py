@@ -14,12 +14,14 @@ from node.schemes.base import NodePlan, Plan, PlanInputs, Scheme, SchemeParams
 from node.schemes.blockfl import BlockflScheme
 from node.schemes.flchain import FlchainScheme
 from node.schemes.gossip_fedavg import GossipFedAvgScheme
+from node.schemes.two_layer import TwoLayerScheme
 from node.schemes.vanilla.scheme import VanillaScheme
 
 SCHEMES: dict[str, type[Scheme]] = {
     VanillaScheme.name: VanillaScheme,
     GossipFedAvgScheme.name: GossipFedAvgScheme,
     BlockflScheme.name: BlockflScheme,
+    TwoLayerScheme.name: TwoLayerScheme,
     FlchainScheme.name: FlchainScheme,
 }
 
