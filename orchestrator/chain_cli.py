@@ -168,10 +168,10 @@ def _node_line(
     head = report.head_hash.hex()[:16] if report.head_hash else "-"
     status = "ok" if report.ok and blob_report.ok else "FAILED"
     line = (
-        f"{node:>10}: {status}{' (light)' if light else ''}  height {report.height}  "
-        f"head {head}  {report.tx_count} txs"
+        f"{node:>10}: {status}  height {report.height}  head {head}  {report.tx_count} txs"
         f"  blobs {blob_report.checked} ok"
         + (f", {blob_report.not_held} not held" if blob_report.not_held else "")
+        + ("  light replica (headers, certificates, Merkle roots)" if light else "")
     )
     for failure in report.failures:
         line += f"\n{'':>12}at height {failure.height}: {failure.reason}"

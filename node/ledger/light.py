@@ -49,6 +49,7 @@ from node.ledger.chain import (
     LedgerError,
     VerifyReport,
     _same_config,
+    verify_store,
 )
 from node.ledger.store import HEAD_HASH_KEY, ChainStore
 
@@ -66,6 +67,7 @@ __all__ = [
     "verify_header",
     "verify_inclusion",
     "verify_light_store",
+    "verify_replica_store",
 ]
 
 
@@ -297,3 +299,9 @@ def verify_light_store(store: ChainStore) -> VerifyReport:
             LedgerError("bad_head_hash", report.height, "meta head_hash is not the head block's")
         )
     return report
+
+
+def verify_replica_store(store: ChainStore) -> VerifyReport:
+    """`verify_light_store` for a light replica's store, `verify_store` (a full replay with
+    the state) for any other."""
+    return verify_light_store(store) if is_light_store(store) else verify_store(store)
