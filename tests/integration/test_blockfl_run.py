@@ -28,7 +28,8 @@ BITS = 12
 def test_blockfl_run_mines_every_round_and_replicas_agree(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     scenario = small_scenario(
-        scheme={"name": "blockfl", "difficulty_bits": BITS},
+        # settle_s: generous, so that competing blocks spread first even at a load of 10+
+        scheme={"name": "blockfl", "difficulty_bits": BITS, "settle_s": 2.0},
         training={
             "rounds": ROUNDS,
             "local_epochs": 1,
