@@ -15,6 +15,7 @@ import pytest
 from node.codec import Codec, Message
 from node.config import LearningConfig, NodeConfig
 from node.contracts import flchain, task
+from node.core.tx import Transaction
 from node.daemon import Daemon
 from node.learning.train import configure_torch_threads
 from node.ledger.chain import verify_store
@@ -23,7 +24,7 @@ from node.metrics import MetricsWriter
 from node.roles.base import NodeContext, Role
 from node.schemes import PlanInputs, make_scheme
 from node.schemes.flchain.mec import FlchainMecRole
-from node.schemes.flchain.messages import ChannelShare
+from node.schemes.flchain.messages import ChannelShare, SharedUpdate
 from node.schemes.flchain.scheme import FlchainScheme, channel_mecs
 from node.schemes.vanilla.messages import Stop
 from orchestrator.collect import read_records
@@ -267,8 +268,8 @@ def test_a_down_mec_holds_every_round_to_the_deadline_and_loses_its_devices(
 
 
 class _AlteringInTransit:
-    """The node, except that every share it sends leaves with its first update's blob
-    altered (its signed record unchanged): a share corrupted on the way."""
+    """The node, except that the update of dev1-0 it shares leaves with one byte altered
+    (its MEC's signed record unchanged): a share corrupted on the way."""
 
     def __init__(self, ctx: NodeContext) -> None:
         self._ctx = ctx
@@ -277,10 +278,8 @@ class _AlteringInTransit:
         return getattr(self._ctx, name)
 
     def multicast(self, dsts: Iterable[str], msg: object, payload: Any = None) -> None:
-        if isinstance(msg, ChannelShare) and msg.updates:
-            first = msg.updates[0]
-            altered = replace(first, blob=first.blob[:-1] + bytes([first.blob[-1] ^ 1]))
-            msg = replace(msg, updates=(altered, *msg.updates[1:]))
+        if isinstance(msg, SharedUpdate) and msg.node == "dev1-0":
+            msg = replace(msg, blob=msg.blob[:-1] + bytes([msg.blob[-1] ^ 1]))
         self._ctx.multicast(dsts, msg, payload)
 
 
@@ -318,6 +317,58 @@ def test_a_share_altered_in_transit_is_refused_by_the_channel(tmp_path: Path) ->
         assert all(c["computed_on"] == "sync_deadline" and c["absent"] == ["mec1"] for c in channel)
     outvoted = records(tmp_path, "pub", "outvoted")
     assert [o["mecs"] for o in outvoted] == [["mec1"]] * ROUNDS
+
+
+class _RecordLast:
+    """The node, except that its share's record leaves after the updates it names."""
+
+    def __init__(self, ctx: NodeContext) -> None:
+        self._ctx = ctx
+        self._held: tuple[list[str], ChannelShare, int] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ctx, name)
+
+    def multicast(self, dsts: Iterable[str], msg: object, payload: Any = None) -> None:
+        if isinstance(msg, ChannelShare):
+            named = len(Transaction.from_bytes(msg.record).payload["updates"])
+            self._held = (list(dsts), msg, named) if named else None
+        if not isinstance(msg, ChannelShare) or self._held is None:
+            self._ctx.multicast(dsts, msg, payload)
+        if isinstance(msg, SharedUpdate) and self._held is not None:
+            held_dsts, share, left = self._held
+            self._held = (held_dsts, share, left - 1)
+            if left - 1 == 0:
+                self._ctx.multicast(held_dsts, share)
+                self._held = None
+
+
+class RecordLastMec(FlchainMecRole):
+    """An honest MEC whose record reaches its peers after its updates."""
+
+    def start(self, ctx: NodeContext) -> None:
+        self.wrapped = cast(NodeContext, _RecordLast(ctx))
+        super().start(self.wrapped)
+
+    def on_message(self, ctx: NodeContext, msg: Message) -> None:
+        super().on_message(self.wrapped, msg)
+
+    def on_timer(self, ctx: NodeContext, name: str) -> None:
+        super().on_timer(self.wrapped, name)
+
+
+def test_updates_that_come_before_their_record_are_kept(tmp_path: Path) -> None:
+    net = VanillaNet.build(mecs=3, devices_per_mec=2, seed=5, fixed_keys=True)
+
+    nodes = run_flchain(
+        net, tmp_path, {"channels": 1}, {}, deadline_s=30.0, roles={"mec1": RecordLastMec()}
+    )
+
+    assert all(nodes[m].drops.get("bad_share", 0) == 0 for m in ("mec0", "mec2"))
+    for mec in ("mec0", "mec2"):
+        channel = records(tmp_path, mec, "channel")
+        assert [c["computed_on"] for c in channel] == ["all_shares"] * ROUNDS
+    assert all(r["contributors"] == 6 for r in records(tmp_path, "pub", "round"))
 
 
 def test_two_channels_keep_their_own_models_and_share_only_inside(tmp_path: Path) -> None:

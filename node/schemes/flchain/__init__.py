@@ -19,11 +19,13 @@ Round r (vanilla's start-up, hello, deadlines, devices and stop are reused uncha
    device trains and sends its update with its signed ``task.record_update`` (vanilla).
 2. Each MEC stores its devices' updates (blobs) and, when all answered or at 80% of the
    deadline, signs a ``flchain.record_updates`` transaction naming their blob hashes, and
-   sends ``flchain.share`` (blobs, that record, its devices' transactions) to every other
-   MEC of its channel: the synchronous transfer.
+   sends to every other MEC of its channel ``flchain.share`` (that record, its devices'
+   transactions) and then each update as ``flchain.update`` (one model per message): the
+   synchronous transfer.
 3. Each MEC checks every share (the record is the sending MEC's, for this channel and round,
-   and names exactly the carried blobs; the device transactions are validly signed; the
-   weights have the model's shapes), and once it holds the shares of every MEC of its
+   about its own devices; each update hashes to what the record names and has the model's
+   shapes; the device transactions are validly signed; updates that arrive before their
+   record are kept for it), and once it holds the shares of every MEC of its
    channel (or at 90% of the deadline, our choice) computes the channel's global model
    itself with the run's aggregator over all the shared updates (in device order, so every
    MEC with the same shares gets the same bytes), keeps it as a blob, signs

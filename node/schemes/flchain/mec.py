@@ -4,7 +4,7 @@ computes the channel's global model itself and holds it (see the package docstri
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 from node.codec import Message
@@ -17,7 +17,7 @@ from node.roles.learner import Learner, check_update
 from node.roles.threats import edge_fault, edge_output
 from node.schemes.flchain.messages import ChannelModel, ChannelShare, SharedUpdate
 from node.schemes.flchain.scheme import FlchainParams, FlchainScheme, channel_mecs
-from node.schemes.vanilla.common import PUBLISHER, VALIDATION_SAMPLES, replica_of
+from node.schemes.vanilla.common import PUBLISHER, VALIDATION_SAMPLES, devices_of, replica_of
 from node.schemes.vanilla.mec import MecRole
 from node.schemes.vanilla.messages import GlobalModel
 
@@ -35,12 +35,21 @@ def params_of(ctx: NodeContext) -> FlchainParams:
 
 @dataclass(frozen=True)
 class Share:
-    """A checked share: the updates (decoded), the record and device transactions."""
+    """A complete, checked share: the updates (decoded), the record and device transactions."""
 
     updates: tuple[Update, ...]
     record: bytes
     txs: tuple[bytes, ...]
     missing: tuple[str, ...]
+
+
+@dataclass
+class Pending:
+    """A share whose record is checked and whose updates are still arriving."""
+
+    share: ChannelShare
+    named: dict[str, tuple[bytes, int]]  # device -> (blob hash, samples), from the record
+    got: dict[str, Update] = field(default_factory=dict)
 
 
 class FlchainMecRole(MecRole):
@@ -52,24 +61,33 @@ class FlchainMecRole(MecRole):
         groups = channel_mecs(ctx.topology, params_of(ctx).channels)
         self.channel = next(c for c, g in enumerate(groups) if ctx.node_id in g)
         self.channel_mecs = groups[self.channel]
+        self.devices_of = {m: set(devices_of(ctx, m)) for m in self.channel_mecs}
         self.shares: dict[str, Share] = {}
-        # round -> MEC -> share, for the next round only (a peer is at most one round ahead)
-        self.early: dict[int, dict[str, ChannelShare]] = {}
+        self.pending: dict[str, Pending] = {}
+        self.loose: dict[str, dict[str, bytes]] = {}  # updates that came before their record
+        # the next round's messages from a MEC that got its global model first (a peer is
+        # at most one round ahead; at most one record and one update per device each)
+        self.early: dict[str, list[ChannelShare | SharedUpdate]] = {}
         self.round_deadline = 0.0
         self.computed = True
         self.validator_learner: Learner | None = None
         super().start(ctx)
 
     def on_message(self, ctx: NodeContext, msg: Message) -> None:
-        """A share from a MEC of this channel; everything else as vanilla's MEC."""
+        """Shares from the MECs of this channel; everything else as vanilla's MEC."""
         body = msg.payload
-        if isinstance(body, ChannelShare) and msg.sender in self.channel_mecs:
-            if msg.sender == ctx.node_id:
+        sender = msg.sender
+        if isinstance(body, ChannelShare | SharedUpdate) and sender in self.channel_mecs:
+            if sender == ctx.node_id:
                 ctx.drop("unexpected", "own share")
-            elif body.round == self.round + 1:  # it got the global model before this MEC did
-                self.early.setdefault(body.round, {})[msg.sender] = body
+            elif body.round == self.round + 1:
+                early = self.early.setdefault(sender, [])
+                if len(early) <= len(self.devices_of[sender]):
+                    early.append(body)
+                else:
+                    ctx.drop("bad_share", f"{sender}: too many messages for round {body.round}")
             else:
-                self._on_share(ctx, msg.sender, body)
+                self._on_shared(ctx, sender, body)
         else:
             super().on_message(ctx, msg)
 
@@ -79,10 +97,12 @@ class FlchainMecRole(MecRole):
         if self.round == before:  # refused
             return
         self.round_deadline = msg.deadline_s
-        self.shares, self.computed = {}, False
-        for sender, share in sorted(self.early.pop(self.round, {}).items()):
-            self._on_share(ctx, sender, share)
-        self.early = {r: s for r, s in self.early.items() if r > self.round}
+        self.shares, self.pending, self.loose, self.computed = {}, {}, {}, False
+        early, self.early = self.early, {}
+        for sender in sorted(early):
+            for body in early[sender]:
+                if body.round == self.round:
+                    self._on_shared(ctx, sender, body)
 
     def on_timer(self, ctx: NodeContext, name: str) -> None:
         """The channel sync deadline: compute with the shares that arrived."""
@@ -104,32 +124,34 @@ class FlchainMecRole(MecRole):
             )
         updates = [Update(w, n, None, d) for d, (w, n) in sorted(self.updates.items())]
         updates, fault = edge_fault(ctx.config, self.round, updates, self.global_weights)
-        shared = []
-        for u in updates:
-            blob = weights_to_bytes(edge_output(ctx.config, self.round, dict(u.weights)))
-            shared.append(SharedUpdate(u.sender, blob, int(u.samples)))
+        stored = [
+            Update(edge_output(ctx.config, self.round, dict(u.weights)), u.samples, None, u.sender)
+            for u in updates
+        ]
+        blobs = [weights_to_bytes(u.weights) for u in stored]
         replica = replica_of(ctx)
-        for s in shared:
-            replica.blobs.put_behind(sha256(s.blob), s.blob)
+        for blob in blobs:
+            replica.blobs.put_behind(sha256(blob), blob)
         record = replica.transaction(
             "flchain.record_updates",
             {
                 "task_id": ctx.config.task_id,
                 "channel": self.channel,
                 "round": self.round,
-                "updates": [[s.node, sha256(s.blob), s.samples] for s in shared],
+                "updates": [
+                    [u.sender, sha256(b), int(u.samples)]
+                    for u, b in zip(stored, blobs, strict=True)
+                ],
             },
         )
-        share = ChannelShare(
-            self.round,
-            tuple(shared),
-            record.to_bytes(),
-            tuple(self.txs[d] for d in sorted(self.txs)),
-            tuple(missing),
-        )
+        txs = tuple(self.txs[d] for d in sorted(self.txs))
+        share = ChannelShare(self.round, record.to_bytes(), txs, tuple(missing))
         others = [m for m in self.channel_mecs if m != ctx.node_id]
-        ctx.multicast(others, share)  # the synchronous transfer to the channel
-        self._on_share(ctx, ctx.node_id, share)
+        # the synchronous transfer to the channel: the record, then the updates one by one
+        ctx.multicast(others, share)
+        for u, blob in zip(stored, blobs, strict=True):
+            ctx.multicast(others, SharedUpdate(self.round, u.sender, blob))
+        self.shares[ctx.node_id] = Share(tuple(stored), share.record, txs, share.missing)
         started = self.round_started
         ctx.set_timer(
             "sync", max(0.0, started + SYNC_DEADLINE_FRACTION * self.round_deadline - ctx.now())
@@ -137,37 +159,55 @@ class FlchainMecRole(MecRole):
         ctx.metrics.write(
             "round",
             round=self.round,
-            samples=int(sum(s.samples for s in shared)),
-            contributors=len(shared),
+            samples=int(sum(u.samples for u in stored)),
+            contributors=len(stored),
             missing=missing,
             forwarded_on=why,
             behaviour=fault,
             round_time_s=ctx.now() - started,
         )
+        self._maybe_compute(ctx)
 
-    def _on_share(self, ctx: NodeContext, sender: str, share: ChannelShare) -> None:
-        if share.round != self.round or self.computed or sender in self.shares:
-            ctx.drop("stale_round", f"share round {share.round!r} from {sender}")
+    def _on_shared(self, ctx: NodeContext, sender: str, body: ChannelShare | SharedUpdate) -> None:
+        """A record or an update of `sender`'s share of this round."""
+        if body.round != self.round or self.computed or sender in self.shares:
+            ctx.drop("stale_round", f"share round {body.round!r} from {sender}")
             return
         try:
-            self.shares[sender] = self._check_share(ctx, sender, share)
+            if isinstance(body, ChannelShare):
+                if sender in self.pending:
+                    raise ValueError("a second record this round")
+                self.pending[sender] = self._check_record(ctx, sender, body)
+                for node, blob in sorted(self.loose.pop(sender, {}).items()):
+                    self._add_update(sender, node, blob)
+            elif sender in self.pending:
+                self._add_update(sender, body.node, body.blob)
+            else:  # before its record: kept (one per device of that MEC)
+                if body.node not in self.devices_of[sender]:
+                    raise ValueError(f"update of {body.node!r}, not a device of {sender}")
+                self.loose.setdefault(sender, {})[body.node] = body.blob
+                return
         except ValueError as exc:
             ctx.drop("bad_share", f"{sender}: {exc}")
             return
-        if len(self.shares) == len(self.channel_mecs) and self.forwarded:
-            self._compute(ctx, "all_shares")
+        pending = self.pending[sender]
+        if len(pending.got) == len(pending.named):
+            updates = tuple(pending.got[d] for d in sorted(pending.got))
+            share = pending.share
+            self.shares[sender] = Share(updates, share.record, share.txs, share.missing)
+            del self.pending[sender]
+            self._maybe_compute(ctx)
 
-    def _check_share(self, ctx: NodeContext, sender: str, share: ChannelShare) -> Share:
-        """The share if its record is `sender`'s signed ``flchain.record_updates`` for this
-        channel and round naming exactly the carried blobs, its device transactions are
-        validly signed, and every update has the model's shape. What FLchain does not check:
-        that a blob is what the device signed (the MEC is trusted with its devices)."""
+    def _check_record(self, ctx: NodeContext, sender: str, share: ChannelShare) -> Pending:
+        """The share's record if it is `sender`'s signed ``flchain.record_updates`` for this
+        channel and round, about `sender`'s own devices, and its device transactions are
+        validly signed. What FLchain does not check: that an update is what the device
+        signed (the MEC is trusted with its devices)."""
         try:
             record = Transaction.from_bytes(share.record)
             record.verify()
-            txs = [Transaction.from_bytes(t) for t in share.txs]
-            for tx in txs:
-                tx.verify()
+            for raw in share.txs:
+                Transaction.from_bytes(raw).verify()
         except TxError as exc:
             raise ValueError(f"transaction: {exc}") from None
         p = record.payload
@@ -178,17 +218,35 @@ class FlchainMecRole(MecRole):
             self.channel,
         ):
             raise ValueError("not an update record for this channel and round")
-        named = [[s.node, sha256(s.blob), s.samples] for s in share.updates]
-        if p.get("updates") != named:
-            raise ValueError("updates do not match the record's blob hashes")
+        named: dict[str, tuple[bytes, int]] = {}
+        for entry in p.get("updates", []):
+            if not (isinstance(entry, list) and len(entry) == 3):
+                raise ValueError("malformed update entry")
+            node, key, samples = entry
+            if node not in self.devices_of[sender] or node in named:
+                raise ValueError(f"update of {node!r}, not a device of {sender}")
+            if not isinstance(key, bytes) or not isinstance(samples, int) or samples <= 0:
+                raise ValueError(f"malformed update entry of {node!r}")
+            named[node] = (key, samples)
+        return Pending(share, named)
+
+    def _add_update(self, sender: str, node: str, blob: bytes) -> None:
+        """One update of `sender`'s pending share; ValueError unless its record names it with
+        this blob's hash and it has the model's shape."""
+        pending = self.pending[sender]
+        if node not in pending.named or node in pending.got:
+            raise ValueError(f"update of {node!r} is not expected")
+        key, samples = pending.named[node]
+        if sha256(blob) != key:
+            raise ValueError(f"update of {node!r} does not match the record's blob hash")
         assert self.reference is not None  # set with the round's global model
-        updates = tuple(
-            Update(
-                check_update(self.reference, weights_from_bytes(s.blob)), s.samples, None, s.node
-            )
-            for s in share.updates
-        )
-        return Share(updates, share.record, share.txs, share.missing)
+        weights = check_update(self.reference, weights_from_bytes(blob))
+        pending.got[node] = Update(weights, samples, None, node)
+
+    def _maybe_compute(self, ctx: NodeContext) -> None:
+        """Compute once this MEC has forwarded and holds every channel MEC's share."""
+        if self.forwarded and not self.computed and len(self.shares) == len(self.channel_mecs):
+            self._compute(ctx, "all_shares")
 
     def _compute(self, ctx: NodeContext, why: str) -> None:
         """Compute the channel's global model from every share that arrived (updates in

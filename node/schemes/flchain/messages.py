@@ -7,29 +7,30 @@ from dataclasses import dataclass
 from node.messages import NonNegativeInt, message
 
 
-@dataclass(frozen=True)
-class SharedUpdate:
-    """One device's local update as its MEC stores and shares it (`blob`: the weights'
-    `weights_to_bytes`, whose hash the MEC's ``flchain.record_updates`` names)."""
-
-    node: str
-    blob: bytes
-    samples: NonNegativeInt
-
-
 @message("flchain.share")
 @dataclass(frozen=True)
 class ChannelShare:
-    """A MEC's stored local updates of `round`, sent to every other MEC of its channel, with
-    its signed ``flchain.record_updates`` transaction naming their blob hashes (`record`),
-    its devices' own signed ``task.record_update`` transactions (`txs`) and the devices that
-    sent nothing (`missing`)."""
+    """A MEC's share of `round` for every other MEC of its channel: its signed
+    ``flchain.record_updates`` transaction (`record`, naming each stored update's device,
+    blob hash and samples), its devices' own signed ``task.record_update`` transactions
+    (`txs`) and the devices that sent nothing (`missing`). The updates follow, one
+    `SharedUpdate` each (so no message holds more than one model)."""
 
     round: NonNegativeInt
-    updates: tuple[SharedUpdate, ...]
     record: bytes
     txs: tuple[bytes, ...]
     missing: tuple[str, ...]
+
+
+@message("flchain.update")
+@dataclass(frozen=True)
+class SharedUpdate:
+    """One device's local update as its MEC stores and shares it (`blob`: the weights'
+    `weights_to_bytes`, whose hash the MEC's record names)."""
+
+    round: NonNegativeInt
+    node: str
+    blob: bytes
 
 
 @message("flchain.model")
@@ -53,4 +54,4 @@ class ChannelModel:
     model: bytes | None = None
 
 
-MESSAGES = (ChannelShare, ChannelModel)
+MESSAGES = (ChannelShare, SharedUpdate, ChannelModel)
