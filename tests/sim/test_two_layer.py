@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from node.contracts import gmuc
+from node.contracts import gmuc, reputation
 from node.core.finality import Committee
 from node.daemon import Daemon
 from node.ledger.chain import verify_store
@@ -165,3 +165,53 @@ def test_gmuc_records_the_votes_and_outvotes_the_tampering_mec(
     assert pub_rounds[-1]["accuracy"] > 0.5
     votes = records(tmp_path, "pub", "votes")
     assert [v["outvoted"] for v in votes] == [[], [TAMPERER], [TAMPERER]]
+
+
+FLIPPER = "dev1-1"  # a full device: unselected, it still orders its MEC's LMUC blocks
+REP_ROUNDS = 4
+
+
+def test_a_label_flipper_falls_below_the_threshold_and_is_no_longer_selected(
+    tmp_path: Path,
+) -> None:
+    net = VanillaNet.build(mecs=3, devices_per_mec=4, seed=6)
+    learning = learning_config(
+        dataset="digits",
+        model="mlp",
+        partition="iid",
+        rounds=REP_ROUNDS,
+        local_epochs=1,
+        batch_size=16,
+        learning_rate=0.1,
+        round_deadline_s=120,
+    )
+    flip = {"from_round": 1, "until_round": None, "name": "label_flip", "params": {"strength": 1.0}}
+    params = {**PARAMS, "reputation_threshold": 0.5}
+
+    nodes = run_two_layer(
+        net,
+        tmp_path,
+        learning,
+        params=params,
+        seed=6,
+        reward_pool=0,
+        config={
+            "startup_timeout_s": 120,
+            "behaviours": lambda nid: [flip] if nid == FLIPPER else [],
+        },
+    )
+
+    state = nodes["pub"].chains["gmuc-t0"].replica.chain.state
+    reps = reputation.reputations(
+        state, [n.id for n in net.topology.daemons() if n.id.startswith("dev")]
+    )
+    assert reps[FLIPPER] < 0.5, reps
+    assert all(v > 0.5 for d, v in reps.items() if d != FLIPPER), reps
+    assert reputation.event(state, TASK_ID, 1, FLIPPER) is False
+    selections = {r["round"]: r["selected"] for r in records(tmp_path, "mec1", "selection")}
+    assert FLIPPER in selections[1]
+    dropped = [r for r, chosen in selections.items() if FLIPPER not in chosen]
+    assert dropped and min(dropped) <= 3 and dropped == list(range(min(dropped), REP_ROUNDS + 1))
+    assert all(len(selections[r]) == 3 for r in dropped)  # the others stay selected
+    pub_rounds = records(tmp_path, "pub", "round")
+    assert [r["round"] for r in pub_rounds] == list(range(1, REP_ROUNDS + 1))

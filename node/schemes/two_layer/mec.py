@@ -5,17 +5,19 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
+
 from node.codec import Message
 from node.consensus.ledger import committee_replicas
-from node.contracts import gmuc
+from node.contracts import gmuc, reputation
 from node.core.block import Block
 from node.core.encoding import sha256
 from node.core.tx import Transaction
 from node.gossip import Deliver, GossipService
-from node.learning.aggregators import make_strategy
+from node.learning.aggregators import Update, make_strategy
 from node.learning.weights import Weights, weights_from_bytes, weights_to_bytes
 from node.roles.base import NodeContext
-from node.roles.learner import check_update
+from node.roles.learner import Learner, check_update
 from node.roles.threats import edge_fault, edge_output
 from node.roles.validator import PbftMessage, PbftValidator, Submit
 from node.schemes.gossip_fedavg.roles import (
@@ -40,6 +42,7 @@ from node.schemes.two_layer.scheme import lmuc_id
 from node.schemes.vanilla.common import (
     FINAL_SYNC_S,
     PUBLISHER,
+    VALIDATION_SAMPLES,
     Greeter,
     devices_of,
     parse_update_tx,
@@ -49,6 +52,7 @@ from node.schemes.vanilla.messages import GlobalModel, Stop
 log = logging.getLogger(__name__)
 
 LMUC_TIMERS = "lmuc:"
+QUALITY_MARGIN = 0.25  # accuracy below the round's median that makes an update a bad one
 
 
 class TwoLayerMecRole(Greeter):
@@ -66,7 +70,12 @@ class TwoLayerMecRole(Greeter):
         self.gmuc = ctx.chains[gmuc_of(ctx)]
         self.lmuc = ctx.chains[lmuc_of(ctx)]
         self.devices = devices_of(ctx, ctx.node_id)
-        self.selected = list(self.devices)  # reputation-based selection: not wired yet
+        self.selected = list(self.devices)  # until the GMUC holds reputations
+        self.threshold = params.reputation_threshold
+        self.top_k = params.top_k or None
+        self.learner = Learner(cfg.learning, cfg.seed)  # judges updates (reputation events)
+        n = min(VALIDATION_SAMPLES, len(self.learner.test_y))
+        self.validation = (self.learner.test_x[:n], self.learner.test_y[:n])
         agg = cfg.aggregator
         self.strategy = make_strategy(agg.name, agg.params)
         if self.strategy.needs.accuracy:
@@ -189,10 +198,40 @@ class TwoLayerMecRole(Greeter):
         key = sha256(model)
         self.lmuc.replica.blobs.put_behind(key, model)
         self._lmuc_open_round(ctx, previous, key, len(model), contributors)
+        self._select(ctx)
         device_deadline = DEVICE_DEADLINE_FRACTION * msg.deadline_s
         ctx.multicast(self.selected, GlobalModel(round_no, model, device_deadline))
         ctx.set_timer("deadline", device_deadline)
         ctx.set_timer("cross", VOTE_DEADLINE_FRACTION * msg.deadline_s)
+
+    def _select(self, ctx: NodeContext) -> None:
+        """This round's workers: the devices whose reputation on the GMUC (the contract's
+        record, as of the blocks this MEC holds) reaches the threshold, best first, at most
+        top_k (`reputation.select_workers`)."""
+        state = self.gmuc.replica.chain.state
+        reps = reputation.reputations(state, self.devices)
+        chosen = set(reputation.select_workers(reps, self.threshold, self.top_k))
+        self.selected = [d for d in self.devices if d in chosen]
+        ctx.metrics.write(
+            "selection",
+            round=self.round,
+            selected=self.selected,
+            reputations={d: round(v, 6) for d, v in sorted(reps.items())},
+        )
+
+    def _judge(self, updates: list[Update]) -> dict[str, bool]:
+        """Each update's quality verdict (the reputation events): positive unless its accuracy
+        on the validation samples is more than QUALITY_MARGIN below the round's median (our
+        choice: the paper says "update-quality checks"; a label flipper's update falls far
+        below, an honest one near the median)."""
+        accuracy: dict[str, float] = {}
+        for u in updates:
+            self.learner.load(u.weights)
+            accuracy[u.sender] = self.learner.evaluate_on(*self.validation).accuracy
+        if not accuracy:
+            return {}
+        median = float(np.median(list(accuracy.values())))
+        return {d: a >= median - QUALITY_MARGIN for d, a in accuracy.items()}
 
     def _lmuc_open_round(
         self, ctx: NodeContext, previous: int, blob: bytes, size: int, contributors: list[str]
@@ -330,6 +369,9 @@ class TwoLayerMecRole(Greeter):
         assert self.reference is not None
         by_chain = {lmuc_id(m): items for m, items in self.relays.items()}
         updates, bad = canonical_updates(by_chain, self.reference)
+        verdicts = self._judge(updates)
+        own = {u.device for u in self.relays.get(ctx.node_id, [])}
+        events = [[d, verdicts[d]] for d in sorted(own) if d in verdicts]
         updates, fault = edge_fault(ctx.config, self.round, updates, self.global_weights)
         weights: Weights = self.global_weights
         contributors: list[str] = []
@@ -353,7 +395,11 @@ class TwoLayerMecRole(Greeter):
             "contributors": contributors,
         }
         tx = self.gmuc.transaction("gmuc.vote", payload)
-        ctx.send(PUBLISHER, VoteMessage(self.round, tx.to_bytes(), model))
+        record = b""
+        if events:
+            rep = {"task_id": ctx.config.task_id, "round": self.round, "events": events}
+            record = self.gmuc.transaction("reputation.record", rep).to_bytes()
+        ctx.send(PUBLISHER, VoteMessage(self.round, tx.to_bytes(), model, record))
         ctx.metrics.write(
             "round",
             round=self.round,
@@ -362,6 +408,7 @@ class TwoLayerMecRole(Greeter):
             contributors=len(contributors),
             undecodable=bad,
             aggregate=key.hex(),
+            negative=sorted(d for d, ok in verdicts.items() if not ok),
             voted_on=why,
             behaviour=fault,
             round_time_s=ctx.now() - self.round_started,

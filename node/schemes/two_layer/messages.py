@@ -26,8 +26,10 @@ class LmucRelay:
 class VoteMessage:
     """A MEC's signed ``gmuc.vote`` transaction for `round` and the aggregate it names (the
     weights as blob bytes, `weights_to_bytes`), for the publisher, which orders the round's
-    votes on the GMUC through the MECs' PBFT and takes the decided aggregate as the model."""
+    votes on the GMUC through the MECs' PBFT and takes the decided aggregate as the model;
+    with the MEC's signed ``reputation.record`` of its devices' updates (empty: none)."""
 
     round: NonNegativeInt
     tx: bytes
     model: bytes
+    reputation: bytes = b""

@@ -59,6 +59,7 @@ class TwoLayerPublisherRole(PublisherRole):
         )
         self.chain.install(GmucSubmitter(ctx, self.validator, self.chain.chain_id))
         self.votes: dict[str, tuple[Transaction, bytes]] = {}
+        self.records: dict[str, list[Transaction]] = {}  # per MEC: its vote, its reputation record
         self.quorum = gmuc.vote_quorum(len(self.mecs))
         self.devices = {n.id for n in ctx.topology.of_kind(NodeKind.DEVICE)}
 
@@ -79,6 +80,7 @@ class TwoLayerPublisherRole(PublisherRole):
 
     def _begin_round(self, ctx: NodeContext, model: bytes | None = None) -> None:
         self.votes = {}
+        self.records = {}
         super()._begin_round(ctx, model)
 
     def _on_vote(self, ctx: NodeContext, sender: str, vote: VoteMessage) -> None:
@@ -100,14 +102,31 @@ class TwoLayerPublisherRole(PublisherRole):
         ):
             ctx.drop("bad_tx", f"vote from {sender} is not its vote for this round's model")
             return
+        txs = [tx]
+        if vote.reputation:
+            try:
+                record = Transaction.from_bytes(vote.reputation)
+                record.verify()
+            except TxError as exc:
+                ctx.drop("bad_tx", f"reputation record from {sender}: {exc}")
+                return
+            if (
+                record.sender != tx.sender
+                or record.type != "reputation.record"
+                or record.payload.get("round") != self.round
+            ):
+                ctx.drop("bad_tx", f"reputation record from {sender} is not for this round")
+                return
+            txs.append(record)
         self.votes[sender] = (tx, vote.model)
+        self.records[sender] = txs
         if len(self.votes) == len(self.mecs):
             self._aggregate(ctx)
 
     def _combine(self, ctx: NodeContext) -> tuple[list[str], dict[str, str]]:
         """The aggregate a quorum of the votes names (the gmuc contract decides the same on
         chain); none: the model stays. The votes go into the round's GMUC block."""
-        self.update_txs = {mec: [tx] for mec, (tx, _) in sorted(self.votes.items())}
+        self.update_txs = {mec: self.records[mec] for mec in sorted(self.votes)}
         self.partials = {mec: Partial(self.round, 0, (), (), ()) for mec in self.votes}
         tally = Counter(tx.payload["aggregate"] for tx, _ in self.votes.values())
         decided = next((h for h, n in tally.most_common() if n >= self.quorum), None)
