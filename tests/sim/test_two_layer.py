@@ -126,6 +126,8 @@ def test_every_replica_of_each_chain_agrees(
     assert set(heads) == {"gmuc-t0", "lmuc-mec0", "lmuc-mec1", "lmuc-mec2"}
     for cid, seen in heads.items():
         assert len(seen) == 1, (cid, seen)
+    # every task packet opened, every relayed LMUC block accepted, nothing refused
+    assert {nid: dict(d.drops) for nid, d in nodes.items() if d.drops} == {}
     # GMUC: publish, one block per round (votes + record), rewards/close
     assert nodes["pub"].chains["gmuc-t0"].height == 1 + ROUNDS + 1
 

@@ -4,8 +4,8 @@ a task-specific global model update chain (GMUC) among the task's MECs.
 How it works
 ------------
 Chains (`scheme.TwoLayerScheme.plan`): ``gmuc-t0``, the task's GMUC shard: genesis members
-the publisher, the MECs and the devices; finality `Committee.bft` over the task's MECs, kept
-by them and the publisher. ``lmuc-<mec>`` per MEC: genesis members the MEC (as the task's
+the publisher, the MECs and the devices; finality `Committee.bft` over the task's MECs and
+the publisher, who keep it. ``lmuc-<mec>`` per MEC: genesis members the MEC (as the task's
 local "publisher": it opens the task and closes rounds there) and its devices; finality
 `Committee.bft` over the MEC and its first ``full_devices`` devices ("full"; the others are
 "light" and only relay). Every device of the MEC keeps a replica (our choice, see below).
@@ -14,8 +14,12 @@ Round r:
 
 1. The publisher sends ``global{r, model}`` to the task's MECs (vanilla's publisher).
 2. The MEC submits to its LMUC the close of round r-1 (``task.record_global``: the decided
-   model) — or, before round 1, ``task.publish`` — and forwards the model to its selected
-   devices (today: all of them) with 60% of the round's deadline.
+   model) — or, before round 1, ``task.publish`` — and selects its workers: the devices
+   whose reputation on the GMUC (the reputation contract, as of the blocks it holds) is at
+   least ``reputation_threshold``, best first, at most ``top_k`` (0: no limit). Each gets a
+   task packet (``tl.task``, `tasks.seal_task`: the task with 60% of the round's deadline
+   and the model's hash, encrypted to the device and signed by the MEC, bound to the task
+   and round) with the model beside it; the device opens and checks it before training.
 3. A device trains and publishes its signed ``task.record_update`` transaction and blob in
    its group's D2D gossip (gossip-fedavg's `GossipService` topics: updates and blocks); the
    MEC takes each from the gossip. When all selected devices answered, or at the deadline,
@@ -30,11 +34,15 @@ Round r:
 5. When every MEC's block is in (or at 90% of the deadline) each MEC aggregates all the
    updates in the canonical order (LMUC ids sorted, block order) with the scenario's
    aggregator and sends its signed ``gmuc.vote{task_id, round, aggregate, contributors}``
-   with the aggregate's bytes to the publisher (``tl.vote``). A malfunctioning or tampering
-   MEC (the edge faults of `node.roles.threats`) votes another aggregate.
+   with the aggregate's bytes to the publisher (``tl.vote``), with its signed
+   ``reputation.record`` of its own devices: an update is a negative event when its accuracy
+   on the validation samples (the test set's first 1,000, as vanilla's) is more than 0.25
+   below the round's median (our choice), else a positive one. A malfunctioning or
+   tampering MEC (the edge faults of `node.roles.threats`) votes another aggregate.
 6. The publisher takes the aggregate a majority of the MECs voted (`gmuc.vote_quorum`),
-   submits the votes and its ``task.record_global`` in one GMUC block, which the MECs
-   order by PBFT; the gmuc contract decides the same hash on chain and records the
+   submits the votes, reputation records and its ``task.record_global`` (naming no
+   contributors: their updates are on the LMUCs) in one GMUC block, which the MECs and the
+   publisher order by PBFT; the gmuc contract decides the same hash on chain and records the
    dissenting MECs as outvoted (state and event). An outvoted aggregate never becomes the
    global model. The publisher evaluates, records and starts round r+1 as vanilla's does.
 
@@ -51,10 +59,14 @@ Our choices where the paper is silent, and deviations from it:
   transactions with its nonces and hold the global models it names.
 - Update blobs travel with the relayed LMUC block rather than by ``blob.get`` on demand
   (the ledger's sync has no public "fetch this blob" call yet).
-- The vote quorum is a strict majority of the task's MECs (with 3 MECs PBFT's 2f+1 is 1).
-- Not yet: reputation-based selection (every device is selected), encrypted task packets,
-  registration/response transactions, incentives, isolation sharding (``tasks`` must be
-  1), aggregators that need accuracies.
+- The GMUC's PBFT committee is the task's MECs and the publisher: PBFT needs 4 replicas
+  and the paper's case study has 3 MECs. The vote quorum is a strict majority of the
+  task's MECs (the contract's rule; PBFT's 2f+1 of 3 MECs would be 1).
+- A round's reputation events reach the GMUC with round r's block, which commits while
+  round r+1 is under way: a device judged in round r is (de)selected from round r+2.
+- Not yet: registration and response transactions (keys are in the chains' genesis),
+  incentives (Table 1), isolation sharding (``tasks`` must be 1), cooperative sharding,
+  aggregators that need accuracies.
 """
 
 from node.schemes.two_layer.scheme import TwoLayerParams, TwoLayerScheme

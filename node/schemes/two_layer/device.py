@@ -24,6 +24,8 @@ from node.schemes.gossip_fedavg.roles import (
 )
 from node.schemes.gossip_fedavg.scheme import gossip_peers
 from node.schemes.two_layer.common import params_of
+from node.schemes.two_layer.messages import TaskPacket
+from node.schemes.two_layer.tasks import TaskRefused, open_task
 from node.schemes.vanilla.common import FINAL_SYNC_S, PUBLISHER, replica_of
 from node.schemes.vanilla.device import DeviceRole
 from node.schemes.vanilla.messages import GlobalModel, Stop
@@ -71,8 +73,8 @@ class TwoLayerDeviceRole(GossipDeviceRole):
         if self.gossip.on_message(ctx, msg):
             return
         body, sender = msg.payload, msg.sender
-        if isinstance(body, GlobalModel) and sender == self.mec:
-            self._train(ctx, body)
+        if isinstance(body, TaskPacket) and sender == self.mec:
+            self._on_task(ctx, body)
         elif isinstance(body, Stop) and sender == self.mec:
             self._on_stop(ctx, body)
         elif isinstance(body, Stop) and sender == PUBLISHER:
@@ -93,6 +95,26 @@ class TwoLayerDeviceRole(GossipDeviceRole):
             ctx.stop()
             return
         super().on_timer(ctx, name)
+
+    def _on_task(self, ctx: NodeContext, msg: TaskPacket) -> None:
+        """Open the sealed task (from this device's MEC, for it, for this task and round,
+        naming this model), then train as vanilla's device does."""
+        if msg.round <= self.round:
+            ctx.drop("stale_round", f"task round {msg.round!r}")
+            return
+        try:
+            deadline = open_task(
+                replica_of(ctx).key,
+                bytes.fromhex(ctx.config.roster[self.mec]),
+                msg.packet,
+                ctx.config.task_id,
+                msg.round,
+                msg.model,
+            )
+        except TaskRefused as exc:
+            ctx.drop("bad_task_packet", f"{exc.reason}: {exc}")
+            return
+        self._train(ctx, GlobalModel(msg.round, msg.model, deadline))
 
     def _on_stop(self, ctx: NodeContext, stop: Stop) -> None:
         """Stop once the LMUC holds the MEC's final height (catching up from the MEC or the

@@ -37,8 +37,9 @@ from node.schemes.two_layer.common import (
     params_of,
 )
 from node.schemes.two_layer.crosschain import LmucUpdate, canonical_updates, round_updates
-from node.schemes.two_layer.messages import LmucRelay, VoteMessage
+from node.schemes.two_layer.messages import LmucRelay, TaskPacket, VoteMessage
 from node.schemes.two_layer.scheme import lmuc_id
+from node.schemes.two_layer.tasks import seal_task
 from node.schemes.vanilla.common import (
     FINAL_SYNC_S,
     PUBLISHER,
@@ -200,7 +201,17 @@ class TwoLayerMecRole(Greeter):
         self._lmuc_open_round(ctx, previous, key, len(model), contributors)
         self._select(ctx)
         device_deadline = DEVICE_DEADLINE_FRACTION * msg.deadline_s
-        ctx.multicast(self.selected, GlobalModel(round_no, model, device_deadline))
+        roster, own_key = ctx.config.roster, self.lmuc.replica.key
+        for device in self.selected:  # one sealed task each (cellular)
+            task = seal_task(
+                own_key,
+                bytes.fromhex(roster[device]),
+                ctx.config.task_id,
+                round_no,
+                device_deadline,
+                model,
+            )
+            ctx.send(device, TaskPacket(round_no, task, model))
         ctx.set_timer("deadline", device_deadline)
         ctx.set_timer("cross", VOTE_DEADLINE_FRACTION * msg.deadline_s)
 

@@ -33,3 +33,14 @@ class VoteMessage:
     tx: bytes
     model: bytes
     reputation: bytes = b""
+
+
+@message("tl.task")
+@dataclass(frozen=True)
+class TaskPacket:
+    """A MEC's task for one selected device in `round`: the sealed task (`tasks.seal_task`:
+    encrypted to the device, signed by the MEC) and the global model it names, in clear."""
+
+    round: NonNegativeInt
+    packet: bytes
+    model: bytes
