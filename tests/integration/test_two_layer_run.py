@@ -16,6 +16,7 @@ from node.ledger.chain import ChainConfig, verify_store
 from node.ledger.chains import chain_dir
 from node.ledger.store import open_store
 from node.schemes import SCHEMES
+from orchestrator.cli import main as cli_main
 from orchestrator.runner import Run
 from tests.integration.test_local_run import small_scenario
 
@@ -91,3 +92,4 @@ def test_two_layer_run_certifies_lmuc_blocks_and_gmuc_votes(tmp_path: Path) -> N
     assert all(c["dropped"] == "" for c in counters.values()), counters  # nothing refused
     devices = [n for n in counters if n.startswith("dev")]
     assert all(counters[d]["gossip_published"] == str(ROUNDS) for d in devices)
+    assert cli_main(["chain", "verify", str(run_dir)]) == 0  # every chain, every replica
