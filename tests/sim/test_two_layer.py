@@ -13,6 +13,7 @@ from node.contracts import gmuc, reputation
 from node.core.finality import Committee
 from node.daemon import Daemon
 from node.ledger.chain import verify_store
+from node.schemes import PlanInputs, make_scheme
 from orchestrator.collect import read_records
 from tests.sim.two_layer_net import plan_of, run_two_layer
 from tests.sim.vanilla_net import TASK_ID, VanillaNet
@@ -83,13 +84,21 @@ def test_plan_has_one_gmuc_and_an_lmuc_per_mec() -> None:
     assert plan.nodes["dev1-3"].chains == ("lmuc-mec1",)
     assert plan.nodes["pub"].chains == ("gmuc-t0",)
     with pytest.raises(ValueError, match="allowed: pbft"):
-        from node.schemes import PlanInputs, make_scheme
-
         make_scheme("two-layer").plan(
             net.topology,
             {n: k.public_key for n, k in keys.items()},
             PlanInputs("r", "t", 1, 0, "single"),
         )
+    small = VanillaNet.build(mecs=2, devices_per_mec=4, seed=1)
+    with pytest.raises(ValueError, match="at least 3 MECs"):
+        plan_of(small, {}, 1, 0)
+    few = VanillaNet.build(mecs=3, devices_per_mec=2, seed=1)
+    with pytest.raises(ValueError, match="at least full_devices"):
+        plan_of(few, {}, 1, 0)
+    with pytest.raises(ValueError, match="tasks"):
+        make_scheme("two-layer", {"tasks": 2})
+    with pytest.raises(ValueError, match="full_devices"):
+        make_scheme("two-layer", {"full_devices": 2})
 
 
 def test_lmuc_blocks_are_certified_per_mec_per_round(

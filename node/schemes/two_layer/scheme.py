@@ -112,8 +112,11 @@ class TwoLayerScheme(Scheme):
             )
         groups = devices_by_mec(topology)
         mecs = list(groups)
-        if not mecs:
-            raise ValueError("topology: scheme two-layer needs at least one MEC")
+        if len(mecs) < 3:
+            raise ValueError(
+                f"topology: scheme two-layer needs at least 3 MECs per task, not {len(mecs)} "
+                "(the GMUC's PBFT: the MECs and the publisher, at least 4 replicas)"
+            )
         daemons = topology.daemons()
         gmuc = gmuc_id(0)
         gmuc_members = {n.id: (keys[n.id], str(n.kind)) for n in daemons}
