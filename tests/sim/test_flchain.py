@@ -24,7 +24,7 @@ from node.metrics import MetricsWriter
 from node.roles.base import NodeContext, Role
 from node.schemes import PlanInputs, make_scheme
 from node.schemes.flchain.mec import FlchainMecRole
-from node.schemes.flchain.messages import ChannelShare, SharedUpdate
+from node.schemes.flchain.messages import ChannelModel, ChannelShare, SharedUpdate
 from node.schemes.flchain.scheme import FlchainScheme, channel_mecs
 from node.schemes.vanilla.messages import Stop
 from orchestrator.collect import read_records
@@ -369,6 +369,75 @@ def test_updates_that_come_before_their_record_are_kept(tmp_path: Path) -> None:
         channel = records(tmp_path, mec, "channel")
         assert [c["computed_on"] for c in channel] == ["all_shares"] * ROUNDS
     assert all(r["contributors"] == 6 for r in records(tmp_path, "pub", "round"))
+
+
+class _HidingTx:
+    """The node, except that dev1-0's signed update transaction is left out of everything
+    it sends (its share and its model for the publisher), while its update is shared."""
+
+    def __init__(self, ctx: NodeContext) -> None:
+        self._ctx = ctx
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ctx, name)
+
+    def _strip(self, msg: object) -> object:
+        key = self._ctx.config.roster["dev1-0"]
+        if isinstance(msg, ChannelShare | ChannelModel):
+            kept = tuple(t for t in msg.txs if Transaction.from_bytes(t).sender.hex() != key)
+            return replace(msg, txs=kept)
+        return msg
+
+    def multicast(self, dsts: Iterable[str], msg: object, payload: Any = None) -> None:
+        self._ctx.multicast(dsts, self._strip(msg), payload)
+
+    def send(self, dst: str, msg: object, payload: Any = None) -> None:
+        self._ctx.send(dst, self._strip(msg), payload)
+
+
+class HidingMec(FlchainMecRole):
+    """A MEC that shares an update without the device's signed transaction."""
+
+    def start(self, ctx: NodeContext) -> None:
+        self.wrapped = cast(NodeContext, _HidingTx(ctx))
+        super().start(self.wrapped)
+
+    def on_message(self, ctx: NodeContext, msg: Message) -> None:
+        super().on_message(self.wrapped, msg)
+
+    def on_timer(self, ctx: NodeContext, name: str) -> None:
+        super().on_timer(self.wrapped, name)
+
+
+def test_a_share_without_the_devices_signed_transaction_is_refused(tmp_path: Path) -> None:
+    """Every update a MEC shares must come with its device's signed update transaction (the
+    chain's signature): else the round block would name a contributor without an update on
+    chain, the task contract would revert the round's record, and every later round with it.
+    The other MECs refuse the share; every round is recorded without mec1's devices."""
+    net = VanillaNet.build(mecs=3, devices_per_mec=2, seed=5, fixed_keys=True)
+
+    nodes = run_flchain(
+        net, tmp_path, {"channels": 1}, {}, deadline_s=8.0, roles={"mec1": HidingMec()}
+    )
+
+    assert nodes["mec0"].drops["bad_share"] == ROUNDS
+    task_record = nodes["pub"].replica.chain.state.get(task.NS, TASK_ID)
+    assert task_record["round"] == ROUNDS, "every round's global model is on chain"
+    assert all(r["contributors"] == 4 for r in records(tmp_path, "pub", "round"))
+
+
+def test_the_publisher_leaves_out_contributors_without_a_signed_update(tmp_path: Path) -> None:
+    """One MEC per channel: nobody checks mec1's share, so its model names dev1-0 without
+    dev1-0's transaction; the publisher records the round without it (and says why)."""
+    net = VanillaNet.build(mecs=3, devices_per_mec=2, seed=5, fixed_keys=True)
+
+    nodes = run_flchain(net, tmp_path, {"channels": 3}, {}, roles={"mec1": HidingMec()})
+
+    task_record = nodes["pub"].replica.chain.state.get(task.NS, TASK_ID)
+    assert task_record["round"] == ROUNDS, "every round's global model is on chain"
+    for r in records(tmp_path, "pub", "round"):
+        assert r["contributors"] == 5
+        assert r["rejected_reasons"] == {"dev1-0": "unsigned_update"}
 
 
 def test_two_channels_keep_their_own_models_and_share_only_inside(tmp_path: Path) -> None:

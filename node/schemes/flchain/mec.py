@@ -200,16 +200,27 @@ class FlchainMecRole(MecRole):
 
     def _check_record(self, ctx: NodeContext, sender: str, share: ChannelShare) -> Pending:
         """The share's record if it is `sender`'s signed ``flchain.record_updates`` for this
-        channel and round, about `sender`'s own devices, and its device transactions are
-        validly signed. What FLchain does not check: that an update is what the device
+        channel and round, about `sender`'s own devices, each of which signed an update
+        transaction for this round (carried in the share, so that the round block can name
+        it a contributor). What FLchain does not check: that an update is what the device
         signed (the MEC is trusted with its devices)."""
         try:
             record = Transaction.from_bytes(share.record)
             record.verify()
-            for raw in share.txs:
-                Transaction.from_bytes(raw).verify()
+            txs = [Transaction.from_bytes(raw) for raw in share.txs]
+            for tx in txs:
+                tx.verify()
         except TxError as exc:
             raise ValueError(f"transaction: {exc}") from None
+        roster = ctx.config.roster
+        signed = {  # devices with a signed update transaction for this round
+            node
+            for node in self.devices_of[sender]
+            for tx in txs
+            if tx.sender.hex() == roster.get(node)
+            and tx.type == "task.record_update"
+            and tx.payload.get("round") == self.round
+        }
         p = record.payload
         if record.sender.hex() != ctx.config.roster.get(sender):
             raise ValueError("record signed by another key than the sender's")
@@ -227,6 +238,8 @@ class FlchainMecRole(MecRole):
                 raise ValueError(f"update of {node!r}, not a device of {sender}")
             if not isinstance(key, bytes) or not isinstance(samples, int) or samples <= 0:
                 raise ValueError(f"malformed update entry of {node!r}")
+            if node not in signed:
+                raise ValueError(f"no signed update transaction of {node!r} for this round")
             named[node] = (key, samples)
         return Pending(share, named)
 

@@ -153,7 +153,20 @@ class FlchainPublisherRole(PublisherRole):
             combined = fedavg.combine(parts).weights
             if combined is not None:
                 self.weights = combined
-        return sorted(d for r in chosen for d in r.result.contributors), {}
+        # a contributor needs its signed update on chain (else task.record_global reverts)
+        by_key = {key: nid for nid, key in ctx.config.roster.items()}
+        signed = {
+            by_key.get(t.sender.hex())
+            for t in self.update_txs["1-devices"]
+            if t.type == "task.record_update" and t.payload.get("round") == self.round
+        }
+        contributors = {d for r in chosen for d in r.result.contributors}
+        unsigned = sorted(contributors - signed)
+        if unsigned:
+            log.warning(
+                "round %d: contributors without an update on chain: %s", self.round, unsigned
+            )
+        return sorted(contributors & signed), {d: "unsigned_update" for d in unsigned}
 
     def _round_txs(self, chosen: list[Received]) -> dict[str, list[Transaction]]:
         """The round block's transactions, without duplicates: the devices' update records,
