@@ -191,7 +191,7 @@ def test_a_label_flipper_falls_below_the_threshold_and_is_no_longer_selected(
         model="mlp",
         partition="iid",
         rounds=REP_ROUNDS,
-        local_epochs=1,
+        local_epochs=2,
         batch_size=16,
         learning_rate=0.1,
         round_deadline_s=120,

@@ -135,6 +135,7 @@ class TwoLayerMecRole(Greeter):
         self.pending: set[bytes] = set()  # hashes of this round's update txs sent to the LMUC
         self.relays: dict[str, list[LmucUpdate]] = {}
         self.voted = False
+        self.accuracy: dict[str, float] = {}  # validation accuracy of each update judged
 
     # -- dispatch --------------------------------------------------------------------------
     def on_message(self, ctx: NodeContext, msg: Message) -> None:
@@ -232,17 +233,21 @@ class TwoLayerMecRole(Greeter):
 
     def _judge(self, updates: list[Update]) -> dict[str, bool]:
         """Each update's quality verdict (the reputation events): positive unless its accuracy
-        on the validation samples is more than QUALITY_MARGIN below the round's median (our
-        choice: the paper says "update-quality checks"; a label flipper's update falls far
-        below, an honest one near the median)."""
+        on the validation samples is more than QUALITY_MARGIN below the round's median and
+        below half of it (our choice, lenient so that an honest device's spread — early
+        rounds, skewed data — is no bad event; the paper says "update-quality checks"; a
+        label flipper's update falls far below)."""
         accuracy: dict[str, float] = {}
+        self.accuracy = accuracy
         for u in updates:
             self.learner.load(u.weights)
             accuracy[u.sender] = self.learner.evaluate_on(*self.validation).accuracy
         if not accuracy:
             return {}
+        self.accuracy = accuracy
         median = float(np.median(list(accuracy.values())))
-        return {d: a >= median - QUALITY_MARGIN for d, a in accuracy.items()}
+        floor = median - max(QUALITY_MARGIN, median / 2)
+        return {d: a >= floor for d, a in accuracy.items()}
 
     def _lmuc_open_round(
         self, ctx: NodeContext, previous: int, blob: bytes, size: int, contributors: list[str]
@@ -420,6 +425,7 @@ class TwoLayerMecRole(Greeter):
             undecodable=bad,
             aggregate=key.hex(),
             negative=sorted(d for d, ok in verdicts.items() if not ok),
+            update_accuracy={d: round(a, 4) for d, a in sorted(self.accuracy.items())},
             voted_on=why,
             behaviour=fault,
             round_time_s=ctx.now() - self.round_started,
