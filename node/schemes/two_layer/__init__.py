@@ -38,7 +38,8 @@ Round r:
    ``reputation.record`` of its own devices: an update is a negative event when its accuracy
    on the validation samples (the test set's first 1,000, as vanilla's) is more than 0.25
    below the round's median and below half of it (our choice), else a positive one. A
-   malfunctioning or tampering MEC (the edge faults of `node.roles.threats`) votes another aggregate.
+   malfunctioning or tampering MEC (the edge faults of `node.roles.threats`) votes another
+   aggregate.
 6. The publisher takes the aggregate a majority of the MECs voted (`gmuc.vote_quorum`),
    submits the votes, reputation records and its ``task.record_global`` (naming no
    contributors: their updates are on the LMUCs) in one GMUC block, which the MECs and the
