@@ -95,8 +95,17 @@ def test_plan_has_one_gmuc_and_an_lmuc_per_mec() -> None:
     few = VanillaNet.build(mecs=3, devices_per_mec=2, seed=1)
     with pytest.raises(ValueError, match="at least full_devices"):
         plan_of(few, {}, 1, 0)
-    with pytest.raises(ValueError, match="tasks"):
-        make_scheme("two-layer", {"tasks": 2})
+    with pytest.raises(ValueError, match="at least 3 MECs per task"):
+        plan_of(net, {"tasks": 2}, 1, 0)
+    six = VanillaNet.build(mecs=6, devices_per_mec=3, seed=1)
+    sharded = plan_of(six, {"tasks": 2}, 1, 1001)
+    assert sharded.chains["gmuc-t1"].keepers == ("pub", "mec3", "mec4", "mec5")
+    assert sharded.nodes["pub"].chains == ("gmuc-t0", "gmuc-t1")
+    assert sharded.nodes["mec4"].chains == ("gmuc-t1", "lmuc-mec4")
+    assert "dev4-0" in sharded.chains["gmuc-t1"].config.genesis.members
+    assert "dev4-0" not in sharded.chains["gmuc-t0"].config.genesis.members
+    pools = [sharded.chains[f"gmuc-t{i}"].config.genesis.balances["pub"] for i in (0, 1)]
+    assert pools == [501, 500]
     with pytest.raises(ValueError, match="full_devices"):
         make_scheme("two-layer", {"full_devices": 2})
 
@@ -226,3 +235,50 @@ def test_a_label_flipper_falls_below_the_threshold_and_is_no_longer_selected(
     assert all(len(selections[r]) == 3 for r in dropped)  # the others stay selected
     pub_rounds = records(tmp_path, "pub", "round")
     assert [r["round"] for r in pub_rounds] == list(range(1, REP_ROUNDS + 1))
+
+
+def test_two_tasks_learn_concurrently_on_their_own_shards(tmp_path: Path) -> None:
+    """Isolation sharding: 6 MECs, tasks: 2 — each task's 3 MECs order their own GMUC shard
+    and learn their own model; no node of one task keeps the other's chain."""
+    net = VanillaNet.build(mecs=6, devices_per_mec=3, seed=8)
+    learning = learning_config(
+        dataset="digits",
+        model="mlp",
+        partition="iid",
+        rounds=2,
+        local_epochs=1,
+        batch_size=16,
+        learning_rate=0.1,
+        round_deadline_s=120,
+    )
+
+    nodes = run_two_layer(
+        net,
+        tmp_path,
+        learning,
+        params={**PARAMS, "tasks": 2},
+        seed=8,
+        reward_pool=0,
+        config={"startup_timeout_s": 120},
+    )
+
+    shards = {"gmuc-t0": ("mec0", "mec1", "mec2"), "gmuc-t1": ("mec3", "mec4", "mec5")}
+    decided = {}
+    for cid, mecs in shards.items():
+        heads = {
+            (nodes[n].chains[cid].height, nodes[n].chains[cid].head.hash) for n in ("pub", *mecs)
+        }
+        assert len(heads) == 1, cid
+        state = nodes["pub"].chains[cid].replica.chain.state
+        tallies = [gmuc.get_round(state, TASK_ID, r) for r in (1, 2)]
+        assert all(t is not None and t["aggregate"] and t["outvoted"] == [] for t in tallies)
+        decided[cid] = [t["aggregate"] for t in tallies if t is not None]
+        assert all(len(t["contributors"]) == 9 for t in tallies if t is not None)
+        other = next(c for c in shards if c != cid)
+        assert all(other not in nodes[m].chains for m in mecs)
+    assert decided["gmuc-t0"] != decided["gmuc-t1"]  # two models
+    rounds = records(tmp_path, "pub", "round")
+    assert sorted((r["task_chain"], r["round"]) for r in rounds) == [
+        (c, r) for c in sorted(shards) for r in (1, 2)
+    ]
+    assert {nid: dict(d.drops) for nid, d in nodes.items() if d.drops} == {}

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
 
 from node.codec import Message
 from node.consensus.ledger import committee_replicas
@@ -13,10 +14,14 @@ from node.contracts import gmuc
 from node.core.encoding import sha256
 from node.core.tx import Transaction, TxError
 from node.learning.weights import weights_from_bytes
-from node.roles.base import NodeContext
+from node.ledger.chains import ChainHandle
+from node.ledger.replica import Replica
+from node.metrics import MetricsWriter
+from node.roles.base import NodeContext, Role
 from node.roles.learner import check_update
 from node.roles.validator import PbftMessage, PbftValidator, Submit
 from node.schemes.two_layer.messages import VoteMessage
+from node.schemes.two_layer.scheme import GMUC_PREFIX
 from node.schemes.vanilla.messages import Partial
 from node.schemes.vanilla.publisher import PublisherRole
 from topologies import NodeKind
@@ -60,8 +65,12 @@ class TwoLayerPublisherRole(PublisherRole):
         self.chain.install(GmucSubmitter(ctx, self.validator, self.chain.chain_id))
         self.votes: dict[str, tuple[Transaction, bytes]] = {}
         self.records: dict[str, list[Transaction]] = {}  # per MEC: its vote, its reputation record
+        # this task's nodes: its GMUC shard's MECs and their devices
+        members = self.chain.config.genesis.members
+        self.mecs = [n.id for n in ctx.topology.of_kind(NodeKind.MEC) if n.id in members]
+        self.devices = {d for d, (_, kind) in members.items() if kind == str(NodeKind.DEVICE)}
+        self.expected = {*self.mecs, *self.devices}
         self.quorum = gmuc.vote_quorum(len(self.mecs))
-        self.devices = {n.id for n in ctx.topology.of_kind(NodeKind.DEVICE)}
 
     def on_message(self, ctx: NodeContext, msg: Message) -> None:
         """``tl.vote`` from a MEC; the rest as vanilla's publisher."""
@@ -173,3 +182,114 @@ class TwoLayerPublisherRole(PublisherRole):
         """Vanilla's; only the MECs keep the GMUC, so only they report its final height."""
         self.absent |= self.devices
         super()._send_stop(ctx)
+
+
+class TaskView:
+    """The publisher's node as one task's publisher sees it: only that task's GMUC shard,
+    timers in their own space, metrics records tagged with the chain, and ``stop`` reported
+    to the sharded publisher (which stops the node when every task is done)."""
+
+    def __init__(self, ctx: NodeContext, chain_id: str, on_stop: Callable[[str], None]) -> None:
+        self._ctx = ctx
+        self.chain_id = chain_id
+        self.prefix = f"{chain_id}:"
+        self._on_stop = on_stop
+        plan = ctx.config.plan.model_copy(update={"chains": (chain_id,)})
+        self.config = ctx.config.model_copy(update={"plan": plan})
+        self.metrics = _Tagged(ctx.metrics, chain_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ctx, name)
+
+    @property
+    def chains(self) -> Mapping[str, ChainHandle]:
+        """This task's GMUC shard only."""
+        return {self.chain_id: self._ctx.chains[self.chain_id]}
+
+    @property
+    def replica(self) -> Replica:
+        """This task's GMUC shard's replica."""
+        return self._ctx.chains[self.chain_id].replica
+
+    def set_timer(self, name: str, delay_s: float) -> None:
+        """The node's timer `prefix + name`."""
+        self._ctx.set_timer(self.prefix + name, delay_s)
+
+    def cancel_timer(self, name: str) -> None:
+        """Cancel the node's timer `prefix + name`."""
+        self._ctx.cancel_timer(self.prefix + name)
+
+    def stop(self) -> None:
+        """This task is over."""
+        self._on_stop(self.chain_id)
+
+
+class _Tagged:
+    """A metrics writer whose records name the task's chain (``task_chain``)."""
+
+    def __init__(self, metrics: MetricsWriter, chain_id: str) -> None:
+        self._metrics = metrics
+        self._chain_id = chain_id
+
+    def write(self, event: str, **fields: Any) -> None:
+        """The record, with ``task_chain``."""
+        self._metrics.write(event, task_chain=self._chain_id, **fields)
+
+    def close(self) -> None:
+        """Close the node's writer."""
+        self._metrics.close()
+
+
+class ShardedPublisherRole(Role):
+    """The publisher of every task of the run (isolation sharding): one `TwoLayerPublisherRole`
+    per GMUC shard, each on its own `TaskView`; a node's messages go to its task's publisher.
+    With one task, that publisher runs on the node itself."""
+
+    kind = "publisher"
+
+    def start(self, ctx: NodeContext) -> None:
+        """A publisher per GMUC shard this node keeps."""
+        shards = [c for c in ctx.config.plan.chains if c.startswith(GMUC_PREFIX)]
+        self.parts: dict[str, tuple[TwoLayerPublisherRole, NodeContext]] = {}
+        self.task_of: dict[str, str] = {}
+        self.running: set[str] = set(shards)
+        self.ctx = ctx
+        for cid in shards:
+            view = ctx if len(shards) == 1 else cast(NodeContext, TaskView(ctx, cid, self._done))
+            self.parts[cid] = (TwoLayerPublisherRole(), view)
+            for node in ctx.chains[cid].config.genesis.members:
+                if node != ctx.node_id:
+                    self.task_of[node] = cid
+        for role, view in self.parts.values():
+            role.start(view)
+
+    def _done(self, chain_id: str) -> None:
+        self.running.discard(chain_id)
+        log.info("task of %s is over; %d still running", chain_id, len(self.running))
+        if not self.running:
+            self.ctx.stop()
+
+    def on_message(self, ctx: NodeContext, msg: Message) -> None:
+        """To the publisher of the sender's task."""
+        cid = self.task_of.get(msg.sender)
+        if cid is None:
+            ctx.drop("unexpected", f"{msg.type} from {msg.sender}")
+            return
+        role, view = self.parts[cid]
+        role.on_message(view, msg)
+
+    def on_timer(self, ctx: NodeContext, name: str) -> None:
+        """To the publisher whose timer it is."""
+        if len(self.parts) == 1:
+            role, view = next(iter(self.parts.values()))
+            role.on_timer(view, name)
+            return
+        cid, _, inner = name.partition(":")
+        if cid in self.parts:
+            role, view = self.parts[cid]
+            role.on_timer(view, inner)
+
+    def finish(self, ctx: NodeContext) -> None:
+        """Every task's publisher's finish."""
+        for role, view in self.parts.values():
+            role.finish(view)

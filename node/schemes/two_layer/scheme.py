@@ -26,8 +26,8 @@ class TwoLayerParams(SchemeParams):
     tasks: int = Field(
         1,
         ge=1,
-        le=1,
-        description="FL tasks, each on its own MEC subset (isolation sharding; only 1 for now)",
+        description="FL tasks learned concurrently, each on its own subset of the MECs "
+        "(consecutive in topology order) and its own GMUC shard (isolation sharding)",
     )
     full_devices: int = Field(
         3,
@@ -82,6 +82,25 @@ def full_devices(devices: list[str], count: int) -> list[str]:
     return devices[:count]
 
 
+def task_shards(mecs: list[str], tasks: int) -> list[list[str]]:
+    """The MECs of each task: `tasks` consecutive groups in topology order, sizes differing by
+    at most one (our choice); ValueError if a task would get fewer than 3 MECs (its GMUC's
+    PBFT: the MECs and the publisher, at least 4 replicas)."""
+    if len(mecs) < 3 * tasks:
+        raise ValueError(
+            f"topology: scheme two-layer needs at least 3 MECs per task (the GMUC's PBFT: "
+            f"the MECs and the publisher, at least 4 replicas): {len(mecs)} MECs for "
+            f"tasks: {tasks}"
+        )
+    base, extra = divmod(len(mecs), tasks)
+    out, start = [], 0
+    for i in range(tasks):
+        size = base + (1 if i < extra else 0)
+        out.append(mecs[start : start + size])
+        start += size
+    return out
+
+
 def lmuc_committee(keys: Mapping[str, bytes], mec: str, full: list[str]) -> Committee:
     """The LMUC's PBFT committee: the MEC first (primary of view 0), then its full devices."""
     return Committee.bft(tuple(keys[n] for n in [mec, *full]))
@@ -100,7 +119,7 @@ class TwoLayerScheme(Scheme):
     Params = TwoLayerParams
 
     def plan(self, topology: TopologySpec, keys: Mapping[str, bytes], inputs: PlanInputs) -> Plan:
-        """One GMUC (the task's MECs and the publisher keep it, the MECs order it) and one LMUC
+        """One GMUC per task (its MECs and the publisher keep and order it) and one LMUC
         per MEC (kept and ordered by the MEC and its full devices; its light devices keep a
         replica too, fed by gossip: they sign their update transactions with its nonces)."""
         params = self.params
@@ -111,31 +130,33 @@ class TwoLayerScheme(Scheme):
                 f"{self.name}; allowed: pbft"
             )
         groups = devices_by_mec(topology)
-        mecs = list(groups)
-        if len(mecs) < 3:
-            raise ValueError(
-                f"topology: scheme two-layer needs at least 3 MECs per task, not {len(mecs)} "
-                "(the GMUC's PBFT: the MECs and the publisher, at least 4 replicas)"
-            )
+        shards = task_shards(list(groups), params.tasks)
         daemons = topology.daemons()
-        gmuc = gmuc_id(0)
-        gmuc_members = {n.id: (keys[n.id], str(n.kind)) for n in daemons}
-        chains = {
-            gmuc: ChainPlan(
+        task_of = {m: i for i, shard in enumerate(shards) for m in shard}
+        chains: dict[str, ChainPlan] = {}
+        for i, shard in enumerate(shards):
+            gmuc = gmuc_id(i)
+            members = {PUBLISHER: (keys[PUBLISHER], str(NodeKind.PUBLISHER))}
+            for m in shard:
+                members[m] = (keys[m], str(NodeKind.MEC))
+                members |= {d: (keys[d], str(NodeKind.DEVICE)) for d in groups[m]}
+            # the pool split between the tasks (the first gets the remainder): our choice
+            pool = inputs.reward_pool // len(shards)
+            pool += inputs.reward_pool % len(shards) if i == 0 else 0
+            chains[gmuc] = ChainPlan(
                 gmuc,
                 ChainConfig(
                     Genesis(
-                        members=gmuc_members,
-                        balances={PUBLISHER: inputs.reward_pool} if inputs.reward_pool else {},
+                        members=members,
+                        balances={PUBLISHER: pool} if pool else {},
                         chain_id=f"{inputs.run_id}/{gmuc}",
                     ),
                     # the MECs and the publisher (our choice: PBFT needs 4 replicas, and the
                     # paper's case study has 3 MECs)
-                    Committee.bft(tuple(keys[m] for m in [*mecs, PUBLISHER])),
+                    Committee.bft(tuple(keys[m] for m in [*shard, PUBLISHER])),
                 ),
-                (PUBLISHER, *mecs),
+                (PUBLISHER, *shard),
             )
-        }
         for mec, devices in groups.items():
             if len(devices) < params.full_devices:
                 raise ValueError(
@@ -160,11 +181,12 @@ class TwoLayerScheme(Scheme):
         nodes: dict[str, NodePlan] = {}
         for n in daemons:
             if n.kind == NodeKind.PUBLISHER:
-                own: tuple[str, ...] = (gmuc,)
+                own: tuple[str, ...] = tuple(gmuc_id(i) for i in range(len(shards)))
                 peers = [x.id for x in daemons if x.id != n.id]
             elif n.kind == NodeKind.MEC:
-                own = (gmuc, lmuc_id(n.id))
-                peers = [PUBLISHER, *groups[n.id], *(m for m in mecs if m != n.id)]
+                shard = shards[task_of[n.id]]
+                own = (gmuc_id(task_of[n.id]), lmuc_id(n.id))
+                peers = [PUBLISHER, *groups[n.id], *(m for m in shard if m != n.id)]
             else:
                 mec = str(n.parent)
                 own = (lmuc_id(mec),)
@@ -178,10 +200,10 @@ class TwoLayerScheme(Scheme):
         """publisher, mec, device."""
         from node.schemes.two_layer.device import TwoLayerDeviceRole
         from node.schemes.two_layer.mec import TwoLayerMecRole
-        from node.schemes.two_layer.publisher import TwoLayerPublisherRole
+        from node.schemes.two_layer.publisher import ShardedPublisherRole
 
         return {
-            str(NodeKind.PUBLISHER): TwoLayerPublisherRole,
+            str(NodeKind.PUBLISHER): ShardedPublisherRole,
             str(NodeKind.MEC): TwoLayerMecRole,
             str(NodeKind.DEVICE): TwoLayerDeviceRole,
         }
