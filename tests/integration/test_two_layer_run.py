@@ -17,6 +17,7 @@ from node.ledger.chains import chain_dir
 from node.ledger.store import open_store
 from node.schemes import SCHEMES
 from orchestrator.cli import main as cli_main
+from orchestrator.collect import read_records
 from orchestrator.runner import Run
 from tests.integration.test_local_run import small_scenario
 
@@ -93,3 +94,38 @@ def test_two_layer_run_certifies_lmuc_blocks_and_gmuc_votes(tmp_path: Path) -> N
     devices = [n for n in counters if n.startswith("dev")]
     assert all(counters[d]["gossip_published"] == str(ROUNDS) for d in devices)
     assert cli_main(["chain", "verify", str(run_dir)]) == 0  # every chain, every replica
+
+
+def test_two_layer_run_with_two_tasks_on_their_own_shards(tmp_path: Path) -> None:
+    """Isolation sharding in real processes: 6 MECs, tasks: 2; each GMUC shard is kept by its
+    3 MECs and the publisher only, and each task records its own rounds."""
+    run_dir = tmp_path / "run"
+    scenario = small_scenario(
+        scheme={"name": "two-layer", "tasks": 2, "fanout": 1},
+        training={
+            "rounds": 2,
+            "local_epochs": 1,
+            "batch_size": 16,
+            "learning_rate": 0.1,
+            "round_deadline_s": 60,
+        },
+        topology={"base_stations": 2, "mecs_per_bs": 3, "devices_per_mec": 3, "t_ms": 5},
+        ledger={"consensus": "pbft"},
+    )
+
+    result = Run(scenario, run_dir, progress=False).execute()
+
+    assert all(code == 0 for code in result.exit_codes.values()), result.exit_codes
+    rounds = [r for r in read_records(run_dir / "nodes" / "pub") if r["event"] == "round"]
+    assert sorted((r["task_chain"], r["round"]) for r in rounds) == [
+        ("gmuc-t0", 1),
+        ("gmuc-t0", 2),
+        ("gmuc-t1", 1),
+        ("gmuc-t1", 2),
+    ]
+    for cid, mecs in {"gmuc-t0": MECS, "gmuc-t1": ("mec3", "mec4", "mec5")}.items():
+        keepers = sorted(
+            p.name for p in (run_dir / "nodes").iterdir() if chain_dir(p, cid).exists()
+        )
+        assert keepers == sorted(["pub", *mecs]), cid
+    assert cli_main(["chain", "verify", str(run_dir)]) == 0

@@ -3,8 +3,8 @@ a task-specific global model update chain (GMUC) among the task's MECs.
 
 How it works
 ------------
-Chains (`scheme.TwoLayerScheme.plan`): ``gmuc-t0``, the task's GMUC shard: genesis members
-the publisher, the MECs and the devices; finality `Committee.bft` over the task's MECs and
+Chains (`scheme.TwoLayerScheme.plan`): ``gmuc-t0``, the task's GMUC shard (one per task:
+see isolation sharding below): genesis members the publisher, the MECs and the devices; finality `Committee.bft` over the task's MECs and
 the publisher, who keep it. ``lmuc-<mec>`` per MEC: genesis members the MEC (as the task's
 local "publisher": it opens the task and closes rounds there) and its devices; finality
 `Committee.bft` over the MEC and its first ``full_devices`` devices ("full"; the others are
@@ -65,9 +65,15 @@ Our choices where the paper is silent, and deviations from it:
   task's MECs (the contract's rule; PBFT's 2f+1 of 3 MECs would be 1).
 - A round's reputation events reach the GMUC with round r's block, which commits while
   round r+1 is under way: a device judged in round r is (de)selected from round r+2.
+- Isolation sharding (``tasks: N``): the MECs, in topology order, are cut into N
+  consecutive groups (at least 3 MECs each); task i has its own GMUC shard ``gmuc-t<i>``
+  (its MECs, their devices and the publisher as members; ordered by its MECs and the
+  publisher; the reward pool split evenly, the remainder to the first) and learns its own
+  model. The publisher runs one task publisher per shard (`publisher.ShardedPublisherRole`,
+  each on a `publisher.TaskView` of the node); their records carry ``task_chain``. Every
+  shard records the scenario's one task id on its own chain.
 - Not yet: registration and response transactions (keys are in the chains' genesis),
-  incentives (Table 1), isolation sharding (``tasks`` must be 1), cooperative sharding,
-  aggregators that need accuracies.
+  incentives (Table 1), cooperative sharding, aggregators that need accuracies.
 """
 
 from node.schemes.two_layer.scheme import TwoLayerParams, TwoLayerScheme
