@@ -26,7 +26,7 @@ from node.schemes import PlanInputs, make_scheme
 from node.schemes.flchain.mec import FlchainMecRole
 from node.schemes.flchain.messages import ChannelModel, ChannelShare, SharedUpdate
 from node.schemes.flchain.scheme import FlchainScheme, channel_mecs
-from node.schemes.vanilla.messages import Stop
+from node.schemes.vanilla.messages import GlobalModel, Stop
 from orchestrator.collect import read_records
 from tests.sim.vanilla_net import TASK_ID, VanillaNet
 from tests.unit.node_configs import learning_config
@@ -438,6 +438,39 @@ def test_the_publisher_leaves_out_contributors_without_a_signed_update(tmp_path:
     for r in records(tmp_path, "pub", "round"):
         assert r["contributors"] == 5
         assert r["rejected_reasons"] == {"dev1-0": "unsigned_update"}
+
+
+class LateMec(FlchainMecRole):
+    """An honest MEC that takes each round's global model only after a peer's share of that
+    round has reached it (as if the model came late): that share is early, kept and used."""
+
+    def start(self, ctx: NodeContext) -> None:
+        self.held: Message | None = None
+        super().start(ctx)
+
+    def on_message(self, ctx: NodeContext, msg: Message) -> None:
+        body = msg.payload
+        if isinstance(body, GlobalModel) and msg.sender == "pub":
+            self.held = msg
+            return
+        super().on_message(ctx, msg)
+        held = self.held
+        if isinstance(body, ChannelShare) and held is not None and body.round == held.payload.round:
+            self.held = None
+            super().on_message(ctx, held)
+
+
+def test_a_share_that_comes_before_the_global_model_is_kept_for_its_round(
+    tmp_path: Path,
+) -> None:
+    net = VanillaNet.build(mecs=3, devices_per_mec=2, seed=5, fixed_keys=True)
+
+    nodes = run_flchain(net, tmp_path, {"channels": 1}, {}, roles={"mec2": LateMec()})
+
+    assert nodes["mec2"].drops.get("stale_round", 0) == 0
+    channel = records(tmp_path, "mec2", "channel")
+    assert [(c["computed_on"], c["shares"]) for c in channel] == [("all_shares", 3)] * ROUNDS
+    assert all(r["contributors"] == 6 for r in records(tmp_path, "pub", "round"))
 
 
 def test_two_channels_keep_their_own_models_and_share_only_inside(tmp_path: Path) -> None:

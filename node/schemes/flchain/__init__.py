@@ -49,8 +49,11 @@ synchronous transfer), and its devices' updates are lost for that round.
 
 What FLchain catches and does not (the paper's reason it degrades under attack):
 - caught: a share forged or altered in transit (the record's MEC signature and blob
-  hashes), a MEC's own wrong aggregate (a ``malfunction`` also corrupts the model it
-  computes: it is outvoted per channel and its ``flchain.record_global`` reverted);
+  hashes), an update shared without its device's signed transaction (refused by the
+  channel; the publisher also leaves such a contributor out, ``unsigned_update``), a MEC's
+  own wrong aggregate (a ``malfunction`` also corrupts the model it computes: it is
+  outvoted per channel and its ``flchain.record_global`` reverted; a tie goes to the MEC
+  first in id order, and a MEC alone in its channel is never outvoted);
 - not caught: what a MEC does to its own devices' updates before it records them. A
   ``tamper``ing MEC's altered updates and a ``malfunction``ing MEC's garbage updates are
   recorded under its signature, and every MEC of the channel aggregates them; nothing
