@@ -7,8 +7,9 @@ Chains (`scheme.TwoLayerScheme.plan`): ``gmuc-t0``, the task's GMUC shard (one p
 see isolation sharding below): genesis members the publisher, the task's MECs and their
 devices; finality `Committee.bft` over the task's MECs and the publisher, who keep it.
 ``lmuc-<mec>`` per MEC: genesis members the MEC (as the task's local "publisher": it opens
-the task and closes rounds there) and its devices; finality `Committee.bft` over the MEC and its first ``full_devices`` devices ("full"; the others are
-"light" and only relay). Every device of the MEC keeps a replica (our choice, see below).
+the task and closes rounds there) and its devices; finality `Committee.bft` over the MEC
+and its first ``full_devices`` devices ("full"; the others are "light" and only relay).
+Every device of the MEC keeps a replica (our choice, see below).
 
 Round r:
 
