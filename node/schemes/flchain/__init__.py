@@ -47,6 +47,11 @@ wait for its share until 90% of the deadline and the publisher for its model unt
 deadline, so every round with a MEC down lasts the full deadline (the cost of the
 synchronous transfer), and its devices' updates are lost for that round.
 
+Parameters: ``scheme: {name: flchain, channels: 1}`` (`scheme.FlchainParams`) with
+``ledger.consensus: pbft``; the aggregator is the scenario's (``aggregator:``), run by every
+MEC on its channel's updates (validation accuracy, where the rule needs it, on the same
+first test samples as vanilla's publisher uses).
+
 What FLchain catches and does not (the paper's reason it degrades under attack):
 - caught: a share forged or altered in transit (the record's MEC signature and blob
   hashes), an update shared without its device's signed transaction (refused by the
