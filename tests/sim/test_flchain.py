@@ -77,6 +77,7 @@ def run_flchain(
     deadline_s: float = 120,
     startup_timeout_s: float = 120,
     roles: dict[str, Role] | None = None,
+    aggregator: dict[str, Any] | None = None,
 ) -> dict[str, Daemon]:
     """Every daemon of the flchain scheme to the end, each in a thread (as
     `VanillaNet.run`, with the scheme and ``ledger.consensus: pbft``); `roles`: replacement
@@ -109,6 +110,7 @@ def run_flchain(
             task_id=TASK_ID,
             startup_timeout_s=startup_timeout_s,
             behaviours=extra.get(spec.id, []),
+            **({"aggregator": aggregator} if aggregator else {}),
         )
         (tmp_path / spec.id).mkdir()
         nodes[spec.id] = Daemon(
@@ -471,6 +473,25 @@ def test_a_share_that_comes_before_the_global_model_is_kept_for_its_round(
     channel = records(tmp_path, "mec2", "channel")
     assert [(c["computed_on"], c["shares"]) for c in channel] == [("all_shares", 3)] * ROUNDS
     assert all(r["contributors"] == 6 for r in records(tmp_path, "pub", "round"))
+
+
+def test_every_mec_selects_with_an_accuracy_rule_alike(tmp_path: Path) -> None:
+    """top_k_accuracy: each MEC measures every shared update's accuracy itself and keeps the
+    same k, so the channel agrees on one model; the 2 of 6 left out are rejected."""
+    net = VanillaNet.build(mecs=3, devices_per_mec=2, seed=5, fixed_keys=True)
+    aggregator = {"name": "top_k_accuracy", "params": {"k": 4}}
+
+    nodes = run_flchain(net, tmp_path, {"channels": 1}, {}, aggregator=aggregator)
+
+    for r in records(tmp_path, "pub", "round"):
+        assert r["contributors"] == 4
+        assert len(r["rejected"]) == 2
+        assert set(r["rejected_reasons"].values()) == {"not_top_k"}
+    assert records(tmp_path, "pub", "outvoted") == []
+    state = nodes["pub"].replica.chain.state
+    for r in range(1, ROUNDS + 1):
+        entry = flchain.channel_global(state, TASK_ID, 0, r)
+        assert entry is not None and entry["holders"] == list(MECS)
 
 
 def test_two_channels_keep_their_own_models_and_share_only_inside(tmp_path: Path) -> None:

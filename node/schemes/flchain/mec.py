@@ -272,15 +272,18 @@ class FlchainMecRole(MecRole):
         )
         weights: Weights | None = None
         contributors: list[str] = []
+        rejected: dict[str, str] = {}
         if updates:
             if self.strategy.needs.accuracy:
                 updates = [self._with_accuracy(ctx, u) for u in updates]
             try:
                 combined = self.strategy.combine(updates)
                 weights = combined.weights
-                contributors = sorted(u.sender for u in combined.selection.kept)
+                contributors = combined.selection.kept_senders
+                rejected = combined.selection.reasons
             except ValueError as exc:  # e.g. Krum with too few updates
                 log.warning("round %d: the aggregator refused the updates: %s", self.round, exc)
+                rejected = {u.sender: "aggregator_refused" for u in updates}
         replica = replica_of(ctx)
         records = [self.shares[m].record for m in sorted(self.shares)]
         model: bytes | None = None
@@ -315,6 +318,7 @@ class FlchainMecRole(MecRole):
             tuple(sorted(self.shares)),
             tuple(dict.fromkeys(t for m in sorted(self.shares) for t in self.shares[m].txs)),
             tuple(records),
+            rejected,
             model,
         )
         ctx.send(PUBLISHER, result)

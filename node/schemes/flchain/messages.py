@@ -41,7 +41,8 @@ class ChannelModel:
     sample total and contributing devices, the channel's missing devices, the MECs whose
     shares it used (`shares_from`), and the transactions to record: the channel's devices'
     ``task.record_update``s (`txs`) and the MECs' ``flchain.record_updates`` and this MEC's
-    ``flchain.record_global`` (`records`, in nonce order per MEC)."""
+    ``flchain.record_global`` (`records`, in nonce order per MEC); the devices its
+    aggregator rejected, with the reason (`rejected`)."""
 
     round: NonNegativeInt
     channel: NonNegativeInt
@@ -51,6 +52,7 @@ class ChannelModel:
     shares_from: tuple[str, ...]
     txs: tuple[bytes, ...]
     records: tuple[bytes, ...]
+    rejected: dict[str, str]
     model: bytes | None = None
 
 

@@ -138,8 +138,10 @@ class FlchainPublisherRole(PublisherRole):
                 ctx.metrics.write("outvoted", round=self.round, channel=c, mecs=outvoted)
             chosen.append(winner)
         self.update_txs = self._round_txs(chosen)
-        if not chosen:
-            return [], {}
+        if not chosen:  # no MEC holds a model: every channel's aggregator refused (or none)
+            return [], {
+                d: why for r in self.received.values() for d, why in r.result.rejected.items()
+            }
         if len(chosen) == 1:
             assert chosen[0].weights is not None
             self.weights = chosen[0].weights
@@ -166,7 +168,9 @@ class FlchainPublisherRole(PublisherRole):
             log.warning(
                 "round %d: contributors without an update on chain: %s", self.round, unsigned
             )
-        return sorted(contributors & signed), {d: "unsigned_update" for d in unsigned}
+        reasons = {d: why for r in chosen for d, why in r.result.rejected.items()}
+        reasons.update({d: "unsigned_update" for d in unsigned})
+        return sorted(contributors & signed), reasons
 
     def _round_txs(self, chosen: list[Received]) -> dict[str, list[Transaction]]:
         """The round block's transactions, without duplicates: the devices' update records,
