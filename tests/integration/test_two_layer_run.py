@@ -129,3 +129,33 @@ def test_two_layer_run_with_two_tasks_on_their_own_shards(tmp_path: Path) -> Non
         )
         assert keepers == sorted(["pub", *mecs]), cid
     assert cli_main(["chain", "verify", str(run_dir)]) == 0
+
+
+def test_two_layer_run_goes_on_when_a_mec_crashes(tmp_path: Path) -> None:
+    """mec2 is killed after round 1: the other two MECs' votes (a majority of 3) still decide
+    every round, the GMUC's PBFT (3 of 4 replicas) still commits, and mec2's devices stop
+    on the publisher's stop."""
+    run_dir = tmp_path / "run"
+    scenario = small_scenario(
+        scheme={"name": "two-layer", "fanout": 1},
+        training={
+            "rounds": 3,
+            "local_epochs": 1,
+            "batch_size": 16,
+            "learning_rate": 0.1,
+            "round_deadline_s": 15,
+        },
+        topology={"base_stations": 1, "mecs_per_bs": 3, "devices_per_mec": 3, "t_ms": 5},
+        ledger={"consensus": "pbft"},
+        faults=[{"at_round": 2, "action": "crash", "nodes": ["mec2"]}],
+    )
+
+    result = Run(scenario, run_dir, progress=False).execute()
+
+    assert result.rounds_completed == 3
+    assert {n: c for n, c in result.exit_codes.items() if c != 0}.keys() == {"mec2"}
+    votes = [r for r in read_records(run_dir / "nodes" / "pub") if r["event"] == "votes"]
+    assert [v["round"] for v in votes] == [1, 2, 3]
+    assert all(v["decided"] is not None for v in votes)
+    assert votes[-1]["votes"] == 2  # mec2's vote missing, the majority decided
+    assert cli_main(["chain", "verify", str(run_dir)]) == 0

@@ -32,7 +32,9 @@ from node.schemes.vanilla.messages import GlobalModel, Stop
 
 log = logging.getLogger(__name__)
 
-STOP_FALLBACK_S = 2 * FINAL_SYNC_S  # after the publisher's stop, if the MEC's never comes
+# after the publisher's stop, if the MEC's never comes (a MEC sends its own as soon as it
+# gets the publisher's: only a dead MEC's devices wait this long)
+STOP_FALLBACK_S = 10.0
 
 
 class TwoLayerDeviceRole(GossipDeviceRole):
@@ -120,6 +122,7 @@ class TwoLayerDeviceRole(GossipDeviceRole):
         """Stop once the LMUC holds the MEC's final height (catching up from the MEC or the
         full devices)."""
         replica = replica_of(ctx)
+        ctx.cancel_timer("stop_fallback")
         ctx.stop_when_synced(stop.height, FINAL_SYNC_S, report_to=[self.mec])
         if stop.height > replica.height:
             full = [
