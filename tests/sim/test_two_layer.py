@@ -13,6 +13,7 @@ from node.contracts import gmuc, reputation
 from node.core.finality import Committee
 from node.daemon import Daemon
 from node.ledger.chain import verify_store
+from node.ledger.light import verify_light_store
 from node.schemes import PlanInputs, make_scheme
 from orchestrator.collect import read_records
 from tests.sim.two_layer_net import plan_of, run_two_layer
@@ -61,6 +62,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, VanillaNet, dic
             "startup_timeout_s": 120,
             "behaviours": lambda nid: [tamper] if nid == TAMPERER else [],
         },
+        light_devices=True,  # dev*-3, outside its LMUC's committee
     )
     return tmp_path, net, nodes
 
@@ -137,13 +139,18 @@ def test_every_replica_of_each_chain_agrees(
 ) -> None:
     _, _, nodes = run
     heads: dict[str, set[tuple[int, bytes]]] = {}
+    lights: set[str] = set()
     for node in nodes.values():
         for cid, replica in node.chains.replicas():
             heads.setdefault(cid, set()).add((replica.height, replica.chain.head.hash))
-            assert verify_store(replica.chain.store).ok
+            verify = verify_light_store if replica.light else verify_store
+            assert verify(replica.chain.store).ok, (node.node_id, cid)
+            if replica.light:
+                lights.add(node.node_id)
     assert set(heads) == {"gmuc-t0", "lmuc-mec0", "lmuc-mec1", "lmuc-mec2"}
     for cid, seen in heads.items():
         assert len(seen) == 1, (cid, seen)
+    assert lights == {"dev0-3", "dev1-3", "dev2-3"}  # light replicas agree with the full ones
     # every task packet opened, every relayed LMUC block accepted, nothing refused
     assert {nid: dict(d.drops) for nid, d in nodes.items() if d.drops} == {}
     # GMUC: publish, one block per round (votes + record), rewards/close

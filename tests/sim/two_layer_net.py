@@ -38,9 +38,12 @@ def run_two_layer(
     reward_pool: int,
     config: Mapping[str, Any] | None = None,
     join_timeout_s: float = 300,
+    light_devices: bool = False,
 ) -> dict[str, Daemon]:
     """Run every daemon to the end (each in a thread); `config`: extra NodeConfig fields (a
-    callable value is called with the node id)."""
+    callable value is called with the node id); `light_devices`: a device outside its LMUC's
+    committee keeps the LMUC as a light replica (`node.ledger.light`; the daemon's entry
+    point does not do this yet)."""
     plan = plan_of(net, params, seed, reward_pool)
     chains = {cid: chain.config for cid, chain in plan.chains.items()}
     roster = net.roster
@@ -80,7 +83,18 @@ def run_two_layer(
             Codec(spec.id, net.keys[spec.id], roster, node_config.max_message_bytes),
             scheme.role(node_config.plan),
             MetricsWriter(tmp_path / spec.id / "metrics.jsonl", {"node": spec.id}),
-            chains=open_chains(tmp_path / spec.id, own, net.keys[spec.id]),
+            chains=open_chains(
+                tmp_path / spec.id,
+                own,
+                net.keys[spec.id],
+                light=[
+                    cid
+                    for cid, cfg in own.items()
+                    if light_devices
+                    and spec.id.startswith("dev")
+                    and net.keys[spec.id].public_key not in cfg.finality.signers
+                ],
+            ),
         )
     threads = [
         threading.Thread(target=d.run, kwargs={"install_signal_handlers": False})

@@ -58,7 +58,9 @@ Our choices where the paper is silent, and deviations from it:
   has a single submitter (as in vanilla's PBFT mode). A publisher that withholds a vote
   cannot change the decision: the contract counts the votes in the block.
 - Light devices keep an LMUC replica (fed by gossip, not voting): they sign their update
-  transactions with its nonces and hold the global models it names.
+  transactions with its nonces. It works as a light replica (`node.ledger.light`: certified
+  headers only; the sim test opens it so), but the node entry point opens every chain full
+  until a plan can say which chains a node keeps light.
 - Update blobs travel with the relayed LMUC block rather than by ``blob.get`` on demand
   (the ledger's sync has no public "fetch this blob" call yet).
 - The GMUC's PBFT committee is the task's MECs and the publisher: PBFT needs 4 replicas
