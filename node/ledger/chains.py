@@ -104,15 +104,15 @@ class ChainHandle:
 
     def append(self, data: bytes) -> list[Receipt]:
         """Check and store a block given as bytes; raises LedgerError."""
-        return self.replica.ledger.append_bytes(data)
+        return self.replica.chain.append_bytes(data)
 
     def append_block(self, block: Block) -> list[Receipt]:
         """Check and store `block`; raises LedgerError."""
-        return self.replica.ledger.append(block)
+        return self.replica.chain.append(block)
 
     def subscribe(self, callback: Callable[[Block], None]) -> None:
         """Call `callback(block)` for each block appended to this chain from now on."""
-        self.replica.ledger.subscribe(callback)
+        self.replica.chain.subscribe(callback)
 
     def transaction(self, type_: str, payload: dict[str, Any]) -> Transaction:
         """A transaction signed by this node with its next nonce on this chain."""
@@ -121,7 +121,7 @@ class ChainHandle:
     @property
     def head(self) -> BlockHeader:
         """The chain's head block header."""
-        return self.replica.ledger.head
+        return self.replica.chain.head
 
     @property
     def height(self) -> int:
@@ -131,7 +131,7 @@ class ChainHandle:
     @property
     def config(self) -> ChainConfig:
         """The chain's config (genesis, finality)."""
-        return self.replica.ledger.config
+        return self.replica.chain.config
 
 
 class ChainSet(Mapping[str, ChainHandle]):
@@ -234,14 +234,14 @@ class ChainSet(Mapping[str, ChainHandle]):
     def pending_writes(self) -> bool:
         """True if a chain's store has deferred block writes waiting."""
         return any(
-            h.replica.ledger.store.deferred and h.replica.ledger.store.pending_blocks() > 0
+            h.replica.chain.store.deferred and h.replica.chain.store.pending_blocks() > 0
             for h in self._handles.values()
         )
 
     def write_pending(self) -> None:
         """Do every chain's deferred block writes."""
         for handle in self._handles.values():
-            store = handle.replica.ledger.store
+            store = handle.replica.chain.store
             if store.deferred and store.pending_blocks() > 0:
                 store.write_pending()
 

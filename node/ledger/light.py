@@ -37,14 +37,17 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from node.contracts.runtime import Receipt
+from node.contracts.runtime import Receipt, Registry
+from node.contracts.state import State
 from node.core.block import Block, BlockError, BlockHeader, CommitSignature
 from node.core.encoding import EncodingError, decode_canonical
 from node.core.finality import Finality, FinalityError
 from node.core.merkle import leaf_hash, node_hash
+from node.core.tx import Transaction
+from node.keys import NodeKey
 from node.ledger.chain import (
     CONFIG_META_KEY,
-    REASONS,
+    Chain,
     ChainConfig,
     LedgerError,
     VerifyReport,
@@ -158,18 +161,18 @@ def is_light_store(store: ChainStore) -> bool:
     return store.meta_get(LIGHT_META_KEY) is not None
 
 
-class LightChain:
+class LightChain(Chain):
     """One node's light replica of a chain: certified headers (and the blocks as received)
-    on top of a `ChainStore`, without state. Offers what `ChainSync` and a node's roles use
-    of a full `Chain`: `head`, `height`, `store`, `config`, `append`, `append_bytes`,
-    `subscribe`."""
-
-    light = True
+    on top of a `ChainStore`, without state. A `Chain` where a node keeps one (its replica's
+    `chain`): `head`, `height`, `store`, `config`, `append`, `append_bytes` and `subscribe`
+    work as on a full one; what needs the state (`state`, `validate`, building blocks)
+    raises RuntimeError saying the replica is light (`check` is its validation)."""
 
     def __init__(
         self, store: ChainStore, config: ChainConfig, own_key: bytes | None = None
     ) -> None:
         """`own_key`: the node's public key, whose highest stored nonce `last_nonce` gives."""
+        # Chain.__init__ is not called: it would load (or write) the genesis state
         self.store = store
         self.config = config
         self.own_key = own_key
@@ -191,10 +194,53 @@ class LightChain:
             for block in store.blocks(1):
                 self._note_own(block)
 
+    # What a full Chain has and a light replica cannot: each raises RuntimeError.
+
+    @classmethod
+    def open(cls, store: ChainStore, registry: Registry | None = None) -> LightChain:
+        """A light chain whose config is read from the store itself (`registry`: unused)."""
+        raw = store.meta_get(CONFIG_META_KEY)
+        if raw is None:
+            raise ValueError("this store has no chain config (not a bcfl ledger?)")
+        return cls(store, ChainConfig.from_dict(decode_canonical(raw)))
+
     @property
-    def height(self) -> int:
-        """Height of the head block."""
-        return self.head.height
+    def state(self) -> State:
+        """A light replica keeps no state: RuntimeError."""
+        raise RuntimeError(self._no("state"))
+
+    @state.setter
+    def state(self, value: State) -> None:
+        raise RuntimeError(self._no("state"))
+
+    def validate(self, block: Block) -> tuple[State, list[Receipt]]:
+        """A full validation needs the state: RuntimeError (see `check`)."""
+        raise RuntimeError(self._no("state to validate against (LightChain.check)"))
+
+    def candidate(self, txs: Sequence[Transaction], proposer: bytes, timestamp_ms: int) -> Block:
+        """A light replica builds no blocks: RuntimeError."""
+        raise RuntimeError(self._no("block building"))
+
+    def build(self, txs: Sequence[Transaction], proposer: NodeKey, timestamp_ms: int) -> Block:
+        """A light replica builds no blocks (it cannot compute a state root): RuntimeError."""
+        raise RuntimeError(self._no("block building"))
+
+    def candidate_on(
+        self,
+        parent: BlockHeader,
+        parent_state: State,
+        txs: Sequence[Transaction],
+        proposer: bytes,
+        timestamp_ms: int,
+    ) -> tuple[Block, State]:
+        """A light replica builds no blocks: RuntimeError."""
+        raise RuntimeError(self._no("block building"))
+
+    def _no(self, what: str) -> str:
+        return (
+            f"this node keeps the chain as a light replica (ledger.device_replica: light): "
+            f"no {what}"
+        )
 
     def last_nonce(self) -> int:
         """The highest nonce of the node's own transactions in stored blocks (-1: none)."""
@@ -205,38 +251,25 @@ class LightChain:
             if tx.sender == self.own_key and tx.nonce > self._own_nonce:
                 self._own_nonce = tx.nonce
 
-    def validate(self, block: Block) -> None:
+    def check(self, block: Block) -> None:
         """Check `block` as the next block (header link, certificate, Merkle root); raises
         LedgerError."""
         verify_header(self.head, block.header, block.certificate, self.config.finality)
         if block.computed_merkle_root() != block.header.merkle_root:
             raise LedgerError("bad_merkle_root", block.height)
 
-    def append(self, block: Block) -> list[Receipt]:
+    def append(self, block: Block, received_ms: float | None = None) -> list[Receipt]:
         """Check and store `block` (no receipts: nothing is executed); raises LedgerError
-        and writes nothing then."""
-        self.validate(block)
-        self.store.append(block, {})
+        and writes nothing then. `received_ms`: when this node received the block (as in
+        `Chain.append`)."""
+        self.check(block)
+        self.store.append(block, {}, received_ms=received_ms)
         self.head = block.header
         if self.own_key is not None:
             self._note_own(block)
         for callback in self._subscribers:
             callback(block)
         return []
-
-    def append_bytes(self, data: bytes) -> list[Receipt]:
-        """Parse and append a block received from a peer."""
-        try:
-            block = Block.from_bytes(data)
-        except BlockError as exc:
-            raise LedgerError(
-                exc.reason if exc.reason in REASONS else "malformed", self.height + 1, exc.detail
-            ) from None
-        return self.append(block)
-
-    def subscribe(self, callback: Callable[[Block], None]) -> None:
-        """Call `callback(block)` after each block appended from now on."""
-        self._subscribers.append(callback)
 
     def inclusion(self, tx_hash: bytes) -> Inclusion | None:
         """Where transaction `tx_hash` is on this chain, with its Merkle proof (None: not in

@@ -41,39 +41,29 @@ class Replica:
         self.key = key
         self.chain_id = chain_id
         self.light = light
-        self.ledger: Chain | LightChain = (
+        # a light replica's LightChain answers what a full Chain does except for state and
+        # block building, which raise RuntimeError saying it is light
+        self.chain: Chain = (
             LightChain(open_store(store_dir, synchronous), config, key.public_key)
             if light
             else Chain(open_store(store_dir, synchronous, template), config)
         )
-        self.ledger.store.set_deferred(deferred)
+        self.chain.store.set_deferred(deferred)
         self.blobs: FileBlobStore = blobs if blobs is not None else open_blobs(store_dir)
         # a light replica holds no replicated blobs (it fetches none; it answers for those
         # its node put itself)
         blob_types = () if light else DEFAULT_BLOB_TYPES
-        self.sync = ChainSync(self.ledger, self.blobs, blob_types, chain_id=chain_id)
+        self.sync = ChainSync(self.chain, self.blobs, blob_types, chain_id=chain_id)
         self._last_nonce = -1
-
-    @property
-    def chain(self) -> Chain:
-        """The full replica's chain (its state, its contracts); raises RuntimeError on a light
-        replica (see `ledger`, which is either)."""
-        ledger = self.ledger
-        if isinstance(ledger, LightChain):
-            raise RuntimeError(
-                f"chain {self.chain_id or ''!r} is kept as a light replica here: no state, "
-                "no block building (use replica.ledger)"
-            )
-        return ledger
 
     @property
     def height(self) -> int:
         """Height of this replica's head block."""
-        return self.ledger.height
+        return self.chain.height
 
     def next_nonce(self) -> int:
         """A nonce above every one this key used, on chain or locally."""
-        chain = self.ledger
+        chain = self.chain
         if isinstance(chain, LightChain):
             on_chain = chain.last_nonce()
         else:
@@ -87,8 +77,8 @@ class Replica:
 
     def flush(self) -> None:
         """Wait until every appended block is in the database (deferred writes)."""
-        self.ledger.store.flush()
+        self.chain.store.flush()
 
     def close(self) -> None:
         """Write what is pending and close the SQLite store."""
-        self.ledger.store.close()
+        self.chain.store.close()

@@ -44,7 +44,6 @@ from node.core.tx import Transaction
 from node.ledger.blobrefs import tx_blobs
 from node.ledger.blobs import BlobError, BlobStore
 from node.ledger.chain import Chain, LedgerError
-from node.ledger.light import LightChain
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +76,7 @@ class ChainSync:
 
     def __init__(
         self,
-        chain: Chain | LightChain,
+        chain: Chain,
         blobs: BlobStore,
         blob_types: tuple[str, ...] = DEFAULT_BLOB_TYPES,
         chain_id: str | None = None,

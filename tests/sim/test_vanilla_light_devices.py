@@ -58,10 +58,10 @@ def test_light_devices_follow_the_rounds(tmp_path: Path, monkeypatch: pytest.Mon
     assert len(devices) == 4
     for nid, daemon in devices.items():
         replica = daemon.replica
-        assert replica is not None and isinstance(replica.ledger, LightChain), nid
-        assert replica.ledger.head == pub.chain.head, nid
-        assert is_light_store(replica.ledger.store) and not replica.ledger.store.state_rows()
-        assert verify_light_store(replica.ledger.store).ok, nid
+        assert replica is not None and isinstance(replica.chain, LightChain), nid
+        assert replica.chain.head == pub.chain.head, nid
+        assert is_light_store(replica.chain.store) and not replica.chain.store.state_rows()
+        assert verify_light_store(replica.chain.store).ok, nid
         own = [
             tx
             for h in range(1, pub.height + 1)
@@ -70,7 +70,7 @@ def test_light_devices_follow_the_rounds(tmp_path: Path, monkeypatch: pytest.Mon
         ]
         assert len(own) == ROUNDS, nid
         for tx in own:
-            proof = replica.ledger.inclusion(tx.hash)
+            proof = replica.chain.inclusion(tx.hash)
             assert proof is not None and proof.verify(), nid
             assert replica.blobs.has(tx.payload["blob"]), "its own updates stay with it"
         # a light replica holds no replicated blobs (global models): it neither keeps the

@@ -192,10 +192,12 @@ def test_light_replica_signs_with_nonces_above_its_own(tmp_path: Path) -> None:
     blocks = _blocks(3, tmp_path)
     replica = Replica(tmp_path / "dev", _config(), DEV, light=True)
     for block in blocks:
-        replica.ledger.append(block)
+        replica.chain.append(block)
     assert replica.transaction("task.record_update", {}).nonce == 13
     with pytest.raises(RuntimeError, match="light replica"):
-        _ = replica.chain
+        _ = replica.chain.state
+    with pytest.raises(RuntimeError, match="light replica"):
+        replica.chain.build([], DEV, 10_000)
     replica.close()
     reopened = Replica(tmp_path / "dev", _config(), DEV, light=True)
     assert reopened.next_nonce() == 13
