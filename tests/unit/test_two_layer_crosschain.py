@@ -18,7 +18,7 @@ from node.keys import NodeKey
 from node.learning.weights import weights_to_bytes
 from node.ledger.chain import Chain, ChainConfig
 from node.ledger.store import open_store
-from node.schemes.two_layer.crosschain import canonical_updates, round_updates
+from node.schemes.two_layer.crosschain import canonical_updates, needed_blobs, round_updates
 
 MEC = NodeKey.from_seed(b"\x31" * 32)
 DEVICES = [NodeKey.from_seed(bytes([0x32 + i]) * 32) for i in range(4)]
@@ -58,6 +58,8 @@ def test_a_certified_block_gives_its_round_updates(tmp_path: Path) -> None:
     txs = [_update(DEVICES[0], blobs[0]), _update(DEVICES[3], blobs[1], samples=30)]
     block = _block(tmp_path, txs, [MEC, DEVICES[0], DEVICES[1]])
 
+    assert needed_blobs(block.to_bytes(), "t", 2) == {sha256(b) for b in blobs}
+    assert needed_blobs(block.to_bytes(), "t", 3) == set()
     _, items = round_updates(block.to_bytes(), blobs, COMMITTEE, NAMES, "t", 2)
     assert [(i.device, i.samples) for i in items] == [("dev0-0", 10), ("dev0-3", 30)]
     _, other_round = round_updates(block.to_bytes(), blobs, COMMITTEE, NAMES, "t", 3)

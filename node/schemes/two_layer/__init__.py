@@ -27,8 +27,9 @@ Round r:
    the MEC submits the update transactions to its LMUC: the MEC (PBFT primary, proposer)
    and its full devices order them into a block by PBFT (`PbftValidator`) and sign it. Every
    LMUC block is spread to the light devices by gossip.
-4. Cross-chain: the MEC sends the certified block (header, certificate, transactions) and
-   the update blobs (``tl.lmuc``) to the task's other MECs. Each checks it as a light client
+4. Cross-chain: the MEC sends the certified block (header, certificate, transactions;
+   ``tl.lmuc``) and then the update blobs, one per message (``tl.blob``), to the task's
+   other MECs. Each checks it as a light client
    of that LMUC (`crosschain.round_updates`: Merkle root, certificate against that LMUC's
    committee from the run's chain configs, signer of each update a device of that LMUC,
    blob hashes) — a MEC cannot alter an update once it is in a certified block.
@@ -61,8 +62,8 @@ Our choices where the paper is silent, and deviations from it:
   transactions with its nonces. It works as a light replica (`node.ledger.light`: certified
   headers only; the sim test opens it so), but the node entry point opens every chain full
   until a plan can say which chains a node keeps light.
-- Update blobs travel with the relayed LMUC block rather than by ``blob.get`` on demand
-  (the ledger's sync has no public "fetch this blob" call yet).
+- Update blobs are pushed after the relayed LMUC block rather than fetched by ``blob.get``
+  on demand (the ledger's sync has no public "fetch this blob" call yet).
 - The GMUC's PBFT committee is the task's MECs and the publisher: PBFT needs 4 replicas
   and the paper's case study has 3 MECs. The vote quorum is a strict majority of the
   task's MECs (the contract's rule; PBFT's 2f+1 of 3 MECs would be 1).

@@ -50,6 +50,23 @@ class LmucUpdate:
         return int(self.tx.payload["samples"])
 
 
+def needed_blobs(data: bytes, task_id: str, round_no: int) -> set[bytes]:
+    """The blob hashes the update transactions of `round_no` in block `data` name (nothing is
+    verified here; `round_updates` does); ValueError for a malformed block."""
+    try:
+        block = Block.from_bytes(data)
+    except BlockError as exc:
+        raise ValueError(f"malformed block: {exc}") from None
+    out: set[bytes] = set()
+    for tx in block.txs:
+        p = tx.payload
+        if tx.type != UPDATE_TX or p.get("task_id") != task_id or p.get("round") != round_no:
+            continue
+        if isinstance(p.get("blob"), bytes):
+            out.add(p["blob"])
+    return out
+
+
 def round_updates(
     data: bytes,
     blobs: Sequence[bytes],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -36,8 +37,13 @@ from node.schemes.two_layer.common import (
     lmuc_of,
     params_of,
 )
-from node.schemes.two_layer.crosschain import LmucUpdate, canonical_updates, round_updates
-from node.schemes.two_layer.messages import LmucRelay, TaskPacket, VoteMessage
+from node.schemes.two_layer.crosschain import (
+    LmucUpdate,
+    canonical_updates,
+    needed_blobs,
+    round_updates,
+)
+from node.schemes.two_layer.messages import LmucBlob, LmucRelay, TaskPacket, VoteMessage
 from node.schemes.two_layer.scheme import lmuc_id
 from node.schemes.two_layer.tasks import seal_task
 from node.schemes.vanilla.common import (
@@ -133,7 +139,9 @@ class TwoLayerMecRole(Greeter):
         self.updates: dict[str, tuple[Transaction, bytes]] = {}
         self.submitted = False
         self.pending: set[bytes] = set()  # hashes of this round's update txs sent to the LMUC
-        self.relays: dict[str, list[LmucUpdate]] = {}
+        self.relays: dict[str, list[LmucUpdate]] = {}  # accepted LMUC blocks' updates
+        self.incoming: dict[str, LmucRelay] = {}  # relayed blocks waiting for their blobs
+        self.blobs_in: dict[str, dict[bytes, bytes]] = {}  # per relaying MEC: hash -> blob
         self.voted = False
         self.accuracy: dict[str, float] = {}  # validation accuracy of each update judged
 
@@ -152,6 +160,8 @@ class TwoLayerMecRole(Greeter):
             self.gmuc_validator.on_submit(ctx, body)
         elif isinstance(body, LmucRelay) and sender in self.task_mecs:
             self._on_relay(ctx, sender, body)
+        elif isinstance(body, LmucBlob) and sender in self.task_mecs:
+            self._on_blob(ctx, sender, body)
         elif isinstance(body, PbftMessage) and sender in self.gmuc_validator.peers:
             self.gmuc_validator.on_pbft(ctx, sender, body)
         elif isinstance(body, PbftMessage) and sender in self.lmuc_validator.peers:
@@ -324,7 +334,7 @@ class TwoLayerMecRole(Greeter):
             elapsed_s=ctx.now() - self.round_started,
         )
         if not txs:
-            self._relay(ctx, LmucRelay(self.round, b"", ()))
+            self._relay(ctx, LmucRelay(self.round, b""), [])
             return
         self.pending = {tx.hash for tx in txs}
         self._lmuc_submit(ctx, txs)
@@ -347,24 +357,55 @@ class TwoLayerMecRole(Greeter):
             signatures=len(block.certificate),
             elapsed_s=ctx.now() - self.round_started,
         )
-        self._relay(ctx, LmucRelay(self.round, block.to_bytes(), blobs))
+        self._relay(ctx, LmucRelay(self.round, block.to_bytes()), blobs)
 
-    def _relay(self, ctx: NodeContext, relay: LmucRelay) -> None:
+    def _relay(self, ctx: NodeContext, relay: LmucRelay, blobs: Sequence[bytes]) -> None:
+        """The block, then its blobs one per message, to the task's other MECs; taken here
+        at once."""
         others = [m for m in self.task_mecs if m != ctx.node_id]
         ctx.multicast(others, relay)
-        self._on_relay(ctx, ctx.node_id, relay)
+        for blob in blobs:
+            ctx.multicast(others, LmucBlob(relay.round, blob))
+        self.incoming[ctx.node_id] = relay
+        self.blobs_in[ctx.node_id] = {sha256(b): b for b in blobs}
+        self._take(ctx, ctx.node_id)
+
+    def _fresh(self, sender: str, round_no: int) -> bool:
+        return round_no == self.round and not self.voted and sender not in self.relays
 
     def _on_relay(self, ctx: NodeContext, sender: str, relay: LmucRelay) -> None:
-        """Another MEC's certified LMUC block, checked as a light client of its LMUC."""
-        if relay.round != self.round or self.voted or sender in self.relays:
+        if not self._fresh(sender, relay.round) or sender in self.incoming:
             ctx.drop("stale_round", f"LMUC block round {relay.round!r} from {sender}")
             return
+        self.incoming[sender] = relay
+        self._take(ctx, sender)
+
+    def _on_blob(self, ctx: NodeContext, sender: str, msg: LmucBlob) -> None:
+        if not self._fresh(sender, msg.round):
+            ctx.drop("stale_round", f"LMUC blob round {msg.round!r} from {sender}")
+            return
+        held = self.blobs_in.setdefault(sender, {})
+        if len(held) >= len(self.lmuc_devices[sender]):  # at most one per device of that LMUC
+            ctx.drop("unexpected", f"more LMUC blobs than devices from {sender}")
+            return
+        held[sha256(msg.blob)] = msg.blob
+        self._take(ctx, sender)
+
+    def _take(self, ctx: NodeContext, sender: str) -> None:
+        """`sender`'s relayed block, once it and every blob it names are here, checked as a
+        light client of that MEC's LMUC (`crosschain.round_updates`)."""
+        relay = self.incoming.get(sender)
+        if relay is None:
+            return
         items: list[LmucUpdate] = []
+        held = self.blobs_in.get(sender, {})
         if relay.block:
             try:
+                if not needed_blobs(relay.block, ctx.config.task_id, self.round) <= set(held):
+                    return  # more blobs to come (or the vote deadline passes without them)
                 _, items = round_updates(
                     relay.block,
-                    relay.blobs,
+                    list(held.values()),
                     ctx.config.chains[lmuc_id(sender)].finality,
                     self.lmuc_devices[sender],
                     ctx.config.task_id,
@@ -372,6 +413,7 @@ class TwoLayerMecRole(Greeter):
                 )
             except ValueError as exc:
                 ctx.drop("bad_lmuc_block", f"from {sender}: {exc}")
+                del self.incoming[sender]
                 return
         self.relays[sender] = items
         if len(self.relays) == len(self.task_mecs):

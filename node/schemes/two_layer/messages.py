@@ -12,13 +12,23 @@ from node.messages import NonNegativeInt, message
 @dataclass(frozen=True)
 class LmucRelay:
     """A MEC's certified LMUC block of round `round` (header, certificate, the round's update
-    transactions: `Block.to_bytes`) for the other MECs of its task, with the blobs its
-    update transactions name (each checked against its transaction's hash on receipt).
-    `block` is empty when no update of the round reached the MEC's LMUC."""
+    transactions: `Block.to_bytes`) for the other MECs of its task; the blobs its update
+    transactions name follow, one per `LmucBlob`. `block` is empty when no update of the
+    round reached the MEC's LMUC."""
 
     round: NonNegativeInt
     block: bytes
-    blobs: tuple[bytes, ...]
+
+
+@message("tl.blob")
+@dataclass(frozen=True)
+class LmucBlob:
+    """One update blob of a MEC's relayed LMUC block of `round` (one per message: a round's
+    blobs together may exceed the message size limit); kept only if an update transaction of
+    that block names its hash."""
+
+    round: NonNegativeInt
+    blob: bytes
 
 
 @message("tl.vote")
