@@ -71,6 +71,7 @@ def build_daemon(config: NodeConfig) -> Daemon:
         key,
         config.ledger_synchronous,
         shared.genesis_dbs if shared else None,
+        light=config.plan.light_chains,
     )
     role = make_scheme(config.scheme, config.scheme_params).role(config.plan)
     return Daemon(config, topology, transport, codec, role, metrics, chains=chains)

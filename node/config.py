@@ -57,6 +57,7 @@ class NodePlan(BaseModel):
     role: str
     chains: tuple[str, ...] = ()
     peers: tuple[str, ...] = ()
+    light_chains: tuple[str, ...] = ()  # those of `chains` kept as light replicas
 
 
 def _topology(value: object) -> TopologySpec:

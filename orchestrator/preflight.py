@@ -245,7 +245,14 @@ def check_plan(s: Scenario, topology: TopologySpec) -> None:
         n.id: NodeKey.from_seed(hashlib.sha256(n.id.encode()).digest()).public_key
         for n in topology.daemons()
     }
-    inputs = PlanInputs("preflight", s.name, s.seed, s.ledger.reward_pool, s.ledger.consensus)
+    inputs = PlanInputs(
+        "preflight",
+        s.name,
+        s.seed,
+        s.ledger.reward_pool,
+        s.ledger.consensus,
+        device_replica=s.ledger.device_replica,
+    )
     try:
         make_scheme(s.scheme.name, s.scheme.params).plan(topology, keys, inputs)
     except ValueError as exc:

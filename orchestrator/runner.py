@@ -227,6 +227,7 @@ class Run:
                 seed=s.seed,
                 reward_pool=s.ledger.reward_pool,
                 consensus=s.ledger.consensus,
+                device_replica=s.ledger.device_replica,
             ),
         )
         chains = {cid: chain.config for cid, chain in plan.chains.items()}

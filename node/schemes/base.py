@@ -81,6 +81,7 @@ class PlanInputs:
     seed: int
     reward_pool: int
     consensus: str  # the scenario's ledger.consensus, for schemes that let it be chosen
+    device_replica: str = "full"  # the scenario's ledger.device_replica: full | light
 
 
 class Scheme(ABC):

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from node.core.encoding import decode_canonical
-from node.ledger.chain import CONFIG_META_KEY, ChainConfig, verify_store
+from node.ledger.chain import CONFIG_META_KEY, ChainConfig
 from node.ledger.chains import MAIN_CHAIN, chain_dir
+from node.ledger.light import verify_replica_store
 from node.ledger.store import DB_NAME, ChainStore, open_store
 from orchestrator.cli import main as cli_main
 from orchestrator.runner import Run
@@ -208,7 +209,7 @@ def test_restarted_device_with_an_empty_ledger_catches_up(tmp_path: Path) -> Non
     reports = {}
     for node in ("pub", victim):
         store = open_store(chain_dir(run_dir / "nodes" / node, MAIN_CHAIN))
-        reports[node] = verify_store(store)
+        reports[node] = verify_replica_store(store)
         store.close()
     assert reports[victim].ok, reports[victim].failures
     assert reports[victim].height == reports["pub"].height == 10  # publish, 8 rounds, rewards

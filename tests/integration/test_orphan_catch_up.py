@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from node.ledger.chain import verify_store
 from node.ledger.chains import MAIN_CHAIN, chain_dir
+from node.ledger.light import verify_replica_store
 from node.ledger.store import open_store
 from orchestrator.chain_cli import verify
 from orchestrator.runner import Run
@@ -59,7 +59,7 @@ def test_devices_of_a_crashed_mec_end_at_the_final_height(tmp_path: Path) -> Non
     for node in live:
         store = open_store(chain_dir(out / "nodes" / node, MAIN_CHAIN))
         try:
-            reports[node] = verify_store(store)
+            reports[node] = verify_replica_store(store)
         finally:
             store.close()
     assert all(r.ok for r in reports.values()), {n: r.failures for n, r in reports.items()}

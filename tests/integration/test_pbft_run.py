@@ -11,8 +11,9 @@ import pytest
 from node.core.block import Block
 from node.core.encoding import decode_canonical
 from node.core.finality import Committee
-from node.ledger.chain import ChainConfig, verify_store
+from node.ledger.chain import ChainConfig
 from node.ledger.chains import MAIN_CHAIN, chain_dir
+from node.ledger.light import verify_replica_store
 from node.ledger.store import open_store
 from orchestrator.runner import Run
 from orchestrator.scenario import parse_scenario
@@ -54,7 +55,7 @@ def test_pbft_validators_survive_a_killed_primary(tmp_path: Path) -> None:
         for n in ("pub", "mec0", "mec1", "dev1-0")
     }
     try:
-        reports = {n: verify_store(s) for n, s in stores.items()}
+        reports = {n: verify_replica_store(s) for n, s in stores.items()}
         assert all(r.ok for r in reports.values()), {n: r.failures for n, r in reports.items()}
         # publish, one block per round with updates, rewards: nothing submitted is lost
         assert reports["pub"].height == 2 + with_updates

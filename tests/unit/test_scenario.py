@@ -124,7 +124,7 @@ def test_deep_unknown_field() -> None:
         pytest.param({"training": {"rounds": 0}}, "training.rounds", "0", id="rounds-zero"),
         pytest.param({"training": {"rounds": "ten"}}, "training.rounds", "'ten'", id="rounds-str"),
         pytest.param({"training": {"rounds": 2.5}}, "training.rounds", "2.5", id="rounds-frac"),
-        pytest.param({"scheme": "blockfl"}, "scheme.name", "'blockfl'", id="scheme"),
+        pytest.param({"scheme": "bees-x"}, "scheme.name", "'bees-x'", id="scheme"),
         pytest.param({"scheme": {"name": "x"}}, "scheme.name", "'x'", id="scheme-name"),
         pytest.param({"dataset": {"name": "cifar"}}, "dataset.name", "'cifar'", id="dataset"),
         pytest.param({"model": "resnet"}, "model", "'resnet'", id="model"),
@@ -152,9 +152,9 @@ def test_invalid_value_names_the_field_and_the_value(
 
 
 def test_scheme_error_shows_the_allowed_literal() -> None:
-    msg = _error({"scheme": "blockfl"})
+    msg = _error({"scheme": "bees-x"})
 
-    assert msg.endswith("allowed: 'vanilla' or 'gossip-fedavg'")
+    assert msg.endswith("allowed: 'vanilla', 'gossip-fedavg', 'blockfl', 'two-layer' or 'flchain'")
 
 
 def test_scheme_params_are_validated_by_the_scheme() -> None:

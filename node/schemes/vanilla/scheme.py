@@ -58,8 +58,19 @@ class VanillaScheme(Scheme):
                 peers = [PUBLISHER, *devices_of[n.id], *(m for m in mecs if m != n.id)]
             else:
                 peers = [PUBLISHER, str(n.parent)]
+            # only this scheme's own device role keeps no state (schemes reusing this plan
+            # have device roles of their own)
+            light = (
+                type(self) is VanillaScheme
+                and n.kind == NodeKind.DEVICE
+                and inputs.device_replica == "light"
+            )
             nodes[n.id] = NodePlan(
-                node_id=n.id, role=str(n.kind), chains=(MAIN_CHAIN,), peers=tuple(peers)
+                node_id=n.id,
+                role=str(n.kind),
+                chains=(MAIN_CHAIN,),
+                peers=tuple(peers),
+                light_chains=(MAIN_CHAIN,) if light else (),
             )
         return Plan(nodes=nodes, chains={MAIN_CHAIN: chain})
 
