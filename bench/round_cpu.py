@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from vs_flower import REPO, bcfl_scenario, round_periods, steady
+from vs_flower import REPO, bcfl_scenario, export_tree, round_periods, steady
 
 POLL_S = 0.01
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -73,9 +73,10 @@ def rounds_done(metrics: Path) -> int:
 
 
 def one_run(
-    rounds: int, work: Path, device_replica: str | None = None
+    rounds: int, work: Path, device_replica: str | None = None, tree: Path | None = None
 ) -> tuple[dict[tuple[str, str], float], float]:
-    """CPU ms per round by (node, thread), and the steady round period (s)."""
+    """CPU ms per round by (node, thread), and the steady round period (s). `tree`: a
+    directory holding another revision's packages to run instead (`vs_flower.export_tree`)."""
     from orchestrator.collect import read_records
 
     work.mkdir(parents=True)
@@ -86,6 +87,7 @@ def one_run(
         [bcfl, "run", str(work / "scenario.yaml"), "--quiet", "--out", str(out)],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
+        env=None if tree is None else {**os.environ, "PYTHONPATH": str(tree)},
     )
     pids: dict[str, int] = {}
     start: dict[tuple[str, str], float] = {}
@@ -113,6 +115,19 @@ def one_run(
     return per_round, steady(round_periods(records))
 
 
+KINDS = {"pub": "publisher", "mec": "MECs", "dev": "devices"}
+
+
+def kind_totals(med: dict[tuple[str, str], float]) -> dict[str, float]:
+    """CPU ms per round by kind of node (publisher, MECs, devices) and in all ("total")."""
+    out = {
+        name: sum(v for (n, _), v in med.items() if n.startswith(prefix))
+        for prefix, name in KINDS.items()
+    }
+    out["total"] = sum(med.values())
+    return out
+
+
 def main() -> None:
     """Run, print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -123,18 +138,41 @@ def main() -> None:
         choices=("full", "light"),
         help="the scenario's ledger.device_replica (default: its default)",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run git revision REV (or a directory holding the node, topologies and "
+        "orchestrator packages), alternating, and print the ratios",
+    )
     args = parser.parse_args()
-    runs: list[dict[tuple[str, str], float]] = []
-    periods: list[float] = []
+    runs: dict[str, list[dict[tuple[str, str], float]]] = {"now": [], "base": []}
+    periods: dict[str, list[float]] = {"now": [], "base": []}
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bcfl-round-cpu-") as tmp:
+        tree: Path | None = None
+        if args.baseline and Path(args.baseline).is_dir():
+            tree = Path(args.baseline)
+        elif args.baseline:
+            tree = Path(tmp) / "baseline-tree"
+            export_tree(args.baseline, tree)
         for rep in range(args.repeats):
-            cpu, period = one_run(args.rounds, Path(tmp) / str(rep), args.device_replica)
-            runs.append(cpu)
-            periods.append(period)
-    keys = sorted({k for r in runs for k in r})
-    med = {k: statistics.median(r.get(k, 0.0) for r in runs) for k in keys}
-    nodes = sorted({n for n, _ in keys})
+            order = ["now", "base"] if tree is not None else ["now"]
+            for which in order if rep % 2 == 0 else order[::-1]:
+                cpu, period = one_run(
+                    args.rounds,
+                    Path(tmp) / f"{which}-{rep}",
+                    args.device_replica,
+                    tree if which == "base" else None,
+                )
+                runs[which].append(cpu)
+                periods[which].append(period)
+    meds = {
+        which: {k: statistics.median(r.get(k, 0.0) for r in rs) for k in {k for r in rs for k in r}}
+        for which, rs in runs.items()
+        if rs
+    }
+    med = meds["now"]
+    nodes = sorted({n for n, _ in med})
     for node in nodes:
         threads = {t: v for (n, t), v in med.items() if n == node}
         detail = ", ".join(f"{t} {v:.1f}" for t, v in sorted(threads.items()) if t != "main")
@@ -142,16 +180,27 @@ def main() -> None:
             f"{node:<8}{sum(threads.values()):8.1f} ms/round (main {threads.get('main', 0):.1f}"
             f"{'; ' + detail if detail else ''})"
         )
-    kinds = {"pub": "publisher", "mec": "MECs", "dev": "devices"}
-    for prefix, name in kinds.items():
+    for prefix, name in KINDS.items():
         total = sum(v for (n, _), v in med.items() if n.startswith(prefix))
         main_only = sum(v for (n, t), v in med.items() if n.startswith(prefix) and t == "main")
         print(f"{name:<10}{total:8.1f} ms/round (main threads {main_only:.1f})")
+    load = f"load {load0:.1f}-{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     print(
         f"total {sum(med.values()):.1f} ms CPU per round; steady round period "
-        f"{1000 * statistics.median(periods):.1f} ms; load {load0:.1f}-{os.getloadavg()[0]:.1f} "
-        f"on {os.cpu_count()} cores; median of {args.repeats}"
+        f"{1000 * statistics.median(periods['now']):.1f} ms; {load}; median of {args.repeats}"
     )
+    if "base" in meds:
+        now, base = kind_totals(meds["now"]), kind_totals(meds["base"])
+        print(f"against {args.baseline} (alternating, median of {args.repeats} each; {load}):")
+        for name in (*KINDS.values(), "total"):
+            print(
+                f"  {name:<10} {now[name]:7.1f} vs {base[name]:7.1f} ms/round "
+                f"({now[name] / base[name]:.2f}x)"
+            )
+        p_now, p_base = statistics.median(periods["now"]), statistics.median(periods["base"])
+        print(
+            f"  period     {1000 * p_now:7.1f} vs {1000 * p_base:7.1f} ms ({p_now / p_base:.2f}x)"
+        )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,9 @@ time between two of bcfl's publisher round starts; the floor's round; Flower's t
 the server-side evaluations), then the ratios bcfl/floor and bcfl/Flower, and the load average.
 
 Run: ``python bench/vs_flower.py --repeats 3`` (``--rounds`` to shorten, ``--systems bcfl floor``
-to leave Flower out).
+to leave Flower out). ``--baseline REV`` adds ``base``: ``bcfl run`` of the ``node``,
+``topologies`` and ``orchestrator`` packages of git revision REV (exported to a temporary
+directory put first on ``PYTHONPATH``), in the same rotation, and prints bcfl/base.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -128,8 +131,11 @@ def bcfl_scenario(rounds: int, device_replica: str | None = None) -> str:
     )
 
 
-def run_bcfl(rounds: int, work: Path, device_replica: str | None = None) -> dict[str, Any]:
-    """One ``bcfl run``; its wall, peak PSS and the publisher's round times."""
+def run_bcfl(
+    rounds: int, work: Path, device_replica: str | None = None, tree: Path | None = None
+) -> dict[str, Any]:
+    """One ``bcfl run``; its wall, peak PSS and the publisher's round times. `tree`: a
+    directory holding another revision's packages (`export_tree`) to run instead."""
     from orchestrator.collect import read_records
 
     work.mkdir(parents=True)
@@ -137,7 +143,10 @@ def run_bcfl(rounds: int, work: Path, device_replica: str | None = None) -> dict
     scenario.write_text(bcfl_scenario(rounds, device_replica))
     out = work / "run"
     bcfl = str(Path(sys.executable).parent / "bcfl")
-    wall, pss = measure([bcfl, "run", str(scenario), "--quiet", "--out", str(out)])
+    env = None
+    if tree is not None:
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+    wall, pss = measure([bcfl, "run", str(scenario), "--quiet", "--out", str(out)], env)
     records = [r for r in read_records(out / "nodes" / "pub") if r.get("event") == "round"]
     return {"wall_s": wall, "pss_mib": pss, "round_s": round_periods(records)}
 
@@ -152,6 +161,22 @@ def round_periods(records: list[dict[str, Any]]) -> list[float]:
     starts = [float(r["wall_time"]) - float(r["round_time_s"]) for r in records]
     periods = [b - a for a, b in itertools.pairwise(starts)]
     return [*periods, float(records[-1]["round_time_s"])] if records else []
+
+
+def export_tree(rev: str, dest: Path) -> None:
+    """The packages `bcfl run` imports (node, topologies, orchestrator) of git revision
+    `rev`, under `dest`."""
+    dest.mkdir(parents=True)
+    archive = dest / "tree.tar"
+    with archive.open("wb") as fh:
+        subprocess.run(
+            ["git", "-C", str(REPO), "archive", rev, "node", "topologies", "orchestrator"],
+            stdout=fh,
+            check=True,
+        )
+    with tarfile.open(archive) as tar:
+        tar.extractall(dest, filter="data")
+    archive.unlink()
 
 
 def run_child(kind: str, rounds: int, work: Path) -> dict[str, Any]:
@@ -282,6 +307,12 @@ def main() -> None:
         choices=("full", "light"),
         help="bcfl's ledger.device_replica (default: the scenario default)",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run bcfl at git revision REV ('base'), in turn with the others (or from "
+        "REV, a directory holding the node, topologies and orchestrator packages)",
+    )
     parser.add_argument("--child", choices=("floor", "flower"), help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -296,6 +327,8 @@ def main() -> None:
     if args.repeats < 1 or args.rounds < 2:
         parser.error("--repeats must be >= 1 and --rounds >= 2")
     systems = ["bcfl", *(s for s in ("floor", "flower") if s in args.systems)]
+    if args.baseline:
+        systems.insert(1, "base")
     reason = flower_missing() if "flower" in systems else None
     if reason is not None:
         systems.remove("flower")
@@ -303,20 +336,26 @@ def main() -> None:
     results: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
     loads = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory(prefix="bcfl-vs-flower-") as tmp:
+        tree = Path(tmp) / "baseline-tree"
+        if args.baseline and Path(args.baseline).is_dir():
+            tree = Path(args.baseline)  # a directory holding the packages already
+        elif args.baseline:
+            export_tree(args.baseline, tree)
         for rep in range(args.repeats):
             order = systems[rep % len(systems) :] + systems[: rep % len(systems)]
             for system in order:
                 log(f"repeat {rep + 1}/{args.repeats}: {system}")
                 work = Path(tmp) / f"{system}-{rep}"
-                if system == "bcfl":
-                    r = run_bcfl(args.rounds, work, args.device_replica)
+                if system in ("bcfl", "base"):
+                    base = tree if system == "base" else None
+                    r = run_bcfl(args.rounds, work, args.device_replica, base)
                 else:
                     r = run_child(system, args.rounds, work)
                 results[system].append(r)
                 loads.append(os.getloadavg()[0])
                 log(
                     f"  wall {r['wall_s']:.1f} s, peak PSS {r['pss_mib']:.0f} MiB, "
-                    f"steady round {steady(r['round_s']):.3f} s"
+                    f"steady round {steady(r['round_s']):.4f} s, load {loads[-1]:.1f}"
                 )
     med: dict[str, dict[str, float]] = {
         s: {
@@ -330,17 +369,29 @@ def main() -> None:
         f"task: digits, MLP 64-64-10, 10 clients, {args.rounds} rounds, E=1, B=16, lr=0.05; "
         f"median of {args.repeats} repeat(s); bcfl ledger.device_replica: "
         f"{args.device_replica or 'default'}"
+        + (f"; base: bcfl at {args.baseline}" if args.baseline else "")
     )
     print(f"{'':<8}{'wall s':>10}{'peak PSS MiB':>14}{'steady round s':>16}")
     for s, m in med.items():
         print(f"{s:<8}{m['wall_s']:>10.1f}{m['pss_mib']:>14.0f}{m['round_s']:>16.4f}")
-    for other in ("floor", "flower"):
+    for other in ("base", "floor", "flower"):
         if other in med:
             b, o = med["bcfl"], med[other]
             print(
                 f"bcfl/{other}: wall {b['wall_s'] / o['wall_s']:.2f}x, "
                 f"peak PSS {b['pss_mib'] / o['pss_mib']:.2f}x, "
                 f"steady round {b['round_s'] / o['round_s']:.2f}x"
+            )
+    for other in ("base", "floor"):
+        if other in results:
+            per_rep = [
+                steady(b["round_s"]) / steady(o["round_s"])
+                for b, o in zip(results["bcfl"], results[other], strict=True)
+            ]
+            print(
+                f"bcfl/{other} steady round per repeat: "
+                + ", ".join(f"{x:.2f}x" for x in per_rep)
+                + f" (median {statistics.median(per_rep):.2f}x)"
             )
     print(
         f"load average (1 min) during the runs: {min(loads):.1f}-{max(loads):.1f} "

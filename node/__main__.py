@@ -72,6 +72,7 @@ def build_daemon(config: NodeConfig) -> Daemon:
         config.ledger_synchronous,
         shared.genesis_dbs if shared else None,
         light=config.plan.light_chains,
+        storage_time_ms=config.ledger_storage_time_ms,
     )
     role = make_scheme(config.scheme, config.scheme_params).role(config.plan)
     return Daemon(config, topology, transport, codec, role, metrics, chains=chains)

@@ -120,6 +120,9 @@ class NodeConfig(BaseModel):
     chains: dict[str, Chain]  # every chain of the run, by chain id
     task_id: str
     ledger_synchronous: str = "NORMAL"
+    # the block storage time t every ledger append emulates (ms; 0: none), from the
+    # scenario's ledger.storage_time and topology.t_ms (`LedgerSettings.storage_time_ms`)
+    ledger_storage_time_ms: Annotated[float, Field(ge=0, le=60_000, allow_inf_nan=False)] = 0.0
     aggregator: AggregatorSettings = AggregatorSettings()
     privacy: PrivacySettings | None = None
     behaviours: list[Behaviour] = Field(default_factory=list)

@@ -11,24 +11,37 @@ does not keep is counted as ``unknown_chain``) and every other verified message 
 is counted as ``bad_payload`` and dropped), ticks every chain's sync, and fires due timers.
 Ledger messages wait in a backlog until no frame is waiting (or the oldest has waited
 LEDGER_MAX_DEFER_S), so that validating and appending a block never delays a node's part in
-the round (a device's training, a MEC's forwarding); their order among themselves is kept.
+the round (a device's training, a MEC's forwarding); their order among themselves is kept,
+and each keeps the wall-clock time it arrived, which the chains record as the time its
+blocks were received (`node.ledger.storage_time`).
 The role sends message instances through this object (the `NodeContext`, which encodes them
 with `to_payload`), so roles never touch sockets, clocks or keys. The loop ends when the
 role calls `stop()` or on SIGTERM/SIGINT; pending shaped sends and blob fsyncs are then
 flushed and the counters are written.
+
+A role runs a long CPU job (a device's local training) with `run_background(fn, on_done)`:
+`fn` runs on the node's one worker thread (a daemon thread, started at the first job; jobs
+run one at a time, in the order given) while the loop goes on receiving, storing blocks and
+relaying; its result (or the exception it raised) comes back to `on_done` on the loop's own
+thread, in the same order. `fn` must not touch the role's state that callbacks may change
+meanwhile. While a job is out, the loop waits at most BACKGROUND_POLL_S for a frame, so a
+result waits at most that long. A node that stops with a job out does not wait for it:
+its `on_done` is never called.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import signal
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from node.codec import Codec, DecodeError, Message
 from node.config import NodeConfig
@@ -50,6 +63,11 @@ LOG_FIRST_DROPS = 20
 LEDGER_MAX_DEFER_S = 0.5
 BLOB_FLUSH_S = 10.0
 PROFILE_ENV = "BCFL_PROFILE_DIR"
+BACKGROUND_POLL_S = 0.01
+
+T = TypeVar("T")
+# a background job and where its outcome goes: on_done(result, None) or on_done(None, error)
+_Job = tuple[Callable[[], Any], Callable[[Any, BaseException | None], None]]
 
 
 class Daemon:
@@ -90,7 +108,14 @@ class Daemon:
         self._stop_deadline = 0.0
         self._stop_report_to: tuple[str, ...] = ()
         self._next_sync_tick = 0.0
-        self._ledger_backlog: deque[tuple[float, Message]] = deque()
+        # ledger messages waiting: (arrival on the loop's clock, arrival in wall-clock ms, msg)
+        self._ledger_backlog: deque[tuple[float, float, Message]] = deque()
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._finished: queue.SimpleQueue[tuple[_Job, Any, BaseException | None]] = (
+            queue.SimpleQueue()
+        )
+        self._jobs_out = 0
+        self._worker: threading.Thread | None = None
 
     # -- NodeContext -------------------------------------------------------------------
     @property
@@ -155,7 +180,7 @@ class Daemon:
         there is no round left to defer them for), so that a block already received is
         not asked for again."""
         while self._ledger_backlog:
-            self._ledger_message(self._ledger_backlog.popleft()[1])
+            self._ledger_message(*self._ledger_backlog.popleft()[1:])
         self._stop_chain = chain_id
         self._stop_at_height = height
         self._stop_deadline = self._clock() + timeout_s
@@ -198,6 +223,42 @@ class Daemon:
         """Forget timer `name`."""
         self._timers.pop(name, None)
 
+    def run_background(
+        self,
+        fn: Callable[[], T],
+        on_done: Callable[[T | None, BaseException | None], None],
+    ) -> None:
+        """Run `fn()` on this node's worker thread; then, on the loop's thread, call
+        `on_done(result, None)`, or `on_done(None, error)` if `fn` raised. Jobs run one at a
+        time and their `on_done`s are called in the order the jobs were given."""
+        if self._worker is None:
+            self._worker = threading.Thread(
+                target=self._work, name=f"{self.node_id}-worker", daemon=True
+            )
+            self._worker.start()
+        self._jobs_out += 1
+        self._jobs.put((fn, on_done))
+
+    def _work(self) -> None:
+        """The worker thread: run jobs until told to end (None)."""
+        while (job := self._jobs.get()) is not None:
+            try:
+                result = job[0]()
+            except Exception as exc:  # delivered to the job's on_done on the loop's thread
+                self._finished.put((job, None, exc))
+            else:
+                self._finished.put((job, result, None))
+
+    def _deliver_finished(self) -> None:
+        """Hand the finished jobs' outcomes to their `on_done`s (on the loop's thread)."""
+        while self._jobs_out and not self._stopping:
+            try:
+                job, result, error = self._finished.get_nowait()
+            except queue.Empty:
+                return
+            self._jobs_out -= 1
+            job[1](result, error)
+
     def stop(self) -> None:
         """End the loop after the current callback."""
         self._stopping = True
@@ -230,16 +291,17 @@ class Daemon:
                 self._role.on_timer(self, name)
 
     def _wait_s(self) -> float:
+        longest = BACKGROUND_POLL_S if self._jobs_out else MAX_WAIT_S
         if not self._timers:
-            return MAX_WAIT_S
-        return max(0.0, min(MAX_WAIT_S, min(self._timers.values()) - self._clock()))
+            return longest
+        return max(0.0, min(longest, min(self._timers.values()) - self._clock()))
 
-    def _ledger_message(self, msg: Message) -> None:
+    def _ledger_message(self, received_ms: float, msg: Message) -> None:
         if not self.chains:
             self.drop("no_ledger", msg.type)
             return
         try:
-            out = self.chains.handle(msg.sender, msg.type, msg.payload, self._clock())
+            out = self.chains.handle(msg.sender, msg.type, msg.payload, self._clock(), received_ms)
         except UnknownChain as exc:
             self.drop("unknown_chain", str(exc))
             return
@@ -259,7 +321,7 @@ class Daemon:
             self.drop(exc.reason, exc.detail)
             return
         if msg.type.startswith(LEDGER_PREFIXES):
-            self._ledger_backlog.append((self._clock(), msg))
+            self._ledger_backlog.append((self._clock(), time.time_ns() / 1e6, msg))
             return
         if registered(msg.type) is not None:  # a typed message: checked once, here
             try:
@@ -276,12 +338,12 @@ class Daemon:
         none of those, deferred ledger writes are done when no frame is waiting."""
         backlog = self._ledger_backlog
         if backlog and self._clock() - backlog[0][0] >= LEDGER_MAX_DEFER_S:
-            self._ledger_message(backlog.popleft()[1])
+            self._ledger_message(*backlog.popleft()[1:])
             return None
         unwritten = self.chains.pending_writes()
         frame = self._transport.recv(0.0 if backlog or unwritten else self._wait_s())
         if frame is None and backlog:
-            self._ledger_message(backlog.popleft()[1])
+            self._ledger_message(*backlog.popleft()[1:])
         elif frame is None and unwritten:
             self.chains.write_pending()  # deferred ledger writes, when nothing else is waiting
         return frame
@@ -291,7 +353,8 @@ class Daemon:
         variable PROFILE_ENV set to a directory, the run is profiled with cProfile into
         ``DIR/<node id>.prof`` (for finding where a round's time goes), timing this thread's
         CPU time: a wall-clock profile of 13 processes sharing two cores charges each function
-        with the time its process waited for a core."""
+        with the time its process waited for a core. The worker thread's jobs
+        (`run_background`: a device's training) are not in it."""
         directory = os.environ.get(PROFILE_ENV)
         if not directory:
             self._run(install_signal_handlers)
@@ -315,9 +378,12 @@ class Daemon:
             frame = self._next_frame()
             if frame is not None:
                 self.handle_frame(frame)
+            self._deliver_finished()
             self._fire_due_timers()
             self._tick_ledger()
             self._check_synced_stop()
+        if self._worker is not None:
+            self._jobs.put(None)  # the worker ends after its job (not waited for: a daemon thread)
         self._role.finish(self)
         flush = getattr(self._transport, "flush", None)
         if flush is not None and not flush(10.0):

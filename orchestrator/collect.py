@@ -1,4 +1,10 @@
-"""Merge the nodes' JSONL metrics into the run's `metrics.csv` and `counters.csv`."""
+"""Merge the nodes' JSONL metrics into the run's `metrics.csv` and `counters.csv`, and the
+nodes' ledgers' block timings into `blocks.csv` (`node.ledger.timing`).
+
+Several tasks in one run (two-layer isolation sharding: ``scheme: {name: two-layer, tasks:
+N}``): the publisher writes one round record per task and round, each naming its task's
+chain (``task_chain``, a metrics.csv column, empty for a run of one task); a round counts as
+completed once every task recorded it (`rounds_completed`)."""
 
 from __future__ import annotations
 
@@ -8,6 +14,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from node.ledger.timing import write_blocks_csv
+
 log = logging.getLogger(__name__)
 
 METRIC_COLUMNS = (
@@ -16,6 +24,7 @@ METRIC_COLUMNS = (
     "round",
     "node",
     "role",
+    "task_chain",
     "accuracy",
     "loss",
     "eval_set",
@@ -43,14 +52,21 @@ GOSSIP_COLUMNS = (
     "gossip_ihave_msgs",
     "gossip_iwant_msgs",
     "gossip_want_failed",
+    "gossip_received_bytes",
+    "gossip_relayed_bytes",
+    "gossip_served_bytes",
+    "gossip_forwarded_bytes",
     "gossip_sent_msgs",
     "gossip_invalid",
     "gossip_dropped",
     "gossip_invalid_from",
+    "gossip_relayed_from",
 )
 """A node's ``gossip`` record (`node.gossip.GossipService.record`): items it published,
 received valid, delivered, relayed (sent on), duplicates suppressed, pulled (IWANT
-answered), served, the IHAVE/IWANT messages, and invalid items by reason and by peer; empty
+answered), served, the IHAVE/IWANT messages, the payload bytes of new valid items received,
+of others' items relayed (pushed on), served (IWANT answers) and forwarded (both), invalid
+items by reason and by peer, and the bytes of relayed copies each peer sent this node; empty
 for nodes without gossip."""
 COUNTER_COLUMNS = (
     "node",
@@ -76,6 +92,21 @@ def read_records(node_dir: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             log.warning("%s: skipped a torn line", path)
     return records
+
+
+def rounds_completed(records: list[dict[str, Any]]) -> int:
+    """How many rounds every task completed, from the publisher's records: the number of
+    distinct rounds in its ``round`` records, or, where its records name tasks
+    (``task_chain``), the fewest distinct rounds any named task recorded (a task that
+    recorded none: 0)."""
+    tasks = {str(r["task_chain"]) for r in records if r.get("task_chain")}
+    rounds: dict[str, set[int]] = {t: set() for t in tasks} if tasks else {"": set()}
+    for r in records:
+        if r.get("event") == "round":
+            task = str(r.get("task_chain") or "")
+            if task in rounds:
+                rounds[task].add(int(r["round"]))
+    return min(len(done) for done in rounds.values())
 
 
 def _cell(value: Any) -> Any:
@@ -119,7 +150,9 @@ def _counter_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def collect(run_dir: Path) -> tuple[int, int]:
-    """Write metrics.csv and counters.csv; returns (metric rows, nodes seen)."""
+    """Write metrics.csv, counters.csv and blocks.csv (every node's timing row of every
+    block it stored, `node.ledger.timing.write_blocks_csv`); returns (metric rows, nodes
+    seen)."""
     rows: list[dict[str, Any]] = []
     counters: list[dict[str, Any]] = []
     node_dirs = sorted(p for p in (run_dir / "nodes").iterdir() if p.is_dir())
@@ -129,7 +162,7 @@ def collect(run_dir: Path) -> tuple[int, int]:
             if rec.get("event") == "round":
                 rows.append({c: _cell(rec.get(c)) for c in METRIC_COLUMNS})
         counters += _counter_rows(records)
-    rows.sort(key=lambda r: (int(r["round"]), str(r["role"]), str(r["node"])))
+    rows.sort(key=lambda r: (int(r["round"]), str(r["task_chain"]), str(r["role"]), str(r["node"])))
     with (run_dir / "metrics.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
         writer.writeheader()
@@ -138,4 +171,5 @@ def collect(run_dir: Path) -> tuple[int, int]:
         writer = csv.DictWriter(f, fieldnames=COUNTER_COLUMNS)
         writer.writeheader()
         writer.writerows(counters)
+    write_blocks_csv(run_dir)
     return len(rows), len(node_dirs)

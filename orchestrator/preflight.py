@@ -17,7 +17,10 @@ start. Each failure is a `ScenarioError` with one line ``FIELD: VALUE is invalid
   limit where there is one); a scenario that does not fit is **refused**, since the kernel
   would otherwise kill node processes mid-run. Under containernet a role's `memory_mb`
   limit must hold one node of that role;
-- faults, aggregator parameters and capture entries resolve against the topology.
+- faults, aggregator parameters and capture entries resolve against the topology;
+- the scheme can plan the run, and every chain its plan orders by a committee (PBFT) has at
+  least MIN_PBFT_REPLICAS members (`ledger.consensus: pbft` with too few MECs is refused
+  here, not by the nodes at start).
 
 The memory estimate per node process: the interpreter with torch and pyzmq (PSS, measured
 by bench/scale.py: 14-17 MB a daemon forked by the fork server at 100-1,000 devices, so 18 MB
@@ -38,14 +41,18 @@ import importlib.util
 import logging
 import math
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from node.learning import datasets as ds
 from node.learning.privacy import gaussian_sigma
 from orchestrator.scenario import Scenario, ScenarioError, show
 from topologies import NodeKind, TopologySpec
+
+if TYPE_CHECKING:
+    from node.ledger.chain import ChainConfig
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +60,7 @@ BASE_MB: dict[str, float] = {"local": 18.0, "mininet": 20.0, "containernet": 280
 FORK_SERVER_MB: dict[str, float] = {"local": 250.0, "mininet": 250.0, "containernet": 0.0}
 MODEL_COPIES = 4  # a node's model, its reference, the global model received, the update sent
 MB = float(1 << 20)
+MIN_PBFT_REPLICAS = 4  # PBFT's n >= 3f + 1 with f >= 1 (node.consensus.messages.Group)
 
 
 @dataclass(frozen=True)
@@ -254,9 +262,35 @@ def check_plan(s: Scenario, topology: TopologySpec) -> None:
         device_replica=s.ledger.device_replica,
     )
     try:
-        make_scheme(s.scheme.name, s.scheme.params).plan(topology, keys, inputs)
+        plan = make_scheme(s.scheme.name, s.scheme.params).plan(topology, keys, inputs)
     except ValueError as exc:
         raise ScenarioError(f"scheme: {s.scheme.name}: {exc}") from None
+    check_committees(s, {cid: c.config for cid, c in plan.chains.items()}, keys)
+
+
+def check_committees(
+    s: Scenario, chains: Mapping[str, ChainConfig], keys: Mapping[str, bytes]
+) -> None:
+    """ScenarioError unless every chain ordered by a committee (PBFT) has at least
+    MIN_PBFT_REPLICAS members (the nodes' PBFT refuses fewer at start)."""
+    from node.core.finality import Committee
+
+    node_of = {key: nid for nid, key in keys.items()}
+    for cid, config in sorted(chains.items()):
+        finality = config.finality
+        if not isinstance(finality, Committee) or len(finality.members) >= MIN_PBFT_REPLICAS:
+            continue
+        members = ", ".join(node_of.get(m, m.hex()[:16]) for m in finality.members)
+        field = "ledger.consensus" if s.ledger.consensus == "pbft" else "topology"
+        value = s.ledger.consensus if field == "ledger.consensus" else f"{len(keys)} nodes"
+        raise _invalid(
+            field,
+            value,
+            f"a PBFT committee of at least {MIN_PBFT_REPLICAS} replicas (n >= 3f + 1) for "
+            f"every chain; chain {cid!r} of scheme {s.scheme.name} would be ordered by "
+            f"{len(finality.members)} ({members}): use more MECs "
+            f"(topology.base_stations x topology.mecs_per_bs) or ledger.consensus: single",
+        )
 
 
 def parameters(model: str, pixels: int, classes: int = 10) -> int:

@@ -1,8 +1,9 @@
-"""Figures and a text summary from a run directory's `metrics.csv`."""
+"""Figures and a text summary from a run directory's `metrics.csv` and `blocks.csv`."""
 
 from __future__ import annotations
 
 import csv
+import statistics
 from collections import defaultdict
 from pathlib import Path
 
@@ -13,6 +14,8 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from node.ledger.timing import BLOCKS_CSV
+
 
 def load_metrics(run_dir: Path) -> list[dict[str, str]]:
     """The rows of metrics.csv."""
@@ -21,9 +24,17 @@ def load_metrics(run_dir: Path) -> list[dict[str, str]]:
 
 
 def global_rounds(rows: list[dict[str, str]]) -> list[dict[str, str]]:
-    """The publisher's rows (the global model's test accuracy), by round."""
+    """The publisher's rows (the global model's test accuracy), by round (then task)."""
     out = [r for r in rows if r["role"] == "publisher" and r["accuracy"] != ""]
-    return sorted(out, key=lambda r: int(r["round"]))
+    return sorted(out, key=lambda r: (int(r["round"]), r.get("task_chain", "")))
+
+
+def by_task(rows: list[dict[str, str]]) -> dict[str, list[dict[str, str]]]:
+    """`rows` split by their ``task_chain`` ("" for a run of one task), each in order."""
+    out: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for r in rows:
+        out[r.get("task_chain", "")].append(r)
+    return dict(sorted(out.items()))
 
 
 def load_events(run_dir: Path) -> list[dict[str, str]]:
@@ -69,11 +80,14 @@ def accuracy_figure(run_dir: Path) -> Figure:
     fig, (ax_acc, ax_full, ax_time) = plt.subplots(
         1, 3, figsize=(12, 4.8), gridspec_kw={"width_ratios": (3.2, 0.9, 2.6)}
     )
-    rounds = [int(r["round"]) for r in pub]
-    accuracy = [float(r["accuracy"]) for r in pub]
-    ax_acc.plot(rounds, accuracy, "o-", label="global model (test)", clip_on=False)
-    ax_full.plot(rounds, accuracy, "-", linewidth=1)
-    plotted = [a for r, a in zip(rounds, accuracy, strict=True) if r >= 1]
+    plotted: list[float] = []
+    for task, task_rows in by_task(pub).items():
+        rounds = [int(r["round"]) for r in task_rows]
+        accuracy = [float(r["accuracy"]) for r in task_rows]
+        label = f"global model, {task} (test)" if task else "global model (test)"
+        ax_acc.plot(rounds, accuracy, "o-", label=label, clip_on=False)
+        ax_full.plot(rounds, accuracy, "-", linewidth=1)
+        plotted += [a for r, a in zip(rounds, accuracy, strict=True) if r >= 1]
     by_round: dict[int, list[float]] = defaultdict(list)
     for r in rows:
         if r["role"] == "device" and r["accuracy"] != "":
@@ -96,7 +110,11 @@ def accuracy_figure(run_dir: Path) -> Figure:
     ax_full.set_xlabel("round")
     ax_full.grid(alpha=0.3)
     ax_full.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=3))
-    ax_time.bar(rounds, [float(r["round_time_s"]) for r in pub])
+    tasks = by_task(pub)
+    width = 0.8 / max(len(tasks), 1)
+    for i, task_rows in enumerate(tasks.values()):
+        bar_x = [int(r["round"]) + (i - (len(tasks) - 1) / 2) * width for r in task_rows]
+        ax_time.bar(bar_x, [float(r["round_time_s"]) for r in task_rows], width=width)
     ax_time.set_xlabel("round")
     ax_time.set_ylabel("round time (s)")
     ax_time.grid(alpha=0.3, axis="y")
@@ -131,11 +149,61 @@ def plot_accuracy(run_dir: Path) -> Path:
 
 
 def summary_table(run_dir: Path) -> str:
-    """A per-round text table of the global model."""
-    lines = [f"{'round':>5}  {'accuracy':>8}  {'loss':>8}  {'devices':>7}  {'round s':>8}  missing"]
-    for r in global_rounds(load_metrics(run_dir)):
+    """A per-round text table of the global model (a task column where the run has several
+    tasks), then the per-chain block delay table (`delay_table`) where blocks.csv has rows."""
+    rows = global_rounds(load_metrics(run_dir))
+    tasks = any(r.get("task_chain") for r in rows)
+    task_head = f"{'task':<10}  " if tasks else ""
+    lines = [
+        f"{'round':>5}  {task_head}{'accuracy':>8}  {'loss':>8}  {'devices':>7}  "
+        f"{'round s':>8}  missing"
+    ]
+    for r in rows:
+        task = f"{r.get('task_chain', ''):<10}  " if tasks else ""
         lines.append(
-            f"{r['round']:>5}  {float(r['accuracy']):8.4f}  {float(r['loss']):8.4f}  "
+            f"{r['round']:>5}  {task}{float(r['accuracy']):8.4f}  {float(r['loss']):8.4f}  "
             f"{r['contributors']:>7}  {float(r['round_time_s']):8.2f}  {r['missing'] or '-'}"
+        )
+    delays = delay_table(run_dir)
+    return "\n".join(lines) + (f"\n\n{delays}" if delays else "")
+
+
+def load_blocks(run_dir: Path) -> list[dict[str, str]]:
+    """The rows of blocks.csv (none where the run has no such file)."""
+    path = run_dir / BLOCKS_CSV
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def delay_table(run_dir: Path) -> str:
+    """Per chain, from blocks.csv: its blocks, the nodes that stored them, the storage time t,
+    and each block's delay from its proposal to its storage at the last node keeping the
+    chain (the paper's unified delay) in units of t: mean, median and max (in ms where t is
+    not emulated). Empty where blocks.csv has no rows."""
+    blocks: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
+    for r in load_blocks(run_dir):
+        blocks[(r["chain"], r["height"])].append(r)
+    if not blocks:
+        return ""
+    per_chain: dict[str, list[tuple[float, float, int]]] = defaultdict(list)  # delay, t, nodes
+    for (chain, _), rows in blocks.items():
+        proposed = min(float(r["proposed_ms"]) for r in rows)
+        stored = max(float(r["stored_ms"]) for r in rows)
+        per_chain[chain].append((stored - proposed, max(float(r["t_ms"]) for r in rows), len(rows)))
+    lines = [
+        "block delay, proposed -> stored at the last node (blocks.csv):",
+        f"{'chain':<16}  {'blocks':>6}  {'nodes':>5}  {'t ms':>6}  {'mean':>7}  {'median':>7}  "
+        f"{'max':>7}  unit",
+    ]
+    for chain, found in sorted(per_chain.items()):
+        t = max(x[1] for x in found)
+        scale, unit = (t, "t") if t > 0 else (1.0, "ms (t not emulated)")
+        delays = [x[0] / scale for x in found]
+        lines.append(
+            f"{chain:<16}  {len(found):>6}  {max(x[2] for x in found):>5}  {t:>6g}  "
+            f"{statistics.fmean(delays):>7.2f}  {statistics.median(delays):>7.2f}  "
+            f"{max(delays):>7.2f}  {unit}"
         )
     return "\n".join(lines)

@@ -21,7 +21,7 @@ from node.config import Behaviour, LearningConfig, NodeConfig
 from node.keys import NodeKey, Roster
 from node.learning.privacy import gaussian_sigma
 from node.schemes import PlanInputs, make_scheme
-from orchestrator.collect import collect, read_records
+from orchestrator.collect import collect, read_records, rounds_completed
 from orchestrator.dataprep import prepare_run_data
 from orchestrator.faults import FaultEvent, behaviour_schedules, resolve_faults
 from orchestrator.health import ExitWatch, NodeFailure, device_problem
@@ -58,7 +58,7 @@ class RunResult:
     """What a run produced."""
 
     out_dir: Path
-    rounds_completed: int
+    rounds_completed: int  # rounds every task completed (`collect.rounds_completed`)
     final_accuracy: float | None
     elapsed_s: float
     exit_codes: dict[str, int | None] = field(default_factory=dict)
@@ -261,6 +261,7 @@ class Run:
                 chains=chains,
                 task_id=s.name,
                 ledger_synchronous=s.ledger.synchronous,
+                ledger_storage_time_ms=s.ledger.storage_time_ms(s.topology.t_ms),
                 aggregator=s.aggregator,
                 privacy=s.privacy,
                 behaviours=[Behaviour(**b) for b in schedules.get(node.id, [])],
@@ -291,6 +292,8 @@ class Run:
             "versions": _versions(),
             "data_prep": data.summary(),
             "aggregator": s.aggregator.model_dump(),
+            # the block storage time every node's ledger emulated (ms; 0: none)
+            "storage_time_ms": s.ledger.storage_time_ms(s.topology.t_ms),
             "privacy": _privacy_meta(s),
             "faults": [vars(ev) | {"link": ev.link} for ev in self.faults],
             "host": {"platform": platform.platform(), "cpus": _cpu_count()},
@@ -330,8 +333,7 @@ class Run:
         started = time.monotonic()
         self.meta["started_at"] = time.time()
         interrupted = False
-        rounds_seen: list[dict[str, Any]] = []
-        reported = 0
+        reported = 0  # rounds every task completed (`rounds_completed`)
         bar = RunProgress(
             self.scenario.training.rounds,
             {launch.node_id: self.node_dir(launch.node_id) for launch in launches},
@@ -352,15 +354,15 @@ class Run:
                 records = read_records(self.node_dir(PUBLISHER_ID))
                 rounds_seen = [r for r in records if r.get("event") == "round"]
                 bar.startup(any(r.get("event") == "started" for r in records))
-                if len(rounds_seen) > reported:
-                    for record in rounds_seen[reported:]:
-                        self._apply_faults(int(record["round"]) + 1, started)
+                done = rounds_completed(records)
+                if done > reported:
+                    for round_no in range(reported + 1, done + 1):
+                        record = [r for r in rounds_seen if int(r["round"]) == round_no][-1]
+                        self._apply_faults(round_no + 1, started)
                         if self.on_round is not None:
                             self.on_round(self, record)
-                    bar.rounds_done(
-                        len(rounds_seen) - reported, rounds_seen[-1], time.monotonic() - started
-                    )
-                    reported = len(rounds_seen)
+                    bar.rounds_done(done - reported, rounds_seen[-1], time.monotonic() - started)
+                    reported = done
                 codes = self.backend.poll()
                 self.watch.observe(codes, reported)
                 if codes.get(PUBLISHER_ID) is not None:
@@ -453,6 +455,7 @@ class Run:
 
     def _finish(self, started: float, interrupted: bool) -> RunResult:
         rounds = self.publisher_rounds()
+        completed = rounds_completed(read_records(self.node_dir(PUBLISHER_ID)))
         codes = self.backend.poll()
         collect(self.out_dir)
         self._write_events()
@@ -471,7 +474,7 @@ class Run:
         self.meta.update(
             finished_at=time.time(),
             elapsed_s=elapsed,
-            rounds_completed=len(rounds),
+            rounds_completed=completed,
             final_accuracy=final,
             exit_codes=codes,
             interrupted=interrupted,
@@ -480,7 +483,7 @@ class Run:
         )
         self._write_meta()
         return RunResult(
-            self.out_dir, len(rounds), final, elapsed, codes, interrupted, failures, problem
+            self.out_dir, completed, final, elapsed, codes, interrupted, failures, problem
         )
 
 

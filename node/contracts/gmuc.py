@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from node.contracts import identity
+from node.contracts import gmuc_request, identity
 from node.contracts.base import (
     BlockContext,
     Calls,
@@ -153,5 +153,6 @@ def vote(state: State, tx: Transaction, ctx: BlockContext, calls: Calls) -> list
     return events
 
 
-METHODS: dict[str, Method] = {"vote": vote}
+# the task request and responses (Steps 1-2): `node.contracts.gmuc_request`
+METHODS: dict[str, Method] = {"vote": vote, **gmuc_request.METHODS}
 API = None

@@ -6,6 +6,12 @@ How it works
 - Methods: `identity.register` {id, key (hex), role} adds a member; `identity.revoke` {id}
   removes one. Only a member whose role is "publisher" may call either; a publisher may
   not revoke itself.
+- `identity.enroll` {id, key, role, signature}: a "publisher" member (on a two-layer LMUC:
+  its MEC) submits a node's own registration: `signature` is the enrolled key's Ed25519
+  signature of `registration_message(chain id, id, role)`, so the key's holder asked to
+  join this chain under this id and role (it cannot be replayed on another chain); role
+  "device" or "mec". The runtime refuses any transaction from a key not registered, so a
+  node takes part only once enrolled (or listed in genesis).
 - Invariants: the two namespaces are exact inverses (one key per id, one id per key);
   ids match NODE_ID_RE; roles are in ROLES. A revoked key's nonce entry stays, so its old
   transactions can never be replayed if it is registered again.
@@ -18,9 +24,19 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from node.contracts.base import BlockContext, Calls, Event, Method, no_extra_fields, str_field
+from node import sigcache
+from node.contracts.base import (
+    BlockContext,
+    Calls,
+    Event,
+    Method,
+    bytes_field,
+    no_extra_fields,
+    str_field,
+)
 from node.contracts.errors import ContractError
 from node.contracts.state import State
+from node.core.encoding import canonical
 from node.core.tx import Transaction
 
 NAME = "identity"
@@ -30,6 +46,9 @@ ROLES = ("bs", "device", "mec", "publisher")
 PUBLISHER = "publisher"
 DEVICE = "device"
 PUBLIC_KEY_BYTES = 32
+SIGNATURE_BYTES = 64
+ENROLL_ROLES = ("device", "mec")
+NS_CHAIN = "chain"  # genesis.NS_CHAIN: "id" -> the chain id
 NODE_ID_RE = re.compile(r"[a-z][a-z0-9-]{0,31}")
 
 
@@ -109,6 +128,30 @@ def register(state: State, tx: Transaction, ctx: BlockContext, calls: Calls) -> 
     return [Event(NAME, "registered", {"id": node_id, "role": role, "by": by})]
 
 
+def registration_message(chain_id: str, node_id: str, role: str) -> bytes:
+    """What a node signs to ask to be registered on chain `chain_id` as `node_id` in `role`."""
+    return canonical(["bcfl-register", chain_id, node_id, role])
+
+
+def enroll(state: State, tx: Transaction, ctx: BlockContext, calls: Calls) -> list[Event]:
+    """identity.enroll {id, key, role, signature}: a publisher submits a node's signed
+    registration of its own key."""
+    payload: dict[str, Any] = tx.payload
+    no_extra_fields(payload, ("id", "key", "role", "signature"))
+    by = require_member(state, tx, PUBLISHER)
+    node_id = check_node_id(str_field(payload, "id", 32))
+    key = bytes_field(payload, "key", PUBLIC_KEY_BYTES)
+    role = str_field(payload, "role", 32)
+    if role not in ENROLL_ROLES:
+        raise ContractError(f"role: {role!r} is not one of {', '.join(ENROLL_ROLES)}")
+    signature = bytes_field(payload, "signature", SIGNATURE_BYTES)
+    chain_id = str(state.get(NS_CHAIN, "id") or "")
+    if not sigcache.verify(key, registration_message(chain_id, node_id, role), signature):
+        raise ContractError("signature: not the key's signature of its registration")
+    add_member(state, node_id, key, role)
+    return [Event(NAME, "registered", {"id": node_id, "role": role, "by": by})]
+
+
 def revoke(state: State, tx: Transaction, ctx: BlockContext, calls: Calls) -> list[Event]:
     """identity.revoke {id}: a publisher removes a member (not itself)."""
     payload: dict[str, Any] = tx.payload
@@ -136,5 +179,5 @@ class IdentityApi:
     require_member = staticmethod(require_member)
 
 
-METHODS: dict[str, Method] = {"register": register, "revoke": revoke}
+METHODS: dict[str, Method] = {"register": register, "enroll": enroll, "revoke": revoke}
 API = IdentityApi()

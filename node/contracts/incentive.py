@@ -19,30 +19,41 @@ How it works
   device co-signed (mining); relay_bytes: bytes it relayed over D2D; m_i: its item's
   multiplier (in (0, 1]); sums over the round's reports (a zero sum makes its term 0).
   B: the round budget, `round_budget` if the offer sets one, else the escrow left divided
-  evenly over the rounds left (pool // (rounds - r + 1)); never more than the escrow. The
-  weights sum to at most 1 and every m_i <= 1, so a round never pays more than B; what is
-  not paid stays in escrow (`task.close` refunds it).
+  evenly over the rounds left (pool // (rounds - r + 1)); never more than the escrow; fixed
+  by the round's first payment. Several payers may pay one round, each once, for its own
+  devices (the two-layer scheme: each MEC pays for its devices): a MEC's share is
+  B // (the chain's "mec" members), the publisher's is what is left of B; the sums run over
+  one payer's reports (our choice: a MEC measures only its own devices). A payer never
+  pays more than min(its share, B - already paid in the round), since the weights sum to
+  at most 1 and every m_i <= 1; what is not paid stays in escrow (`task.close` refunds it).
   Defaults (ours): w_samples 0.4, w_computation 0.15, w_energy 0.15, w_mining 0.15,
   w_relay 0.15; ref_ms 60000.
 - Not paid (listed with a reason in the ``paid`` event): a device whose reputation event of
   this (task, round) is negative (it misbehaved: ``negative_event``), one that signed no
   item (``no_contract``) or an item no longer offered (``withdrawn_item``), one whose
   reputation fell below its item's floor (``below_floor``), an amount that rounds to 0
-  (``zero``).
+  (``zero``), one already reported for this round by another payer (``already_reported``),
+  one whose task response (`node.contracts.gmuc_request`) names another MEC than the
+  reporting one (``not_its_device``: a MEC reports only its own devices).
+  Where the chain records the round's GMUC vote (`node.contracts.gmuc`): a report by a MEC
+  the vote outvoted is refused (a malfunctioning MEC's figures are not trusted); when no
+  aggregate was decided nobody is paid (``undecided``); a device that trained (samples > 0)
+  but is not among the decided aggregate's contributors is not paid (``rejected``).
 - State: ns "incentive.offer": task id -> {"items": {name: {"type": int, "floor": ppm,
   "multiplier": ppm}}, "weights": {name: ppm}, "round_budget": int (0: spread),
   "ref_ms": int}; ns "incentive.signed": "{task}/{device}" -> {"item": name};
   ns "incentive.paid": "{task}/{round}" -> {"budget": int, "total": int,
-  "paid": {device: amount}, "unpaid": {device: reason}}.
+  "paid": {device: amount}, "unpaid": {device: reason}, "payers": {payer id: total}}.
 - Methods and callers:
   `incentive.offer` {task_id, items: [{name, type, floor, multiplier}], weights?,
       round_budget?, ref_ms?} — the task's publisher; replaces the task's offer.
   `incentive.sign` {task_id, item} — a "device" member; replaces its earlier signature.
   `incentive.pay` {task_id, round, duration_ms, reports: [[device, {quality, samples,
       cpu_mhz, energy_mj, blocks, relay_bytes}], ...]} — the task's publisher or a "mec"
-      member; once per (task, round), 1 <= round <= the task's rounds; record the round's
-      reputation events first (they decide who misbehaved). Pays each amount from the
-      task's escrow to the device through the token ledger (TokenApi.credit).
+      member; once per (task, round, payer), 1 <= round <= the task's rounds; record the
+      round's reputation events and votes first (they decide who misbehaved). Pays each
+      amount from the task's escrow to the device through the task contract's internal API
+      (`TaskApi.pay`, which credits the token ledger).
 - Invariants: the task's reward_pool + paid == what it escrowed (as in the task contract);
   a round's total <= its budget <= the escrow before it; every floor and multiplier is in
   millionths, floors in [0, 1], multipliers in (0, 1].
@@ -57,7 +68,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from node.contracts import identity
+from node.contracts import gmuc, gmuc_request, identity
 from node.contracts.base import (
     BlockContext,
     Calls,
@@ -72,9 +83,8 @@ from node.contracts.base import (
 from node.contracts.errors import ContractError
 from node.contracts.reputation import SCALE, ReputationApi
 from node.contracts.state import State
-from node.contracts.task import MAX_ROUNDS, OPEN, TASK_ID_RE, get_task
-from node.contracts.task import NS as NS_TASK
-from node.contracts.token import MAX_AMOUNT, TokenApi
+from node.contracts.task import MAX_ROUNDS, OPEN, TASK_ID_RE, TaskApi, get_task
+from node.contracts.token import MAX_AMOUNT
 from node.core.tx import Transaction
 
 NAME = "incentive"
@@ -310,76 +320,115 @@ def _reports(state: State, payload: dict[str, Any]) -> list[Report]:
     return out
 
 
-def _pay_from_escrow(
-    state: State, calls: Calls, task_id: str, task: dict[str, Any], to: str, amount: int
-) -> None:
-    """What `task.reward` does, for this contract (the task contract has no internal API
-    yet): move `amount` of the task's escrow to `to`."""
-    pool = int(task["reward_pool"])
-    if amount > pool:  # amounts() never exceeds the budget, which never exceeds the pool
-        raise ContractError(f"amount: {amount} exceeds the reward pool ({pool})")
-    calls.api("token", TokenApi).credit(state, to, amount)
-    task["reward_pool"] = pool - amount
-    task["paid"] = int(task["paid"]) + amount
-    state.set(NS_TASK, task_id, task)
+def _verdicts(state: State, task_id: str, round_: int, sender: str) -> dict[str, Any] | None:
+    """The round's GMUC tally when the chain has one (None: no vote recorded); refuses a
+    report by a MEC the vote outvoted."""
+    tally = gmuc.get_round(state, task_id, round_)
+    if tally is not None and sender in tally["outvoted"]:
+        raise ContractError(
+            f"sender: MEC {sender!r} was outvoted in round {round_} of {task_id!r}; "
+            "its report is refused"
+        )
+    return tally
+
+
+def _why_unpaid(
+    state: State,
+    calls: Calls,
+    r: Report,
+    task_id: str,
+    round_: int,
+    record: dict[str, Any],
+    tally: dict[str, Any] | None,
+    item: dict[str, Any] | None,
+    signed: bool,
+    payer: str,
+    payer_is_mec: bool,
+) -> str | None:
+    """Why device `r.device` is not paid this round (None: it is eligible)."""
+    reputation = calls.api("reputation", ReputationApi)
+    if r.device in record["paid"] or r.device in record["unpaid"]:
+        return "already_reported"
+    response = gmuc_request.get_response(state, task_id, r.device)
+    if payer_is_mec and response is not None and response["mec"] != payer:
+        return "not_its_device"
+    if reputation.event(state, task_id, round_, r.device) is False:
+        return "negative_event"
+    if tally is not None and not tally["aggregate"]:
+        return "undecided"
+    if tally is not None and r.samples > 0 and r.device not in tally["contributors"]:
+        return "rejected"
+    if not signed:
+        return "no_contract"
+    if item is None:
+        return "withdrawn_item"
+    if reputation.reputation_ppm(state, r.device) < int(item["floor"]):
+        return "below_floor"
+    return None
 
 
 def pay(state: State, tx: Transaction, ctx: BlockContext, calls: Calls) -> list[Event]:
-    """incentive.pay {task_id, round, duration_ms, reports}: pay a round's rewards."""
+    """incentive.pay {task_id, round, duration_ms, reports}: pay one payer's devices for a
+    round (the module docstring: shares, who is not paid)."""
     payload: dict[str, Any] = tx.payload
     no_extra_fields(payload, ("task_id", "round", "duration_ms", "reports"))
     sender = identity.require_member(state, tx)
     task_id = _task_id(payload)
     task = _open_task(state, task_id)
-    if task["publisher"] != sender and identity.role_of(state, tx.sender) != MEC:
+    is_mec = identity.role_of(state, tx.sender) == MEC
+    if task["publisher"] != sender and not is_mec:
         raise ContractError(f"sender: only the publisher of {task_id!r} or a MEC may pay")
     round_ = int_field(payload, "round", 1, MAX_ROUNDS)
     if round_ > int(task["rounds"]):
         raise ContractError(f"round: {round_} is beyond task {task_id!r} ({task['rounds']})")
-    if payment(state, task_id, round_) is not None:
-        raise ContractError(f"round: round {round_} of {task_id!r} is already paid")
+    record = payment(state, task_id, round_)
+    if record is not None and sender in record["payers"]:
+        raise ContractError(f"round: round {round_} of {task_id!r} is already paid by {sender!r}")
     duration_ms = int_field(payload, "duration_ms", 1, MAX_MS)
     reports = _reports(state, payload)
     current = offer_of(state, task_id)
     if current is None:
         raise ContractError(f"task_id: {task_id!r} offers no items")
-    reputation = calls.api("reputation", ReputationApi)
+    tally = _verdicts(state, task_id, round_, sender)
+    pool = int(task["reward_pool"])
+    if record is None:
+        rounds_left = max(1, int(task["rounds"]) - round_ + 1)
+        budget = min(pool, int(current["round_budget"]) or pool // rounds_left)
+        record = {"budget": budget, "total": 0, "paid": {}, "unpaid": {}, "payers": {}}
+    budget = int(record["budget"])
+    left = min(pool, budget - int(record["total"]))
+    share = min(left, budget // max(1, gmuc.mec_count(state)) if is_mec else left)
     multipliers: dict[str, int] = {}
     items: dict[str, str] = {}
     unpaid: dict[str, str] = {}
     for r in reports:
         name = signed_item(state, task_id, r.device)
         item = None if name is None else current["items"].get(name)
-        if reputation.event(state, task_id, round_, r.device) is False:
-            unpaid[r.device] = "negative_event"
-        elif name is None:
-            unpaid[r.device] = "no_contract"
-        elif item is None:
-            unpaid[r.device] = "withdrawn_item"
-        elif reputation.reputation_ppm(state, r.device) < int(item["floor"]):
-            unpaid[r.device] = "below_floor"
+        why = _why_unpaid(
+            state, calls, r, task_id, round_, record, tally, item, name is not None, sender, is_mec
+        )
+        if why is not None:
+            unpaid[r.device] = why
         else:
-            multipliers[r.device] = int(item["multiplier"])
+            multipliers[r.device] = int(item["multiplier"]) if item else 0
             items[r.device] = str(name)
-    pool = int(task["reward_pool"])
-    rounds_left = max(1, int(task["rounds"]) - round_ + 1)
-    budget = min(pool, int(current["round_budget"]) or pool // rounds_left)
     due = amounts(
-        budget, current["weights"], int(current["ref_ms"]), duration_ms, reports, multipliers
+        share, current["weights"], int(current["ref_ms"]), duration_ms, reports, multipliers
     )
     paid: dict[str, int] = {}
+    escrow = calls.api("task", TaskApi)
     for device, amount in sorted(due.items()):
         if amount <= 0:
             unpaid[device] = "zero"
             continue
-        _pay_from_escrow(state, calls, task_id, task, device, amount)
+        escrow.pay(state, calls, task_id, device, amount)
         paid[device] = amount
     total = sum(paid.values())
-    state.set(
-        NS_PAID,
-        f"{task_id}/{round_}",
-        {"budget": budget, "total": total, "paid": paid, "unpaid": dict(sorted(unpaid.items()))},
-    )
+    record["total"] = int(record["total"]) + total
+    record["paid"] = dict(sorted({**record["paid"], **paid}.items()))
+    record["unpaid"] = dict(sorted({**record["unpaid"], **unpaid}.items()))
+    record["payers"] = dict(sorted({**record["payers"], sender: total}.items()))
+    state.set(NS_PAID, f"{task_id}/{round_}", record)
     return [
         Event(
             NAME,
@@ -387,7 +436,9 @@ def pay(state: State, tx: Transaction, ctx: BlockContext, calls: Calls) -> list[
             {
                 "task_id": task_id,
                 "round": round_,
+                "payer": sender,
                 "budget": budget,
+                "share": share,
                 "total": total,
                 "paid": [[d, a, items[d]] for d, a in sorted(paid.items())],
                 "unpaid": [[d, why] for d, why in sorted(unpaid.items())],

@@ -19,6 +19,9 @@ How it works
   `task.reward` {task_id, to, amount} — the task's publisher; pays from escrow
       (TokenApi.credit) to a registered member.
   `task.close` {task_id} — the task's publisher; refunds what is left to the publisher.
+- Internal API (TaskApi, via `Calls.api("task", TaskApi)`): `pay(state, calls, task_id, to,
+  amount)` moves `amount` of an open task's escrow to `to` through the token ledger (what
+  `task.reward` does; the incentive contract pays its per-round rewards with it).
 - Invariants: reward_pool + paid == the escrowed amount; 0 <= round <= rounds; a closed
   task accepts nothing and holds no tokens; blobs are 32-byte hashes (weights stay
   off chain).
@@ -240,19 +243,28 @@ def reward(state: State, tx: Transaction, ctx: BlockContext, calls: Calls) -> li
     payload: dict[str, Any] = tx.payload
     no_extra_fields(payload, ("task_id", "to", "amount"))
     task_id = _task_id(payload)
-    _, task = _own_open_task(state, tx, task_id)
+    _own_open_task(state, tx, task_id)
     to = identity.check_node_id(field_of(payload, "to"), "to")
     amount = int_field(payload, "amount", 1, MAX_AMOUNT)
     if not identity.id_registered(state, to):
         raise ContractError(f"to: {to!r} is not registered")
+    pay(state, calls, task_id, to, amount)
+    return [Event(NAME, "reward", {"task_id": task_id, "to": to, "amount": amount})]
+
+
+def pay(state: State, calls: Calls, task_id: str, to: str, amount: int) -> None:
+    """Move `amount` (> 0) of open task `task_id`'s escrow to `to` (TokenApi.credit);
+    ContractError if the task is not open or the amount exceeds what is left in escrow."""
+    task = _open_task(state, task_id)
     pool = int(task["reward_pool"])
+    if amount <= 0:
+        raise ContractError(f"amount: {amount} must be > 0")
     if amount > pool:
         raise ContractError(f"amount: {amount} exceeds the reward pool ({pool})")
     calls.api("token", TokenApi).credit(state, to, amount)
     task["reward_pool"] = pool - amount
     task["paid"] = int(task["paid"]) + amount
     state.set(NS, task_id, task)
-    return [Event(NAME, "reward", {"task_id": task_id, "to": to, "amount": amount})]
 
 
 def close(state: State, tx: Transaction, ctx: BlockContext, calls: Calls) -> list[Event]:
@@ -272,6 +284,13 @@ def close(state: State, tx: Transaction, ctx: BlockContext, calls: Calls) -> lis
     ]
 
 
+class TaskApi:
+    """The task contract's internal API for other contracts (the incentive contract)."""
+
+    pay = staticmethod(pay)
+    get_task = staticmethod(get_task)
+
+
 METHODS: dict[str, Method] = {
     "publish": publish,
     "record_update": record_update,
@@ -279,7 +298,7 @@ METHODS: dict[str, Method] = {
     "reward": reward,
     "close": close,
 }
-API = None
+API = TaskApi()
 
 # The payload fields of each transaction type that hold a blob hash (weights stay off
 # chain). The ledger's blob references (`node.ledger.blobrefs`) are derived from this.

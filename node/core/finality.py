@@ -27,7 +27,14 @@ Kinds (the registry `FINALITY`, keyed by `kind`; `finality_from_dict` reads `to_
   timestamp is at least the wall clock when mining started and runs ahead of it by the
   number of attempts (about ``2**difficulty_bits`` ms on average). No contract reads the
   block timestamp, so the state root does not change with it. Which of two competing valid
-  blocks a replica keeps (forks) is the scheme's fork choice, not this rule's.
+  blocks a replica keeps (forks) is the scheme's fork choice, not this rule's. So a PoW
+  block's timestamp is not when it was proposed: the winning miner records that itself
+  (when it began mining the block, and when it found the proof, which is when the block
+  became final) with `ChainStore.record_proposal`, and the run's block timings
+  (`node.ledger.timing`) take those. We kept the search in the timestamp rather than add a
+  nonce field: a seventh header field would change every block's hash and encoding. For
+  the other kinds the timestamp is the proposal time: a single writer's when it built the
+  block, a committee's when the transactions were submitted to it.
 
 Room for more kinds: subclass `Finality`, give it a new `kind`, implement `check`, `to_dict`
 and `from_dict`, and decorate it with `@register`. A proof-of-learning kind (BEES: the main

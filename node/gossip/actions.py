@@ -137,13 +137,31 @@ class GossipStats:
     ihave_msgs: int = 0
     iwant_msgs: int = 0
     want_failed: int = 0
+    received_bytes: int = 0
+    """Payload bytes of the new valid items received (each counted once)."""
+    relayed_bytes: int = 0
+    """Payload bytes of items received from a peer that this node pushed on (once per
+    neighbour each copy went to); its own published items are not counted."""
+    served_bytes: int = 0
+    """Payload bytes of items this node sent in answer to IWANT, its own items excepted."""
     invalid: Counter[str] = field(default_factory=Counter)
     dropped: Counter[str] = field(default_factory=Counter)
     invalid_from: Counter[str] = field(default_factory=Counter)
+    relayed_from: Counter[str] = field(default_factory=Counter)
+    """Peer -> payload bytes of the valid relayed copies (ttl below `GossipConfig.ttl`: not
+    from their source) it sent this node, each item counted once per peer: a lower bound,
+    seen by this node, of what that peer forwarded."""
+
+    @property
+    def forwarded_bytes(self) -> int:
+        """Payload bytes this node forwarded for others: pushes and pull answers."""
+        return self.relayed_bytes + self.served_bytes
 
     def as_record(self, prefix: str = "gossip_") -> dict[str, Any]:
-        """Flat counters for a metrics record; the three Counters as plain dicts."""
+        """Flat counters for a metrics record (with ``forwarded_bytes``); the Counters as
+        plain dicts."""
         out: dict[str, Any] = {}
         for name, value in vars(self).items():
             out[prefix + name] = dict(value) if isinstance(value, Counter) else value
+        out[prefix + "forwarded_bytes"] = self.forwarded_bytes
         return out

@@ -43,6 +43,13 @@ given per topic by the caller: D2D links for an LMUC, the backhaul for the MECs)
   small fan-out or dropping relays missed; what is older than `history_s` is the ledger
   sync's job (`node.ledger.sync`), not gossip's.
 
+- Counters (`GossipStats`): items and messages, and payload bytes — `received_bytes` (new
+  valid items), `relayed_bytes` and `served_bytes` (copies of others' items this node
+  pushed on or sent in answer to IWANT: what it *forwarded*, `forwarded_bytes`; its own
+  published items are not counted), and `relayed_from` (per peer: the bytes of the valid
+  copies it relayed to this node, each item once per peer, copies at the full `ttl` — from
+  their source — not counted): what a node can check itself of a peer's forwarding.
+
 Inputs are already-authenticated ``(sender, message, now)``; outputs are `Send` and
 `Deliver` actions. The core reads no clock, opens no socket and draws no random numbers.
 """
@@ -94,6 +101,10 @@ class _Entry:
     """Peer -> the largest ttl this node sent it the item with."""
     served: dict[str, tuple[float, int]] = field(default_factory=dict)
     """Peer -> (start of its current serving window, items served in it)."""
+    own: bool = False
+    """Published here (its pushes and serves are not counted as forwarded bytes)."""
+    relayed_by: set[str] = field(default_factory=set)
+    """Peers whose relayed copy was counted in `GossipStats.relayed_from`."""
 
 
 @dataclass
@@ -186,6 +197,7 @@ class GossipNode:
             return []
         self.stats.published += 1
         entry = self._accept(key, data, self.config.ttl, now)
+        entry.own = True
         self._drop_want(key)
         return self._push(key, entry, exclude="", now=now)
 
@@ -234,6 +246,7 @@ class GossipNode:
             if entry is None:
                 return []
             _note(entry.have, sender, msg.ttl)
+            self._count_from(entry, sender, msg)
             return self._upgrade(key, entry, sender, relay_ttl)
         remembered = self._rejected.get(key, now)
         if remembered is not None:
@@ -246,10 +259,12 @@ class GossipNode:
                 self._rejected.put(key, verdict.reason, now)
             return []
         self.stats.received += 1
+        self.stats.received_bytes += len(msg.data)
         if self._drop_want(key):
             self.stats.pulled += 1
         entry = self._accept(key, msg.data, relay_ttl, now)
         _note(entry.have, sender, msg.ttl)
+        self._count_from(entry, sender, msg)
         out: list[GossipAction] = []
         if self._topics[msg.topic].deliver:
             self.stats.delivered += 1
@@ -265,6 +280,13 @@ class GossipNode:
         if not isinstance(verdict, Verdict):
             return reject("validator_error")
         return verdict
+
+    def _count_from(self, entry: _Entry, sender: str, msg: Item) -> None:
+        """Count a valid copy `sender` relayed (not its source's: ttl below ours), once per
+        item and peer."""
+        if msg.ttl < self.config.ttl and sender not in entry.relayed_by:
+            entry.relayed_by.add(sender)
+            self.stats.relayed_from[sender] += len(msg.data)
 
     def _count_invalid(self, sender: str, reason: str) -> None:
         self.stats.invalid[reason] += 1
@@ -311,8 +333,9 @@ class GossipNode:
         targets = self._pick(self._short(key, entry, exclude), self.config.fanout, key[1])
         for peer in targets:
             entry.pushed[peer] = ttl
-        if exclude:
+        if not entry.own:
             self.stats.relayed += len(targets)
+            self.stats.relayed_bytes += len(targets) * len(entry.data)
         msg = Item(key[0], ttl, entry.data)
         return [Send(peer, msg) for peer in targets]
 
@@ -384,6 +407,8 @@ class GossipNode:
                 continue
             entry.served[sender] = (start, count + 1)
             self.stats.served += 1
+            if not entry.own:
+                self.stats.served_bytes += len(entry.data)
             out.append(Send(sender, Item(msg.topic, entry.relay_ttl, entry.data)))
         return out
 

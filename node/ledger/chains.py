@@ -102,13 +102,15 @@ class ChainHandle:
             )
         self.committer.submit(txs)
 
-    def append(self, data: bytes) -> list[Receipt]:
-        """Check and store a block given as bytes; raises LedgerError."""
-        return self.replica.chain.append_bytes(data)
+    def append(self, data: bytes, received_ms: float | None = None) -> list[Receipt]:
+        """Check and store a block given as bytes (that reached this node at `received_ms`,
+        wall-clock ms; None: now); raises LedgerError."""
+        return self.replica.chain.append_bytes(data, received_ms)
 
-    def append_block(self, block: Block) -> list[Receipt]:
-        """Check and store `block`; raises LedgerError."""
-        return self.replica.chain.append(block)
+    def append_block(self, block: Block, received_ms: float | None = None) -> list[Receipt]:
+        """Check and store `block`; raises LedgerError. `received_ms`: when it reached this
+        node (wall-clock ms; None: now), recorded in its timing row."""
+        return self.replica.chain.append(block, received_ms)
 
     def subscribe(self, callback: Callable[[Block], None]) -> None:
         """Call `callback(block)` for each block appended to this chain from now on."""
@@ -207,13 +209,21 @@ class ChainSet(Mapping[str, ChainHandle]):
         return handle
 
     def handle(
-        self, sender: str, msg_type: str, payload: dict[str, Any], now: float
+        self,
+        sender: str,
+        msg_type: str,
+        payload: dict[str, Any],
+        now: float,
+        received_ms: float | None = None,
     ) -> list[Outgoing]:
-        """Dispatch one ``chain.*`` or ``blob.*`` message; raises UnknownChain."""
+        """Dispatch one ``chain.*`` or ``blob.*`` message that reached the node at
+        `received_ms` (wall-clock ms, recorded with the blocks it brings; None: when they
+        are appended); raises UnknownChain."""
         if not self._handles:
             raise UnknownChain(f"{msg_type}: this node keeps no chain")
         if msg_type.startswith("chain."):
-            return self.route(msg_type, payload).replica.sync.handle(sender, msg_type, payload, now)
+            sync = self.route(msg_type, payload).replica.sync
+            return sync.handle(sender, msg_type, payload, now, received_ms)
         syncs = [h.replica.sync for h in self._handles.values()]
         if msg_type == "blob.data":
             key = payload.get("hash")
@@ -270,11 +280,13 @@ def open_chains(
     synchronous: str = "NORMAL",
     templates: Mapping[str, Path] | None = None,
     light: Collection[str] = (),
+    storage_time_ms: float = 0.0,
 ) -> ChainSet:
     """Open (or create) the chains a node keeps: chain `cid`'s store in
     ``node_dir/chains/<cid>/`` (a new store starts as a copy of ``templates[cid]`` where
     given: `write_genesis_template`), one blob store in ``node_dir/blobs`` for all. The
-    chains in `light` are kept as light replicas (`node.ledger.light`)."""
+    chains in `light` are kept as light replicas (`node.ledger.light`). `storage_time_ms`:
+    the block storage time t every chain's appends emulate (`node.ledger.storage_time`)."""
     node_dir = Path(node_dir)
     blobs = open_blobs(node_dir)
     templates = templates or {}
@@ -290,6 +302,7 @@ def open_chains(
                 blobs=blobs,
                 chain_id=cid,
                 light=cid in light,
+                storage_time_ms=storage_time_ms,
             )
     except BaseException:
         for replica in replicas.values():

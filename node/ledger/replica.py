@@ -31,22 +31,25 @@ class Replica:
         blobs: FileBlobStore | None = None,
         chain_id: str | None = None,
         light: bool = False,
+        storage_time_ms: float = 0.0,
     ) -> None:
         """`template`: a store holding `config`'s genesis (`write_genesis_template`) that a
         new store starts as a copy of. `blobs`: the node's blob store, shared by its chains
         (None: ``store_dir/blobs``, a node with one chain in its own directory). `chain_id`:
         the id the node knows this chain by, put in its sync messages (see `ChainSync`).
         `light`: keep the chain as a light replica (`node.ledger.light`: certified headers,
-        no state; `template` is not used)."""
+        no state; `template` is not used). `storage_time_ms`: the block storage time t each
+        append emulates, full or light (`node.ledger.storage_time`)."""
         self.key = key
         self.chain_id = chain_id
         self.light = light
         # a light replica's LightChain answers what a full Chain does except for state and
         # block building, which raise RuntimeError saying it is light
+        store = open_store(
+            store_dir, synchronous, None if light else template, storage_time_ms=storage_time_ms
+        )
         self.chain: Chain = (
-            LightChain(open_store(store_dir, synchronous), config, key.public_key)
-            if light
-            else Chain(open_store(store_dir, synchronous, template), config)
+            LightChain(store, config, key.public_key) if light else Chain(store, config)
         )
         self.chain.store.set_deferred(deferred)
         self.blobs: FileBlobStore = blobs if blobs is not None else open_blobs(store_dir)

@@ -9,6 +9,15 @@ stored. Whatever t is (0: no wait), each such append records a `BlockTime` in th
 itself). Wall-clock times are ms since the epoch, comparable between the nodes of one host
 (the local, mininet and containernet backends share the host's clock); durations are
 measured on the monotonic clock. `node.ledger.timing` reads the rows of a whole run.
+
+A row's ``proposed_ms`` is the block header's timestamp, which is when the block was
+proposed for a single-writer chain (the writer builds and signs it then) and for a PBFT
+committee (the submitter's timestamp, which every validator builds the candidate with).
+Under proof of work it is not: miners search over the timestamp, so a mined header's
+timestamp runs ahead of the wall clock by the number of attempts. A node that knows better
+than the header (the winning miner: when it started mining the block and when it found it)
+says so with `ChainStore.record_proposal`, a ``block_proposals`` row by block hash, which
+`node.ledger.timing` prefers to the header's timestamp.
 """
 
 from __future__ import annotations
@@ -19,7 +28,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["BLOCK_TIMES_SCHEMA", "REAL_CLOCK", "BlockTime", "StorageClock", "check_storage_time"]
+__all__ = [
+    "BLOCK_PROPOSALS_SCHEMA",
+    "BLOCK_TIMES_SCHEMA",
+    "REAL_CLOCK",
+    "BlockTime",
+    "StorageClock",
+    "check_storage_time",
+]
 
 MAX_STORAGE_TIME_MS = 60_000.0  # the topology's bound on t
 
@@ -38,6 +54,15 @@ BLOCK_TIMES_SELECT = (
     "SELECT height, proposed_ms, received_ms, validated_ms, stored_ms, storage_ms, t_ms "
     "FROM block_times"
 )
+BLOCK_PROPOSALS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS block_proposals (
+    hash BLOB PRIMARY KEY,
+    height INTEGER NOT NULL,
+    proposed_ms REAL NOT NULL,
+    certified_ms REAL NOT NULL
+)"""
+BLOCK_PROPOSALS_UPSERT = "INSERT OR REPLACE INTO block_proposals VALUES (?, ?, ?, ?)"
+BLOCK_PROPOSALS_SELECT = "SELECT hash, height, proposed_ms, certified_ms FROM block_proposals"
 
 
 def _wall_ms() -> float:

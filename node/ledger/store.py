@@ -28,7 +28,9 @@ Block storage time (`storage_time_ms`, the two-layer paper's unit t; `node.ledge
 every append above genesis takes at least that long (the wait is part of the append: in
 immediate mode inside its transaction, just before COMMIT; in deferred mode before the block
 enters the overlay), and records when the block was proposed, received, validated and stored
-as a ``block_times`` row written with the block. 0 (the default) waits for nothing.
+as a ``block_times`` row written with the block. 0 (the default) waits for nothing. A node
+that knows when a block was proposed and certified better than its header says (a PoW
+miner) records it with `record_proposal` (``block_proposals``, by block hash).
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ from typing import TypeVar
 from node.core.block import Block, BlockError
 from node.ledger.blobs import FileBlobStore, open_blobs
 from node.ledger.storage_time import (
+    BLOCK_PROPOSALS_SCHEMA,
+    BLOCK_PROPOSALS_SELECT,
+    BLOCK_PROPOSALS_UPSERT,
     BLOCK_TIMES_INSERT,
     BLOCK_TIMES_SCHEMA,
     BLOCK_TIMES_SELECT,
@@ -421,6 +426,13 @@ class ChainStore:
         merged.update((t.height, t) for t in pending if t.height >= start)
         return [merged[h] for h in sorted(merged)]
 
+    def proposals(self) -> dict[bytes, tuple[int, float, float]]:
+        """The proposals this node recorded (`record_proposal`): block hash -> (height,
+        proposed_ms, certified_ms)."""
+        with self._lock:
+            rows = self._db.execute(BLOCK_PROPOSALS_SELECT).fetchall()
+        return {bytes(h): (int(n), float(p), float(c)) for h, n, p, c in rows}
+
     def meta_get(self, key: str) -> bytes | None:
         """A metadata value, or None."""
         if key == HEAD_HASH_KEY:
@@ -439,6 +451,18 @@ class ChainStore:
             raise StoreError("meta keys are str and values bytes")
         self.flush()
         self._transaction(lambda conn: _set_meta(conn, key, value))
+
+    def record_proposal(
+        self, block_hash: bytes, height: int, proposed_ms: float, certified_ms: float
+    ) -> None:
+        """Record, durably, when this node proposed the block `block_hash` and when it became
+        final (wall-clock ms), where its header's timestamp does not say (a PoW miner: when
+        it started mining it and when it found it). The block need not be stored (yet, or
+        ever: a block that lost a fork race)."""
+        if not isinstance(block_hash, bytes) or len(block_hash) != 32:
+            raise StoreError("a proposal's block hash is 32 bytes")
+        row = (block_hash, int(height), float(proposed_ms), float(certified_ms))
+        self._transaction(lambda conn: conn.execute(BLOCK_PROPOSALS_UPSERT, row))
 
     def append(
         self,
@@ -540,7 +564,7 @@ class ChainStore:
         self.flush()
 
         def body(conn: sqlite3.Connection) -> None:
-            for table in ("block_times", "txs", "blocks", "state", "meta"):
+            for table in ("block_times", "block_proposals", "txs", "blocks", "state", "meta"):
                 conn.execute(f"DELETE FROM {table}")
 
         self._transaction(body)
@@ -650,7 +674,7 @@ def _set_meta(conn: sqlite3.Connection, key: str, value: bytes) -> None:
 
 def _create_schema(conn: sqlite3.Connection) -> None:
     """Create missing tables, statement by statement (executescript would COMMIT)."""
-    for statement in [*SCHEMA.split(";"), BLOCK_TIMES_SCHEMA]:
+    for statement in [*SCHEMA.split(";"), BLOCK_TIMES_SCHEMA, BLOCK_PROPOSALS_SCHEMA]:
         if statement.strip():
             conn.execute(statement)
 

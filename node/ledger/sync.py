@@ -18,12 +18,32 @@ verified completely by `Chain.append` (hash chain, Merkle root, signatures, cert
 state root by re-execution) before it is stored (on a light replica by `LightChain.append`:
 hash chain, certificate, Merkle root), and the first bad block ends that reply
 with a counted reason. A live ``chain.block`` for the next height is appended the same
-way; one further ahead starts a sync from its sender.
+way; one further ahead starts a sync from its sender. Each block is stored with the time
+its message reached the node (``received_ms``, wall-clock ms, given by the caller: the
+daemon notes it when the frame arrives, before the ledger backlog), so that a block's
+timing row (`node.ledger.storage_time`) says when it arrived, not when it was handled.
 
 Blobs (model weights) are never in blocks: after appending, a node asks the block's
 sender for every replicated blob (the global models, see `node.ledger.blobrefs`) a
 transaction references that it lacks (``blob.get {hash}``); the answer
 ``blob.data {hash, data}`` is stored only if SHA-256(data) equals the hash.
+
+`fetch_blob(key, peers, now, on_done=...)` is the public "fetch this blob" call, for blobs
+no block of this chain names (the two-layer MECs fetch the device updates a relayed LMUC
+block names): it asks the named peers one at a time, in order, with ``blob.get``, and moves
+to the next when the one asked answers without the blob, with bytes that are too large
+(over `max_bytes`) or do not hash to the key (counted ``bad_blob``), or stays silent for
+`timeout_s` (counted ``blob_timeout``, at a `tick`). Bytes that hash to the key are
+stored (`BlobStore.put_behind`: fsynced off the caller's path) and handed to
+`on_done(key, data)`; when every peer has been asked in vain, `on_done(key, None)`
+(counted ``blob_unavailable``). A ``blob.data`` for a blob nobody asked for, or from a
+peer not being asked for it, is counted ``unsolicited_blob`` and dropped.
+
+`serve_filter` (None: every ``blob.get`` answered) is the hook of a node that withholds
+blobs (the MEC fault ``withhold_blobs``, `node.roles.threats`): called with (asker, key)
+before a ``blob.get`` is answered, it returns None to answer or a reason; a refused
+``blob.get`` gets no answer at all (the asker times out, as on a silent peer) and is
+counted under that reason.
 
 A node may keep several chains (`node.ledger.chains`): each has its own `ChainSync`, whose
 ``chain.*`` messages then carry the chain id in a ``chain`` field (``CHAIN_FIELD``) by which
@@ -35,11 +55,13 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from node.contracts.task import REPLICATED_BLOB_TYPES
 from node.core.block import Block, BlockError
+from node.core.encoding import sha256
 from node.core.tx import Transaction
 from node.ledger.blobrefs import tx_blobs
 from node.ledger.blobs import BlobError, BlobStore
@@ -52,6 +74,23 @@ MAX_REPLY_BYTES = 16 * 1024 * 1024
 REQUEST_TIMEOUT_S = 5.0
 HASH_BYTES = 32
 CHAIN_FIELD = "chain"
+
+
+BlobCallback = Callable[[bytes, bytes | None], None]
+ServeFilter = Callable[[str, bytes], str | None]  # (asker, key) -> None or the refusal reason
+
+
+@dataclass
+class BlobFetch:
+    """One `ChainSync.fetch_blob` in progress: the peers to ask in turn and who is asked."""
+
+    peers: list[str]
+    max_bytes: int
+    timeout_s: float
+    callbacks: list[BlobCallback] = field(default_factory=list)
+    next: int = 0  # index in `peers` of the next one to ask
+    asked: str | None = None  # the peer asked now
+    asked_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -95,11 +134,14 @@ class ChainSync:
         self._wanted_blobs: set[bytes] = set()
         self._asked: dict[bytes, set[str]] = {}
         self._awaiting: dict[tuple[bytes, str], float] = {}  # (blob, peer asked): when
+        self._fetches: dict[bytes, BlobFetch] = {}  # fetch_blob's, by blob key
         self._seek_target = -1
         self._seek_peers: list[str] = []
         self._seek_next = 0
         self._seek_pass_height = -1
         self._seek_resume = 0.0
+        self._received_ms: float | None = None  # the arrival of the message being handled
+        self.serve_filter: ServeFilter | None = None  # see the module docstring
 
     def status(self) -> dict[str, Any]:
         """The payload of this node's ``chain.status``."""
@@ -121,10 +163,17 @@ class ChainSync:
         ]
 
     def handle(
-        self, sender: str, msg_type: str, payload: dict[str, Any], now: float
+        self,
+        sender: str,
+        msg_type: str,
+        payload: dict[str, Any],
+        now: float,
+        received_ms: float | None = None,
     ) -> list[Outgoing]:
         """Dispatch one ``chain.*`` or ``blob.*`` message (its ``chain`` field, if any, was
-        the router's business)."""
+        the router's business). `received_ms`: when the message reached this node (wall-clock
+        ms; None: when its blocks are appended), recorded with each block it brings."""
+        self._received_ms = received_ms
         handler = {
             "chain.status": self._on_status,
             "chain.get": self._on_get,
@@ -136,7 +185,10 @@ class ChainSync:
         if handler is None:
             self.failures["unknown_type"] += 1
             return []
-        return self._tagged(handler(sender, payload, now))
+        try:
+            return self._tagged(handler(sender, payload, now))
+        finally:
+            self._received_ms = None
 
     def seek(self, target: int, candidates: list[str], now: float) -> list[Outgoing]:
         """Reach `target`, asking `candidates` in turn (in this order) while no peer is
@@ -180,7 +232,93 @@ class ChainSync:
         out += self._request_next(now)
         for peer in sorted(self.peer_heights):
             out += self._fetch_blobs(peer, now)
+        for key, fetch in list(self._fetches.items()):
+            if fetch.asked is not None and now - fetch.asked_at > fetch.timeout_s:
+                self.failures["blob_timeout"] += 1
+                log.info("no blob %s from %s; asking the next peer", key.hex()[:16], fetch.asked)
+                out += self._ask_next(key, fetch, now)
         return self._tagged(out)
+
+    # -- fetch_blob: one blob from named peers ---------------------------------------------
+    def fetch_blob(
+        self,
+        key: bytes,
+        peers: Sequence[str],
+        now: float,
+        *,
+        on_done: BlobCallback | None = None,
+        max_bytes: int = MAX_REPLY_BYTES,
+        timeout_s: float = REQUEST_TIMEOUT_S,
+    ) -> list[Outgoing]:
+        """Ask `peers` in turn (in this order) for blob `key` (see the module docstring);
+        `on_done(key, data)` once it is stored, `on_done(key, None)` once every peer was
+        asked in vain. A blob already in the store is handed to `on_done` at once; a fetch
+        of a blob already being fetched adds `on_done` and the peers not yet listed."""
+        if not (isinstance(key, bytes) and len(key) == HASH_BYTES):
+            raise ValueError(f"a blob key is {HASH_BYTES} bytes, not {key!r:.40}")
+        if not peers:
+            raise ValueError("fetch_blob needs at least one peer")
+        held = self.blobs.get(key)
+        if held is not None:
+            if on_done is not None:
+                on_done(key, held)
+            return []
+        fetch = self._fetches.get(key)
+        if fetch is None:
+            fetch = self._fetches[key] = BlobFetch([], max_bytes, timeout_s)
+        fetch.peers += [p for p in dict.fromkeys(peers) if p not in fetch.peers]
+        if on_done is not None:
+            fetch.callbacks.append(on_done)
+        if fetch.asked is not None:
+            return []
+        return self._ask_next(key, fetch, now)
+
+    def cancel_fetch(self, key: bytes) -> None:
+        """Stop fetching blob `key` (no callback; a late reply counts as unsolicited)."""
+        fetch = self._fetches.pop(key, None)
+        if fetch is not None and fetch.asked is not None:
+            self._awaiting.pop((key, fetch.asked), None)
+
+    @property
+    def fetching(self) -> set[bytes]:
+        """The blobs `fetch_blob` is still fetching."""
+        return set(self._fetches)
+
+    def _ask_next(self, key: bytes, fetch: BlobFetch, now: float) -> list[Outgoing]:
+        """Ask the fetch's next peer, or end it in vain if none is left."""
+        if fetch.asked is not None:
+            self._awaiting.pop((key, fetch.asked), None)
+        if fetch.next >= len(fetch.peers):
+            del self._fetches[key]
+            self.failures["blob_unavailable"] += 1
+            log.warning("blob %s: no peer of %s had it", key.hex()[:16], fetch.peers)
+            for callback in fetch.callbacks:
+                callback(key, None)
+            return []
+        fetch.asked, fetch.asked_at = fetch.peers[fetch.next], now
+        fetch.next += 1
+        self._awaiting[(key, fetch.asked)] = now
+        return [Outgoing(fetch.asked, "blob.get", {"hash": key})]
+
+    def _on_fetched(
+        self, key: bytes, fetch: BlobFetch, sender: str, data: object, now: float
+    ) -> list[Outgoing]:
+        """The answer of the peer asked for `key`: stored and handed over, or the next peer."""
+        if not isinstance(data, bytes):
+            return self._ask_next(key, fetch, now)  # it does not have it
+        if len(data) > fetch.max_bytes:
+            self.failures["bad_blob"] += 1
+            log.warning(
+                "blob %s from %s: %d bytes > %d", key.hex()[:16], sender, len(data), fetch.max_bytes
+            )
+            return self._ask_next(key, fetch, now)
+        if sha256(data) != key:
+            self.failures["bad_blob"] += 1
+            log.warning("blob %s from %s does not match its hash", key.hex()[:16], sender)
+            return self._ask_next(key, fetch, now)
+        self.blobs.put_behind(key, data)  # hashed just now; fsynced off the round's path
+        self.blob_arrived(key, data)
+        return []
 
     @property
     def syncing(self) -> bool:
@@ -237,7 +375,7 @@ class ChainSync:
             block = Block.from_bytes(raw)
             if block.height <= self.chain.height:  # already held (overlapping replies)
                 return block.hash == self._hash_at(block.height)
-            self.chain.append(block)
+            self.chain.append(block, self._received_ms)
         except BlockError as exc:
             self.failures["malformed"] += 1
             log.warning("refused a block from %s: %s", sender, exc)
@@ -313,6 +451,11 @@ class ChainSync:
         if not (isinstance(key, bytes) and len(key) == HASH_BYTES):
             self.failures["bad_request"] += 1
             return []
+        refusal = None if self.serve_filter is None else self.serve_filter(sender, key)
+        if refusal is not None:
+            self.failures[refusal] += 1
+            log.info("blob.get %s from %s not answered: %s", key.hex()[:16], sender, refusal)
+            return []
         data = self.blobs.get(key)
         if data is None:
             return [Outgoing(sender, "blob.data", {"hash": key, "missing": True})]
@@ -320,6 +463,9 @@ class ChainSync:
 
     def _on_blob_data(self, sender: str, p: dict[str, Any], now: float) -> list[Outgoing]:
         key, data = p.get("hash"), p.get("data")
+        fetch = self._fetches.get(key) if isinstance(key, bytes) else None
+        if fetch is not None and isinstance(key, bytes) and sender == fetch.asked:
+            return self._on_fetched(key, fetch, sender, data, now)
         if isinstance(key, bytes):
             self._awaiting.pop((key, sender), None)  # answered (with the blob or without)
         if not isinstance(key, bytes) or key not in self._wanted_blobs:
@@ -342,13 +488,23 @@ class ChainSync:
 
     def wants_blob(self, key: bytes) -> bool:
         """True if this replica asked for blob `key` and still lacks it."""
-        return key in self._wanted_blobs
+        return key in self._wanted_blobs or key in self._fetches
 
-    def blob_arrived(self, key: bytes) -> None:
-        """Blob `key` is now in the store: stop asking for it."""
+    def blob_arrived(self, key: bytes, data: bytes | None = None) -> None:
+        """Blob `key` (`data`, if the caller has the bytes) is now in the store: stop asking
+        for it (a `fetch_blob` of it ends, handing the bytes to its callbacks)."""
         self._wanted_blobs.discard(key)
         for peer in self._asked.pop(key, ()):
             self._awaiting.pop((key, peer), None)
+        fetch = self._fetches.pop(key, None)
+        if fetch is None:
+            return
+        if fetch.asked is not None:
+            self._awaiting.pop((key, fetch.asked), None)
+        if data is None:
+            data = self.blobs.get(key)
+        for callback in fetch.callbacks:
+            callback(key, data)
 
     @property
     def missing_blobs(self) -> set[bytes]:

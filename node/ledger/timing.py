@@ -5,9 +5,24 @@ How it works: each node's store keeps a ``block_times`` row per block above gene
 stored, in wall-clock ms, the append's measured duration and the storage time t it emulated.
 `block_times(run_dir)` reads them from every ``nodes/<id>/chains/<chain>/ledger.sqlite`` (a
 node directory of the layout before several chains, ``nodes/<id>/ledger.sqlite``, is its
-``main`` chain); `write_blocks_csv` writes them as ``blocks.csv``; `block_delays` gives per
-(chain, height) the delay from the proposal to the moment the last node keeping the chain
-stored the block: measured in the run, in ms and in units of t.
+``main`` chain), with each block's hash; `write_blocks_csv` writes them as ``blocks.csv``;
+`block_delays` gives per (chain, height) the delay from the proposal to the moment the last
+node keeping the chain stored the block: measured in the run, in ms and in units of t.
+
+What "proposed" and "certified" mean, per finality kind (the same on every node's row of a
+block):
+
+- single writer: proposed when the writer built and signed the block (its header timestamp);
+- PBFT committee: proposed when the transactions were submitted to the committee (the
+  submitter's timestamp, which every validator builds the candidate with: the header's);
+- proof of work: proposed when the winning miner started mining the block, and certified
+  when it found the proof (its ``block_proposals`` row, `ChainStore.record_proposal`); the
+  header's timestamp is where the miners searched, ahead of the clock, and is used only
+  where no node recorded the proposal (``proposed_from`` says which);
+- certified, where no proposal row says: the earliest moment any node of the run began
+  storing the block after checking its certificate (its smallest ``validated_ms``): for a
+  single writer the writer's own append, for PBFT the first committee member's append on
+  its commit.
 """
 
 from __future__ import annotations
@@ -18,9 +33,10 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from node.ledger.chains import CHAINS_DIR, MAIN_CHAIN
-from node.ledger.storage_time import BLOCK_TIMES_SELECT, BlockTime
+from node.ledger.storage_time import BLOCK_PROPOSALS_SELECT, BLOCK_TIMES_SELECT, BlockTime
 from node.ledger.store import DB_NAME
 
 __all__ = [
@@ -39,18 +55,27 @@ BLOCKS_CSV = "blocks.csv"
 
 @dataclass(frozen=True)
 class BlockRow:
-    """One block at one node (a ``blocks.csv`` row): the `BlockTime` fields with the chain
-    and the node."""
+    """One block at one node (a ``blocks.csv`` row): the chain, the block's height and hash
+    (hex; empty where the store lacks the block), the node; when the block was proposed and
+    certified (see the module docstring; `proposed_from`: ``header`` or ``record``), received,
+    validated and stored at this node (wall-clock ms), the append's duration (`storage_ms`,
+    monotonic) and the storage time t it emulated; `delay_ms` from the proposal to this
+    node's storing it, and `delay_t` the same in units of t (None where t is 0)."""
 
     chain: str
     height: int
+    hash: str
     node: str
-    proposed_ms: int
+    proposed_ms: float
+    certified_ms: float
     received_ms: float
     validated_ms: float
     stored_ms: float
     storage_ms: float
     t_ms: float
+    delay_ms: float
+    delay_t: float | None
+    proposed_from: str
 
 
 @dataclass(frozen=True)
@@ -61,7 +86,7 @@ class BlockDelay:
 
     chain: str
     height: int
-    proposed_ms: int
+    proposed_ms: float
     stored_ms: float
     last_node: str
     keepers: int
@@ -87,29 +112,91 @@ def _stores(run_dir: Path) -> Iterator[tuple[str, str, Path]]:
             yield node_dir.name, MAIN_CHAIN, node_dir / DB_NAME
 
 
-def _read(path: Path) -> list[BlockTime]:
-    """The ``block_times`` rows of one store (none for a store without the table)."""
+def _query(path: Path, sql: str) -> list[tuple[Any, ...]]:
+    """The rows of a read-only query on one store (none for a store of a version without
+    the table)."""
     conn = sqlite3.connect(path)
     try:
         conn.execute("PRAGMA query_only=ON")
         try:
-            rows = conn.execute(BLOCK_TIMES_SELECT + " ORDER BY height").fetchall()
-        except sqlite3.OperationalError as exc:  # a store of a version without block times
-            log.info("no block times in %s: %s", path, exc)
+            return conn.execute(sql).fetchall()
+        except sqlite3.OperationalError as exc:  # a store of an earlier version
+            log.info("%s: %s", path, exc)
             return []
     finally:
         conn.close()
-    return [BlockTime.from_row(r) for r in rows]
+
+
+@dataclass(frozen=True)
+class _Stored:
+    node: str
+    chain: str
+    hash: str
+    time: BlockTime
+
+
+def _read(node: str, chain: str, path: Path) -> list[_Stored]:
+    """The ``block_times`` rows of one store, by height, with each block's hash."""
+    rows = _query(path, BLOCK_TIMES_SELECT + " ORDER BY height")
+    hashes = {int(h): bytes(b).hex() for h, b in _query(path, "SELECT height, hash FROM blocks")}
+    return [
+        _Stored(node, chain, hashes.get(t.height, ""), t) for t in map(BlockTime.from_row, rows)
+    ]
+
+
+def _proposals(stores: list[tuple[str, str, Path]]) -> dict[tuple[str, str], tuple[float, float]]:
+    """(chain, block hash hex) -> (proposed_ms, certified_ms) from every node's
+    ``block_proposals`` (the earliest where several nodes recorded one)."""
+    out: dict[tuple[str, str], tuple[float, float]] = {}
+    for _, chain, path in stores:
+        for h, _height, proposed, certified in _query(path, BLOCK_PROPOSALS_SELECT):
+            key = (chain, bytes(h).hex())
+            value = (float(proposed), float(certified))
+            out[key] = min(out.get(key, value), value)
+    return out
 
 
 def block_times(run_dir: Path) -> list[BlockRow]:
     """Every node's timing row of every block of every chain of the run, by (node, chain,
     height)."""
-    return [
-        BlockRow(chain, t.height, node, *astuple(t)[1:])
-        for node, chain, path in _stores(run_dir)
-        for t in _read(path)
-    ]
+    stores = list(_stores(run_dir))
+    stored = [row for node, chain, path in stores for row in _read(node, chain, path)]
+    proposals = _proposals(stores)
+    first_validated: dict[tuple[str, int, str], float] = {}
+    for r in stored:
+        key = (r.chain, r.time.height, r.hash)
+        first_validated[key] = min(
+            first_validated.get(key, r.time.validated_ms), r.time.validated_ms
+        )
+    out = []
+    for r in stored:
+        t = r.time
+        recorded = proposals.get((r.chain, r.hash))
+        if recorded is not None:
+            (proposed, certified), source = recorded, "record"
+        else:
+            proposed, source = float(t.proposed_ms), "header"
+            certified = first_validated[(r.chain, t.height, r.hash)]
+        delay = t.stored_ms - proposed
+        out.append(
+            BlockRow(
+                chain=r.chain,
+                height=t.height,
+                hash=r.hash,
+                node=r.node,
+                proposed_ms=proposed,
+                certified_ms=certified,
+                received_ms=t.received_ms,
+                validated_ms=t.validated_ms,
+                stored_ms=t.stored_ms,
+                storage_ms=t.storage_ms,
+                t_ms=t.t_ms,
+                delay_ms=delay,
+                delay_t=delay / t.t_ms if t.t_ms > 0 else None,
+                proposed_from=source,
+            )
+        )
+    return out
 
 
 def write_blocks_csv(run_dir: Path, path: Path | None = None) -> Path:
@@ -120,7 +207,7 @@ def write_blocks_csv(run_dir: Path, path: Path | None = None) -> Path:
     with tmp.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow([f.name for f in fields(BlockRow)])
-        writer.writerows(astuple(r) for r in rows)
+        writer.writerows(["" if v is None else v for v in astuple(r)] for r in rows)
     tmp.replace(out)
     return out
 
@@ -135,7 +222,7 @@ def block_delays(run_dir: Path, t_ms: float | None = None) -> list[BlockDelay]:
     out = []
     for (chain, height), rows in sorted(by_block.items()):
         last = max(rows, key=lambda r: (r.stored_ms, r.node))
-        proposed = min(r.proposed_ms for r in rows)  # one header: equal unless a store lies
+        proposed = min(r.proposed_ms for r in rows)  # one block: equal unless a store lies
         unit = max(r.t_ms for r in rows) if t_ms is None else t_ms
         delay = last.stored_ms - proposed
         out.append(

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 
 from node.codec import Message
 from node.config import NodeConfig
@@ -13,6 +13,8 @@ from node.ledger.replica import Replica
 from node.ledger.sync import Outgoing
 from node.metrics import MetricsWriter
 from topologies import NodeSpec, TopologySpec
+
+T = TypeVar("T")
 
 
 class NodeContext(Protocol):
@@ -79,6 +81,18 @@ class NodeContext(Protocol):
 
     def cancel_timer(self, name: str) -> None:
         """Forget a pending timer."""
+        ...
+
+    def run_background(
+        self,
+        fn: Callable[[], T],
+        on_done: Callable[[T | None, BaseException | None], None],
+    ) -> None:
+        """Run a long CPU job `fn()` off the loop (on the node's one worker thread; jobs
+        one at a time, in order) while the node goes on receiving and relaying; then call
+        `on_done(result, None)`, or `on_done(None, error)` if it raised, on the loop's thread
+        like every callback. `fn` must not touch state that callbacks may change meanwhile.
+        A node that stops first never calls `on_done`."""
         ...
 
     def stop(self) -> None:

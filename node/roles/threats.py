@@ -5,11 +5,18 @@ into its config (``behaviours``: from_round, until_round, name, params); the nod
 them itself at the exact rounds. Attacks come from `node.learning.attacks`; privacy from
 `node.learning.privacy`. Randomness is seeded per node (and per round where it should
 change each round), so runs are reproducible.
+
+A MEC's ``withhold_blobs`` (`node.learning.attacks.withhold`) alters no weights: the MEC
+notes each device update blob it takes in (`BlobWithholding.note`), and one of a withheld
+device, taken in a round the behaviour covers, is never served: `BlobWithholding.refusal`
+is the `ChainSync.serve_filter` of the MEC's chains, so the other MECs' ``blob.get`` for it
+goes unanswered (counted ``blob_withheld`` by the MEC).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,10 +32,13 @@ from node.learning.attacks import (
     apply_update_attack,
     make_params,
 )
+from node.learning.attacks.withhold import REFUSAL, WITHHOLD_BLOBS, withheld_devices
 from node.learning.emd import emd, label_distribution
 from node.learning.privacy import privatize
 from node.learning.weights import Weights
 from node.roles.learner import Learner
+
+log = logging.getLogger(__name__)
 
 
 def active_behaviour(config: NodeConfig, round_no: int) -> Behaviour | None:
@@ -114,9 +124,9 @@ def edge_fault(
 ) -> tuple[list[Update], str]:
     """A MEC's forwarded updates after a scheduled ``tamper`` (and the behaviour's name)."""
     b = active_behaviour(config, round_no)
-    if b is None or EDGE_FAULTS[b.name].kind != "updates":
+    spec = None if b is None else EDGE_FAULTS.get(b.name)
+    if b is None or spec is None or spec.kind != "updates":
         return updates, "" if b is None else b.name
-    spec = EDGE_FAULTS[b.name]
     params = make_params(EDGE_FAULTS, b.name, b.params)
     return spec.fn(updates, global_weights, params, _rng(config, 4, round_no)), b.name
 
@@ -124,9 +134,51 @@ def edge_fault(
 def edge_output(config: NodeConfig, round_no: int, weights: Weights) -> Weights:
     """A MEC's aggregate (or forwarded update) after a scheduled ``malfunction``."""
     b = active_behaviour(config, round_no)
-    if b is None or EDGE_FAULTS[b.name].kind != "aggregate":
+    spec = None if b is None else EDGE_FAULTS.get(b.name)
+    if b is None or spec is None or spec.kind != "aggregate":
         return weights
-    spec = EDGE_FAULTS[b.name]
     params = make_params(EDGE_FAULTS, b.name, b.params)
     out: Weights = spec.fn(weights, params, _rng(config, 5, round_no))
     return out
+
+
+@dataclass
+class BlobWithholding:
+    """A MEC's scheduled ``withhold_blobs``: the update blobs of its devices it keeps to itself.
+
+    `devices`: the MEC's devices. A blob noted in a round the behaviour covers, of a device it
+    names, stays withheld when asked later (after a ``recover`` too)."""
+
+    config: NodeConfig
+    devices: Sequence[str]
+    withheld: dict[bytes, tuple[str, int]] = field(default_factory=dict)  # key: (device, round)
+
+    @classmethod
+    def of(cls, config: NodeConfig, devices: Sequence[str]) -> BlobWithholding | None:
+        """The node's withholding, or None if its schedule has no ``withhold_blobs``; every
+        interval's params are checked here (ValueError naming the field and allowed values)."""
+        scheduled = [b for b in config.behaviours if b.name == WITHHOLD_BLOBS.name]
+        if not scheduled:
+            return None
+        withholding = cls(config, list(devices))
+        for b in scheduled:
+            withholding._targets(b)
+        return withholding
+
+    def _targets(self, b: Behaviour) -> frozenset[str]:
+        params = make_params({WITHHOLD_BLOBS.name: WITHHOLD_BLOBS}, b.name, b.params)
+        return withheld_devices(self.devices, params, _rng(self.config, 6))
+
+    def note(self, key: bytes, device: str, round_no: int) -> bool:
+        """`device`'s update blob `key` of `round_no` taken in; True if it is withheld."""
+        b = active_behaviour(self.config, round_no)
+        if b is None or b.name != WITHHOLD_BLOBS.name or device not in self._targets(b):
+            return False
+        self.withheld[key] = (device, round_no)
+        log.info("round %d: withholding %s's update blob %s", round_no, device, key.hex()[:16])
+        return True
+
+    def refusal(self, asker: str, key: bytes) -> str | None:
+        """The `ChainSync.serve_filter`: ``blob_withheld`` for a withheld blob, else None."""
+        del asker
+        return REFUSAL if key in self.withheld else None

@@ -88,8 +88,13 @@ class PbftValidator:
         forward_to: Sequence[str],
         request_timeout_s: float = 2.0,
         max_in_flight: int = MAX_IN_FLIGHT,
+        timer_prefix: str = TIMER_PREFIX,
     ) -> None:
+        """`timer_prefix`: the start of the name of every node timer this validator sets (a
+        node running several validators, one per chain, gives each its own prefix; none
+        may be the start of another's)."""
         self.replica = replica
+        self.timer_prefix = timer_prefix
         # commit, then write (see the docstring): the daemon writes when it is idle, which costs
         # less than a writer thread trading the GIL on a loaded machine (bench/consensus.py)
         replica.chain.store.set_deferred(True, thread=False)
@@ -101,7 +106,9 @@ class PbftValidator:
         self.queue: deque[Submission] = deque()
         self.in_flight: list[InFlight] = []
         self.max_in_flight = max(1, min(max_in_flight, config.log_window))
-        self.waiting: dict[int, Block] = {}
+        # committed blocks not yet appended, by height, with the wall-clock ms of their commit
+        # here (their `received_ms`: a block that waits for a gap was received when committed)
+        self.waiting: dict[int, tuple[Block, float]] = {}
         self.commits = 0
 
     def on_submit(self, ctx: NodeContext, submit: Submit) -> None:
@@ -124,10 +131,10 @@ class PbftValidator:
         self._run(ctx, self.core.handle(sender, msg.data, ctx.now()))
 
     def on_timer(self, ctx: NodeContext, name: str) -> bool:
-        """Fire a PBFT timer; False if `name` is not one."""
-        if not name.startswith(TIMER_PREFIX):
+        """Fire a PBFT timer; False if `name` is not one of this validator's."""
+        if not name.startswith(self.timer_prefix):
             return False
-        self._run(ctx, self.core.on_timer(name.removeprefix(TIMER_PREFIX), ctx.now()))
+        self._run(ctx, self.core.on_timer(name.removeprefix(self.timer_prefix), ctx.now()))
         return True
 
     def _run(self, ctx: NodeContext, actions: list[Action]) -> None:
@@ -137,9 +144,9 @@ class PbftValidator:
             elif isinstance(act, Broadcast):
                 ctx.multicast(self.peers, PbftMessage(act.data))
             elif isinstance(act, StartTimer):
-                ctx.set_timer(TIMER_PREFIX + act.name, act.delay_s)
+                ctx.set_timer(self.timer_prefix + act.name, act.delay_s)
             elif isinstance(act, StopTimer):
-                ctx.cancel_timer(TIMER_PREFIX + act.name)
+                ctx.cancel_timer(self.timer_prefix + act.name)
             elif isinstance(act, Commit):
                 self._on_commit(ctx, act)
 
@@ -150,7 +157,7 @@ class PbftValidator:
             ctx.drop("bad_commit", str(exc))
             return
         self.commits += 1
-        self.waiting[block.height] = block
+        self.waiting[block.height] = (block, ctx.wall_ms())
         self._append_waiting(ctx)
         if self.waiting:  # a gap: our ledger is behind the committed sequence
             ctx.emit(self.replica.sync.announce(self.peers))
@@ -165,9 +172,9 @@ class PbftValidator:
                 continue
             if height != chain.height + 1:
                 return
-            block = self.waiting.pop(height)
+            block, committed_ms = self.waiting.pop(height)
             try:
-                chain.append(block)
+                chain.append(block, committed_ms)
             except LedgerError as exc:
                 log.warning("committed block refused by the ledger: %s", exc)
                 ctx.drop("refused_block", exc.reason)

@@ -16,6 +16,7 @@ from node.core.finality import ProofOfWork, meets_target
 from node.daemon import Daemon
 from node.ledger.chain import verify_store
 from node.ledger.chains import open_chains
+from node.ledger.timing import block_times
 from node.metrics import MetricsWriter
 from node.schemes import PlanInputs, make_scheme
 from node.schemes.blockfl import BlockflScheme
@@ -200,3 +201,31 @@ def test_plan_refuses_pbft_and_bad_difficulty() -> None:
         scheme.plan(net.topology, keys, PlanInputs("r", "t", 1, 0, "pbft"))
     with pytest.raises(ValueError, match="difficulty_bits"):
         BlockflScheme.parse_params({"difficulty_bits": 40})
+
+
+def test_a_mined_block_is_timed_from_when_its_miner_began_not_from_its_header(
+    run: tuple[Path, VanillaNet, dict[str, Daemon]],
+) -> None:
+    """blocks.csv's proposed time of a PoW block is its miner's record (when it began mining;
+    certified: when it found the proof), not the header's timestamp, which the search moved
+    ahead of the clock; every node received and stored the block after that."""
+    tmp_path, _, nodes = run
+    view = tmp_path.parent / f"{tmp_path.name}-view"
+    view.mkdir(exist_ok=True)
+    if not (view / "nodes").exists():
+        (view / "nodes").symlink_to(tmp_path)  # the run directory layout: nodes/<id>/
+
+    rows = block_times(view)
+
+    store = nodes["pub"].replica.chain.store
+    headers = {b.hash.hex(): b.header.timestamp_ms for b in store.blocks(1)}
+    assert {r.node for r in rows} == set(nodes)
+    assert {(r.hash, r.height) for r in rows} == {
+        (h, b.height) for h, b in ((b.hash.hex(), b) for b in store.blocks(1))
+    }
+    assert all(r.proposed_from == "record" for r in rows)
+    for r in rows:
+        assert r.proposed_ms <= r.certified_ms <= r.received_ms <= r.stored_ms, r
+        assert r.proposed_ms <= headers[r.hash], r
+    ahead = sorted(headers[h] - p for h, p in {(r.hash, r.proposed_ms) for r in rows})
+    assert ahead[len(ahead) // 2] > 0  # the search ran ahead of the clock: the header lies

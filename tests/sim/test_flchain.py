@@ -4,7 +4,6 @@ with one device's update and mec2 malfunctions from round 2 (Byzantine MECs)."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -12,17 +11,15 @@ from typing import Any, cast
 
 import pytest
 
-from node.codec import Codec, Message
-from node.config import LearningConfig, NodeConfig
+from node.codec import Message
+from node.config import LearningConfig
 from node.contracts import flchain, task
 from node.core.tx import Transaction
 from node.daemon import Daemon
 from node.learning.train import configure_torch_threads
 from node.ledger.chain import verify_store
-from node.ledger.chains import open_chains
-from node.metrics import MetricsWriter
 from node.roles.base import NodeContext, Role
-from node.schemes import PlanInputs, make_scheme
+from node.schemes import PlanInputs
 from node.schemes.flchain.mec import FlchainMecRole
 from node.schemes.flchain.messages import ChannelModel, ChannelShare, SharedUpdate
 from node.schemes.flchain.scheme import FlchainScheme, channel_mecs
@@ -79,61 +76,27 @@ def run_flchain(
     roles: dict[str, Role] | None = None,
     aggregator: dict[str, Any] | None = None,
 ) -> dict[str, Daemon]:
-    """Every daemon of the flchain scheme to the end, each in a thread (as
-    `VanillaNet.run`, with the scheme and ``ledger.consensus: pbft``); `roles`: replacement
-    roles by node id."""
-    daemons = net.topology.daemons()
-    roster = net.roster
-    scheme = make_scheme("flchain", params)
-    keys = {n.id: net.keys[n.id].public_key for n in daemons}
-    plan = scheme.plan(net.topology, keys, PlanInputs("sim", TASK_ID, 5, 1200, "pbft"))
-    chains = {cid: chain.config for cid, chain in plan.chains.items()}
-    nodes: dict[str, Daemon] = {}
-    for spec in daemons:
-        config = NodeConfig(
-            run_id="sim",
-            node_id=spec.id,
-            scheme="flchain",
-            scheme_params=params,
-            plan=plan.nodes[spec.id],
-            seed=5,
-            node_dir=str(tmp_path),
-            key_path="-",
-            bind="-",
-            endpoints={},
-            roster=roster.to_hex(),
-            topology=net.topology,
-            shaping="none",
-            learning=learning(deadline_s),
-            max_message_bytes=8 * 1024 * 1024,
-            chains=chains,
-            task_id=TASK_ID,
-            startup_timeout_s=startup_timeout_s,
-            behaviours=extra.get(spec.id, []),
-            **({"aggregator": aggregator} if aggregator else {}),
-        )
-        (tmp_path / spec.id).mkdir()
-        nodes[spec.id] = Daemon(
-            config,
-            net.topology,
-            net.network.attach(spec.id),
-            Codec(spec.id, net.keys[spec.id], roster, config.max_message_bytes),
-            (roles or {}).get(spec.id) or scheme.role(config.plan),
-            MetricsWriter(tmp_path / spec.id / "metrics.jsonl", {"node": spec.id}),
-            chains=open_chains(tmp_path / spec.id, chains, net.keys[spec.id]),
-        )
-    threads = [
-        threading.Thread(target=d.run, kwargs={"install_signal_handlers": False})
-        for d in nodes.values()
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=600)
-    assert not any(t.is_alive() for t in threads), "the run did not finish"
-    for d in nodes.values():
-        d.metrics.close()
-    return nodes
+    """Every daemon of the flchain scheme to the end, each in a thread (`VanillaNet.run` with
+    ``ledger.consensus: pbft``); `extra`: behaviours by node id; `roles`: replacement roles by
+    node id."""
+    config: dict[str, Any] = {
+        "startup_timeout_s": startup_timeout_s,
+        "behaviours": lambda node_id: extra.get(node_id, []),
+    }
+    if aggregator:
+        config["aggregator"] = aggregator
+    return net.run(
+        tmp_path,
+        learning(deadline_s),
+        seed=5,
+        reward_pool=1200,
+        config=config,
+        role=lambda spec: (roles or {}).get(spec.id),
+        join_timeout_s=600,
+        scheme="flchain",
+        params=params,
+        consensus="pbft",
+    )
 
 
 @pytest.fixture(scope="module")

@@ -301,6 +301,9 @@ class GossipNet:
         self.delivered: dict[str, Counter[bytes]] = {n: Counter() for n in graph}
         self.item_sends: Counter[bytes] = Counter()
         self.item_serves: Counter[bytes] = Counter()
+        self.origin: dict[bytes, str] = {}
+        self.forwarded: Counter[str] = Counter()  # item bytes sent of others' items
+        self.forwarded_to: Counter[tuple[str, str]] = Counter()
         self.corrupt_to_honest = 0
         self.dup_to_honest = 0
         self.sent_msgs = 0
@@ -314,6 +317,7 @@ class GossipNet:
         data = self.signer.item(origin, seq, size)
         item_id = GossipNode.item_id(data)
         self.truth[item_id] = data
+        self.origin[item_id] = origin
         self._push(at, "publish", origin, data)
         return item_id
 
@@ -328,6 +332,9 @@ class GossipNet:
                 assert self.signer.validate(msg.data).ok, f"honest {src} sent an invalid item"
                 counter = self.item_serves if serving else self.item_sends
                 counter[GossipNode.item_id(msg.data)] += 1
+                if self.origin.get(GossipNode.item_id(msg.data)) != src:
+                    self.forwarded[src] += len(msg.data)
+                    self.forwarded_to[(src, act.dst)] += len(msg.data)
             self.sent_msgs += 1
             if self.loss.lost(src, act.dst, self.now, self.rng):
                 continue
@@ -434,6 +441,47 @@ def test_lossless_push_sends_each_item_at_most_fanout_times_per_node() -> None:
         assert net.item_serves[item] < len(graph)  # each node pulls an item at most once
     assert net.stat("received") == 5 * 149
     assert net.stat("invalid") == 0
+
+
+@pytest.mark.parametrize("seed", [3, 8])
+def test_forwarded_bytes_count_what_each_node_relayed_and_serves(seed: int) -> None:
+    """The relay figure of the two-layer incentives: every node's forwarded bytes (pushes
+    and pull answers of others' items) are exactly what it sent, they grow with how much it
+    relayed, a leaf that only receives reports 0, and each node's `relayed_from` is a lower
+    bound of what that peer forwarded to it."""
+    rng = random.Random(seed)
+    graph = random_connected(80, 3.0, rng)
+    core_ids = sorted(graph)
+    leaves = [f"leaf{i}" for i in range(8)]
+    for leaf in leaves:  # one link each: whatever reaches a leaf came from its only peer
+        anchor = rng.choice(core_ids)
+        graph[leaf] = [anchor]
+        graph[anchor].append(leaf)
+    config = GossipConfig(ttl=32, fanout=3, seed=b"%d" % seed, want_timeout_s=0.5)
+    net = GossipNet(graph, config, seed, loss=Loss(rate=0.05, until=6.0))
+    sources = rng.sample(core_ids, 6)
+    items = [net.publish(0.1 + 0.2 * k, src, k, size=300 + 50 * k) for k, src in enumerate(sources)]
+
+    net.run(until=30.0)
+
+    for k, src in enumerate(sources):
+        assert net.missing([items[k]], src) == {}
+    stats = {nid: net.nodes[nid].core.stats for nid in graph}
+    for nid, st in stats.items():
+        assert st.forwarded_bytes == net.forwarded[nid], nid
+        assert st.forwarded_bytes == st.relayed_bytes + st.served_bytes
+        assert st.as_record()["gossip_forwarded_bytes"] == st.forwarded_bytes
+        for peer, got in st.relayed_from.items():
+            assert 0 < got <= net.forwarded_to[(peer, nid)], (peer, nid)
+    total = sum(len(net.truth[i]) for i in items)
+    for leaf in leaves:
+        assert stats[leaf].received_bytes == total  # it got every item…
+        assert stats[leaf].forwarded_bytes == 0  # …and forwarded nothing
+    forwarded = sorted(stats[n].forwarded_bytes for n in core_ids)
+    assert forwarded[-1] > forwarded[len(forwarded) // 2] > forwarded[0]  # not flat
+    assert len(set(forwarded)) > 5
+    by_received = {stats[n].received_bytes for n in core_ids if n not in sources}
+    assert by_received == {total}  # what every relay received is the same figure
 
 
 def test_small_fanout_leaves_nodes_out_without_pull_and_pull_recovers_them() -> None:

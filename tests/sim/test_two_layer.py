@@ -9,16 +9,15 @@ from typing import Any
 
 import pytest
 
-from node.contracts import gmuc, reputation
+from node.contracts import gmuc, incentive, reputation, task
 from node.core.finality import Committee
 from node.daemon import Daemon
 from node.ledger.chain import verify_store
 from node.ledger.light import verify_light_store
 from node.schemes import PlanInputs, make_scheme
 from orchestrator.collect import read_records
-from tests.sim.two_layer_net import plan_of, run_two_layer
+from tests.sim.two_layer_net import digits_learning, plan_of, run_two_layer
 from tests.sim.vanilla_net import TASK_ID, VanillaNet
-from tests.unit.node_configs import learning_config
 
 ROUNDS = 3
 MECS = ("mec0", "mec1", "mec2")
@@ -35,16 +34,7 @@ def records(tmp_path: Path, node: str, event: str) -> list[dict[str, Any]]:
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, VanillaNet, dict[str, Daemon]]:
     tmp_path = tmp_path_factory.mktemp("two-layer")
     net = VanillaNet.build(mecs=3, devices_per_mec=4, seed=5)
-    learning = learning_config(
-        dataset="digits",
-        model="mlp",
-        partition="iid",
-        rounds=ROUNDS,
-        local_epochs=1,
-        batch_size=16,
-        learning_rate=0.1,
-        round_deadline_s=120,
-    )
+    learning = digits_learning(ROUNDS)
     tamper = {
         "from_round": 2,
         "until_round": None,
@@ -202,16 +192,7 @@ def test_a_label_flipper_falls_below_the_threshold_and_is_no_longer_selected(
     tmp_path: Path,
 ) -> None:
     net = VanillaNet.build(mecs=3, devices_per_mec=4, seed=6)
-    learning = learning_config(
-        dataset="digits",
-        model="mlp",
-        partition="iid",
-        rounds=REP_ROUNDS,
-        local_epochs=2,
-        batch_size=16,
-        learning_rate=0.1,
-        round_deadline_s=120,
-    )
+    learning = digits_learning(REP_ROUNDS, local_epochs=2)
     flip = {"from_round": 1, "until_round": None, "name": "label_flip", "params": {"strength": 1.0}}
     params = {**PARAMS, "reputation_threshold": 0.5}
 
@@ -248,16 +229,7 @@ def test_two_tasks_learn_concurrently_on_their_own_shards(tmp_path: Path) -> Non
     """Isolation sharding: 6 MECs, tasks: 2 — each task's 3 MECs order their own GMUC shard
     and learn their own model; no node of one task keeps the other's chain."""
     net = VanillaNet.build(mecs=6, devices_per_mec=3, seed=8)
-    learning = learning_config(
-        dataset="digits",
-        model="mlp",
-        partition="iid",
-        rounds=2,
-        local_epochs=1,
-        batch_size=16,
-        learning_rate=0.1,
-        round_deadline_s=120,
-    )
+    learning = digits_learning(2)
 
     nodes = run_two_layer(
         net,
@@ -289,3 +261,23 @@ def test_two_tasks_learn_concurrently_on_their_own_shards(tmp_path: Path) -> Non
         (c, r) for c in sorted(shards) for r in (1, 2)
     ]
     assert {nid: dict(d.drops) for nid, d in nodes.items() if d.drops} == {}
+
+
+def test_the_outvoted_mecs_pay_reports_are_refused(
+    run: tuple[Path, VanillaNet, dict[str, Daemon]],
+) -> None:
+    """Incentives: every MEC pays its devices in round 1; from round 2 the tampering MEC is
+    outvoted and the contract refuses its ``incentive.pay``; the pool is never overdrawn."""
+    _, _, nodes = run
+    state = nodes["pub"].chains["gmuc-t0"].replica.chain.state
+    paid = 0
+    for r in range(1, ROUNDS + 1):
+        record = incentive.payment(state, TASK_ID, r)
+        assert record is not None, r
+        payers = sorted(record["payers"])
+        assert payers == (list(MECS) if r == 1 else ["mec0", "mec1"]), (r, payers)
+        if r > 1:  # the tamperer's devices are its to report: nobody pays them
+            assert not any(d.startswith("dev2-") for d in record["paid"]), (r, record)
+        paid += record["total"]
+    t = task.get_task(state, TASK_ID)
+    assert t is not None and 0 < paid == int(t["paid"]) <= 1200

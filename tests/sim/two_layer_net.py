@@ -16,8 +16,26 @@ from node.ledger.chains import open_chains
 from node.metrics import MetricsWriter
 from node.schemes import Plan, PlanInputs, make_scheme
 from tests.sim.vanilla_net import TASK_ID, VanillaNet
+from tests.unit.node_configs import learning_config
 
 SCHEME = "two-layer"
+
+
+def digits_learning(
+    rounds: int, local_epochs: int = 1, round_deadline_s: float = 120
+) -> LearningConfig:
+    """The two-layer sim tests' learning: the MLP on digits, iid, batch 16, lr 0.1; the
+    deadline is generous (rounds end on answers, not on it) unless a test says otherwise."""
+    return learning_config(
+        dataset="digits",
+        model="mlp",
+        partition="iid",
+        rounds=rounds,
+        local_epochs=local_epochs,
+        batch_size=16,
+        learning_rate=0.1,
+        round_deadline_s=round_deadline_s,
+    )
 
 
 def plan_of(net: VanillaNet, params: Mapping[str, Any], seed: int, reward_pool: int) -> Plan:

@@ -1,5 +1,6 @@
-"""The vanilla scheme on an in-memory network: real `Daemon`s and roles (Ed25519, torch on
-digits), each in its own thread; only the transport is in memory. Shared by the sim tests."""
+"""A scheme (vanilla unless told) on an in-memory network: real `Daemon`s and roles (Ed25519,
+torch on digits), each in its own thread; only the transport is in memory. Shared by the sim
+tests."""
 
 from __future__ import annotations
 
@@ -60,15 +61,20 @@ class VanillaNet:
         config: dict[str, Any] | None = None,
         role: Callable[[NodeSpec], Role | None] = lambda spec: None,
         join_timeout_s: float = 300,
+        scheme: str = "vanilla",
+        params: dict[str, Any] | None = None,
+        consensus: str = "single",
     ) -> dict[str, Daemon]:
-        """Run every daemon to the end (each in a thread); `config`: extra NodeConfig fields
-        (a callable value is called with the node id); `role`: a replacement role or None."""
+        """Run every daemon of `scheme` (with `params`, ``ledger.consensus: consensus``) to the
+        end, each in a thread; `config`: extra NodeConfig fields (a callable value is called
+        with the node id); `role`: a replacement role or None."""
         daemons = self.topology.daemons()
         roster = self.roster
-        plan = make_scheme("vanilla").plan(
+        the_scheme = make_scheme(scheme, params or {})
+        plan = the_scheme.plan(
             self.topology,
             {n.id: self.keys[n.id].public_key for n in daemons},
-            PlanInputs("sim", TASK_ID, seed, reward_pool, "single"),
+            PlanInputs("sim", TASK_ID, seed, reward_pool, consensus),
         )
         chains = {cid: chain.config for cid, chain in plan.chains.items()}
         nodes: dict[str, Daemon] = {}
@@ -77,7 +83,6 @@ class VanillaNet:
             node_config = NodeConfig(
                 run_id="sim",
                 node_id=spec.id,
-                scheme="vanilla",
                 plan=plan.nodes[spec.id],
                 seed=seed,
                 node_dir=str(tmp_path),
@@ -91,7 +96,7 @@ class VanillaNet:
                 max_message_bytes=8 * 1024 * 1024,
                 chains=chains,
                 task_id=TASK_ID,
-                **extra,
+                **{"scheme": scheme, "scheme_params": params or {}, **extra},
             )
             (tmp_path / spec.id).mkdir()
             nodes[spec.id] = Daemon(
@@ -99,7 +104,7 @@ class VanillaNet:
                 self.topology,
                 self.network.attach(spec.id),
                 Codec(spec.id, self.keys[spec.id], roster, node_config.max_message_bytes),
-                role(spec) or make_scheme("vanilla").role(node_config.plan),
+                role(spec) or the_scheme.role(node_config.plan),
                 MetricsWriter(tmp_path / spec.id / "metrics.jsonl", {"node": spec.id}),
                 chains=open_chains(tmp_path / spec.id, chains, self.keys[spec.id]),
             )

@@ -3,6 +3,7 @@ a block that arrived first must not delay a device's training or a MEC's forward
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -25,9 +26,18 @@ class RecordingSync:
     def __init__(self, seen: list[str]) -> None:
         self.seen = seen
         self.failures: dict[str, int] = {}
+        self.received: dict[str, float | None] = {}
 
-    def handle(self, sender: str, msg_type: str, payload: dict[str, Any], now: float) -> list:
+    def handle(
+        self,
+        sender: str,
+        msg_type: str,
+        payload: dict[str, Any],
+        now: float,
+        received_ms: float | None = None,
+    ) -> list:
         self.seen.append(f"ledger:{msg_type}")
+        self.received[msg_type] = received_ms
         return []
 
     def tick(self, now: float) -> list[Outgoing]:
@@ -46,6 +56,7 @@ class RecordingRole(Role):
 
     def on_message(self, ctx: NodeContext, msg: Message) -> None:
         self.seen.append(f"role:{msg.type}")
+        self.handled_ms = time.time_ns() / 1e6
 
     def on_timer(self, ctx: NodeContext, name: str) -> None:
         if len(self.seen) >= self.expected:
@@ -124,3 +135,22 @@ def test_deferred_ledger_writes_wait_until_no_frame_is_waiting(tmp_path: Path) -
     daemon.run(install_signal_handlers=False)
     daemon.metrics.close()
     assert seen == ["role:round.start", "role:round.reply", "store:wrote 2"]
+
+
+def test_a_deferred_block_is_recorded_as_received_when_it_arrived(tmp_path: Path) -> None:
+    """The chains get the wall-clock time a ledger frame arrived (its blocks' ``received_ms``),
+    not the later time the backlog handed it over."""
+    seen: list[str] = []
+    role = RecordingRole(seen, expected=3)
+    daemon, network, peer = _daemon(tmp_path, role, seen)
+    before_ms = time.time_ns() / 1e6
+    network.deliver("a", peer.encode("chain.block", {"block": b"x", "height": 1}))
+    network.deliver("a", peer.encode("round.start", {"round": 1}))
+    network.deliver("a", peer.encode("round.reply", {"round": 1}))
+    daemon.run(install_signal_handlers=False)
+    daemon.metrics.close()
+    sync = cast(RecordingSync, daemon.chains.only().replica.sync)
+    assert seen[-1] == "ledger:chain.block"  # handled after the role's messages ...
+    received = sync.received["chain.block"]
+    assert received is not None
+    assert before_ms <= received <= role.handled_ms  # ... but received before them

@@ -31,7 +31,14 @@ class FakeSync:
         self.missing_blobs: set[bytes] = set()
         self.asked_at = 0.0
 
-    def handle(self, sender: str, msg_type: str, payload: dict[str, Any], now: float) -> list:
+    def handle(
+        self,
+        sender: str,
+        msg_type: str,
+        payload: dict[str, Any],
+        now: float,
+        received_ms: float | None = None,
+    ) -> list:
         self.seen.append(f"ledger:{msg_type}")
         if msg_type == "chain.block":
             self.replica.height = payload["height"]

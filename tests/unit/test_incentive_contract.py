@@ -124,38 +124,51 @@ def test_sign_pay_and_escrow() -> None:
             "reports": [report("d00"), report("d01"), report("d02")],
         },
     )
-    # budget: 10000 // 2 rounds left = 5000; each device holds a third of every total:
-    # (0.4 + 0.15 + 0.15) / 3 + 0.3 / 3 = 1/3 -> gold 1666, basic 833; d02 misbehaved
+    # budget: 10000 // 2 rounds left = 5000; the chain has 2 MECs: this MEC's share is 2500;
+    # each device holds a third of every total:
+    # (0.4 + 0.15 + 0.15) / 3 + 0.3 / 3 = 1/3 -> gold 833, basic 416; d02 misbehaved
     data = receipt.events[0].data
     assert data == {
         "task_id": "t1",
         "round": 1,
+        "payer": "mec",
         "budget": 5000,
-        "total": 2499,
-        "paid": [["d00", 1666, "gold"], ["d01", 833, "basic"]],
+        "share": 2500,
+        "total": 1249,
+        "paid": [["d00", 833, "gold"], ["d01", 416, "basic"]],
         "unpaid": [["d02", "negative_event"]],
     }
-    assert chain.balance("d00") - before["d00"] == 1666
-    assert chain.balance("d01") - before["d01"] == 833
+    assert chain.balance("d00") - before["d00"] == 833
+    assert chain.balance("d01") - before["d01"] == 416
     assert chain.balance("d02") == before["d02"]
     assert incentive.payment(chain.state, "t1", 1) == {
         "budget": 5000,
-        "total": 2499,
-        "paid": {"d00": 1666, "d01": 833},
+        "total": 1249,
+        "paid": {"d00": 833, "d01": 416},
         "unpaid": {"d02": "negative_event"},
+        "payers": {"mec": 1249},
     }
     escrow_holds(chain)
     again = {"task_id": "t1", "round": 1, "duration_ms": 1, "reports": [report("d00")]}
-    chain.refused(PUB, "incentive.pay", again, "round 1 of 't1' is already paid")
-    # round 2, paid by the publisher: the budget is what is left (7501 // 1)
+    chain.refused(MEC, "incentive.pay", again, "round 1 of 't1' is already paid by 'mec'")
+    # the publisher pays the rest of round 1's budget (5000 - 1249); d00 was paid already
+    receipt = chain.ok(
+        PUB,
+        "incentive.pay",
+        {"task_id": "t1", "round": 1, "duration_ms": 60_000, "reports": [report("d00")]},
+    )
+    data = receipt.events[0].data
+    assert (data["share"], data["paid"]) == (3751, [])
+    assert data["unpaid"] == [["d00", "already_reported"]]
+    # round 2, paid by the publisher: the budget is what is left (8751 // 1)
     record(chain, 2, [["d00", True], ["d01", True]])
     receipt = chain.ok(
         PUB,
         "incentive.pay",
         {"task_id": "t1", "round": 2, "duration_ms": 60_000, "reports": [report("d00")]},
     )
-    assert receipt.events[0].data["budget"] == 7501
-    assert receipt.events[0].data["paid"] == [["d00", 7501, "gold"]]
+    assert receipt.events[0].data["budget"] == 8751
+    assert receipt.events[0].data["paid"] == [["d00", 8751, "gold"]]
     escrow_holds(chain)
     chain.ok(PUB, "task.close", {"task_id": "t1"})
     assert task.escrowed(chain.state) == 0

@@ -265,9 +265,18 @@ def test_block_times_and_blocks_csv_of_a_hand_made_run(tmp_path: Path) -> None:
     with out.open(newline="") as f:
         read = list(csv.DictReader(f))
     assert list(read[0]) == [
-        "chain", "height", "node", "proposed_ms", "received_ms", "validated_ms",
-        "stored_ms", "storage_ms", "t_ms",
+        "chain", "height", "hash", "node", "proposed_ms", "certified_ms", "received_ms",
+        "validated_ms", "stored_ms", "storage_ms", "t_ms", "delay_ms", "delay_t",
+        "proposed_from",
     ]  # fmt: skip
+    by_key = {(d["node"], d["chain"], d["height"]): d for d in read}
+    assert by_key[("dev1", "lmuc-0", "1")]["delay_t"] == "3.0"  # (1030 - 1000) / 10
+    assert by_key[("old", "main", "1")]["delay_t"] == ""  # t = 0: no unit
+    # no blocks table in the hand-made stores: no hash; no proposal rows: the header's time,
+    # and certified when the first keeper began storing it
+    assert {d["hash"] for d in read} == {""}
+    assert {d["proposed_from"] for d in read} == {"header"}
+    assert by_key[("dev1", "lmuc-0", "1")]["certified_ms"] == "1001.0"  # mec0's validated_ms
     assert [(d["node"], d["chain"], float(d["stored_ms"])) for d in read] == [
         (r.node, r.chain, r.stored_ms) for r in rows
     ]
@@ -298,3 +307,55 @@ def test_block_delays_of_stores_written_by_chains(tmp_path: Path) -> None:
     assert len(rows) == 6 and all(r.storage_ms >= T_MS for r in rows)  # measured, monotonic
     for d in delays:
         assert d.delay_t == pytest.approx(d.delay_ms / T_MS)
+
+
+def test_a_recorded_proposal_overrides_the_header_time(tmp_path: Path) -> None:
+    """A PoW miner's `record_proposal` (when it started mining, when it found the proof) is
+    what every node's row of that block says, not the header's timestamp (mined over); a
+    block without one keeps the header's, certified at its first keeper's append."""
+    config = _config()
+    miner_store = open_store(tmp_path / "nodes/mec0/chains/pow", storage_time_ms=T_MS)
+    follower_store = open_store(tmp_path / "nodes/dev0/chains/pow", storage_time_ms=T_MS)
+    miner, follower = Chain(miner_store, config), Chain(follower_store, config)
+    writer = Writer(miner)
+    built = []
+    for _ in range(2):
+        block = writer.next_block()
+        miner.append(block)
+        follower.append_bytes(block.to_bytes())
+        built.append(block)
+    first, second = built
+    started = first.header.timestamp_ms - 5_000.0  # the header ran 5 s ahead of the clock
+    miner_store.record_proposal(first.hash, 1, started, started + 40.0)
+    assert miner_store.proposals() == {first.hash: (1, started, started + 40.0)}
+    miner_store.close()
+    follower_store.close()
+
+    rows = {(r.node, r.height): r for r in block_times(tmp_path)}
+    delays = {d.height: d for d in block_delays(tmp_path)}
+
+    for node in ("mec0", "dev0"):
+        one = rows[(node, 1)]
+        assert (one.proposed_ms, one.certified_ms, one.proposed_from) == (
+            started,
+            started + 40.0,
+            "record",
+        )
+        assert one.hash == first.hash.hex()
+        assert one.delay_ms == pytest.approx(one.stored_ms - started)
+        two = rows[(node, 2)]
+        assert (two.proposed_ms, two.proposed_from) == (second.header.timestamp_ms, "header")
+        assert two.certified_ms == rows[("mec0", 2)].validated_ms  # the miner appended first
+    assert delays[1].proposed_ms == started
+    assert delays[1].delay_ms == pytest.approx(
+        max(rows[(n, 1)].stored_ms for n in ("mec0", "dev0")) - started
+    )
+
+
+def test_a_proposal_needs_a_block_hash_and_reset_clears_proposals(tmp_path: Path) -> None:
+    with ChainStore(tmp_path / DB_NAME) as store:
+        with pytest.raises(StoreError, match="32 bytes"):
+            store.record_proposal(b"short", 1, 1.0, 2.0)
+        store.record_proposal(bytes(32), 1, 1.0, 2.0)
+        store.reset()
+        assert store.proposals() == {}

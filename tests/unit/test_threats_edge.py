@@ -80,4 +80,5 @@ def test_tamper_validation_and_registry() -> None:
     assert {k: s.kind for k, s in EDGE_FAULTS.items()} == {
         "malfunction": "aggregate",
         "tamper": "updates",
+        "withhold_blobs": "blobs",
     }

@@ -50,6 +50,9 @@ class Ctx:
     def now(self) -> float:
         return self.net.clock
 
+    def wall_ms(self) -> int:
+        return int(self.net.clock * 1000)
+
     def send(self, dst: str, msg: object, payload: Mapping[str, Any] | None = None) -> None:
         self.multicast([dst], msg, payload)
 

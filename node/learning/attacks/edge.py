@@ -5,6 +5,8 @@ Only floating-point tensors are altered; integer buffers (e.g. BatchNorm counter
 `zeros`, `attacker` (a given attacker model replaces the aggregate).
 `tamper` (on the device updates an edge server forwards, matched by sender): `scale` sets the
 update to g + factor * (w - g); `replace` substitutes the given weights; `drop` removes it.
+`withhold_blobs` (`node.learning.attacks.withhold`) alters no weights: the MEC does not serve
+some of its devices' update blobs to the other MECs.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from node.learning.attacks._common import (
     update_of,
 )
 from node.learning.attacks.spec import AttackSpec
+from node.learning.attacks.withhold import WITHHOLD_BLOBS
 from node.learning.weights import Weights
 
 MALFUNCTION_MODES: tuple[str, ...] = ("random", "zeros", "attacker")
@@ -136,4 +139,5 @@ def tamper(
 EDGE_FAULTS: dict[str, AttackSpec] = {
     "malfunction": AttackSpec("malfunction", "aggregate", MalfunctionParams, malfunction),
     "tamper": AttackSpec("tamper", "updates", TamperParams, tamper),
+    WITHHOLD_BLOBS.name: WITHHOLD_BLOBS,
 }

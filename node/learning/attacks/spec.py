@@ -12,7 +12,8 @@ from typing import Any
 #   update:    (weights, global_weights, params, rng, previous_update) -> weights  after training
 #   aggregate: (aggregate, params, rng) -> weights                     an edge server's output
 #   updates:   (updates, global_weights, params, rng) -> updates      what an edge server forwards
-KINDS: tuple[str, ...] = ("data", "partition", "update", "aggregate", "updates")
+#   blobs:     (devices, params, rng) -> devices        whose update blobs an edge server withholds
+KINDS: tuple[str, ...] = ("data", "partition", "update", "aggregate", "updates", "blobs")
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,9 @@ Round r (every step checked as in vanilla: signatures, blob hashes, model shapes
    builds a candidate block on its best tip holding the publisher's pending transactions
    (``pow.txs``: round r-1's ``task.record_global``) and the updates, and mines it: it tries
    ``timestamp_ms`` values in slices of ``slice_attempts`` hashes from a timer (the daemon
-   stays responsive), until the hash meets the target.
+   stays responsive), until the hash meets the target. It records when it began mining the
+   block and when it found the proof (`ChainStore.record_proposal`): the block's proposed and
+   certified times in ``blocks.csv`` (the mined header's timestamp runs ahead of the clock).
 3. The first miner to find one signs it and sends it to every node (``pow.block``). Each
    node checks it completely (proof of work, signature, every transaction, re-execution of
    the contracts on the parent's state: `forkchoice.BlockTree.add`); a miner that sees a

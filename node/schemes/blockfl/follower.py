@@ -89,6 +89,9 @@ class PowFollower(Role):
                 "devices cannot measure; allowed: an aggregator that does not (e.g. fedavg)"
             )
         self.last_tip = self.tree.tip[0].hash
+        # block hash -> (height, when it reached this node, wall-clock ms): what the ledger
+        # records as the block's received time when the block is confirmed into it
+        self.arrived: dict[bytes, tuple[int, int]] = {}
         replica.chain.subscribe(lambda _block: self.tree.rebase())  # synced or own appends
 
     # -- messages --------------------------------------------------------------------------
@@ -132,6 +135,7 @@ class PowFollower(Role):
     def take_block(self, ctx: NodeContext, block: Block, sender: str | None) -> None:
         """Add a block (own or received) to the tree; confirm what is deep enough; call
         `on_tip` when the best tip changed."""
+        self.arrived.setdefault(block.hash, (block.height, ctx.wall_ms()))
         try:
             added = self.tree.add(block)
         except InvalidBlock as exc:
@@ -145,11 +149,14 @@ class PowFollower(Role):
             globals_ = [tx.payload["blob"] for tx in b.txs if tx.type == GLOBAL_TX]
             self.want_blobs(ctx, globals_, (PUBLISHER,))
         for b in self.tree.confirmable():
+            arrived = self.arrived.get(b.hash)
             try:
-                self.handle.append_block(b)
+                self.handle.append_block(b, None if arrived is None else arrived[1])
             except LedgerError as exc:  # checked against the same parent: not expected
                 log.error("confirmed block %d refused by the ledger: %s", b.height, exc)
                 break
+        stored = self.handle.height
+        self.arrived = {h: a for h, a in self.arrived.items() if a[0] > stored}
         self.tree.rebase()
         tip = self.tree.tip[0]
         if tip.hash != self.last_tip:

@@ -13,6 +13,7 @@ from node.core.block import Block, BlockHeader, CommitSignature
 from node.core.finality import mine
 from node.core.tx import Transaction, TxError
 from node.learning.weights import Weights, weights_to_bytes
+from node.ledger.chains import Committer
 from node.roles.base import NodeContext
 from node.schemes.blockfl.follower import PowFollower, RoundUpdates
 from node.schemes.blockfl.messages import PowBlock, PowTxs
@@ -61,6 +62,7 @@ class MinerRole(PowFollower, Greeter):
         self.deadline_passed = False
         self.work: tuple[Block, int] | None = None  # candidate, next timestamp to try
         self.work_started = 0.0
+        self.work_started_ms = 0  # wall clock: when the block was proposed (see _mine_slice)
         self.attempts = 0
         self.stopped = False
         self.mined = 0
@@ -187,7 +189,8 @@ class MinerRole(PowFollower, Greeter):
         if txs is None:
             return
         parent, state = self.tree.tip
-        start = max(ctx.wall_ms(), parent.timestamp_ms)
+        proposed_ms = ctx.wall_ms()
+        start = max(proposed_ms, parent.timestamp_ms)
         chain = self.handle.replica.chain
         candidate, _ = chain.candidate_on(parent, state, txs, self.key.public_key, start)
         wanted_updates = [tx for tx in txs if tx.type == "task.record_update"]
@@ -198,6 +201,7 @@ class MinerRole(PowFollower, Greeter):
             return
         self.work = (candidate, candidate.header.timestamp_ms)
         self.work_started = ctx.now()
+        self.work_started_ms = proposed_ms
         self.attempts = 0
         ctx.set_timer("mine", 0.0)
 
@@ -217,6 +221,13 @@ class MinerRole(PowFollower, Greeter):
         block = block.with_certificate((CommitSignature.create(self.key, block.hash),))
         self.work = None
         self.mined += 1
+        # The block's honest proposal time: the header's timestamp is where the search ran
+        # (ahead of the clock by the attempts), so the miner records when it began mining
+        # this block (proposed) and when it found the proof (certified: final under PoW).
+        found_ms = ctx.wall_ms()
+        self.handle.replica.chain.store.record_proposal(
+            block.hash, block.height, self.work_started_ms, found_ms
+        )
         ctx.metrics.write(
             "mined",
             height=block.height,
@@ -224,6 +235,8 @@ class MinerRole(PowFollower, Greeter):
             hash=block.hash.hex(),
             attempts=self.attempts,
             mining_s=ctx.now() - self.work_started,
+            proposed_ms=self.work_started_ms,
+            found_ms=found_ms,
         )
         ctx.multicast(self.others, PowBlock(block.to_bytes()))
         self.take_block(ctx, block, None)
@@ -291,40 +304,17 @@ class BlockflPublisherRole(PowFollower, PublisherRole):
     through the miners."""
 
     def start(self, ctx: NodeContext) -> None:
-        """What vanilla's publisher sets up, with the miners as its committer."""
-        from node.learning.aggregators import make_strategy
-        from node.roles.learner import Learner
-        from topologies import NodeKind
-
-        self.learner = Learner(ctx.config.learning, ctx.config.seed)
-        self.weights = self.learner.weights()
-        self.reference = self.weights
-        agg = ctx.config.aggregator
-        self.strategy = make_strategy(agg.name, agg.params)
-        self.individual = {}
-        self.expected = {n.id for n in ctx.topology.daemons()} - {ctx.node_id}
-        self.mecs = [n.id for n in ctx.topology.of_kind(NodeKind.MEC)]
-        self.ready: set[str] = set()
-        self.round = 0
-        self.round_started = 0.0
-        self.partials = {}
-        self.update_txs = {}
-        self.dropped_updates = {}
-        self.samples_by_device: dict[str, int] = {}
-        self.last_tx: bytes | None = None
-        self.final_deadline = 0.0
-        self.final_height = 0
-        self.lingering: list[str] = []
-        self.absent: set[str] = set()
-        self.run_started = ctx.now()
-        self.chain = ctx.chains[ctx.config.plan.chains[0]]
-        self.start_follower(ctx)
-        self.chain.install(PowSubmitter(ctx, self.miners))
+        """What vanilla's publisher sets up (its committer: the miners, `make_committer`)."""
         self.recorded = 0
         self.pending: RoundUpdates | None = None
         self.finishing = False
-        ctx.set_timer("startup", ctx.config.startup_timeout_s)
-        log.info("waiting for %d nodes", len(self.expected))
+        super().start(ctx)
+        self.reference = self.weights
+
+    def make_committer(self, ctx: NodeContext) -> Committer:
+        """The task chain follows the longest proof-of-work branch; the miners write it."""
+        self.start_follower(ctx)
+        return PowSubmitter(ctx, self.miners)
 
     def on_message(self, ctx: NodeContext, msg: Message) -> None:
         """Blocks and blobs; hellos (vanilla)."""

@@ -186,11 +186,14 @@ class GossipDeviceRole(GossipMember, DeviceRole):
 
     def _on_block(self, item: Deliver) -> None:
         """A block from the gossip goes to the ledger as if sent by the relay that brought it
-        (the next one is appended; a gap makes the ledger ask that relay for what is missing)."""
+        (the next one is appended; a gap makes the ledger ask that relay for what is missing);
+        it was received now, when the gossip delivered it."""
         height = Block.from_bytes(item.data).height
         payload = {"block": item.data, "height": height}
         sync = replica_of(self.ctx).sync
-        self.ctx.emit(sync.handle(item.sender, "chain.block", payload, self.ctx.now()))
+        self.ctx.emit(
+            sync.handle(item.sender, "chain.block", payload, self.ctx.now(), self.ctx.wall_ms())
+        )
 
 
 class GossipMecRole(GossipMember, MecRole):

@@ -10,6 +10,7 @@ from typing import Any, cast
 
 from node.codec import Message
 from node.consensus.ledger import committee_replicas
+from node.contracts import gmuc_request, identity
 from node.gossip import GossipService
 from node.ledger.sync import Outgoing
 from node.roles.base import NodeContext
@@ -23,10 +24,11 @@ from node.schemes.gossip_fedavg.roles import (
     updates_topic,
 )
 from node.schemes.gossip_fedavg.scheme import gossip_peers
-from node.schemes.two_layer.common import params_of
-from node.schemes.two_layer.messages import TaskPacket
+from node.schemes.two_layer.common import declared_resources, params_of, task_chain_of
+from node.schemes.two_layer.incentives import DeviceIncentives, ItemOffer
+from node.schemes.two_layer.messages import Joined, JoinRequest, TaskPacket
 from node.schemes.two_layer.tasks import TaskRefused, open_task
-from node.schemes.vanilla.common import FINAL_SYNC_S, PUBLISHER, replica_of
+from node.schemes.vanilla.common import FINAL_SYNC_S, HELLO_INTERVAL_S, PUBLISHER, replica_of
 from node.schemes.vanilla.device import DeviceRole
 from node.schemes.vanilla.messages import GlobalModel, Stop
 
@@ -35,6 +37,9 @@ log = logging.getLogger(__name__)
 # after the publisher's stop, if the MEC's never comes (a MEC sends its own as soon as it
 # gets the publisher's: only a dead MEC's devices wait this long)
 STOP_FALLBACK_S = 10.0
+# the device's opinion of the task's publisher in its response: no interaction yet
+NEUTRAL_OPINION = (0, 0, gmuc_request.OPINION_SCALE)
+DEVICE = identity.DEVICE
 
 
 class TwoLayerDeviceRole(GossipDeviceRole):
@@ -48,6 +53,11 @@ class TwoLayerDeviceRole(GossipDeviceRole):
         DeviceRole.start(self, cast(NodeContext, _StatusToMec(ctx, self.mec)))
         self.ctx = ctx
         self.gossip = make_service(ctx)
+        # incentives: its contract item, and the bytes its gossip forwarded to its neighbours
+        gossip_stats = self.gossip.stats
+        self.incentives = DeviceIncentives(
+            replica_of(ctx).key, ctx.config.task_id, lambda: gossip_stats.forwarded_bytes
+        )
         self.topic = updates_topic(self.mec)
         check = UpdateCheck(group_members(ctx, self.mec), ctx.config.max_message_bytes)
         self.gossip.subscribe(self.topic, check, None)  # relay only
@@ -56,6 +66,8 @@ class TwoLayerDeviceRole(GossipDeviceRole):
             blocks_topic(self.mec), block_check(replica.chain.config.finality), self._on_block
         )
         self.gossip.start()
+        self.joined = False
+        self._join(ctx)
         finality = replica.chain.config.finality
         self.validator: PbftValidator | None = None
         if replica.key.public_key in finality.signers:
@@ -77,6 +89,11 @@ class TwoLayerDeviceRole(GossipDeviceRole):
         body, sender = msg.payload, msg.sender
         if isinstance(body, TaskPacket) and sender == self.mec:
             self._on_task(ctx, body)
+        elif isinstance(body, ItemOffer) and sender == self.mec:
+            ctx.send(self.mec, self.incentives.on_offer(body, ctx.wall_ms()))
+        elif isinstance(body, Joined) and sender == self.mec:
+            self.joined = True
+            ctx.cancel_timer("join")
         elif isinstance(body, Stop) and sender == self.mec:
             self._on_stop(ctx, body)
         elif isinstance(body, Stop) and sender == PUBLISHER:
@@ -92,11 +109,44 @@ class TwoLayerDeviceRole(GossipDeviceRole):
         """PBFT timers, the stop fallback, then gossip-fedavg's."""
         if self.validator is not None and self.validator.on_timer(ctx, name):
             return
+        if name == "join":
+            self._join(ctx)
+            return
         if name == "stop_fallback":
             log.warning("no stop from MEC %s; stopping", self.mec)
             ctx.stop()
             return
         super().on_timer(ctx, name)
+
+    def _join(self, ctx: NodeContext) -> None:
+        """Send the MEC this device's registration and task response (Steps 1-2), again
+        every HELLO_INTERVAL_S until the MEC acknowledges them."""
+        if self.joined:
+            return
+        ctx.send(self.mec, self._join_request(ctx))
+        ctx.set_timer("join", HELLO_INTERVAL_S)
+
+    def _join_request(self, ctx: NodeContext) -> JoinRequest:
+        """The registration (for its LMUC) and response (for its task's GMUC) it signs."""
+        key = replica_of(ctx).key
+        lmuc = replica_of(ctx).chain.config.genesis.chain_id
+        registration = key.sign(identity.registration_message(lmuc, ctx.node_id, DEVICE))
+        resources = {
+            "samples": len(self.learner.train_y),
+            **declared_resources(ctx.config.seed, ctx.node_id),
+        }
+        gmuc = ctx.config.chains[task_chain_of(ctx, ctx.node_id)].genesis.chain_id
+        message = gmuc_request.response_message(
+            gmuc, ctx.config.task_id, ctx.node_id, resources, list(NEUTRAL_OPINION)
+        )
+        return JoinRequest(
+            registration,
+            resources["samples"],
+            resources["cpu_mhz"],
+            resources["energy_j"],
+            NEUTRAL_OPINION,
+            key.sign(message),
+        )
 
     def _on_task(self, ctx: NodeContext, msg: TaskPacket) -> None:
         """Open the sealed task (from this device's MEC, for it, for this task and round,

@@ -12,23 +12,13 @@ from node.messages import NonNegativeInt, message
 @dataclass(frozen=True)
 class LmucRelay:
     """A MEC's certified LMUC block of round `round` (header, certificate, the round's update
-    transactions: `Block.to_bytes`) for the other MECs of its task; the blobs its update
-    transactions name follow, one per `LmucBlob`. `block` is empty when no update of the
-    round reached the MEC's LMUC."""
+    transactions: `Block.to_bytes`) for the other MECs of its task, which check it as light
+    clients and then fetch the blobs its update transactions name from this MEC on demand
+    (``blob.get``: `node.ledger.sync.ChainSync.fetch_blob`). `block` is empty when no update
+    of the round reached the MEC's LMUC."""
 
     round: NonNegativeInt
     block: bytes
-
-
-@message("tl.blob")
-@dataclass(frozen=True)
-class LmucBlob:
-    """One update blob of a MEC's relayed LMUC block of `round` (one per message: a round's
-    blobs together may exceed the message size limit); kept only if an update transaction of
-    that block names its hash."""
-
-    round: NonNegativeInt
-    blob: bytes
 
 
 @message("tl.vote")
@@ -54,3 +44,41 @@ class TaskPacket:
     round: NonNegativeInt
     packet: bytes
     model: bytes
+
+
+@message("tl.join")
+@dataclass(frozen=True)
+class JoinRequest:
+    """A device's registration and task response, for its MEC (Steps 1-2): `registration`,
+    its Ed25519 signature of `identity.registration_message` (its LMUC, its id, "device"),
+    which the MEC submits in ``identity.enroll`` to its LMUC; and its response to the task
+    request — its resources and its opinion of the publisher (millionths) — with `response`,
+    its signature of `gmuc_request.response_message`, which the MEC submits in
+    ``gmuc.respond`` to the GMUC. Repeated until the MEC acknowledges it (`Joined`)."""
+
+    registration: bytes
+    samples: NonNegativeInt
+    cpu_mhz: NonNegativeInt
+    energy_j: NonNegativeInt
+    opinion: tuple[int, ...]
+    response: bytes
+
+
+@message("tl.joined")
+@dataclass(frozen=True)
+class Joined:
+    """The MEC's acknowledgement of a device's `JoinRequest` (submitted: the device stops
+    repeating it)."""
+
+    round: NonNegativeInt = 0
+
+
+@message("tl.responses")
+@dataclass(frozen=True)
+class Responses:
+    """A MEC's signed ``gmuc.respond`` transactions (its devices' responses), for the
+    publisher, which orders them on the GMUC with the task request; `done`: every device of
+    the MEC has been heard (the publisher waits for that from every MEC before round 1)."""
+
+    txs: tuple[bytes, ...]
+    done: bool

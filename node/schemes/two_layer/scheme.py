@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from node.contracts.runtime import Genesis
 from node.core.finality import Committee
@@ -29,6 +29,12 @@ class TwoLayerParams(SchemeParams):
         description="FL tasks learned concurrently, each on its own subset of the MECs "
         "(consecutive in topology order) and its own GMUC shard (isolation sharding)",
     )
+    cooperative: bool = Field(
+        False,
+        description="cooperative sharding: the tasks are sub-tasks of one task; each round "
+        "the shards' decided aggregates are combined (weighted by their workers' samples) "
+        "into the one global model every shard trains next",
+    )
     full_devices: int = Field(
         3,
         ge=3,
@@ -39,6 +45,15 @@ class TwoLayerParams(SchemeParams):
         0.0, ge=0.0, le=1.0, description="lowest reputation a device needs to be selected"
     )
     top_k: int = Field(0, ge=0, description="devices a MEC selects per round (0: all)")
+    min_samples: int = Field(
+        0, ge=0, description="task request: local training samples a worker must hold"
+    )
+    min_cpu_mhz: int = Field(
+        0, ge=0, description="task request: CPU frequency (MHz) a worker must declare"
+    )
+    min_energy_j: int = Field(
+        0, ge=0, description="task request: energy budget (J) a worker must give the task"
+    )
     fanout: int = Field(2, ge=1, description="D2D neighbours a new update or block is pushed to")
     ttl: int = Field(8, ge=1, le=255, description="D2D hops an update or block may travel")
     heartbeat_s: float = Field(
@@ -47,6 +62,13 @@ class TwoLayerParams(SchemeParams):
     want_timeout_s: float = Field(
         1.0, gt=0, description="seconds a gossip pull (IWANT) waits before the next neighbour"
     )
+
+    @field_validator("cooperative")
+    @classmethod
+    def _cooperative_needs_shards(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("tasks", 1) < 2:
+            raise ValueError("false with tasks: 1 (cooperative sharding needs tasks >= 2)")
+        return value
 
     def gossip_config(self, seed: int) -> GossipConfig:
         """The gossip core's configuration for a run with `seed`."""
@@ -166,9 +188,11 @@ class TwoLayerScheme(Scheme):
                 )
             cid = lmuc_id(mec)
             # on its LMUC the MEC opens the task and closes its rounds (our choice): the
-            # task contract then records the devices' updates round by round
+            # task contract then records the devices' updates round by round. Its genesis
+            # lists only the MEC (someone must submit the first transaction); the devices
+            # register there (identity.enroll, Step 1). The committee's keys (the MEC and
+            # the full devices) are in the finality rule: they certify blocks from genesis.
             members = {mec: (keys[mec], "publisher")}
-            members |= {d: (keys[d], str(NodeKind.DEVICE)) for d in devices}
             full = full_devices(devices, params.full_devices)
             chains[cid] = ChainPlan(
                 cid,
@@ -193,7 +217,22 @@ class TwoLayerScheme(Scheme):
                 full = full_devices(groups[mec], params.full_devices)
                 peers = [PUBLISHER, *gossip_peers(topology, n.id), *full]
             peers = [p for p in dict.fromkeys(peers) if p != n.id]
-            nodes[n.id] = NodePlan(node_id=n.id, role=str(n.kind), chains=own, peers=tuple(peers))
+            # a light device (outside its LMUC's committee) keeps the LMUC as a light replica
+            # (certified headers: `node.ledger.light`) when ledger.device_replica is light
+            light = (
+                own
+                if n.kind == NodeKind.DEVICE
+                and inputs.device_replica == "light"
+                and n.id not in full_devices(groups[str(n.parent)], params.full_devices)
+                else ()
+            )
+            nodes[n.id] = NodePlan(
+                node_id=n.id,
+                role=str(n.kind),
+                chains=own,
+                peers=tuple(peers),
+                light_chains=light,
+            )
         return Plan(nodes=nodes, chains=chains)
 
     def role_factories(self) -> Mapping[str, Callable[[], Role]]:

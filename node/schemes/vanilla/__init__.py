@@ -30,10 +30,14 @@ aggregating, the publisher submits the round's update transactions and its own
 ``task.record_global`` (the global model's blob hash, accuracy, contributors) to the task
 chain through the committer its finality rule calls for (`node.roles.committers`): as the
 single writer it builds the block, appends it and sends it to every node; with
-``ledger.consensus: pbft`` the MECs order it by PBFT. Every node verifies a block
-completely before appending it to its own ledger (when it has no round message waiting:
-the daemon handles ledger messages after the round's). Blobs are hashed once where they
-are made or checked and fsynced behind the round (`FileBlobStore.put_behind`).
+``ledger.consensus: pbft`` the MECs order it by PBFT. Every node verifies a block before
+appending it to its own ledger (when it has no round message waiting: the daemon handles
+ledger messages after the round's): completely on a full replica; on a light one (with
+``ledger.device_replica: light``, the default: the devices, and with a single writer the
+MECs too, since neither reads the chain's state) its header link, certificate and Merkle
+root. Blobs are hashed once where they are made or checked and fsynced behind the round
+(`FileBlobStore.put_behind`). A MEC
+writes its last device's update blob after its partial has left (the device keeps its own).
 Block 1 publishes the task (escrowing the reward pool); the last block pays each device a
 share of the pool proportional to the samples it contributed (our choice; the vanilla
 baseline has no incentive rule) and closes the task. ``stop`` carries the final height so

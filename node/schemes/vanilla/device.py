@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from node.codec import Message
 from node.core.encoding import sha256
-from node.learning.weights import weights_from_bytes, weights_to_bytes
+from node.learning.weights import Weights, weights_from_bytes, weights_to_bytes
 from node.roles.base import NodeContext
 from node.roles.learner import Learner, check_update
 from node.roles.threats import DeviceThreats
@@ -21,7 +23,19 @@ from node.schemes.vanilla.common import (
 from node.schemes.vanilla.messages import DeviceUpdate, GlobalModel, Stop
 from topologies import NodeKind
 
+if TYPE_CHECKING:  # torch is imported by the learner
+    from node.learning.train import TrainResult
+
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Training:
+    """One round's training: its global model's weights and when the model came."""
+
+    round: int
+    global_weights: Weights
+    started: float
 
 
 class DeviceRole(Greeter):
@@ -39,6 +53,8 @@ class DeviceRole(Greeter):
         self.threats = DeviceThreats(ctx.config, self.learner)
         self.round = 0
         self._emd: tuple[object, float] | None = None  # (labels, their EMD): one per data set
+        self._training: _Training | None = None  # the round training off the loop
+        self._next: _Training | None = None  # a newer round's, to train after it
         super().start(ctx)
 
     def on_message(self, ctx: NodeContext, msg: Message) -> None:
@@ -64,6 +80,10 @@ class DeviceRole(Greeter):
         return self._emd[1]
 
     def _train(self, ctx: NodeContext, msg: GlobalModel) -> None:
+        """Train on a newer round's global model, off the loop (`ctx.run_background`): the
+        node goes on storing blocks and relaying while it trains. A newer round that comes
+        while it trains is trained next (the one in training is then stale: its result is
+        dropped, not sent)."""
         started = ctx.now()
         round_no, model = msg.round, msg.model
         if round_no <= self.round:
@@ -74,11 +94,49 @@ class DeviceRole(Greeter):
         except ValueError as exc:
             ctx.drop("bad_model", str(exc))
             return
-        self.learner.load(global_weights)
         self.greeted = True
         self.round = round_no
-        x, y, behaviour = self.threats.training_data(round_no)
-        result = self.learner.train(round_no, x, y)
+        # the global model, which the block recording the last round names: in place before
+        # that block comes (it comes while this device trains), so that no blob.get is
+        # needed for it; a light replica keeps no global models
+        replica = replica_of(ctx)
+        if not replica.light:
+            replica.blobs.put_behind(sha256(model), model)
+        job = _Training(round_no, global_weights, started)
+        if self._training is not None:
+            self._next = job  # after the one in training (which is now stale)
+            return
+        self._start_training(ctx, job)
+
+    def _start_training(self, ctx: NodeContext, job: _Training) -> None:
+        self._training = job
+        x, y, behaviour = self.threats.training_data(job.round)
+        learner = self.learner
+
+        def train() -> TrainResult:  # on the worker: only the learner, which nothing else
+            learner.load(job.global_weights)  # touches while it trains
+            return learner.train(job.round, x, y)
+
+        def done(result: TrainResult | None, error: BaseException | None) -> None:
+            self._training = None
+            if error is not None:
+                log.error("round %d: training failed: %s", job.round, error)
+                ctx.drop("training_failed", f"round {job.round}: {error}")
+            elif job.round != self.round:
+                ctx.drop("stale_training", f"round {job.round}, now round {self.round}")
+            elif result is not None:
+                self._send_trained(ctx, job, result, behaviour, y)
+            following, self._next = self._next, None
+            if following is not None:
+                self._start_training(ctx, following)
+
+        ctx.run_background(train, done)
+
+    def _send_trained(
+        self, ctx: NodeContext, job: _Training, result: TrainResult, behaviour: str, y: np.ndarray
+    ) -> None:
+        """Record and send the update trained in round `job.round`."""
+        round_no, global_weights = job.round, job.global_weights
         sent = self.threats.outgoing(round_no, self.learner.weights(), global_weights)
         replica = replica_of(ctx)
         blob = weights_to_bytes(sent)
@@ -98,10 +156,6 @@ class DeviceRole(Greeter):
         self.send_update(
             ctx, DeviceUpdate(round_no, blob, tx.to_bytes(), result.loss, result.accuracy)
         )
-        # after the update: the global model, which the next block's task.record_global
-        # names (so that no blob.get is needed for it); a light replica keeps no global models
-        if not replica.light:
-            replica.blobs.put_behind(sha256(model), model)
         ctx.metrics.write(
             "round",
             round=round_no,
@@ -112,5 +166,5 @@ class DeviceRole(Greeter):
             behaviour=behaviour,
             emd=self._label_emd(y),
             train_time_s=result.seconds,
-            round_time_s=ctx.now() - started,
+            round_time_s=ctx.now() - job.started,
         )

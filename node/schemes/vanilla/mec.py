@@ -106,8 +106,11 @@ class MecRole(Greeter):
         # the publisher's encoded model goes on as it came (no re-encoding per hop)
         ctx.multicast(self.devices, GlobalModel(round_no, model, my_deadline))
         ctx.set_timer("deadline", my_deadline)
-        # kept as the blob the next block's task.record_global names (no blob.get for it)
-        replica_of(ctx).blobs.put_behind(sha256(model), model)
+        # kept as the blob the next block's task.record_global names (no blob.get for it);
+        # a light replica keeps no global models
+        replica = replica_of(ctx)
+        if not replica.light:
+            replica.blobs.put_behind(sha256(model), model)
 
     def _on_update(self, ctx: NodeContext, sender: str, update: DeviceUpdate) -> None:
         if update.round != self.round or self.forwarded or sender in self.updates:
@@ -126,11 +129,13 @@ class MecRole(Greeter):
         except ValueError as exc:
             ctx.drop("bad_model", str(exc))
             return
-        replica_of(ctx).blobs.put_behind(tx.payload["blob"], blob)  # hashed by parse_update_tx
         self.updates[sender] = (weights, float(tx.payload["samples"]))
         self.txs[sender] = tx.to_bytes()
         if len(self.updates) == len(self.devices):
             self._forward(ctx, "all_answered")
+        # kept after the partial left (the last update's write is off the round's path; the
+        # device keeps its own copy, so a MEC killed in between loses nothing on chain)
+        replica_of(ctx).blobs.put_behind(tx.payload["blob"], blob)  # hashed by parse_update_tx
 
     def on_timer(self, ctx: NodeContext, name: str) -> None:
         """The round deadline: forward what arrived (and PBFT's timers)."""

@@ -10,6 +10,7 @@ from node.core.encoding import sha256
 from node.core.tx import Transaction
 from node.learning.aggregators import Update, make_strategy
 from node.learning.weights import weights_to_bytes
+from node.ledger.chains import Committer
 from node.roles.base import NodeContext, Role
 from node.roles.committers import committer_for
 from node.roles.learner import Learner, check_update
@@ -56,6 +57,7 @@ class PublisherRole(Role):
         # device -> why its update was dropped this round (it counts as rejected)
         self.dropped_updates: dict[str, str] = {}
         self.samples_by_device: dict[str, int] = {}
+        self.member_of_key: dict[bytes, str] | None = None  # genesis member by public key
         self.last_tx: bytes | None = None
         self.final_deadline = 0.0
         self.final_height = 0
@@ -63,7 +65,7 @@ class PublisherRole(Role):
         self.absent: set[str] = set()  # nodes that missed the last round (presumed down)
         self.run_started = ctx.now()
         self.chain = ctx.chains[ctx.config.plan.chains[0]]  # the task chain
-        self.chain.install(committer_for(ctx, self.chain, self.block_peers))
+        self.chain.install(self.make_committer(ctx))
         ctx.set_timer("startup", ctx.config.startup_timeout_s)
         log.info("waiting for %d nodes", len(self.expected))
 
@@ -103,6 +105,11 @@ class PublisherRole(Role):
             self._check_linger(ctx)
         elif name == "final":
             self._stop_once_committed(ctx)
+
+    def make_committer(self, ctx: NodeContext) -> Committer:
+        """How the task chain's blocks get written: the chain's finality rule decides (the
+        single writer or a PBFT committee); a scheme with its own way overrides this."""
+        return committer_for(ctx, self.chain, self.block_peers)
 
     def block_peers(self) -> list[str]:
         """Who gets each block the publisher writes as the single writer (every other node;
@@ -291,9 +298,11 @@ class PublisherRole(Role):
         model (`model`: its encoding, hashed here once)."""
         replica = replica_of(ctx)
         txs = [tx for mec in sorted(update_txs) for tx in update_txs[mec]]
+        if self.member_of_key is None:  # built once (a search per transaction was O(members))
+            members = replica.chain.config.genesis.members
+            self.member_of_key = {key: nid for nid, (key, _) in members.items()}
         for tx in txs:
-            node = replica.chain.config.genesis.members
-            sender = next((nid for nid, (key, _) in node.items() if key == tx.sender), None)
+            sender = self.member_of_key.get(tx.sender)
             if sender is not None and sender in contributors:
                 samples = int(tx.payload.get("samples", 0))
                 self.samples_by_device[sender] = self.samples_by_device.get(sender, 0) + samples

@@ -58,13 +58,7 @@ class VanillaScheme(Scheme):
                 peers = [PUBLISHER, *devices_of[n.id], *(m for m in mecs if m != n.id)]
             else:
                 peers = [PUBLISHER, str(n.parent)]
-            # only this scheme's own device role keeps no state (schemes reusing this plan
-            # have device roles of their own)
-            light = (
-                type(self) is VanillaScheme
-                and n.kind == NodeKind.DEVICE
-                and inputs.device_replica == "light"
-            )
+            light = type(self) is VanillaScheme and self._light(n.kind, inputs)
             nodes[n.id] = NodePlan(
                 node_id=n.id,
                 role=str(n.kind),
@@ -73,6 +67,17 @@ class VanillaScheme(Scheme):
                 light_chains=(MAIN_CHAIN,) if light else (),
             )
         return Plan(nodes=nodes, chains={MAIN_CHAIN: chain})
+
+    @staticmethod
+    def _light(kind: NodeKind, inputs: PlanInputs) -> bool:
+        """Whether a node of `kind` keeps the task chain as a light replica: with
+        ``ledger.device_replica: light``, every device, and with a single writer (the
+        publisher) also every MEC, since neither reads the chain's state; a MEC of the PBFT
+        committee executes every block. Only this scheme's own roles are known to keep no
+        state (schemes reusing this plan have roles of their own)."""
+        if inputs.device_replica != "light":
+            return False
+        return kind == NodeKind.DEVICE or (kind == NodeKind.MEC and inputs.consensus != "pbft")
 
     def role_factories(self) -> Mapping[str, Callable[[], Role]]:
         """publisher, mec, device."""
