@@ -1,0 +1,1 @@
+"""BEES scheme (003 paper); the model lives in model.py."""
