@@ -36,11 +36,20 @@ Kinds (the registry `FINALITY`, keyed by `kind`; `finality_from_dict` reads `to_
   the other kinds the timestamp is the proposal time: a single writer's when it built the
   block, a committee's when the transactions were submitted to it.
 
+- ``proof-of-learning`` (BEES): a block is final when its certificate is exactly one valid
+  commit signature, by the block's proposer, who is one of the rule's `members` (the edge
+  servers) — proof of work without the puzzle. Who may propose height h is the rank-r node of
+  the PoL ranking (argmax I_k = n_k·c_k/B_k first) computed from the state at block h-1:
+  that is state-dependent, so this rule (a function of the block alone) cannot check it. The
+  election is enforced by the BEES contract: the proposer puts ``bees.elect {round, rank}``
+  in its block and the contract rejects the block (its transactions do not apply, so the
+  chain refuses it) unless the proposer is ``ranking[rank]`` at the parent state. When each
+  rank's turn comes (rank r after r timeouts), and which block a node accepts first, is the
+  PoL core's business (`node.consensus.pol`), for liveness.
+
 Room for more kinds: subclass `Finality`, give it a new `kind`, implement `check`, `to_dict`
-and `from_dict`, and decorate it with `@register`. A proof-of-learning kind (BEES: the main
-node elected by I = n·c/B) checks that the certificate is the elected node's signature and
-carries its claimed accuracy/work in the block's transactions. Every kind stays a pure
-function of the block and the rule's parameters, so every replica decides alike.
+and `from_dict`, and decorate it with `@register`. Every kind stays a pure function of the
+block and the rule's parameters, so every replica decides alike.
 """
 
 from __future__ import annotations
@@ -59,6 +68,7 @@ __all__ = [
     "Committee",
     "Finality",
     "FinalityError",
+    "ProofOfLearning",
     "ProofOfWork",
     "SingleWriter",
     "finality_from_dict",
@@ -337,3 +347,50 @@ class ProofOfWork(Finality):
     def signers(self) -> tuple[bytes, ...]:
         """The miners."""
         return self.miners
+
+
+@register
+@dataclass(frozen=True)
+class ProofOfLearning(Finality):
+    """Final when the certificate is one valid signature by the block's proposer, one of
+    `members` (BEES edge servers; the election itself is the contract's check)."""
+
+    kind: ClassVar[str] = "proof-of-learning"
+    members: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.members, tuple) or not self.members:
+            raise ValueError("members must be a non-empty tuple of public keys")
+        for i, member in enumerate(self.members):
+            _key(member, f"members[{i}]")
+        if len(set(self.members)) != len(self.members):
+            raise ValueError("members must be distinct")
+
+    def check(self, block: Block) -> None:
+        """One valid signature, by the proposer, a member."""
+        if len(block.certificate) != 1:
+            raise FinalityError(f"{len(block.certificate)} signatures, the proposer's one expected")
+        sig = block.certificate[0]
+        if sig.signer not in self.members:
+            raise FinalityError("signer is not a member")
+        if sig.signer != block.header.proposer:
+            raise FinalityError("signer is not the block's proposer")
+        if not sig.verify(block.hash):
+            raise FinalityError("invalid commit signature")
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{kind, members}`` (members in hex)."""
+        return {"kind": self.kind, "members": [m.hex() for m in self.members]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ProofOfLearning:
+        """Inverse of `to_dict`."""
+        members = d["members"]
+        if not isinstance(members, list):
+            raise ValueError("members must be a list")
+        return cls(tuple(_hex_key(m, f"members[{i}]") for i, m in enumerate(members)))
+
+    @property
+    def signers(self) -> tuple[bytes, ...]:
+        """The members."""
+        return self.members
