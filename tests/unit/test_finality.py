@@ -95,7 +95,7 @@ def test_registry_round_trip_and_unknown_kind() -> None:
     assert set(FINALITY) >= {"single-writer", "committee"}
     for rule in (SingleWriter(WRITER.public_key), Committee.bft(k.public_key for k in MEMBERS)):
         assert finality_from_dict(rule.to_dict()) == rule
-    allowed = "allowed: committee, proof-of-work, single-writer"
+    allowed = "allowed: committee, proof-of-learning, proof-of-work, single-writer"
     with pytest.raises(ValueError, match=f"'pow' is unknown; {allowed}"):
         finality_from_dict({"kind": "pow"})
     with pytest.raises(ValueError, match="finality committee"):
