@@ -351,10 +351,10 @@ def check_memory(
 ) -> float:
     """The estimated total (MB); ScenarioError if it or a container's share does not fit."""
     devices = len(topology.of_kind(NodeKind.DEVICE))
-    mec_devices = s.topology.devices_per_mec
+    per_mec = topology.devices_per_mec()  # the built counts (drawn per MEC or not)
     total = FORK_SERVER_MB.get(s.backend, 0.0)
     for node in topology.daemons():
-        need = node_memory_mb(s, node.kind, devices, mec_devices, data)
+        need = node_memory_mb(s, node.kind, devices, per_mec.get(node.id, 0), data)
         total += need
         if s.backend == "containernet":
             role = str(node.kind)

@@ -1,4 +1,13 @@
-"""Builders for the papers' BS / MEC / device hierarchy as a TopologySpec."""
+"""Builders for the papers' BS / MEC / device hierarchy as a TopologySpec.
+
+How it works: `build_hierarchy(params, seed)` lays out `bs_count` base stations, each with
+`mecs_per_bs` MECs, each MEC with its devices (a fixed count, an explicit count per MEC, or
+a count drawn once per MEC from U{LO..HI}: BEES's UEs per edge server ~ U(3, 7)), then draws
+every link from one seeded stream in a fixed order: cellular (per device, node order),
+backhaul (MEC pairs), D2D (device pairs inside each MEC; none with ``d2d=None``), LAN.
+Device counts drawn from a distribution come from a second stream derived from the same
+seed (our choice), so a scenario with a fixed count draws exactly the links it always did.
+"""
 
 from __future__ import annotations
 
@@ -16,15 +25,20 @@ logger = logging.getLogger(__name__)
 
 PUBLISHER_ID = "pub"
 
+# The device-count draws' stream: SeedSequence(seed, spawn_key=(COUNT_STREAM,)), apart from
+# the links' default_rng(seed) stream (our choice; any fixed key would do).
+COUNT_STREAM = 1
+
 
 @dataclass(frozen=True)
 class CellularParams:
     """Device <-> BS radio link parameters (rates from the Shannon formula).
 
     ``bandwidth_mhz`` B = 20 MHz comes from BEES and is shared equally among the devices
-    attached to one BS (our choice). Powers (23 dBm up, 43 dBm down) come from the two-layer
-    paper; N0 = -174 dBm/Hz and d ~ U(100, 250) m from BEES. Both papers write the gain as
-    r^-gamma without a value for gamma; we use 3.76 (a common urban macro-cell exponent).
+    attached to one BS (our choice; the devices really there, per-MEC counts summed).
+    Powers (23 dBm up, 43 dBm down) come from the two-layer paper; N0 = -174 dBm/Hz and
+    d ~ U(100, 250) m from BEES. Both papers write the gain as r^-gamma without a value for
+    gamma; we use 3.76 (a common urban macro-cell exponent).
     With ``rayleigh_fading`` the gain is multiplied by fading ~ Exp(1), drawn once per device
     and shared by its uplink and downlink (two-layer paper: exponentially distributed gain).
     Rates are clamped to [min_rate_mbit, max_rate_mbit]; the floor (our choice) keeps a
@@ -68,15 +82,29 @@ class FixedLink:
 
 
 @dataclass(frozen=True)
+class UniformCount:
+    """A device count drawn once per MEC, uniformly from the integers low..high inclusive."""
+
+    low: int
+    high: int
+
+
+DeviceCount = int | tuple[int, ...] | UniformCount
+"""Devices per MEC: the same for every MEC, one per MEC (in MEC order), or drawn per MEC."""
+
+
+@dataclass(frozen=True)
 class HierarchyParams:
-    """Shape and link parameters of the BS -> MEC -> device hierarchy (t_ms is the unit t)."""
+    """Shape and link parameters of the BS -> MEC -> device hierarchy (t_ms is the unit t).
+
+    ``d2d=None``: no D2D links at all (BEES has none)."""
 
     bs_count: int = 1
     mecs_per_bs: int = 2
-    devices_per_mec: int = 5
+    devices_per_mec: DeviceCount = 5
     t_ms: float = 10.0
     backhaul: DelayDist = DelayDist(mean_t=2.0, sd_t=1.1, bandwidth_mbit=1000.0)
-    d2d: DelayDist = DelayDist(mean_t=0.5, sd_t=0.25, bandwidth_mbit=50.0)
+    d2d: DelayDist | None = DelayDist(mean_t=0.5, sd_t=0.25, bandwidth_mbit=50.0)
     cellular: CellularParams = CellularParams()
     fronthaul: FixedLink = FixedLink()
     lan: FixedLink = FixedLink()
@@ -84,6 +112,30 @@ class HierarchyParams:
 
     def __post_init__(self) -> None:
         validate_params(self)
+
+    @property
+    def mec_count(self) -> int:
+        """MECs in the hierarchy."""
+        return self.bs_count * self.mecs_per_bs
+
+    @property
+    def max_devices_per_mec(self) -> int:
+        """The most devices any one MEC can get (a distribution's upper bound)."""
+        count = self.devices_per_mec
+        if isinstance(count, UniformCount):
+            return count.high
+        return count if isinstance(count, int) else max(count)
+
+    def device_counts(self, seed: int) -> tuple[int, ...]:
+        """Devices under each MEC (mec0, mec1, ...) in the hierarchy built with `seed`."""
+        count = self.devices_per_mec
+        if isinstance(count, int):
+            return (count,) * self.mec_count
+        if isinstance(count, tuple):
+            return count
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(COUNT_STREAM,)))
+        drawn = rng.integers(count.low, count.high, size=self.mec_count, endpoint=True)
+        return tuple(int(n) for n in drawn)
 
 
 def _num(field: str, value: object, *, low: float, strict: bool, high: float | None = None) -> None:
@@ -112,15 +164,44 @@ def _check_common(prefix: str, obj: DelayDist | FixedLink | CellularParams) -> N
             _num(name, value, low=0.0, strict=False, high=100.0)
 
 
+def _count(value: object) -> bool:
+    """True for an int >= 1 (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _check_device_count(params: HierarchyParams) -> None:
+    """Raise TopologyError naming topology.devices_per_mec(.uniform) if the count is bad."""
+    count = params.devices_per_mec
+    field = "topology.devices_per_mec"
+    if isinstance(count, UniformCount):
+        lo, hi = count.low, count.high
+        if not (_count(lo) and _count(hi) and lo <= hi):
+            raise TopologyError(
+                f"{field}.uniform", [lo, hi], "[LO, HI] integers with 1 <= LO <= HI"
+            )
+    elif isinstance(count, tuple):
+        mecs = params.mec_count
+        if len(count) != mecs or not all(_count(n) for n in count):
+            raise TopologyError(field, count, f"one integer >= 1 per MEC ({mecs} MECs)")
+    elif not _count(count):
+        raise TopologyError(
+            field, count, "an integer >= 1, a tuple of one per MEC, or a UniformCount"
+        )
+
+
 def validate_params(params: HierarchyParams) -> None:
     """Raise TopologyError (field like 'topology.devices_per_mec') if params are invalid."""
-    for name in ("bs_count", "mecs_per_bs", "devices_per_mec"):
+    for name in ("bs_count", "mecs_per_bs"):
         value = getattr(params, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        if not _count(value):
             raise TopologyError(f"topology.{name}", value, "an integer >= 1")
+    _check_device_count(params)
     _num("topology.t_ms", params.t_ms, low=0.0, strict=True)
     _check_common("topology.backhaul", params.backhaul)
-    _check_common("topology.d2d", params.d2d)
+    if params.d2d is not None:
+        if not isinstance(params.d2d, DelayDist):
+            raise TopologyError("topology.d2d", params.d2d, "a DelayDist or None (off)")
+        _check_common("topology.d2d", params.d2d)
     _check_common("topology.fronthaul", params.fronthaul)
     _check_common("topology.lan", params.lan)
     cell = params.cellular
@@ -212,25 +293,28 @@ def _cellular_pair(
 def build_hierarchy(params: HierarchyParams, seed: int) -> TopologySpec:
     """Build the seeded BS/MEC/device(/publisher) topology described by params."""
     validate_params(params)
+    counts = params.device_counts(seed)
     rng = np.random.default_rng(seed)
     nodes: list[NodeSpec] = []
     links: list[LinkSpec] = []
     mec_ids: list[str] = []
     devices_of: dict[str, list[str]] = {}
+    devices_at: dict[str, int] = {}  # BS id -> devices attached to it (share its bandwidth)
     for i in range(params.bs_count):
         bs = f"bs{i}"
         nodes.append(NodeSpec(bs, NodeKind.BS))
+        devices_at[bs] = 0
         for _ in range(params.mecs_per_bs):
             j = len(mec_ids)
             mec = f"mec{j}"
             mec_ids.append(mec)
             nodes.append(NodeSpec(mec, NodeKind.MEC, parent=bs))
-            devices_of[mec] = [f"dev{j}-{k}" for k in range(params.devices_per_mec)]
+            devices_of[mec] = [f"dev{j}-{k}" for k in range(counts[j])]
+            devices_at[bs] += counts[j]
             nodes.extend(NodeSpec(d, NodeKind.DEVICE, parent=mec) for d in devices_of[mec])
     if params.with_publisher:
         nodes.append(NodeSpec(PUBLISHER_ID, NodeKind.PUBLISHER, parent=mec_ids[0]))
 
-    devices_at_bs = params.mecs_per_bs * params.devices_per_mec
     for node in nodes:  # fronthaul and cellular, in node order
         if node.kind == NodeKind.MEC:
             assert node.parent is not None
@@ -238,12 +322,13 @@ def build_hierarchy(params: HierarchyParams, seed: int) -> TopologySpec:
         elif node.kind == NodeKind.DEVICE:
             assert node.parent is not None
             bs = f"bs{mec_ids.index(node.parent) // params.mecs_per_bs}"
-            links.extend(_cellular_pair(rng, node.id, bs, params.cellular, devices_at_bs))
+            links.extend(_cellular_pair(rng, node.id, bs, params.cellular, devices_at[bs]))
     for a, b in combinations(mec_ids, 2):
         links.extend(_drawn_pair(rng, a, b, LinkKind.BACKHAUL, params.backhaul, params.t_ms))
-    for mec in mec_ids:
-        for a, b in combinations(devices_of[mec], 2):
-            links.extend(_drawn_pair(rng, a, b, LinkKind.D2D, params.d2d, params.t_ms))
+    if params.d2d is not None:
+        for mec in mec_ids:
+            for a, b in combinations(devices_of[mec], 2):
+                links.extend(_drawn_pair(rng, a, b, LinkKind.D2D, params.d2d, params.t_ms))
     if params.with_publisher:
         links.extend(_fixed_pair(PUBLISHER_ID, mec_ids[0], LinkKind.LAN, params.lan))
     spec = TopologySpec(nodes=tuple(nodes), links=tuple(links))

@@ -227,6 +227,14 @@ class TopologySpec:
         """Return the nodes of one kind, in spec order."""
         return tuple(n for n in self.nodes if n.kind == kind)
 
+    def devices_per_mec(self) -> dict[str, int]:
+        """MEC id -> the number of devices whose parent it is, in spec order (every MEC)."""
+        counts = {n.id: 0 for n in self.of_kind(NodeKind.MEC)}
+        for n in self.of_kind(NodeKind.DEVICE):
+            if n.parent in counts:
+                counts[n.parent] += 1
+        return counts
+
     def physical_links(self) -> tuple[LinkSpec, ...]:
         """One directed link per physical link (cable or radio): the first of each pair of
         directions, in spec order."""

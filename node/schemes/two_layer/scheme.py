@@ -13,7 +13,7 @@ from node.ledger.chain import ChainConfig
 from node.roles.base import Role
 from node.schemes.base import ChainPlan, NodePlan, Plan, PlanInputs, Scheme, SchemeParams
 from node.schemes.gossip_fedavg.scheme import gossip_peers
-from topologies import NodeKind, TopologySpec
+from topologies import LinkKind, NodeKind, TopologySpec
 
 PUBLISHER = "pub"
 GMUC_PREFIX = "gmuc-"
@@ -201,6 +201,12 @@ class TwoLayerScheme(Scheme):
                     lmuc_committee(keys, mec, full),
                 ),
                 (mec, *devices),
+            )
+        # every MEC has >= full_devices (3) devices here, so no D2D link means d2d: off
+        if not any(link.kind == LinkKind.D2D for link in topology.links):
+            raise ValueError(
+                "topology.d2d: off is invalid for scheme two-layer; allowed: a D2D link class "
+                "(each LMUC gossips its devices' updates and blocks over D2D links)"
             )
         nodes: dict[str, NodePlan] = {}
         for n in daemons:
