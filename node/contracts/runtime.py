@@ -3,8 +3,11 @@
 `Registry.execute` rejects a tx that may not be in a block (TxRejected: unknown_sender,
 bad_nonce, unknown_contract) without touching the state; otherwise it records the nonce
 (ns "nonce", key sender hex) and runs the method in a journal level, so a ContractError
-reverts everything the call wrote and gives a failed Receipt. `execute_block` runs a
-block's txs in order and is all-or-nothing if one is rejected.
+reverts everything the call wrote and gives a failed Receipt. A method may itself raise
+TxRejected (the BEES election check does): the tx may not be in a block at all, so nothing
+it wrote stays, its nonce included, and the exception goes on. `execute_block` runs a
+block's txs in order and is all-or-nothing if one is rejected (the block is invalid; a
+proposer building a candidate leaves the tx out).
 
 Adding a contract: write node/contracts/<name>.py exporting NAME, METHODS and API, and add
 the module to CONTRACTS below.
@@ -15,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 
-from node.contracts import flchain, gmuc, identity, incentive, reputation, task, token
+from node.contracts import bees, flchain, gmuc, identity, incentive, reputation, task, token
 from node.contracts.base import BlockContext, Calls, Event, Method, Receipt
 from node.contracts.errors import ContractError, TxRejected
 from node.contracts.genesis import Genesis, genesis_state
@@ -40,7 +43,16 @@ __all__ = [
 ]
 
 NS_NONCE = "nonce"
-CONTRACTS: tuple[ModuleType, ...] = (identity, token, task, flchain, gmuc, reputation, incentive)
+CONTRACTS: tuple[ModuleType, ...] = (
+    identity,
+    token,
+    task,
+    flchain,
+    gmuc,
+    reputation,
+    incentive,
+    bees,
+)
 
 
 def last_nonce(state: State, sender: bytes) -> int:
@@ -97,16 +109,20 @@ class Registry:
     def execute(self, state: State, ctx: BlockContext, tx: Transaction) -> Receipt:
         """Run one tx: TxRejected (state untouched), or a Receipt (nonce always recorded)."""
         method = self.check(state, tx)
+        state.begin()  # the nonce's level: undone only if the method raises TxRejected
         state.set(NS_NONCE, tx.sender.hex(), tx.nonce)
         state.begin()
         try:
             events = method(state, tx, ctx, Calls(self._internals))
         except ContractError as exc:
             state.rollback()
+            state.commit()
             return Receipt(tx.hash, False, (), str(exc))
-        except BaseException:
+        except BaseException:  # TxRejected from the method (or a bug): nothing stays
+            state.rollback()
             state.rollback()
             raise
+        state.commit()
         state.commit()
         return Receipt(tx.hash, True, tuple(events))
 
@@ -126,7 +142,7 @@ class Registry:
 
 def default_registry() -> Registry:
     """A registry with every contract in CONTRACTS (identity, token, task, flchain, gmuc,
-    reputation, incentive)."""
+    reputation, incentive, bees)."""
     registry = Registry()
     for module in CONTRACTS:
         registry.register(module.NAME, module.METHODS, module.API)
