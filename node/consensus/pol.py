@@ -28,9 +28,12 @@ that; this core takes the ranking as input) — and calls `start_round(h, rankin
   rank that arrives after a higher rank's block was accepted: first acceptable wins, our
   choice — changing an accepted block would need a second agreement round the paper does
   not have).
-- Early blocks: a block for h+1 that arrives before this node has started round h+1 (it
-  accepted h late) is kept (at most one per member) and judged when `start_round(h+1)`
-  comes, at that time; blocks kept for another height are rejected ``wrong_height`` then.
+- Early blocks: a block for a round this node has not started yet (it accepted the
+  previous blocks late, while the next winners proposed at once) is kept if its height is
+  at most `lookahead` (default 4, our choice) above the current round, at most one per
+  (height, member proposer), and judged when its round starts, at that time; blocks kept
+  for a round that was skipped are rejected ``wrong_height`` then. A node further behind
+  catches up by the ledger's sync, not here.
 
 Our choice of `grace_ms` (default ``timeout_ms // 4``): rounds start at different times on
 different nodes (each starts h+1 when it accepts h). If every honest node starts a round
@@ -108,9 +111,11 @@ class PolCore:
         verify: Verify,
         timeout_ms: int,
         grace_ms: int | None = None,
+        lookahead: int = 4,
     ) -> None:
         """`members`: every ES id and its public key; `grace_ms` defaults to a quarter of
-        `timeout_ms` and must be below it."""
+        `timeout_ms` and must be below it; `lookahead`: how many rounds ahead blocks are
+        kept until their round starts."""
         if node_id not in members:
             raise ValueError(f"{node_id!r} is not a member")
         if not isinstance(timeout_ms, int) or timeout_ms < 1:
@@ -118,10 +123,13 @@ class PolCore:
         grace = timeout_ms // 4 if grace_ms is None else grace_ms
         if not isinstance(grace, int) or not 0 <= grace < timeout_ms:
             raise ValueError(f"grace_ms {grace!r} must be in 0..{timeout_ms - 1}")
+        if not isinstance(lookahead, int) or lookahead < 0:
+            raise ValueError(f"lookahead {lookahead!r} must be an integer >= 0")
         self.id = node_id
+        self.lookahead = lookahead
         self.rule = ProofOfLearning(tuple(members.values()))
         self._keys = dict(members)
-        self._ids = {key: es for es, key in members.items()}
+        self.ids = {key: es for es, key in members.items()}  # public key -> ES id
         self.verify = verify
         self.timeout_ms = timeout_ms
         self.grace_ms = grace
@@ -131,7 +139,7 @@ class PolCore:
         self.ranking: tuple[str, ...] = ()
         self.accepted: Accept | None = None
         self._proposed = False
-        self._early: dict[bytes, tuple[Block, str]] = {}  # proposer key -> next round's
+        self._early: dict[tuple[int, bytes], tuple[Block, str]] = {}  # (height, proposer)
 
     # ---- public API -------------------------------------------------------------------
 
@@ -152,23 +160,26 @@ class PolCore:
             raise ValueError(f"ranking names non-members: {', '.join(unknown)}")
         self.height, self.ranking, self.start_ms = height, order, now_ms
         self.accepted, self._proposed = None, False
-        early, self._early = list(self._early.values()), {}
+        early, self._early = self._early, {}
         acts: list[PolAction] = []
-        for block, sender in early:
+        for slot, (block, sender) in early.items():
             if block.height == height:
                 acts += self._judge(block, sender, now_ms)
-            else:
+            elif block.height < height:
                 acts.append(self._reject(block, WRONG_HEIGHT))
+            else:
+                self._early[slot] = (block, sender)
         return acts + self.tick(now_ms)
 
     def on_block(self, block: Block, sender: str, now_ms: int) -> list[PolAction]:
         """A block proposed for some round, relayed by `sender` (its own block included:
         the host passes the block it built here too, and gets its `Accept`)."""
-        if block.height == self.height + 1 and block.header.proposer in self._ids:
-            key = block.header.proposer
-            if key in self._early:  # a second block by one proposer for the next round
+        ahead = self.height < block.height <= self.height + self.lookahead
+        if ahead and block.header.proposer in self.ids:
+            slot = (block.height, block.header.proposer)
+            if slot in self._early:  # a second block by one proposer for a future round
                 return [self._reject(block, DUPLICATE)]
-            self._early[key] = (block, sender)
+            self._early[slot] = (block, sender)
             return []
         if block.height != self.height:
             return [self._reject(block, WRONG_HEIGHT)]
@@ -200,7 +211,7 @@ class PolCore:
             self.rule.check(block)
         except FinalityError as exc:
             return [self._reject(block, f"{BAD_CERTIFICATE}:{exc.detail}")]
-        proposer = self._ids[block.header.proposer]
+        proposer = self.ids[block.header.proposer]
         if proposer not in self.ranking:
             return [self._reject(block, NOT_WINNER)]
         rank = self.ranking.index(proposer)
