@@ -118,9 +118,13 @@ class Registry:
             state.rollback()
             state.commit()
             return Receipt(tx.hash, False, (), str(exc))
-        except BaseException:  # TxRejected from the method (or a bug): nothing stays
+        except TxRejected:  # the tx may not be in a block: nothing of it stays
             state.rollback()
             state.rollback()
+            raise
+        except BaseException:  # a bug: the call's writes are undone, its nonce stays
+            state.rollback()
+            state.commit()
             raise
         state.commit()
         state.commit()
