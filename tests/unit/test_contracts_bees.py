@@ -198,6 +198,8 @@ def test_the_winner_s_election_is_accepted() -> None:
     assert receipts[0].events[0].data == {"round": 1, "es": "es3", "rank": 0}
     assert bees.current_round(chain.state) == 1
     assert bees.election(chain.state, 1) == {"es": "es3", "rank": 0, "height": 2, "updates": 0}
+    late = chain.block(ES3, [(ES5, "bees.report", report(1, 10, 1e9, 1.0))])
+    assert "round: 1 is already elected" in late[0].error
 
 
 @pytest.mark.parametrize(
