@@ -23,11 +23,12 @@ that; this core takes the ranking as input) — and calls `start_round(h, rankin
   ranking, or its rank's turn has not come), ``unverifiable:<detail>`` (the callback's
   reason), ``bad_certificate:<detail>`` (our addition: not exactly one valid signature by a
   member proposer — else anyone could forge a block naming the winner), ``wrong_height``
-  (below the current round, above the next one, or buffered for a round that was never
-  started), ``duplicate`` (a block for a height already accepted, including one of a lower
-  rank that arrives after a higher rank's block was accepted: first acceptable wins, our
-  choice — changing an accepted block would need a second agreement round the paper does
-  not have).
+  (below the current round, more than `lookahead` rounds above it, or kept for a round
+  that was skipped), ``duplicate`` (a block for a height already accepted, including one
+  of a lower rank that arrives after a higher rank's block was accepted: first acceptable
+  wins, our choice — changing an accepted block would need a second agreement round the
+  paper does not have; also a second block by one proposer for a round not yet started).
+  `counts` also has ``accepted``.
 - Early blocks: a block for a round this node has not started yet (it accepted the
   previous blocks late, while the next winners proposed at once) is kept if its height is
   at most `lookahead` (default 4, our choice) above the current round, at most one per
