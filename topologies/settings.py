@@ -123,8 +123,7 @@ def _devices_per_mec(value: object) -> object:
     ValueError naming the allowed forms (not pydantic's one error per union member)."""
     if isinstance(value, UniformCountSection):
         return value
-    if _is_int(value):
-        assert isinstance(value, int)
+    if isinstance(value, int) and not isinstance(value, bool):
         if 1 <= value <= MAX_DEVICES_PER_MEC:
             return value
     elif isinstance(value, dict) and set(value) == {"uniform"}:
@@ -165,7 +164,7 @@ def _d2d(value: object) -> object:
 
 
 _DEFAULT_HIERARCHY = HierarchyParams()
-assert _DEFAULT_HIERARCHY.d2d is not None
+_DEFAULT_D2D = _DEFAULT_HIERARCHY.d2d or DelayDist(mean_t=0.5, sd_t=0.25, bandwidth_mbit=50.0)
 
 
 class TopologySection(Settings):
@@ -176,7 +175,7 @@ class TopologySection(Settings):
     devices_per_mec: DevicesPerMec = 5
     t_ms: Annotated[float, Field(gt=0, le=60_000, allow_inf_nan=False)] = 10.0
     backhaul: DelayDistSection = DelayDistSection(**vars(_DEFAULT_HIERARCHY.backhaul))
-    d2d: D2d = DelayDistSection(**vars(_DEFAULT_HIERARCHY.d2d))
+    d2d: D2d = DelayDistSection(**vars(_DEFAULT_D2D))
     cellular: CellularSection = CellularSection()
     fronthaul: FixedLinkSection = FixedLinkSection()
     lan: FixedLinkSection = FixedLinkSection()
