@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from node.schemes.base import NodePlan, Plan, PlanInputs, Scheme, SchemeParams
+from node.schemes.bees.scheme import BeesScheme, BeiScheme
 from node.schemes.blockfl import BlockflScheme
 from node.schemes.flchain import FlchainScheme
 from node.schemes.gossip_fedavg import GossipFedAvgScheme
@@ -23,6 +24,8 @@ SCHEMES: dict[str, type[Scheme]] = {
     BlockflScheme.name: BlockflScheme,
     TwoLayerScheme.name: TwoLayerScheme,
     FlchainScheme.name: FlchainScheme,
+    BeesScheme.name: BeesScheme,
+    BeiScheme.name: BeiScheme,
 }
 
 SCHEME_NAMES = tuple(SCHEMES)

@@ -1,0 +1,178 @@
+"""The BEES user equipment (UE): per round, decides to train locally, offload its data to its
+edge server, or sit out (`model.decide`), does it, and accounts its energy (eqs. 7-9)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from node.codec import Message
+from node.learning.weights import Weights, weights_from_bytes, weights_to_bytes
+from node.roles.base import NodeContext, Role
+from node.roles.learner import Learner, check_update
+from node.schemes.bees.common import PUBLISHER, always_local, ctx_profiles, params_of
+from node.schemes.bees.messages import MAX_PAD_BYTES, LocalUpdate, OffloadedData, TransferAck
+from node.schemes.bees.model import LOCAL, Decision, decide, decide_bei, transfer_energy_j
+from node.schemes.vanilla.common import HELLO_INTERVAL_S
+from node.schemes.vanilla.messages import GlobalModel, Hello, Stop
+from topologies import NodeKind
+
+if TYPE_CHECKING:
+    from node.learning.train import TrainResult
+
+log = logging.getLogger(__name__)
+
+DECISIONS = {0: "local", 1: "offload", None: "sit_out"}
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A round's transfer awaiting its ES's receipt."""
+
+    round: int
+    decision: Decision
+    started: float
+    nbytes: int
+    train_time_s: float | None
+
+
+class UeRole(Role):
+    """A UE: trains or offloads each round as its latency/energy model decides."""
+
+    kind = "device"
+
+    def start(self, ctx: NodeContext) -> None:
+        """Load this UE's partition and profile, then say hello until the first model."""
+        devices = [n.id for n in ctx.topology.of_kind(NodeKind.DEVICE)]
+        self.learner = Learner(
+            ctx.config.learning, ctx.config.seed, (devices.index(ctx.node_id), len(devices))
+        )
+        self.reference = self.learner.weights()
+        profiles = ctx_profiles(ctx)
+        self.model = profiles.model
+        self.profile = profiles.ue[ctx.node_id]
+        self.es_profile = profiles.es[str(ctx.me.parent)]
+        self.offload_scale = params_of(ctx).offload_scale
+        self.decide = decide_bei if always_local(ctx) else decide
+        self.battery_j = self.profile.battery_j
+        self.round = 0
+        self.greeted = False
+        self.sent: dict[int, Sent] = {}
+        self._hello(ctx)
+
+    def _hello(self, ctx: NodeContext) -> None:
+        if not self.greeted:
+            ctx.send(PUBLISHER, Hello(str(ctx.me.kind)))
+            ctx.set_timer("hello", HELLO_INTERVAL_S)
+
+    def on_timer(self, ctx: NodeContext, name: str) -> None:
+        """Repeat the hello."""
+        if name == "hello":
+            self._hello(ctx)
+
+    def on_message(self, ctx: NodeContext, msg: Message) -> None:
+        """``global`` and ``bees.ack`` from this UE's ES, ``stop`` from the publisher."""
+        body = msg.payload
+        if isinstance(body, Stop) and msg.sender == PUBLISHER:
+            ctx.stop()  # a UE keeps no chain: nothing to catch up
+        elif isinstance(body, GlobalModel) and msg.sender == ctx.me.parent:
+            self._on_global(ctx, body)
+        elif isinstance(body, TransferAck) and msg.sender == ctx.me.parent:
+            self._on_ack(ctx, body)
+        else:
+            ctx.drop("unexpected", f"{msg.type} from {msg.sender}")
+
+    def _on_global(self, ctx: NodeContext, msg: GlobalModel) -> None:
+        started = ctx.now()
+        if msg.round <= self.round:
+            ctx.drop("stale_round", f"global round {msg.round!r}")
+            return
+        try:
+            weights = check_update(self.reference, weights_from_bytes(msg.model))
+        except ValueError as exc:
+            ctx.drop("bad_model", str(exc))
+            return
+        self.greeted = True
+        self.round = round_no = msg.round
+        samples = len(self.learner.train_y)
+        decision = self.decide(self.profile, self.es_profile, samples, self.model, self.battery_j)
+        log.info("round %d: %s (%s)", round_no, DECISIONS[decision.d], decision.reason)
+        if decision.d is None:
+            self._record(ctx, Sent(round_no, decision, started, 0, None), 0.0)
+        elif decision.d == LOCAL:
+            self._train(ctx, round_no, weights, decision, started)
+        else:
+            self._offload(ctx, round_no, decision, started)
+
+    def _train(
+        self, ctx: NodeContext, round_no: int, weights: Weights, decision: Decision, started: float
+    ) -> None:
+        learner = self.learner
+
+        def train() -> TrainResult:
+            learner.load(weights)
+            return learner.train(round_no)
+
+        def done(result: TrainResult | None, error: BaseException | None) -> None:
+            if error is not None or result is None:
+                ctx.drop("training_failed", f"round {round_no}: {error}")
+            elif round_no != self.round:
+                ctx.drop("stale_training", f"round {round_no}, now round {self.round}")
+            else:
+                blob = weights_to_bytes(learner.weights())
+                ctx.send(
+                    str(ctx.me.parent), LocalUpdate(round_no, blob, result.samples, ctx.wall_ms())
+                )
+                self.sent[round_no] = Sent(round_no, decision, started, len(blob), result.seconds)
+
+        ctx.run_background(train, done)
+
+    def _offload(self, ctx: NodeContext, round_no: int, decision: Decision, started: float) -> None:
+        """Send the real training samples, padded up to offload_scale x the model's offload
+        size (our choice: the samples are never cut, the ES must train on all of them)."""
+        x = np.ascontiguousarray(self.learner.train_x, dtype=np.float32)
+        y = np.ascontiguousarray(self.learner.train_y, dtype=np.int64)
+        target = int(self.offload_scale * self.model.offload_bytes)
+        pad = bytes(min(MAX_PAD_BYTES, max(0, target - x.nbytes - y.nbytes)))
+        ctx.send(str(ctx.me.parent), OffloadedData(round_no, x, y, pad, ctx.wall_ms()))
+        nbytes = x.nbytes + y.nbytes + len(pad)
+        self.sent[round_no] = Sent(round_no, decision, started, nbytes, None)
+
+    def _on_ack(self, ctx: NodeContext, ack: TransferAck) -> None:
+        sent = self.sent.pop(ack.round, None)
+        if sent is None:
+            ctx.drop("unexpected", f"bees.ack for round {ack.round}")
+            return
+        self._record(ctx, sent, ack.transfer_s)
+
+    def _record(self, ctx: NodeContext, sent: Sent, transfer_s: float) -> None:
+        """One metrics row per round: the decision, predicted and measured transfer time,
+        E^C (eq. 7, the UE's profile: local training only), E^T (eq. 8 from the measured
+        transfer time: our reading of the issue; the predicted one is beside it), E_total
+        (eq. 9) and the battery after the drain."""
+        d = sent.decision
+        chosen = d.chosen
+        compute_j = chosen.ue_compute_j if chosen is not None else 0.0
+        transfer_j = (
+            transfer_energy_j(self.model.ue_tx_power_dbm, transfer_s) if chosen is not None else 0.0
+        )
+        total = compute_j + transfer_j
+        self.battery_j -= total
+        ctx.metrics.write(
+            "round",
+            round=sent.round,
+            decision=DECISIONS[d.d],
+            samples=len(self.learner.train_y),
+            predicted_transfer_s=chosen.transfer_s if chosen is not None else 0.0,
+            transfer_s=transfer_s,
+            transfer_bytes=sent.nbytes,
+            energy_compute_j=compute_j,
+            energy_transfer_j=transfer_j,
+            energy_total_j=total,
+            battery_j=self.battery_j,
+            train_time_s=sent.train_time_s,
+            round_time_s=ctx.now() - sent.started,
+        )
