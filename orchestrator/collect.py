@@ -39,6 +39,20 @@ METRIC_COLUMNS = (
     "emd",
     "elapsed_s",
     "wall_time",
+    # bees / b-ei (node.schemes.bees): a UE's offloading decision, predicted and measured
+    # transfer time, eqs. 7-9 energies and residual battery; an ES's offloads received;
+    # the publisher's record of the round's block proposer
+    "decision",
+    "predicted_transfer_s",
+    "transfer_s",
+    "transfer_bytes",
+    "energy_compute_j",
+    "energy_transfer_j",
+    "energy_total_j",
+    "battery_j",
+    "offloaded",
+    "offload_bytes",
+    "proposer",
 )
 GOSSIP_COLUMNS = (
     "gossip_published",
