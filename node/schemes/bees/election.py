@@ -19,8 +19,9 @@ chain state (``bees.ranking``: I = n·c/B from the ES's last reports, eq. 2). Ac
   core judges it with `verify`: the ledger's full validation (links, certificate, the
   contract's election and top-M checks by re-execution) and `audit.verify_round`
   (accuracies re-evaluated, the global model recomputed and its hash compared).
-- `Accept`: the block is appended; the proposer also sends it to the publisher as
-  ``chain.block`` (the publisher is a follower and appends it by the usual sync path).
+- `Accept`: the block is appended and sent to the publisher (``bees.accepted``), which
+  appends a block once most ES have accepted it (our choice: the publisher, a follower
+  that is no part of the paper, then follows the ES's majority, never a lone proposer).
 - `Reject`: counted by reason (``pol_rejects`` metrics records).
 """
 
@@ -37,11 +38,10 @@ from node.core.encoding import sha256
 from node.core.tx import Transaction
 from node.ledger.chain import LedgerError
 from node.ledger.chains import ChainHandle
-from node.ledger.sync import CHAIN_FIELD
 from node.roles.base import NodeContext
 from node.schemes.bees.audit import Auditor, global_model, select, verify_round
 from node.schemes.bees.common import PUBLISHER
-from node.schemes.bees.messages import ProposedBlock
+from node.schemes.bees.messages import AcceptedBlock, ProposedBlock
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +164,11 @@ class Election:
 
     # ---- actions ----------------------------------------------------------------------
 
+    @staticmethod
+    def _round_of(block: Block) -> int:
+        rounds = [t.payload.get("round") for t in block.txs if t.type == "bees.elect"]
+        return rounds[0] if rounds and isinstance(rounds[0], int) else 0
+
     def _now_ms(self) -> int:
         return int(self.ctx.now() * 1000)
 
@@ -278,10 +283,4 @@ class Election:
             rank=act.rank,
             txs=len(block.txs),
         )
-        if act.proposer == self.ctx.node_id:
-            payload = {
-                "block": block.to_bytes(),
-                "height": block.height,
-                CHAIN_FIELD: self.chain.chain_id,
-            }
-            self.ctx.send(PUBLISHER, "chain.block", payload)
+        self.ctx.send(PUBLISHER, AcceptedBlock(self._round_of(block), block.to_bytes()))

@@ -111,7 +111,8 @@ class EsRole(Greeter):
     def _reset_round(self) -> None:
         self.updates: dict[str, UeUpdate] = {}
         self.training: set[str] = set()
-        self.received_bytes = 0
+        self.received_bytes = 0  # from the UEs this round: updates and offloaded data
+        self.offload_bytes = 0  # offloaded data only
         self.offloaded = 0
         self.collected = False
         self.shares: dict[str, Pending] = {}
@@ -253,6 +254,8 @@ class EsRole(Greeter):
                 return
             self._train_offloaded(ctx, ue, x, y)
         self.received_bytes += nbytes
+        if isinstance(body, OffloadedData):
+            self.offload_bytes += nbytes
         ctx.send(ue, TransferAck(body.round, nbytes, transfer_s))
         ctx.metrics.write(
             "transfer",
@@ -319,7 +322,8 @@ class EsRole(Greeter):
             contributors=len(self.updates),
             missing=missing,
             offloaded=self.offloaded,
-            offload_bytes=self.received_bytes,
+            offload_bytes=self.offload_bytes,
+            transfer_bytes=self.received_bytes,
             battery_j=self.battery_j,
             behaviour=why,
             round_time_s=ctx.now() - self.round_started,

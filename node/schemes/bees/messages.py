@@ -90,4 +90,22 @@ class ProposedBlock:
     block: bytes
 
 
-MESSAGES = (RoundStart, LocalUpdate, OffloadedData, TransferAck, EsShare, ProposedBlock)
+@message("bees.accepted")
+@dataclass(frozen=True)
+class AcceptedBlock:
+    """An ES accepted and appended `block` for `round`: sent to the publisher, which appends
+    a block once most ES have accepted it (it follows the ES's majority, not the proposer)."""
+
+    round: NonNegativeInt
+    block: bytes
+
+
+MESSAGES = (
+    RoundStart,
+    LocalUpdate,
+    OffloadedData,
+    TransferAck,
+    EsShare,
+    ProposedBlock,
+    AcceptedBlock,
+)

@@ -1,6 +1,7 @@
 """The BEES publisher: the testbed's round clock and evaluator (the paper has none). It
-proposes no block: it follows the edge servers' chain, and on each round's block fetches the
-global model, evaluates it, records the round and starts the next."""
+proposes no block: it follows the edge servers' chain (appending a block once most ES report
+they accepted it), and on each round's block fetches the global model, evaluates it, records
+the round and starts the next."""
 
 from __future__ import annotations
 
@@ -10,14 +11,15 @@ from typing import Any
 
 from node.codec import Message
 from node.contracts import bees as contract
-from node.core.block import Block
+from node.core.block import Block, BlockError
 from node.core.tx import Transaction
 from node.learning.weights import weights_from_bytes, weights_to_bytes
+from node.ledger.chain import LedgerError
 from node.ledger.chains import Committer
 from node.roles.base import NodeContext
 from node.roles.learner import check_update
 from node.schemes.bees.common import params_of
-from node.schemes.bees.messages import RoundStart
+from node.schemes.bees.messages import AcceptedBlock, RoundStart
 from node.schemes.vanilla.common import replica_of
 from node.schemes.vanilla.messages import Hello
 from node.schemes.vanilla.publisher import PublisherRole
@@ -44,17 +46,58 @@ class BeesPublisherRole(PublisherRole):
         self.es = [n.id for n in ctx.topology.of_kind(NodeKind.MEC)]
         self.chain.subscribe(lambda block: self._on_block(ctx, block))
         self.recorded = 0
+        self.accepted: dict[bytes, tuple[Block, set[str]]] = {}  # block hash -> (block, ES)
 
     def make_committer(self, ctx: NodeContext) -> Committer:
         """None: the ES write the chain."""
         return _Follower()
 
     def on_message(self, ctx: NodeContext, msg: Message) -> None:
-        """Only hellos (blocks come by the ledger's sync path)."""
-        if isinstance(msg.payload, Hello) and msg.sender in self.expected:
+        """Hellos, and the ES's accepted blocks."""
+        body = msg.payload
+        if isinstance(body, Hello) and msg.sender in self.expected:
             self._on_hello(ctx, msg.sender)
+        elif isinstance(body, AcceptedBlock) and msg.sender in self.es:
+            self._on_accepted(ctx, msg.sender, body)
         else:
             ctx.drop("unexpected", f"{msg.type} from {msg.sender}")
+
+    def _on_accepted(self, ctx: NodeContext, es: str, msg: AcceptedBlock) -> None:
+        """Append a block once most ES accepted it (our choice, see the package docstring);
+        blocks for later heights wait for their parent."""
+        try:
+            block = Block.from_bytes(msg.block)
+        except BlockError as exc:
+            ctx.drop("bad_block", f"from {es}: {exc}")
+            return
+        if block.height <= self.chain.height:
+            return
+        votes = self.accepted.setdefault(block.hash, (block, set()))[1]
+        votes.add(es)
+        self._append_ready(ctx)
+
+    def _append_ready(self, ctx: NodeContext) -> None:
+        majority = len(self.es) // 2 + 1
+        while True:
+            ready = [
+                b
+                for b, votes in self.accepted.values()
+                if b.height == self.chain.height + 1 and len(votes) >= majority
+            ]
+            if not ready:
+                return
+            block = ready[0]
+            try:
+                self.chain.append_block(block)
+            except LedgerError as exc:
+                log.error(
+                    "block %s accepted by most ES does not append: %s", block.hash.hex()[:16], exc
+                )
+                return
+            finally:
+                self.accepted = {
+                    h: e for h, e in self.accepted.items() if e[0].height > self.chain.height
+                }
 
     def on_timer(self, ctx: NodeContext, name: str) -> None:
         """The round's deadline ends the run (no block came); the rest as vanilla's."""

@@ -1,0 +1,147 @@
+"""bees and b-ei in real processes (local backend, ZeroMQ, user-space shaping) on
+scenarios/bees_quick.yaml: 3 edge servers with 2-3 UEs each, digits + MLP, 3 rounds, one
+proof-of-learning block per round."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from node.contracts import bees as contract
+from node.core.finality import ProofOfLearning
+from node.ledger.chain import Chain, verify_store
+from node.ledger.chains import MAIN_CHAIN, chain_dir
+from node.ledger.store import ChainStore, open_store
+from node.schemes import SCHEMES
+from orchestrator.cli import main as cli_main
+from orchestrator.runner import Run
+from orchestrator.scenario import parse_scenario
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif("bees" not in SCHEMES, reason="bees is not in the scheme registry"),
+]
+
+SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "bees_quick.yaml"
+ES = ("mec0", "mec1", "mec2")
+
+
+def _run(tmp_path: Path, scheme: str) -> tuple[Path, list[dict[str, str]]]:
+    data: dict[str, Any] = yaml.safe_load(SCENARIO.read_text())
+    data["scheme"]["name"] = scheme
+    if scheme == "b-ei":
+        del data["scheme"]["top_m"]  # b-ei's default: 1
+    run_dir = tmp_path / scheme
+    result = Run(parse_scenario(data), run_dir, progress=False).execute()
+    assert result.rounds_completed == 3
+    assert all(code == 0 for code in result.exit_codes.values()), result.exit_codes
+    return run_dir, list(csv.DictReader((run_dir / "metrics.csv").open()))
+
+
+def _replay(run_dir: Path, tmp_path: Path) -> list[tuple[str, int, tuple[str, ...]]]:
+    """Per block of the publisher's chain: (proposer's ES id, the rank it claimed, the
+    ranking the contract computed from the state before the block)."""
+    store = open_store(chain_dir(run_dir / "nodes" / "pub", MAIN_CHAIN))
+    replay_store: ChainStore | None = None
+    try:
+        config = Chain.open(store).config
+        by_key = {key: nid for nid, (key, _) in config.genesis.members.items()}
+        replay_store = open_store(tmp_path / "replay")
+        replay = Chain(replay_store, config)
+        out = []
+        for block in store.blocks(1):
+            ranking = contract.ranking(replay.state)
+            elect = [t for t in block.txs if t.type == "bees.elect"]
+            assert len(elect) == 1, "one election per block"
+            out.append((by_key[block.header.proposer], int(elect[0].payload["rank"]), ranking))
+            replay.append(block)
+        return out
+    finally:
+        store.close()
+        if replay_store is not None:
+            replay_store.close()
+
+
+def _final_state(run_dir: Path, node: str) -> Any:
+    store = open_store(chain_dir(run_dir / "nodes" / node, MAIN_CHAIN))
+    try:
+        chain = Chain.open(store)
+        assert isinstance(chain.config.finality, ProofOfLearning)
+        return chain.state
+    finally:
+        store.close()
+
+
+def test_bees_run_elects_a_proposer_per_round_offloads_and_learns(tmp_path: Path) -> None:
+    run_dir, rows = _run(tmp_path, "bees")
+
+    # every round committed one block, by the PoL winner (or the next ES after a timeout)
+    blocks = _replay(run_dir, tmp_path)
+    assert len(blocks) == 3
+    for proposer, rank, ranking in blocks:
+        assert ranking[rank] == proposer
+        assert sorted(ranking) == list(ES)
+    # the ES and the publisher hold the same verified chain
+    for node in (*ES, "pub"):
+        store = open_store(chain_dir(run_dir / "nodes" / node, MAIN_CHAIN))
+        try:
+            report = verify_store(store)
+            assert report.ok and report.height == 3, (node, report.failures)
+        finally:
+            store.close()
+    assert cli_main(["chain", "verify", str(run_dir)]) == 0
+
+    pub = {int(r["round"]): r for r in rows if r["role"] == "publisher"}
+    assert sorted(pub) == [1, 2, 3]
+    assert float(pub[3]["accuracy"]) > 0.8, "three BEES rounds on digits"
+    assert [pub[r]["proposer"] for r in (1, 2, 3)] == [p for p, _, _ in blocks]
+
+    ues = [r for r in rows if r["role"] == "device"]
+    assert len(ues) == 3 * 8 and {r["decision"] for r in ues} == {"local", "offload"}
+    for r in ues:
+        compute, transfer = float(r["energy_compute_j"]), float(r["energy_transfer_j"])
+        assert compute >= 0 and transfer > 0 and float(r["transfer_s"]) > 0
+        assert float(r["energy_total_j"]) == pytest.approx(compute + transfer)
+        assert float(r["predicted_transfer_s"]) > 0
+        if r["decision"] == "offload":
+            assert compute == 0 and int(r["transfer_bytes"]) >= 80_000  # 0.001 x 80 MB
+        else:
+            assert compute > 0
+    battery: dict[str, list[float]] = {}
+    for r in sorted(ues, key=lambda r: int(r["round"])):
+        battery.setdefault(r["node"], []).append(float(r["battery_j"]))
+    assert all(b[0] > b[1] > b[2] for b in battery.values()), "each round drains the battery"
+
+    # the offloaded samples really crossed: counted at the ES, trained there, on chain
+    offloaders = {r["node"] for r in ues if r["decision"] == "offload"}
+    es_rows = [r for r in rows if r["role"] == "mec"]
+    received = sum(int(r["offload_bytes"]) for r in es_rows)
+    assert received >= 3 * 80_000 * len(offloaders)
+    assert sum(int(r["offloaded"]) for r in es_rows) == 3 * len(offloaders)
+    state = _final_state(run_dir, "mec1")
+    on_chain = {u.ue for r in (1, 2, 3) for u in contract.round_updates(state, r)}
+    assert offloaders <= on_chain
+    assert contract.m_of(state) == 10
+
+
+def test_b_ei_run_trains_every_ue_locally_and_shares_the_best_update(tmp_path: Path) -> None:
+    run_dir, rows = _run(tmp_path, "b-ei")
+
+    ues = [r for r in rows if r["role"] == "device"]
+    assert len(ues) == 3 * 8 and {r["decision"] for r in ues} == {"local"}
+    for proposer, rank, ranking in _replay(run_dir, tmp_path):
+        assert ranking[rank] == proposer
+    state = _final_state(run_dir, "pub")
+    assert contract.m_of(state) == 1
+    for r in (1, 2, 3):
+        entry = contract.global_of(state, r)
+        assert entry is not None and len(entry["selected"]) == 1
+        best = contract.top_m(contract.round_updates(state, r), 1)
+        assert tuple(entry["selected"]) == best
+    pub = {int(r["round"]): r for r in rows if r["role"] == "publisher"}
+    assert float(pub[3]["accuracy"]) > 0.5, "the single best update of three rounds"
+    assert cli_main(["chain", "verify", str(run_dir)]) == 0
