@@ -1,0 +1,132 @@
+"""BEES over the in-memory network: real daemons and roles (Ed25519, the PoL core, torch on
+digits), each in its own thread. 3 edge servers x 2 UEs; one ES posts a false accuracy for
+one of its UEs. Another winner leaves that update out; a lying winner's block is refused by
+the others and the next-ranked ES's block (without the lie) is the chain's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from node.contracts import bees as contract
+from node.daemon import Daemon
+from node.learning.train import configure_torch_threads
+from node.ledger.chain import Chain, verify_store
+from node.ledger.chains import MAIN_CHAIN, chain_dir
+from node.ledger.store import open_store
+from node.roles.base import NodeContext, Role
+from node.schemes.bees.es import EsRole
+from orchestrator.collect import read_records
+from tests.sim.vanilla_net import VanillaNet
+from tests.unit.node_configs import learning_config
+from topologies import NodeSpec
+
+ES = ("mec0", "mec1", "mec2")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> None:
+    configure_torch_threads(1)
+
+
+class LyingEs(EsRole):
+    """Posts accuracy 1.0 (0.0 if the truth is near 1) for `target`'s update, and as a
+    proposer checks nothing (its block carries the lie)."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def start(self, ctx: NodeContext) -> None:
+        super().start(ctx)
+        self.auditor.tolerance = 1.0  # its own audit lets everything through
+
+    def claimed_accuracy(self, ue: str, blob: bytes) -> float:
+        mine = super().claimed_accuracy(ue, blob)
+        if ue != self.target:
+            return mine
+        return 1.0 if mine < 0.99 else 0.0
+
+
+def _run(tmp_path: Path, liar: str, target: str, rounds: int) -> dict[str, Daemon]:
+    net = VanillaNet.build(mecs=3, devices_per_mec=2, seed=4)
+
+    def role(spec: NodeSpec) -> Role | None:
+        return LyingEs(target) if spec.id == liar else None
+
+    learning = learning_config(
+        dataset="digits",
+        model="mlp",
+        partition="iid",
+        rounds=rounds,
+        local_epochs=1,
+        batch_size=16,
+        learning_rate=0.1,
+        round_deadline_s=60,
+    )
+    params: dict[str, Any] = {"pol_timeout_s": 1.0, "accuracy_tolerance": 0.01}
+    return net.run(
+        tmp_path,
+        learning,
+        seed=4,
+        reward_pool=0,
+        role=role,
+        scheme="bees",
+        params=params,
+        config={"startup_timeout_s": 120},
+    )
+
+
+def _chain(tmp_path: Path, node: str) -> tuple[bytes, Any, list[Any]]:
+    """(head hash, final state, blocks above genesis) of `node`'s verified chain."""
+    store = open_store(chain_dir(tmp_path / node, MAIN_CHAIN))
+    try:
+        report = verify_store(store)
+        assert report.ok, (node, report.failures)
+        return report.head_hash, Chain.open(store).state, list(store.blocks(1))
+    finally:
+        store.close()
+
+
+def _records(tmp_path: Path, node: str, event: str) -> list[dict[str, Any]]:
+    return [r for r in read_records(tmp_path / node) if r.get("event") == event]
+
+
+def test_a_winner_leaves_out_an_update_whose_accuracy_another_es_lied_about(
+    tmp_path: Path,
+) -> None:
+    _run(tmp_path, liar="mec1", target="dev1-0", rounds=2)
+
+    head, state, blocks = _chain(tmp_path, "pub")
+    assert len(blocks) == 2
+    for node in ES:
+        assert _chain(tmp_path, node)[0] == head, f"{node} holds another chain"
+    for r in (1, 2):
+        recorded = {u.ue for u in contract.round_updates(state, r)}
+        assert "dev1-0" not in recorded, "the false accuracy is not on chain"
+        assert {"dev0-0", "dev0-1", "dev1-1", "dev2-0", "dev2-1"} <= recorded
+        election = contract.election(state, r)
+        assert election is not None and election["es"] != "mec1"
+    proposals = [p for n in ES for p in _records(tmp_path, n, "pol_propose")]
+    assert proposals and all(p["left_out"] == ["dev1-0"] for p in proposals)
+
+
+def test_a_lying_winners_block_is_refused_and_the_next_ranked_es_proposes(
+    tmp_path: Path,
+) -> None:
+    # round 1's ranking (no reports yet) is by ES id: mec0 is the winner, mec1 next
+    _run(tmp_path, liar="mec0", target="dev0-0", rounds=1)
+
+    head, state, blocks = _chain(tmp_path, "pub")
+    assert len(blocks) == 1
+    election = contract.election(state, 1)
+    assert election is not None and (election["es"], election["rank"]) == ("mec1", 1)
+    recorded = {u.ue for u in contract.round_updates(state, 1)}
+    assert "dev0-0" not in recorded and "dev0-1" in recorded
+    for honest in ("mec1", "mec2"):
+        assert _chain(tmp_path, honest)[0] == head
+        rejects = _records(tmp_path, honest, "pol_reject")
+        assert any(r["reason"].startswith("unverifiable:accuracy of 'dev0-0'") for r in rejects)
+    # the liar appended its own block: it is alone on it
+    assert _chain(tmp_path, "mec0")[0] != head
