@@ -49,10 +49,22 @@ class LyingEs(EsRole):
         return 1.0 if mine < 0.99 else 0.0
 
 
-def _run(tmp_path: Path, liar: str, target: str, rounds: int) -> dict[str, Daemon]:
+class SilentEs(EsRole):
+    """Shares its UEs' updates and accepts blocks, but never proposes one."""
+
+    def start(self, ctx: NodeContext) -> None:
+        super().start(ctx)
+        self.election._propose = lambda act: None  # type: ignore[method-assign]
+
+
+def _run(
+    tmp_path: Path, liar: str, target: str, rounds: int, silent: str | None = None
+) -> dict[str, Daemon]:
     net = VanillaNet.build(mecs=3, devices_per_mec=2, seed=4)
 
     def role(spec: NodeSpec) -> Role | None:
+        if spec.id == silent:
+            return SilentEs()
         return LyingEs(target) if spec.id == liar else None
 
     learning = learning_config(
@@ -130,3 +142,21 @@ def test_a_lying_winners_block_is_refused_and_the_next_ranked_es_proposes(
         assert any(r["reason"].startswith("unverifiable:accuracy of 'dev0-0'") for r in rejects)
     # the liar appended its own block: it is alone on it
     assert _chain(tmp_path, "mec0")[0] != head
+
+
+def test_a_silent_winner_is_replaced_by_the_next_ranked_es_after_its_turn(
+    tmp_path: Path,
+) -> None:
+    # round 1: mec0 (the winner) stays silent, mec1 proposes at its turn; mec2 lies about
+    # dev2-0, which mec1 leaves out
+    _run(tmp_path, liar="mec2", target="dev2-0", rounds=2, silent="mec0")
+
+    head, state, blocks = _chain(tmp_path, "pub")
+    assert len(blocks) == 2
+    for node in ES:
+        assert _chain(tmp_path, node)[0] == head, f"{node} holds another chain"
+    for r in (1, 2):
+        election = contract.election(state, r)
+        assert election is not None and election["es"] != "mec0" and election["rank"] >= 1
+        assert "dev2-0" not in {u.ue for u in contract.round_updates(state, r)}
+    assert contract.election(state, 1)["es"] == "mec1"  # type: ignore[index]
