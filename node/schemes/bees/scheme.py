@@ -54,7 +54,7 @@ class BeesParams(SchemeParams):
         ),
     )
     model: dict[str, float] = Field(
-        default_factory=dict,
+        {},
         description=(
             "overrides of the latency/energy model's parameters "
             "(node.schemes.bees.model.BeesModelParams fields, e.g. ue_cpu_hz)"
