@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DECISIONS = {0: "local", 1: "offload", None: "sit_out"}
+FRAME_MARGIN_BYTES = 64 * 1024  # the envelope and the other fields of a bees.offload
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class UeRole(Role):
         self.round = 0
         self.greeted = False
         self.sent: dict[int, Sent] = {}
+        self.global_weights: Weights = self.reference
         self._hello(ctx)
 
     def _hello(self, ctx: NodeContext) -> None:
@@ -105,6 +107,7 @@ class UeRole(Role):
         elif decision.d == LOCAL:
             self._train(ctx, round_no, weights, decision, started)
         else:
+            self.global_weights = weights
             self._offload(ctx, round_no, decision, started)
 
     def _train(
@@ -135,8 +138,15 @@ class UeRole(Role):
         size (our choice: the samples are never cut, the ES must train on all of them)."""
         x = np.ascontiguousarray(self.learner.train_x, dtype=np.float32)
         y = np.ascontiguousarray(self.learner.train_y, dtype=np.int64)
+        room = ctx.config.max_message_bytes - x.nbytes - y.nbytes - FRAME_MARGIN_BYTES
+        if room < 0:  # the samples alone do not fit in one message: train here instead
+            log.error(
+                "round %d: %d samples exceed the message limit; training locally", round_no, len(y)
+            )
+            self._train(ctx, round_no, self.global_weights, decision, started)
+            return
         target = int(self.offload_scale * self.model.offload_bytes)
-        pad = bytes(min(MAX_PAD_BYTES, max(0, target - x.nbytes - y.nbytes)))
+        pad = bytes(min(MAX_PAD_BYTES, room, max(0, target - x.nbytes - y.nbytes)))
         ctx.send(str(ctx.me.parent), OffloadedData(round_no, x, y, pad, ctx.wall_ms()))
         nbytes = x.nbytes + y.nbytes + len(pad)
         self.sent[round_no] = Sent(round_no, decision, started, nbytes, None)
