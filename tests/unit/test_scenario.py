@@ -154,7 +154,9 @@ def test_invalid_value_names_the_field_and_the_value(
 def test_scheme_error_shows_the_allowed_literal() -> None:
     msg = _error({"scheme": "bees-x"})
 
-    assert msg.endswith("allowed: 'vanilla', 'gossip-fedavg', 'blockfl', 'two-layer' or 'flchain'")
+    assert msg.endswith(
+        "allowed: 'vanilla', 'gossip-fedavg', 'blockfl', 'two-layer', 'flchain', 'bees' or 'b-ei'"
+    )
 
 
 def test_scheme_params_are_validated_by_the_scheme() -> None:
