@@ -82,7 +82,7 @@ class Election:
         self.members = sorted(members)
         self.core = PolCore(ctx.node_id, members, self._verify, timeout_ms)
         self.inputs: RoundInputs | None = None
-        self.pending: dict[str, Pending] = {}
+        self.pending: Mapping[str, Pending] = {}  # the ES role's (a late share joins it)
         self.blobs: dict[bytes, bytes] = {}  # every update's weights this ES holds, by hash
         self.waiting: dict[bytes, tuple[Block, str, set[bytes]]] = {}  # blocks awaiting blobs
         self.left_out: list[str] = []
@@ -93,7 +93,7 @@ class Election:
     def begin(self, inputs: RoundInputs, pending: Mapping[str, Pending]) -> None:
         """Start the core for the next height with the contract's ranking."""
         self.inputs = inputs
-        self.pending = dict(pending)
+        self.pending = pending
         current = self.chain.height + 1  # blocks of earlier heights are no longer needed
         self.seen = {h: b for h, b in self.seen.items() if b.height >= current}
         for p in pending.values():

@@ -104,6 +104,7 @@ class EsRole(Greeter):
         self.deadline_s = 0.0
         self.global_weights: Weights = {}
         self.configure: Transaction | None = None
+        self.initial_model: bytes | None = None
         self.waiting_start: RoundStart | None = None  # until the previous block is here
         self._reset_round()
         super().start(ctx)
@@ -164,6 +165,7 @@ class EsRole(Greeter):
             except TxError as exc:
                 ctx.drop("bad_round", f"bees.configure: {exc}")
                 return
+            self.initial_model = msg.model
             self._begin(ctx, msg, msg.model)
             return
         if self.chain.height < msg.round - 1:  # the previous round's block is not here yet
@@ -187,8 +189,8 @@ class EsRole(Greeter):
             (g for r in range(msg.round - 1, 0, -1) if (g := contract.global_of(state, r))),
             None,
         )
-        if entry is None:
-            self._begin(ctx, msg, weights_to_bytes(self.reference))
+        if entry is None:  # no round had an update yet: the initial model
+            self._begin(ctx, msg, self.initial_model or weights_to_bytes(self.reference))
             return
         key = bytes.fromhex(entry["blob"])
         replica = replica_of(ctx)
