@@ -44,7 +44,7 @@ import statistics
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -986,6 +986,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("runs/paper-bees"))
     p.add_argument("--figures", nargs="+", choices=FIGURES, default=list(FIGURES))
     p.add_argument("--seed", type=int, help="the runs' seed (default: the scenario file's)")
+    p.add_argument("--blocks", type=int, help="blocks per run (default: 50, or 3 with --quick)")
     p.add_argument(
         "--ue-cpu-hz",
         type=float,
@@ -994,6 +995,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     mode = QUICK if args.quick else FULL
+    if args.blocks is not None:
+        if not 1 <= args.blocks <= 10_000:
+            print(f"bcfl: error: --blocks: {args.blocks}; allowed: 1 to 10000", file=sys.stderr)
+            return 2
+        mode = replace(mode, blocks=args.blocks)
     if args.seed is not None and not 0 <= args.seed < 2**32:
         print(f"bcfl: error: --seed: {args.seed}; allowed: 0 to 2**32-1", file=sys.stderr)
         return 2

@@ -1,7 +1,7 @@
 """Reproduce the BEES paper's Figs. 3-8; the logic is orchestrator/paper_bees.py.
 
 python scenarios/paper-bees/reproduce.py [--quick] [--out runs/paper-bees]
-    [--figures 3 4 5 6 7 8] [--seed N] [--ue-cpu-hz HZ]
+    [--figures 3 4 5 6 7 8] [--seed N] [--blocks N] [--ue-cpu-hz HZ]
 """
 
 from __future__ import annotations

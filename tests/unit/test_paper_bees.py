@@ -72,9 +72,21 @@ def test_every_run_of_each_mode_is_a_valid_scenario(mode: pb.Mode) -> None:
 
 
 def test_full_populations_average_the_papers_ue_counts() -> None:
+    base = pb.load_base(SCENARIO)
+    realised = {}
     for ues, pop in FULL.populations.items():
         mean = pop.edge_servers * (pop.per_es[0] + pop.per_es[1]) / 2
         assert mean == ues
+        s = parse_scenario(run_scenario(base, BEES, pop, name="x"), "x")
+        realised[ues] = sum(s.topology.to_params().device_counts(s.seed))
+
+    assert realised == {100: 102, 50: 50, 150: 152, 200: 202}  # the file's seed's draws
+
+
+def test_bad_blocks_and_seed_are_refused(tmp_path: Path) -> None:
+    assert pb.main(["--quick", "--blocks", "0", "--out", str(tmp_path / "a")]) == 2
+    assert pb.main(["--quick", "--seed", "-1", "--out", str(tmp_path / "b")]) == 2
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_a_variant_changes_only_the_scheme_the_shape_blocks_seed_and_cpu() -> None:
@@ -94,7 +106,7 @@ def test_a_variant_changes_only_the_scheme_the_shape_blocks_seed_and_cpu() -> No
     assert (data["training"]["rounds"], data["seed"]) == (3, 11)
     for key in ("dataset", "model", "partition", "ledger"):
         assert data[key] == base[key]
-    assert base["scheme"]["top_m"] == 10 and base["seed"] == 7  # the base is not changed
+    assert base["scheme"]["top_m"] == 10 and base["seed"] == 4  # the base is not changed
 
 
 def test_populations_needed_by_each_figure() -> None:
