@@ -30,15 +30,20 @@ SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "bees_quick.yaml"
 ES = ("mec0", "mec1", "mec2")
 
 
-def _run(tmp_path: Path, scheme: str) -> tuple[Path, list[dict[str, str]]]:
+def _run(tmp_path: Path, name: str, **overrides: Any) -> tuple[Path, list[dict[str, str]]]:
+    """Run bees_quick.yaml with scheme `name` and sections updated by `overrides`."""
     data: dict[str, Any] = yaml.safe_load(SCENARIO.read_text())
-    data["scheme"]["name"] = scheme
+    data["scheme"]["name"] = scheme = name
     if scheme == "b-ei":
         del data["scheme"]["top_m"]  # b-ei's default: 1
+    for section, values in overrides.items():
+        data[section] = {**data[section], **values} if isinstance(values, dict) else values
     run_dir = tmp_path / scheme
     result = Run(parse_scenario(data), run_dir, progress=False).execute()
-    assert result.rounds_completed == 3
-    assert all(code == 0 for code in result.exit_codes.values()), result.exit_codes
+    assert result.rounds_completed == data["training"]["rounds"]
+    killed = {n for f in data.get("faults", []) if f["action"] == "crash" for n in f["nodes"]}
+    codes = {n: c for n, c in result.exit_codes.items() if n not in killed}
+    assert all(code == 0 for code in codes.values()), result.exit_codes
     return run_dir, list(csv.DictReader((run_dir / "metrics.csv").open()))
 
 
@@ -145,3 +150,24 @@ def test_b_ei_run_trains_every_ue_locally_and_shares_the_best_update(tmp_path: P
     pub = {int(r["round"]): r for r in rows if r["role"] == "publisher"}
     assert float(pub[3]["accuracy"]) > 0.5, "the single best update of three rounds"
     assert cli_main(["chain", "verify", str(run_dir)]) == 0
+
+
+def test_bees_run_goes_on_after_the_pol_winner_crashes(tmp_path: Path) -> None:
+    # mec0 wins round 1 (no reports yet: ranking by id) and keeps rank 0 on its last report;
+    # killed at round 2, its turn passes each round and the next-ranked ES proposes
+    run_dir, rows = _run(
+        tmp_path,
+        "bees",
+        scheme={"pol_timeout_s": 2.0},
+        training={"rounds": 3, "round_deadline_s": 10},
+        faults=[{"at_round": 2, "action": "crash", "nodes": ["mec0"]}],
+    )
+
+    blocks = _replay(run_dir, tmp_path)
+    assert blocks[0][:2] == ("mec0", 0)
+    for proposer, rank, ranking in blocks[1:]:
+        assert ranking[0] == "mec0" and rank >= 1 and ranking[rank] == proposer
+    pub = {int(r["round"]): r for r in rows if r["role"] == "publisher"}
+    assert float(pub[3]["accuracy"]) > 0.8
+    state = _final_state(run_dir, "mec1")
+    assert not {u.ue for u in contract.round_updates(state, 3)} & {"dev0-0", "dev0-1", "dev0-2"}

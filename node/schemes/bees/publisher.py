@@ -47,6 +47,7 @@ class BeesPublisherRole(PublisherRole):
         self.chain.subscribe(lambda block: self._on_block(ctx, block))
         self.recorded = 0
         self.accepted: dict[bytes, tuple[Block, set[str]]] = {}  # block hash -> (block, ES)
+        self.voters: dict[int, set[str]] = {}  # height -> the ES that accepted its block
 
     def make_committer(self, ctx: NodeContext) -> Committer:
         """None: the ES write the chain."""
@@ -71,6 +72,8 @@ class BeesPublisherRole(PublisherRole):
             ctx.drop("bad_block", f"from {es}: {exc}")
             return
         if block.height <= self.chain.height:
+            if self.chain.replica.chain.store.stored_hash(block.height) == block.hash:
+                self.voters.setdefault(block.height, set()).add(es)
             return
         votes = self.accepted.setdefault(block.hash, (block, set()))[1]
         votes.add(es)
@@ -87,6 +90,7 @@ class BeesPublisherRole(PublisherRole):
             if not ready:
                 return
             block = ready[0]
+            self.voters[block.height] = set(self.accepted[block.hash][1])
             try:
                 self.chain.append_block(block)
             except LedgerError as exc:
@@ -193,5 +197,11 @@ class BeesPublisherRole(PublisherRole):
         waited for at the final height."""
         ctx.cancel_timer("deadline")
         self.absent |= self.ues
+        # an ES that accepted neither of the last two blocks is presumed down (a lagging one
+        # accepted the one before): not waited for
+        height = self.chain.height
+        recent = self.voters.get(height, set()) | self.voters.get(height - 1, set())
+        if height >= 2:
+            self.absent |= set(self.es) - recent
         self.final_deadline = ctx.now()
         self._send_stop(ctx)
