@@ -714,128 +714,102 @@ def _label(r: RunData) -> str:
     return f"{SCHEMES[r.scheme]}, {r.realised_ues} UEs"
 
 
+ACCURACY_COLUMNS = ("scheme", "ues", "realised_ues", "block", "accuracy")
+LATENCY_COLUMNS = (
+    *ACCURACY_COLUMNS[:4],
+    *("end_to_end_s", "cumulative_s", "to_proposal_s", "publish_s", "keepers"),
+)
+ENERGY_COLUMNS = (
+    *ACCURACY_COLUMNS[:4],
+    *("energy_j", "cumulative_j", "compute_j", "transfer_j", "local", "offloaded", "sat_out"),
+)
+
+
+def accuracy_rows(r: RunData) -> list[tuple[object, ...]]:
+    """A run's fig3/fig4.csv rows."""
+    return [(r.scheme, r.ues, r.realised_ues, b, f"{a:.4f}") for b, a in r.accuracy.items()]
+
+
+def latency_rows(r: RunData) -> list[tuple[object, ...]]:
+    """A run's fig5.csv rows."""
+    cum = r.cum_latency_s
+    return [
+        (
+            r.scheme,
+            r.ues,
+            r.realised_ues,
+            b,
+            *(f"{v:.3f}" for v in (x.end_to_end_s, cum[b], x.to_proposal_s, x.publish_s)),
+            x.keepers,
+        )
+        for b, x in r.latency.items()
+    ]
+
+
+def energy_rows(r: RunData) -> list[tuple[object, ...]]:
+    """A run's fig6/7/8.csv rows."""
+    cum = r.cum_energy_j
+    return [
+        (
+            r.scheme,
+            r.ues,
+            r.realised_ues,
+            b,
+            *(f"{v:.6g}" for v in (e.total_j, cum[b], e.compute_j, e.transfer_j)),
+            e.local,
+            e.offloaded,
+            e.sat_out,
+        )
+        for b, e in r.energy.items()
+    ]
+
+
 def write_figures(runs: Runs, figures: Sequence[str], out: Path) -> list[str]:
     """figN.csv and figN.png for each chosen figure; returns the file names."""
-    written: list[str] = []
-    acc_header = ["scheme", "ues", "realised_ues", "block", "accuracy"]
-
-    def acc_rows(keys: Sequence[tuple[str, int]]) -> list[tuple[object, ...]]:
-        return [
-            (r.scheme, r.ues, r.realised_ues, b, f"{a:.4f}")
-            for k in keys
-            if (r := runs.get(k))
-            for b, a in r.accuracy.items()
-        ]
-
-    def present(keys: Sequence[tuple[str, int]]) -> list[RunData]:
-        return [r for k in keys if (r := runs.get(k))]
-
-    if "3" in figures:
-        keys = [(BEES, 100), (BEI, 100)]
-        write_csv(out / "fig3.csv", acc_header, acc_rows(keys))
-        plot(
-            {_label(r): r.accuracy for r in present(keys)},
-            out / "fig3.png",
-            ylabel="test accuracy",
-            title="Fig. 3: accuracy vs block index (MNIST, ~100 UEs)",
-            paper="BEES 89%, B-EI 72% at 50 blocks",
-        )
-        written += ["fig3.csv", "fig3.png"]
-    if "4" in figures:
-        keys = [(BEES, 100), (BEES, 50), (BEI, 100), (BEI, 50)]
-        write_csv(out / "fig4.csv", acc_header, acc_rows(keys))
-        plot(
-            {_label(r): r.accuracy for r in present(keys)},
-            out / "fig4.png",
-            ylabel="test accuracy",
-            title="Fig. 4: accuracy with ~100 and ~50 UEs",
-            paper="BEES 88% at 100 and 50 UEs; B-EI 72% -> 54%",
-        )
-        written += ["fig4.csv", "fig4.png"]
-    if "5" in figures:
-        keys = [(BEES, 100), (BEI, 100)]
-        rows = [
-            (
-                r.scheme,
-                r.ues,
-                r.realised_ues,
-                b,
-                f"{x.end_to_end_s:.3f}",
-                f"{r.cum_latency_s[b]:.3f}",
-                f"{x.to_proposal_s:.3f}",
-                f"{x.publish_s:.3f}",
-                x.keepers,
-            )
-            for r in present(keys)
-            for b, x in r.latency.items()
-        ]
-        write_csv(
-            out / "fig5.csv",
-            [
-                "scheme",
-                "ues",
-                "realised_ues",
-                "block",
-                "end_to_end_s",
-                "cumulative_s",
-                "to_proposal_s",
-                "publish_s",
-                "keepers",
-            ],
-            rows,
-        )
-        plot(
-            {_label(r): r.cum_latency_s for r in present(keys)},
-            out / "fig5.png",
-            ylabel="cumulative end-to-end latency (s)",
-            title="Fig. 5: end-to-end latency vs block index (~100 UEs)",
-            paper=f"BEES {PAPER_LATENCY_S} s at 50 blocks, below B-EI",
-        )
-        written += ["fig5.csv", "fig5.png"]
+    specs: dict[str, tuple[list[tuple[str, int]], str, str, str]] = {
+        "3": (
+            [(BEES, 100), (BEI, 100)],
+            "accuracy vs block index (MNIST, ~100 UEs)",
+            "test accuracy",
+            "BEES 89%, B-EI 72% at 50 blocks",
+        ),
+        "4": (
+            [(BEES, 100), (BEES, 50), (BEI, 100), (BEI, 50)],
+            "accuracy with ~100 and ~50 UEs",
+            "test accuracy",
+            "BEES 88% at 100 and 50 UEs; B-EI 72% -> 54%",
+        ),
+        "5": (
+            [(BEES, 100), (BEI, 100)],
+            "end-to-end latency vs block index (~100 UEs)",
+            "cumulative end-to-end latency (s)",
+            f"BEES {PAPER_LATENCY_S} s at 50 blocks, below B-EI",
+        ),
+    }
     for fig, ues in ENERGY_FIGURES.items():
-        if fig not in figures:
-            continue
-        keys = [(BEES, ues), (BEI, ues)]
-        energy_rows = [
-            (
-                r.scheme,
-                r.ues,
-                r.realised_ues,
-                b,
-                f"{e.total_j:.6g}",
-                f"{r.cum_energy_j[b]:.6g}",
-                f"{e.compute_j:.6g}",
-                f"{e.transfer_j:.6g}",
-                e.local,
-                e.offloaded,
-                e.sat_out,
-            )
-            for r in present(keys)
-            for b, e in r.energy.items()
-        ]
-        write_csv(
-            out / f"fig{fig}.csv",
-            [
-                "scheme",
-                "ues",
-                "realised_ues",
-                "block",
-                "energy_j",
-                "cumulative_j",
-                "compute_j",
-                "transfer_j",
-                "local",
-                "offloaded",
-                "sat_out",
-            ],
-            energy_rows,
+        specs[fig] = (
+            [(BEES, ues), (BEI, ues)],
+            f"UE energy vs block index (~{ues} UEs)",
+            "total UE energy (J)",
+            f"BEES {PAPER_ENERGY_J[ues]:g} J at 50 blocks, below B-EI",
         )
+    written: list[str] = []
+    columns: Sequence[str]
+    for fig in (f for f in FIGURES if f in figures):
+        keys, title, ylabel, paper = specs[fig]
+        present = [r for k in keys if (r := runs.get(k))]
+        if fig in ("3", "4"):
+            columns, rows = ACCURACY_COLUMNS, [x for r in present for x in accuracy_rows(r)]
+            series = {_label(r): r.accuracy for r in present}
+        elif fig == "5":
+            columns, rows = LATENCY_COLUMNS, [x for r in present for x in latency_rows(r)]
+            series = {_label(r): r.cum_latency_s for r in present}
+        else:
+            columns, rows = ENERGY_COLUMNS, [x for r in present for x in energy_rows(r)]
+            series = {_label(r): r.cum_energy_j for r in present}
+        write_csv(out / f"fig{fig}.csv", columns, rows)
         plot(
-            {_label(r): r.cum_energy_j for r in present(keys)},
-            out / f"fig{fig}.png",
-            ylabel="total UE energy (J)",
-            title=f"Fig. {fig}: UE energy vs block index (~{ues} UEs)",
-            paper=f"BEES {PAPER_ENERGY_J[ues]:g} J at 50 blocks, below B-EI",
+            series, out / f"fig{fig}.png", ylabel=ylabel, title=f"Fig. {fig}: {title}", paper=paper
         )
         written += [f"fig{fig}.csv", f"fig{fig}.png"]
     return written

@@ -354,3 +354,31 @@ def test_a_non_empty_out_is_refused(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert pb.main(["--quick", "--out", str(tmp_path)]) == 2
     assert "is not empty" in capsys.readouterr().err
     assert (tmp_path / "x").read_text() == "keep"
+
+
+def test_figure_csvs_hold_one_row_per_scheme_and_block(tmp_path: Path) -> None:
+    runs = _paper_like()
+
+    written = pb.write_figures(runs, ["7", "4", "5"], tmp_path)
+
+    assert written == ["fig4.csv", "fig4.png", "fig5.csv", "fig5.png", "fig7.csv", "fig7.png"]
+    assert all((tmp_path / name).stat().st_size > 0 for name in written)
+    with (tmp_path / "fig4.csv").open() as f:
+        acc = list(csv.DictReader(f))
+    assert {(r["scheme"], r["ues"]) for r in acc} == {
+        ("bees", "100"),
+        ("bees", "50"),
+        ("b-ei", "100"),
+        ("b-ei", "50"),
+    }
+    assert len(acc) == 4 * 50
+    with (tmp_path / "fig5.csv").open() as f:
+        lat = list(csv.DictReader(f))
+    assert list(lat[0]) == list(pb.LATENCY_COLUMNS)
+    assert (lat[0]["scheme"], lat[0]["block"], lat[0]["end_to_end_s"]) == ("bees", "1", "0.110")
+    assert float(lat[49]["cumulative_s"]) == pytest.approx(5.5, abs=1e-3)
+    with (tmp_path / "fig7.csv").open() as f:
+        energy = [r for r in csv.DictReader(f) if r["scheme"] == "b-ei"]
+    assert float(energy[-1]["cumulative_j"]) == pytest.approx(50 * 200.0)
+    assert {(r["local"], r["offloaded"], r["sat_out"]) for r in energy} == {("2", "0", "0")}
+    assert not (tmp_path / "fig3.csv").exists()
