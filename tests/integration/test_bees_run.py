@@ -171,3 +171,36 @@ def test_bees_run_goes_on_after_the_pol_winner_crashes(tmp_path: Path) -> None:
     assert float(pub[3]["accuracy"]) > 0.8
     state = _final_state(run_dir, "mec1")
     assert not {u.ue for u in contract.round_updates(state, 3)} & {"dev0-0", "dev0-1", "dev0-2"}
+
+
+def test_a_label_flipping_ue_offloads_poisoned_data_and_is_never_in_the_top_m(
+    tmp_path: Path,
+) -> None:
+    # dev1-0 offloads (its profile, see bees_quick.yaml); with every label reversed, the
+    # model its ES trains on its data scores low, and M = 5 of 8 leaves it out each round
+    run_dir, rows = _run(
+        tmp_path,
+        "bees",
+        scheme={"top_m": 5},
+        training={"rounds": 2},
+        faults=[
+            {
+                "at_round": 1,
+                "action": "malicious",
+                "nodes": ["dev1-0"],
+                "behaviour": "label_flip",
+                "params": {"strength": 1.0, "mode": "reverse"},
+            }
+        ],
+    )
+
+    flipper = [r for r in rows if r["node"] == "dev1-0"]
+    assert [(r["decision"], r["behaviour"]) for r in flipper] == [("offload", "label_flip")] * 2
+    state = _final_state(run_dir, "pub")
+    for r in (1, 2):
+        updates = {u.ue: u for u in contract.round_updates(state, r)}
+        entry = contract.global_of(state, r)
+        assert entry is not None and len(entry["selected"]) == 5
+        assert "dev1-0" in updates and "dev1-0" not in entry["selected"]
+        honest = [u.accuracy for ue, u in updates.items() if ue != "dev1-0"]
+        assert updates["dev1-0"].accuracy < min(honest)

@@ -13,6 +13,7 @@ from node.codec import Message
 from node.learning.weights import Weights, weights_from_bytes, weights_to_bytes
 from node.roles.base import NodeContext, Role
 from node.roles.learner import Learner, check_update
+from node.roles.threats import DeviceThreats
 from node.schemes.bees.common import PUBLISHER, always_local, ctx_profiles, params_of
 from node.schemes.bees.messages import MAX_PAD_BYTES, LocalUpdate, OffloadedData, TransferAck
 from node.schemes.bees.model import LOCAL, Decision, decide, decide_bei, transfer_energy_j
@@ -63,6 +64,8 @@ class UeRole(Role):
         self.greeted = False
         self.sent: dict[int, Sent] = {}
         self.global_weights: Weights = self.reference
+        self.threats = DeviceThreats(ctx.config, self.learner)
+        self.behaviour = ""
         self._hello(ctx)
 
     def _hello(self, ctx: NodeContext) -> None:
@@ -99,25 +102,33 @@ class UeRole(Role):
             return
         self.greeted = True
         self.round = round_no = msg.round
-        samples = len(self.learner.train_y)
+        self.global_weights = weights
+        x, y, self.behaviour = self.threats.training_data(round_no)  # honest: its own data
+        samples = len(y)
         decision = self.decide(self.profile, self.es_profile, samples, self.model, self.battery_j)
         log.info("round %d: %s (%s)", round_no, DECISIONS[decision.d], decision.reason)
         if decision.d is None:
             self._record(ctx, Sent(round_no, decision, started, 0, None), 0.0)
         elif decision.d == LOCAL:
-            self._train(ctx, round_no, weights, decision, started)
+            self._train(ctx, round_no, (x, y), decision, started)
         else:
-            self.global_weights = weights
-            self._offload(ctx, round_no, decision, started)
+            self._offload(ctx, round_no, (x, y), decision, started)
 
     def _train(
-        self, ctx: NodeContext, round_no: int, weights: Weights, decision: Decision, started: float
+        self,
+        ctx: NodeContext,
+        round_no: int,
+        data: tuple[np.ndarray, np.ndarray],
+        decision: Decision,
+        started: float,
     ) -> None:
-        learner = self.learner
+        """Train on `data` off the loop and send the weights (a malicious UE's attack on its
+        update applies here, `DeviceThreats.outgoing`)."""
+        learner, weights = self.learner, self.global_weights
 
         def train() -> TrainResult:
             learner.load(weights)
-            return learner.train(round_no)
+            return learner.train(round_no, *data)
 
         def done(result: TrainResult | None, error: BaseException | None) -> None:
             if error is not None or result is None:
@@ -125,7 +136,8 @@ class UeRole(Role):
             elif round_no != self.round:
                 ctx.drop("stale_training", f"round {round_no}, now round {self.round}")
             else:
-                blob = weights_to_bytes(learner.weights())
+                sent = self.threats.outgoing(round_no, learner.weights(), weights)
+                blob = weights_to_bytes(sent)
                 ctx.send(
                     str(ctx.me.parent), LocalUpdate(round_no, blob, result.samples, ctx.wall_ms())
                 )
@@ -133,17 +145,25 @@ class UeRole(Role):
 
         ctx.run_background(train, done)
 
-    def _offload(self, ctx: NodeContext, round_no: int, decision: Decision, started: float) -> None:
-        """Send the real training samples, padded up to offload_scale x the model's offload
-        size (our choice: the samples are never cut, the ES must train on all of them)."""
-        x = np.ascontiguousarray(self.learner.train_x, dtype=np.float32)
-        y = np.ascontiguousarray(self.learner.train_y, dtype=np.int64)
+    def _offload(
+        self,
+        ctx: NodeContext,
+        round_no: int,
+        data: tuple[np.ndarray, np.ndarray],
+        decision: Decision,
+        started: float,
+    ) -> None:
+        """Send the real training samples (a malicious UE's attacked data, e.g. flipped
+        labels), padded up to offload_scale x the model's offload size (our choice: the
+        samples are never cut, the ES must train on all of them)."""
+        x = np.ascontiguousarray(data[0], dtype=np.float32)
+        y = np.ascontiguousarray(data[1], dtype=np.int64)
         room = ctx.config.max_message_bytes - x.nbytes - y.nbytes - FRAME_MARGIN_BYTES
         if room < 0:  # the samples alone do not fit in one message: train here instead
             log.error(
                 "round %d: %d samples exceed the message limit; training locally", round_no, len(y)
             )
-            self._train(ctx, round_no, self.global_weights, decision, started)
+            self._train(ctx, round_no, data, decision, started)
             return
         target = int(self.offload_scale * self.model.offload_bytes)
         pad = bytes(min(MAX_PAD_BYTES, room, max(0, target - x.nbytes - y.nbytes)))
@@ -183,6 +203,7 @@ class UeRole(Role):
             energy_transfer_j=transfer_j,
             energy_total_j=total,
             battery_j=self.battery_j,
+            behaviour=self.behaviour,
             train_time_s=sent.train_time_s,
             round_time_s=ctx.now() - sent.started,
         )
