@@ -173,15 +173,15 @@ def test_bees_run_goes_on_after_the_pol_winner_crashes(tmp_path: Path) -> None:
     assert not {u.ue for u in contract.round_updates(state, 3)} & {"dev0-0", "dev0-1", "dev0-2"}
 
 
-def test_a_label_flipping_ue_offloads_poisoned_data_and_is_never_in_the_top_m(
-    tmp_path: Path,
-) -> None:
-    # dev1-0 offloads (its profile, see bees_quick.yaml); with every label reversed, the
-    # model its ES trains on its data scores low, and M = 5 of 8 leaves it out each round
+def test_poisoned_and_garbled_updates_are_never_in_the_top_m(tmp_path: Path) -> None:
+    # dev1-0 offloads (its profile, see bees_quick.yaml) with every label reversed: the model
+    # its ES trains on that data scores low; mec2 malfunctions and zeroes its 3 UEs'
+    # updates (it evaluates and signs what it posts, so nobody finds a false claim); the
+    # contract's top-M (M = 4 of 8) keeps the 4 sound updates every round
     run_dir, rows = _run(
         tmp_path,
         "bees",
-        scheme={"top_m": 5},
+        scheme={"top_m": 4},
         training={"rounds": 2},
         faults=[
             {
@@ -190,17 +190,27 @@ def test_a_label_flipping_ue_offloads_poisoned_data_and_is_never_in_the_top_m(
                 "nodes": ["dev1-0"],
                 "behaviour": "label_flip",
                 "params": {"strength": 1.0, "mode": "reverse"},
-            }
+            },
+            {
+                "at_round": 1,
+                "action": "malicious",
+                "nodes": ["mec2"],
+                "behaviour": "malfunction",
+                "params": {"mode": "zeros"},
+            },
         ],
     )
 
     flipper = [r for r in rows if r["node"] == "dev1-0"]
     assert [(r["decision"], r["behaviour"]) for r in flipper] == [("offload", "label_flip")] * 2
+    assert {r["behaviour"] for r in rows if r["node"] == "mec2"} == {"malfunction"}
+    bad = {"dev1-0", "dev2-0", "dev2-1", "dev2-2"}
     state = _final_state(run_dir, "pub")
     for r in (1, 2):
         updates = {u.ue: u for u in contract.round_updates(state, r)}
         entry = contract.global_of(state, r)
-        assert entry is not None and len(entry["selected"]) == 5
-        assert "dev1-0" in updates and "dev1-0" not in entry["selected"]
-        honest = [u.accuracy for ue, u in updates.items() if ue != "dev1-0"]
-        assert updates["dev1-0"].accuracy < min(honest)
+        assert entry is not None and set(updates) == {*bad, "dev0-0", "dev0-1", "dev0-2", "dev1-1"}
+        assert set(entry["selected"]) == set(updates) - bad
+        assert max(updates[ue].accuracy for ue in bad) < 0.3
+    pub = {int(r["round"]): r for r in rows if r["role"] == "publisher"}
+    assert float(pub[2]["accuracy"]) > 0.8

@@ -14,9 +14,11 @@ from node.codec import Message
 from node.contracts import bees as contract
 from node.core.encoding import sha256
 from node.core.tx import Transaction, TxError
+from node.learning.aggregators import Update
 from node.learning.weights import Weights, weights_from_bytes, weights_to_bytes
 from node.roles.base import NodeContext
 from node.roles.learner import Learner, check_update
+from node.roles.threats import active_behaviour, edge_fault, edge_output
 from node.schemes.bees.audit import Auditor
 from node.schemes.bees.common import (
     COLLECT_FRACTION,
@@ -308,6 +310,7 @@ class EsRole(Greeter):
         ES and, once every share is here, start the PoL round."""
         ctx.cancel_timer("collect")
         self.collected = True
+        fault = self._apply_fault(ctx)
         blobs = {sha256(u.blob): u.blob for u in self.updates.values()}
         self.shares[ctx.node_id] = Pending(self._sign_own(ctx), blobs)
         share = self.shares[ctx.node_id]
@@ -327,12 +330,37 @@ class EsRole(Greeter):
             offload_bytes=self.offload_bytes,
             transfer_bytes=self.received_bytes,
             battery_j=self.battery_j,
-            behaviour=why,
+            forwarded_on=why,
+            behaviour=fault,
             round_time_s=ctx.now() - self.round_started,
         )
         remaining = self.round_started + SHARE_FRACTION * self.deadline_s - ctx.now()
         ctx.set_timer("shares", max(0.0, remaining))
         self._maybe_start_pol(ctx)
+
+    def _apply_fault(self, ctx: NodeContext) -> str:
+        """A scheduled MEC behaviour (`node.roles.threats`: ``tamper`` alters some UEs'
+        updates, ``malfunction`` garbles them) applied to the updates before this ES
+        evaluates, signs and shares them (so its claims match what it posts: the others'
+        re-evaluation finds nothing wrong, and a spoiled update's low accuracy keeps it out
+        of the top-M). Returns the behaviour's name ("" when honest)."""
+        if active_behaviour(ctx.config, self.round) is None:
+            return ""
+        ues = sorted(self.updates)
+        updates = [
+            Update(weights_from_bytes(self.updates[ue].blob), self.updates[ue].samples, None, ue)
+            for ue in ues
+        ]
+        updates, fault = edge_fault(ctx.config, self.round, updates, self.global_weights)
+        self.updates = {
+            u.sender: UeUpdate(
+                weights_to_bytes(edge_output(ctx.config, self.round, dict(u.weights))),
+                int(u.samples),
+                self.updates[u.sender].offloaded,
+            )
+            for u in updates
+        }
+        return fault
 
     def _sign_own(self, ctx: NodeContext) -> list[Transaction]:
         """This ES's ``bees.report`` (for the next round's election: n_k, c_k = its CPU
