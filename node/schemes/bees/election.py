@@ -94,11 +94,19 @@ class Election:
         """Start the core for the next height with the contract's ranking."""
         self.inputs = inputs
         self.pending = pending
-        current = self.chain.height + 1  # blocks of earlier heights are no longer needed
-        self.seen = {h: b for h, b in self.seen.items() if b.height >= current}
+        height = self.chain.height + 1  # blocks of earlier heights are no longer needed
+        self.seen = {h: b for h, b in self.seen.items() if b.height >= height}
+        self.waiting = {h: w for h, w in self.waiting.items() if w[0].height >= height}
+        # only this round's weights are kept (and those of blocks already here for it)
+        needed = {
+            tx.payload.get("blob")
+            for block in (*self.seen.values(), *(w[0] for w in self.waiting.values()))
+            for tx in block.txs
+            if tx.type == "bees.update"
+        }
+        self.blobs = {k: v for k, v in self.blobs.items() if k in needed}
         for p in pending.values():
             self.blobs.update(p.blobs)
-        height = self.chain.height + 1
         order = contract.ranking(self.chain.replica.chain.state)
         log.info("round %d (height %d): PoL ranking %s", inputs.round, height, list(order))
         self.ctx.metrics.write("pol_round", round=inputs.round, height=height, ranking=list(order))
