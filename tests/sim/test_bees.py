@@ -5,8 +5,9 @@ the others and the next-ranked ES's block (without the lie) is the chain's."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -18,6 +19,7 @@ from node.ledger.chains import MAIN_CHAIN, chain_dir
 from node.ledger.store import open_store
 from node.roles.base import NodeContext, Role
 from node.schemes.bees.es import EsRole
+from node.schemes.bees.messages import EsShare
 from orchestrator.collect import read_records
 from tests.sim.vanilla_net import VanillaNet
 from tests.unit.node_configs import learning_config
@@ -57,14 +59,48 @@ class SilentEs(EsRole):
         self.election._propose = lambda act: None  # type: ignore[method-assign]
 
 
+class _NoShareTo:
+    """A node context whose ``bees.share`` multicasts leave out `target`."""
+
+    def __init__(self, ctx: NodeContext, target: str) -> None:
+        self._ctx, self._target = ctx, target
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ctx, name)
+
+    def multicast(self, dsts: Iterable[str], msg: object, payload: Any = None) -> None:
+        if isinstance(msg, EsShare):
+            dsts = [d for d in dsts if d != self._target]
+        self._ctx.multicast(dsts, msg, payload)
+
+
+class WithholdingEs(EsRole):
+    """Shares its round with every ES but `target`."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def _collect(self, ctx: NodeContext, why: str) -> None:
+        super()._collect(cast(NodeContext, _NoShareTo(ctx, self.target)), why)
+
+
 def _run(
-    tmp_path: Path, liar: str, target: str, rounds: int, silent: str | None = None
+    tmp_path: Path,
+    liar: str,
+    target: str,
+    rounds: int,
+    silent: str | None = None,
+    withholder: str | None = None,
+    deadline_s: float = 60,
+    mecs: int = 3,
 ) -> dict[str, Daemon]:
-    net = VanillaNet.build(mecs=3, devices_per_mec=2, seed=4)
+    net = VanillaNet.build(mecs=mecs, devices_per_mec=2, seed=4)
 
     def role(spec: NodeSpec) -> Role | None:
         if spec.id == silent:
             return SilentEs()
+        if spec.id == withholder:
+            return WithholdingEs(target)
         return LyingEs(target) if spec.id == liar else None
 
     learning = learning_config(
@@ -75,7 +111,7 @@ def _run(
         local_epochs=1,
         batch_size=16,
         learning_rate=0.1,
-        round_deadline_s=60,
+        round_deadline_s=deadline_s,
     )
     params: dict[str, Any] = {"pol_timeout_s": 1.0, "accuracy_tolerance": 0.01}
     return net.run(
@@ -160,3 +196,24 @@ def test_a_silent_winner_is_replaced_by_the_next_ranked_es_after_its_turn(
         assert election is not None and election["es"] != "mec0" and election["rank"] >= 1
         assert "dev2-0" not in {u.ue for u in contract.round_updates(state, r)}
     assert contract.election(state, 1)["es"] == "mec1"  # type: ignore[index]
+
+
+def test_an_es_without_a_share_fetches_the_weights_a_block_needs_and_accepts_it(
+    tmp_path: Path,
+) -> None:
+    # 2 ES (both must accept: the publisher follows a majority): mec0, the winner, never
+    # shares with mec1. mec0's block reaches mec1 before mec1's round starts (at its share
+    # deadline); mec1 fetches mec0's updates' weights from mec0 (blob.get), then judges the
+    # kept block and accepts it
+    _run(tmp_path, liar="", target="mec1", rounds=2, withholder="mec0", deadline_s=8, mecs=2)
+
+    head, state, blocks = _chain(tmp_path, "pub")
+    assert len(blocks) == 2
+    for node in ("mec0", "mec1"):
+        assert _chain(tmp_path, node)[0] == head, f"{node} holds another chain"
+    for r in (1, 2):
+        assert {"dev0-0", "dev0-1"} <= {u.ue for u in contract.round_updates(state, r)}
+        assert contract.election(state, r)["es"] == "mec0"  # type: ignore[index]
+    accepted = _records(tmp_path, "mec1", "pol_accept")
+    assert [(a["height"], a["proposer"]) for a in accepted] == [(1, "mec0"), (2, "mec0")]
+    assert not _records(tmp_path, "mec1", "pol_reject")

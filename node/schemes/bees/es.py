@@ -312,6 +312,9 @@ class EsRole(Greeter):
         self.collected = True
         fault = self._apply_fault(ctx)
         blobs = {sha256(u.blob): u.blob for u in self.updates.values()}
+        store = replica_of(ctx).blobs
+        for key, blob in blobs.items():  # served to an ES that lacks them (``blob.get``)
+            store.put_behind(key, blob)
         self.shares[ctx.node_id] = Pending(self._sign_own(ctx), blobs)
         share = self.shares[ctx.node_id]
         others = [m for m in self.es_ids if m != ctx.node_id]
