@@ -302,9 +302,15 @@ API = TaskApi()
 
 # The payload fields of each transaction type that hold a blob hash (weights stay off
 # chain). The ledger's blob references (`node.ledger.blobrefs`) are derived from this.
+# BEES (node/contracts/bees.py; its names written out here: that contract does not import
+# this one): an ES signs its UEs' ``bees.update`` and keeps their weights; the round's
+# proposer signs ``bees.aggregate`` and keeps the global model. `chain verify` expects each
+# node to hold the blobs of the transactions it signed (node.ledger.blobrefs).
 BLOB_FIELDS: dict[str, tuple[str, ...]] = {
     f"{NAME}.record_update": ("blob",),
     f"{NAME}.record_global": ("blob",),
+    "bees.update": ("blob",),
+    "bees.aggregate": ("global_blob",),
 }
 # The types whose blobs every replica fetches (the global models); an update's blob stays
 # with the device that signed it and the MEC it sent it to.

@@ -5,6 +5,7 @@ proof-of-learning block per round."""
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from node.ledger.chain import Chain, verify_store
 from node.ledger.chains import MAIN_CHAIN, chain_dir
 from node.ledger.store import ChainStore, open_store
 from node.schemes import SCHEMES
+from orchestrator.chain_cli import verify as chain_verify
 from orchestrator.cli import main as cli_main
 from orchestrator.runner import Run
 from orchestrator.scenario import parse_scenario
@@ -99,6 +101,13 @@ def test_bees_run_elects_a_proposer_per_round_offloads_and_learns(tmp_path: Path
         finally:
             store.close()
     assert cli_main(["chain", "verify", str(run_dir)]) == 0
+    # verify re-hashed the BEES blobs: each ES holds its UEs' update weights (it signed the
+    # bees.update) and the global models it aggregated or accepted
+    ok, lines = chain_verify(run_dir)
+    assert ok, lines
+    found = {line.split(":")[0].strip(): re.search(r"blobs (\d+) ok", line) for line in lines}
+    checked = {node: int(m.group(1)) for node, m in found.items() if m is not None}
+    assert all(checked[es] > 0 for es in ES), checked
 
     pub = {int(r["round"]): r for r in rows if r["role"] == "publisher"}
     assert sorted(pub) == [1, 2, 3]

@@ -20,6 +20,7 @@ from node.schemes.bees.model import (
     decide,
     decide_bei,
     drain,
+    option_costs,
     sample_profiles,
     split_samples,
     spread_ues,
@@ -33,12 +34,23 @@ PARAMS = BeesModelParams()
 ES = ESProfile(es_id=0, cycles_per_sample=200.0, cpu_hz=10e9, battery_j=1e6, n_ues=1)
 
 
+def _rate(distance_m: float, bandwidth_hz: float) -> float:
+    return uplink_rate_bps(
+        bandwidth_hz,
+        PARAMS.ue_tx_power_dbm,
+        distance_m,
+        PARAMS.path_loss_exponent,
+        PARAMS.noise_psd_dbm_hz,
+    )
+
+
 def _ue(*, distance_m: float, bandwidth_hz: float, cpu_hz: float, cycles: float = 3e4) -> UEProfile:
     return UEProfile(
         ue_id=0,
         es_id=0,
         distance_m=distance_m,
         bandwidth_hz=bandwidth_hz,
+        uplink_rate_bps=_rate(distance_m, bandwidth_hz),
         cycles_per_sample=cycles,
         cpu_hz=cpu_hz,
         battery_j=PARAMS.ue_battery_j,
@@ -102,9 +114,29 @@ def test_sampling_is_reproducible_by_seed_and_in_range() -> None:
         assert 1e2 <= es.cycles_per_sample <= 3e2
         for ue in group:
             assert ue.es_id == es.es_id
-            assert 100.0 <= ue.distance_m <= 250.0
+            assert ue.distance_m is not None and 100.0 <= ue.distance_m <= 250.0
             assert 1e4 <= ue.cycles_per_sample <= 3e4
             assert ue.bandwidth_hz == pytest.approx(20e6 / es.n_ues)
+            assert ue.uplink_rate_bps == _rate(ue.distance_m, ue.bandwidth_hz)  # eq. 5
+
+
+def test_given_rates_replace_the_drawn_distance_and_keep_the_other_draws() -> None:
+    drawn_servers, drawn = sample_profiles(PARAMS, [2, 1], seed=7)
+    servers, groups = sample_profiles(PARAMS, [2, 1], seed=7, uplink_rates_bps=[[5e6, 7e6], [9e6]])
+    assert servers == drawn_servers
+    assert [u.uplink_rate_bps for g in groups for u in g] == [5e6, 7e6, 9e6]
+    for g, d in zip(groups, drawn, strict=True):
+        for ue, ref in zip(g, d, strict=True):
+            assert ue.distance_m is None and ue.bandwidth_hz is None
+            assert ue.cycles_per_sample == ref.cycles_per_sample
+    # the decision's transfer time is eq. 6 at the given rate
+    local, offload = option_costs(groups[0][0], servers[0], 100, PARAMS)
+    assert offload.transfer_s == pytest.approx(80e6 * 8 / 5e6)
+    assert local.transfer_s == pytest.approx(80e3 * 8 / 5e6)
+    with pytest.raises(ValueError, match="one rate per UE"):
+        sample_profiles(PARAMS, [2, 1], seed=7, uplink_rates_bps=[[5e6], [9e6]])
+    with pytest.raises(ValueError, match="finite and > 0"):
+        sample_profiles(PARAMS, [1], seed=7, uplink_rates_bps=[[0.0]])
 
 
 def test_spread_ues_sums_to_the_total_and_is_seeded() -> None:
@@ -148,7 +180,12 @@ def test_battery_decides_when_the_faster_option_does_not_fit() -> None:
 
 
 def test_battery_exhaustion_makes_the_ue_sit_out() -> None:
-    ue = replace(FAST_UE_SLOW_LINK, bandwidth_hz=20e6, distance_m=100.0)
+    ue = replace(
+        FAST_UE_SLOW_LINK,
+        bandwidth_hz=20e6,
+        distance_m=100.0,
+        uplink_rate_bps=_rate(100.0, 20e6),
+    )
     per_round = decide(ue, ES, 600, PARAMS, 100.0).ue_energy_j
     battery = 3.5 * per_round
     choices = []

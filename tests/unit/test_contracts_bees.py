@@ -473,3 +473,20 @@ def test_registered_in_the_default_registry() -> None:
         "report",
         "update",
     ]
+
+
+def test_update_and_aggregate_blobs_are_on_chain_blob_references() -> None:
+    """`chain verify` learns blob fields from BLOB_FIELDS: a bees.update names its UE's
+    weights and a bees.aggregate the global model, each expected at the ES that signed it."""
+    from node.ledger.blobrefs import BlobRef, expected, tx_blobs
+
+    chain = Bees()
+    up = chain.tx(ES1, "bees.update", update(1, "ue01"))
+    agg = chain.tx(ES2, "bees.aggregate", aggregate(1, ("ue01",), b"\x09" * 32))
+
+    assert tx_blobs(up) == [sha256(b"1/ue01")]
+    assert tx_blobs(agg) == [b"\x09" * 32]
+    assert tx_blobs(chain.tx(ES1, "bees.report", report(1, 1, 1.0, 1.0))) == []
+    ref = BlobRef(b"\x09" * 32, 1, agg.type, agg.sender)
+    assert expected(ref, ES2.public_key, replicated=False)
+    assert not expected(ref, ES1.public_key, replicated=False)

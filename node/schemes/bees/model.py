@@ -2,8 +2,12 @@
 
 How it works
 ------------
-- A UE k attached to edge server (ES) s has a distance r_k, cycles per sample C_k, a CPU
-  frequency f_k and a battery; the ES has its own C and f (`sample_profiles`, seeded).
+- A UE k attached to edge server (ES) s has an uplink rate r (eq. 5), cycles per sample C_k,
+  a CPU frequency f_k and a battery; the ES has its own C and f (`sample_profiles`, seeded).
+  In a run the rate is the UE's emulated link's (`uplink_rates_bps`: the topology's UE->BS
+  cellular link, itself eq. 5 from its own distance draw), so the predicted t^T (eq. 6) and
+  the shaped link are the same number; without it (the bench) eq. 5 is drawn here from
+  r_k ~ U(distance) and B shared equally among the ES's UEs.
 - Eq. 4 t^C = L C n / f (L local iterations, n samples); eq. 5 r = b log2(1 + p h / (N0 b)),
   h = r^-gamma, from `topologies.links.shannon_rate_mbit`; eq. 6 t^T = size / r; eq. 7
   E^C = kappa L C n f^2; eq. 8 E^T = p t^T; eq. 9 E = E^T + E^C.
@@ -122,27 +126,45 @@ class ESProfile:
 
 @dataclass(frozen=True)
 class UEProfile:
-    """One UE: its ES, distance to it, uplink bandwidth share, cycles/sample, CPU, battery."""
+    """One UE: its ES, distance to it, uplink bandwidth share, uplink rate, cycles/sample,
+    CPU, battery.
+
+    ``uplink_rate_bps`` is what eqs. 6 and 8 use. ``distance_m`` and ``bandwidth_hz`` are
+    None when the rate was taken from the emulated link (the topology keeps only the rate).
+    """
 
     ue_id: int
     es_id: int
-    distance_m: float
-    bandwidth_hz: float
+    distance_m: float | None
+    bandwidth_hz: float | None
+    uplink_rate_bps: float
     cycles_per_sample: float
     cpu_hz: float
     battery_j: float
 
 
 def sample_profiles(
-    params: BeesModelParams, ues_per_es: Sequence[int], seed: int
+    params: BeesModelParams,
+    ues_per_es: Sequence[int],
+    seed: int,
+    uplink_rates_bps: Sequence[Sequence[float]] | None = None,
 ) -> tuple[list[ESProfile], list[list[UEProfile]]]:
     """Draw the ESs and, per ES, its UEs (UE ids run 0.. across ESs in order).
 
-    The ES's B is split equally among its UEs. CPU frequencies and batteries are the
-    parameters' constants (the paper gives no distribution: our choice).
+    `uplink_rates_bps[i][j]`, when given, is UE j of ES i's rate (its emulated link's): the
+    profile keeps it and draws no distance. Otherwise the rate is eq. 5 with r_k drawn here
+    and the ES's B split equally among its UEs. CPU frequencies and batteries are the
+    parameters' constants (the paper gives no distribution: our choice). The draws of C_k
+    are the same either way (same seed, same order).
     """
     if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in ues_per_es):
         raise ValueError(f"sample_profiles: ues_per_es must be integers >= 1, got {ues_per_es!r}")
+    if uplink_rates_bps is not None and [len(r) for r in uplink_rates_bps] != list(ues_per_es):
+        raise ValueError("sample_profiles: uplink_rates_bps must have one rate per UE per ES")
+    if uplink_rates_bps is not None and not all(
+        math.isfinite(x) and x > 0 for r in uplink_rates_bps for x in r
+    ):
+        raise ValueError("sample_profiles: uplink rates must be finite and > 0")
     rng = np.random.default_rng(seed)
     servers: list[ESProfile] = []
     ues: list[list[UEProfile]] = []
@@ -151,15 +173,31 @@ def sample_profiles(
         es_cycles = float(rng.uniform(params.es_cycles_min, params.es_cycles_max))
         servers.append(ESProfile(es_id, es_cycles, params.es_cpu_hz, params.es_battery_j, n))
         group = []
-        for _ in range(n):
-            distance = float(rng.uniform(params.distance_min_m, params.distance_max_m))
+        for j in range(n):
+            distance: float | None = float(
+                rng.uniform(params.distance_min_m, params.distance_max_m)
+            )
             cycles = float(rng.uniform(params.ue_cycles_min, params.ue_cycles_max))
+            band: float | None = params.bandwidth_hz / n
+            if uplink_rates_bps is not None:
+                distance = band = None
+                rate = float(uplink_rates_bps[es_id][j])
+            else:
+                assert distance is not None and band is not None
+                rate = uplink_rate_bps(
+                    band,
+                    params.ue_tx_power_dbm,
+                    distance,
+                    params.path_loss_exponent,
+                    params.noise_psd_dbm_hz,
+                )
             group.append(
                 UEProfile(
                     next_ue,
                     es_id,
                     distance,
-                    params.bandwidth_hz / n,
+                    band,
+                    rate,
                     cycles,
                     params.ue_cpu_hz,
                     params.ue_battery_j,
@@ -315,13 +353,7 @@ def option_costs(
     """
     if ue.es_id != es.es_id:
         raise ValueError(f"option_costs: UE {ue.ue_id} belongs to ES {ue.es_id}, not {es.es_id}")
-    rate = uplink_rate_bps(
-        ue.bandwidth_hz,
-        params.ue_tx_power_dbm,
-        ue.distance_m,
-        params.path_loss_exponent,
-        params.noise_psd_dbm_hz,
-    )
+    rate = ue.uplink_rate_bps
     iters = params.local_iterations
     up_s = transfer_time_s(params.update_bytes, rate)
     local = OptionCost(
