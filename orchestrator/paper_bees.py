@@ -392,7 +392,7 @@ def _scale(r: RunData | None) -> str:
     """'N blocks, M UEs' of a run (for a why that compares with the paper's 50 blocks)."""
     if r is None or not r.accuracy:
         return "no blocks"
-    return f"{max(r.accuracy)} blocks of {r.realised_ues} UEs vs the paper's {PAPER_BLOCKS}"
+    return f"{max(r.accuracy)} blocks of {r.realised_ues} UEs (the paper: {PAPER_BLOCKS} blocks)"
 
 
 def _check(claim: Claim, why: str) -> Claim:
