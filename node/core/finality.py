@@ -282,6 +282,20 @@ def mine(
     return None
 
 
+def check_sole_proposer(block: Block, allowed: tuple[bytes, ...], who: str) -> None:
+    """The certificate is exactly one valid commit signature, by the block's proposer, one
+    of `allowed` (a `who`: "miner", "member"); FinalityError naming what is wrong."""
+    if len(block.certificate) != 1:
+        raise FinalityError(f"{len(block.certificate)} signatures, the {who}'s one expected")
+    sig = block.certificate[0]
+    if sig.signer not in allowed:
+        raise FinalityError(f"signer is not a {who}")
+    if sig.signer != block.header.proposer:
+        raise FinalityError("signer is not the block's proposer")
+    if not sig.verify(block.hash):
+        raise FinalityError("invalid commit signature")
+
+
 @register
 @dataclass(frozen=True)
 class ProofOfWork(Finality):
@@ -314,15 +328,7 @@ class ProofOfWork(Finality):
         """Hash below the target; one valid signature, by the proposer, a miner."""
         if not meets_target(block.hash, self.difficulty_bits):
             raise FinalityError(f"block hash above the target of {self.difficulty_bits} bits")
-        if len(block.certificate) != 1:
-            raise FinalityError(f"{len(block.certificate)} signatures, the miner's one expected")
-        sig = block.certificate[0]
-        if sig.signer not in self.miners:
-            raise FinalityError("signer is not a miner")
-        if sig.signer != block.header.proposer:
-            raise FinalityError("signer is not the block's proposer")
-        if not sig.verify(block.hash):
-            raise FinalityError("invalid commit signature")
+        check_sole_proposer(block, self.miners, "miner")
 
     def to_dict(self) -> dict[str, Any]:
         """``{kind, miners, difficulty_bits}`` (miners in hex)."""
@@ -368,15 +374,7 @@ class ProofOfLearning(Finality):
 
     def check(self, block: Block) -> None:
         """One valid signature, by the proposer, a member."""
-        if len(block.certificate) != 1:
-            raise FinalityError(f"{len(block.certificate)} signatures, the proposer's one expected")
-        sig = block.certificate[0]
-        if sig.signer not in self.members:
-            raise FinalityError("signer is not a member")
-        if sig.signer != block.header.proposer:
-            raise FinalityError("signer is not the block's proposer")
-        if not sig.verify(block.hash):
-            raise FinalityError("invalid commit signature")
+        check_sole_proposer(block, self.members, "member")
 
     def to_dict(self) -> dict[str, Any]:
         """``{kind, members}`` (members in hex)."""

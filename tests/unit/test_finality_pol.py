@@ -52,7 +52,7 @@ def test_the_proposers_signature_makes_a_block_final() -> None:
 @pytest.mark.parametrize(
     ("block", "why"),
     [
-        (_unsigned(), "0 signatures, the proposer's one expected"),
+        (_unsigned(), "0 signatures, the member's one expected"),
         (_signed(MEMBERS[2], MEMBERS[3]), "not the block's proposer"),
         (_signed(MEMBERS[2], STRANGER), "signer is not a member"),
         (_signed(STRANGER), "signer is not a member"),

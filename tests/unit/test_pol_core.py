@@ -60,7 +60,7 @@ def test_a_block_naming_the_winner_but_signed_by_another_is_refused() -> None:
     assert reject.reason == "bad_certificate:signer is not the block's proposer"
     unsigned = forged.with_certificate(())
     assert c.on_block(unsigned, "es1", 6)[0] == Reject(
-        1, unsigned.hash, "bad_certificate:0 signatures, the proposer's one expected"
+        1, unsigned.hash, "bad_certificate:0 signatures, the member's one expected"
     )
     genuine = block(1, "es3")
     assert c.on_block(genuine, "es3", 7) == [Accept(1, genuine.hash, "es3", 0)]
