@@ -127,11 +127,20 @@ class Scenario(Settings):
     startup_timeout_s: Seconds = 120.0
 
 
+UNKNOWN_NAME_CHARS = 24  # at most this much of an unknown field's name in an error
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9_.\-\[\]]{1,64}$")
 
 
-def _where(loc: tuple[int | str, ...]) -> str:
-    parts = [str(p) if isinstance(p, int) or _PLAIN_NAME.match(p) else show(p) for p in loc]
+def _part(part: int | str, limit: int | None = None) -> str:
+    if isinstance(part, int) or _PLAIN_NAME.match(part):
+        return str(part)
+    return show(part) if limit is None else show(part, limit)
+
+
+def _where(loc: tuple[int | str, ...], last_limit: int | None = None) -> str:
+    """A field's path for an error line; names that are not plain are shown quoted and cut
+    short (the last one to `last_limit` characters where given)."""
+    parts = [_part(p) for p in loc[:-1]] + [_part(p, last_limit) for p in loc[-1:]]
     return ".".join(parts) or "(top level)"
 
 
@@ -155,6 +164,9 @@ def _one_line(err: dict[str, Any]) -> str:
     if kind == "extra_forbidden":
         parent = _model_at(loc[:-1])
         allowed = ", ".join(parent.model_fields) if parent else "see the README"
+        # the unknown name cut short (UNKNOWN_NAME_CHARS): the allowed names are what helps,
+        # and the line stays one readable line (tests/unit/test_scenario_hostile.py)
+        where = _where(loc, UNKNOWN_NAME_CHARS)
         return f"{where}: unknown field; allowed fields: {allowed}"
     if kind == "missing":
         return f"{where}: required field is missing"
