@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 
-from node.contracts import bees, flchain, gmuc, identity, incentive, reputation, task, token
+from node.contracts import bees, flchain, gmuc, identity, incentive, reputation, sfl, task, token
 from node.contracts.base import BlockContext, Calls, Event, Method, Receipt
 from node.contracts.errors import ContractError, TxRejected
 from node.contracts.genesis import Genesis, genesis_state
@@ -52,6 +52,7 @@ CONTRACTS: tuple[ModuleType, ...] = (
     reputation,
     incentive,
     bees,
+    sfl,
 )
 
 
@@ -146,7 +147,7 @@ class Registry:
 
 def default_registry() -> Registry:
     """A registry with every contract in CONTRACTS (identity, token, task, flchain, gmuc,
-    reputation, incentive, bees)."""
+    reputation, incentive, bees, sfl)."""
     registry = Registry()
     for module in CONTRACTS:
         registry.register(module.NAME, module.METHODS, module.API)

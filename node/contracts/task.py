@@ -311,6 +311,11 @@ BLOB_FIELDS: dict[str, tuple[str, ...]] = {
     f"{NAME}.record_global": ("blob",),
     "bees.update": ("blob",),
     "bees.aggregate": ("global_blob",),
+    # SFL (node/contracts/sfl.py): a device signs its update, the publisher the disclosed
+    # test group and the aggregate.
+    "sfl.submit_model_update": ("blob",),
+    "sfl.disclosure_test_data": ("group_blob",),
+    "sfl.aggregate_model_update": ("global_blob",),
 }
 # The types whose blobs every replica fetches (the global models); an update's blob stays
 # with the device that signed it and the MEC it sent it to.
