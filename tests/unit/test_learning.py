@@ -190,6 +190,36 @@ def test_mcmahan_cnn_parameter_count() -> None:
     assert count_parameters(model) == 1_663_370
 
 
+def test_alexnet_layers_and_parameter_count() -> None:
+    model = build_model("alexnet", (1, 28, 28), 10, seed=0)
+    kinds = [type(m) for m in model.children()]
+    assert kinds.count(torch.nn.Conv2d) == 5
+    assert kinds.count(torch.nn.MaxPool2d) == 3
+    assert kinds.count(torch.nn.Linear) == 3
+    assert [m.p for m in model.children() if isinstance(m, torch.nn.Dropout)] == [0.5, 0.5]
+    assert count_parameters(model) == 428_682
+    assert count_parameters(build_model("alexnet", (3, 32, 32), 10, seed=0)) == 543_946
+
+
+@pytest.mark.parametrize("name", [n for n in MODELS if n != "alexnet"])
+def test_only_alexnet_has_dropout(name: str) -> None:
+    model = build_model(name, (1, 28, 28), 10, seed=0)
+    assert not any(isinstance(m, torch.nn.Dropout) for m in model.modules())
+
+
+def test_alexnet_dropout_only_in_training_mode() -> None:
+    model = build_model("alexnet", (1, 28, 28), 10, seed=0)
+    x = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+        model.train()
+        torch.manual_seed(0)
+        first = model(x)
+        torch.manual_seed(1)
+        assert not torch.equal(first, model(x))
+
+
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)])
 def test_model_forward_shapes(name: str, shape: tuple[int, ...]) -> None:
