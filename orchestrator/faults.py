@@ -46,7 +46,16 @@ def _error(index: int, name: str, value: object, allowed: str) -> ScenarioError:
     return ScenarioError(f"faults[{index}].{name}: {show(value)} is invalid; allowed: {allowed}")
 
 
-def _select(index: int, entry: Any, topology: TopologySpec, seed: int) -> tuple[str, ...]:
+def _select(
+    index: int,
+    entry: Any,
+    topology: TopologySpec,
+    seed: int,
+    chosen: frozenset[str] = frozenset(),
+) -> tuple[str, ...]:
+    """The entry's nodes: its ids, or a seeded draw from its role. With ``exclude_chosen``
+    the draw skips `chosen` (the nodes of earlier malicious entries) while its size stays a
+    fraction of the whole role (our choice)."""
     if entry.nodes is not None:
         known = {n.id for n in topology.daemons()}
         for nid in entry.nodes:
@@ -62,6 +71,19 @@ def _select(index: int, entry: Any, topology: TopologySpec, seed: int) -> tuple[
         k = len(pool)
     if k > len(pool):
         raise _error(index, "count", k, f"at most {len(pool)} {entry.role} nodes")
+    if entry.exclude_chosen:
+        left = [nid for nid in pool if nid not in chosen]
+        if k > len(left):
+            name = "count" if entry.count is not None else "fraction"
+            value = entry.count if entry.count is not None else entry.fraction
+            raise _error(
+                index,
+                name,
+                value,
+                f"a draw of at most {len(left)} {entry.role} nodes: {len(left)} of "
+                f"{len(pool)} are left after earlier malicious entries, {k} needed",
+            )
+        pool = left
     rng = np.random.default_rng([seed, 0xFA17, index])
     return tuple(sorted(rng.choice(pool, size=k, replace=False).tolist()))
 
@@ -91,6 +113,7 @@ def resolve_faults(scenario: Scenario, topology: TopologySpec) -> list[FaultEven
     """Concrete events, sorted by round; ScenarioError naming the first bad entry."""
     rounds = scenario.training.rounds
     events = []
+    chosen: set[str] = set()  # nodes of earlier malicious entries (for exclude_chosen)
     for i, entry in enumerate(scenario.faults):
         if entry.at_round > rounds:
             raise _error(i, "at_round", entry.at_round, f"1..{rounds} (training.rounds)")
@@ -104,7 +127,9 @@ def resolve_faults(scenario: Scenario, topology: TopologySpec) -> list[FaultEven
                 raise _error(i, "at_round", entry.at_round, ">= 2 for link events")
             events.append(FaultEvent(i, entry.at_round, entry.action, link=(a, b)))
             continue
-        nodes = _select(i, entry, topology, scenario.seed)
+        nodes = _select(i, entry, topology, scenario.seed, frozenset(chosen))
+        if entry.action == "malicious":
+            chosen.update(nodes)
         if entry.action in PROCESS_ACTIONS and entry.at_round < 2:
             raise _error(i, "at_round", entry.at_round, ">= 2 for crash and restart")
         if "pub" in nodes and entry.action in (*PROCESS_ACTIONS, "malicious"):

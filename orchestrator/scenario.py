@@ -84,6 +84,16 @@ class FaultSection(Settings):
     behaviour: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     link: Annotated[list[str], Field(min_length=2, max_length=2)] | None = None
+    exclude_chosen: bool = Field(
+        default=False,
+        description=(
+            "With role and fraction or count: draw only among the role's nodes that no "
+            "earlier malicious entry of the schedule chose (disjoint groups, e.g. the SFL "
+            "paper's 20 % malicious, 20 % unreliable, 60 % honest). The fraction is still of "
+            "the whole role population, not of the remainder (our choice: the paper's "
+            "'20 % of the devices')."
+        ),
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> FaultSection:
@@ -94,6 +104,10 @@ class FaultSection(Settings):
             raise ValueError("give exactly one of nodes: [...] or role: device|mec")
         if self.role is not None and self.fraction is not None and self.count is not None:
             raise ValueError("give at most one of fraction and count")
+        if self.exclude_chosen and (
+            self.role is None or (self.fraction is None and self.count is None)
+        ):
+            raise ValueError("exclude_chosen: only with role and fraction or count")
         if self.action == "malicious" and not self.behaviour:
             raise ValueError("malicious needs a behaviour")
         return self
