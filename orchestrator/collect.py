@@ -53,6 +53,14 @@ METRIC_COLUMNS = (
     "offloaded",
     "offload_bytes",
     "proposer",
+    # sfl (node.schemes.sfl): a device's withheld update (self-evaluation); the publisher's
+    # round record from the contract: qualified updates, the evaluation data (test / train
+    # fallback), the accuracy on it, whether the aggregate was accepted
+    "withheld",
+    "qualified",
+    "eval_data",
+    "contract_accuracy",
+    "accepted",
 )
 GOSSIP_COLUMNS = (
     "gossip_published",

@@ -294,7 +294,7 @@ class Run:
             "aggregator": s.aggregator.model_dump(),
             # the block storage time every node's ledger emulated (ms; 0: none)
             "storage_time_ms": s.ledger.storage_time_ms(s.topology.t_ms),
-            "privacy": _privacy_meta(s),
+            "privacy": _privacy_meta(s, self.topology),
             "faults": [vars(ev) | {"link": ev.link} for ev in self.faults],
             "host": {"platform": platform.platform(), "cpus": _cpu_count()},
         }
@@ -487,7 +487,7 @@ class Run:
         )
 
 
-def _privacy_meta(s: Scenario) -> dict[str, Any] | None:
+def _privacy_meta(s: Scenario, topology: TopologySpec) -> dict[str, Any] | None:
     if s.privacy is None:
         return None
     p = s.privacy
@@ -496,6 +496,8 @@ def _privacy_meta(s: Scenario) -> dict[str, Any] | None:
         **p.model_dump(),
         "sensitivity": p.clip_norm,
         "sigma": sigma,
+        # with divide_by_devices each device's noise std is sigma / D (D: the devices)
+        "noise_divisor": len(topology.of_kind(NodeKind.DEVICE)) if p.divide_by_devices else 1,
         "formula": "classic: sigma = S*sqrt(2 ln(1.25/delta))/epsilon (Dwork & Roth 2014); "
         "analytic: Balle & Wang 2018",
     }

@@ -126,13 +126,17 @@ def privatize(
     rng: np.random.Generator,
     mechanism: str = "classic",
     sensitivity: float | None = None,
+    noise_divisor: float = 1.0,
 ) -> tuple[Weights, dict[str, float | str | bool]]:
     """(g + clipped update + N(0, sigma^2) noise on floating tensors, record for meta.json).
 
     Non-floating tensors are copied from `weights`; outputs keep the dtypes of `weights`.
+    `noise_divisor` D >= 1 divides sigma (SFL's "dividing the GNM's output by D").
     """
+    if not (math.isfinite(noise_divisor) and noise_divisor >= 1.0):
+        raise ValueError(f"noise_divisor must be finite and >= 1, got {noise_divisor}")
     sens = clip_norm if sensitivity is None else sensitivity
-    sigma = gaussian_sigma(epsilon, delta, sens, mechanism)
+    sigma = gaussian_sigma(epsilon, delta, sens, mechanism) / noise_divisor
     clipped, norm = clip_update(weights, global_weights, clip_norm)
     out: Weights = {}
     for key, w in weights.items():
@@ -150,6 +154,7 @@ def privatize(
         "clip_norm": float(clip_norm),
         "sensitivity": float(sens),
         "sigma": float(sigma),
+        "noise_divisor": float(noise_divisor),
         "pre_clip_norm": float(norm),
         "clipped": bool(norm > clip_norm),
     }

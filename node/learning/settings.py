@@ -50,6 +50,11 @@ class PrivacySettings(Settings):
     delta: Annotated[float, Field(gt=0, lt=1)]
     clip_norm: Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)] = 1.0
     mechanism: Literal[MECHANISMS] = "classic"  # type: ignore[valid-type]
+    # SFL section III-B: "dividing the GNM's output by D yields an approximation to the real
+    # average": each device's noise std is sigma / D (D: the run's devices), so the average
+    # of D updates carries sigma / sqrt(D); the (epsilon, delta) then describes the average,
+    # not each update (the paper's reading; off: plain local DP, sigma on every update)
+    divide_by_devices: bool = False
 
 
 class AggregatorSettings(Settings):

@@ -37,6 +37,7 @@ from node.learning.emd import emd, label_distribution
 from node.learning.privacy import privatize
 from node.learning.weights import Weights
 from node.roles.learner import Learner
+from topologies import NodeKind
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,14 @@ class DeviceThreats:
         population = label_distribution(self.learner.population_labels, classes)
         return emd(label_distribution(y, classes), population)
 
+    def _noise_divisor(self) -> float:
+        """D, the run's devices, where ``privacy.divide_by_devices`` says (else 1)."""
+        privacy = self.config.privacy
+        if privacy is None or not privacy.divide_by_devices:
+            return 1.0
+        devices = self.config.topology.of_kind(NodeKind.DEVICE)
+        return float(max(1, len(devices)))
+
     def outgoing(self, round_no: int, trained: Weights, global_weights: Weights) -> Weights:
         """The weights this device sends: privatized if configured, then attacked if malicious."""
         out = trained
@@ -100,6 +109,7 @@ class DeviceThreats:
                 delta=privacy.delta,
                 mechanism=privacy.mechanism,
                 rng=_rng(self.config, 2, round_no),
+                noise_divisor=self._noise_divisor(),
             )
             self.privacy_record = dict(record)
         b = active_behaviour(self.config, round_no)

@@ -15,6 +15,7 @@ from node.schemes.bees.scheme import BeesScheme, BeiScheme
 from node.schemes.blockfl import BlockflScheme
 from node.schemes.flchain import FlchainScheme
 from node.schemes.gossip_fedavg import GossipFedAvgScheme
+from node.schemes.sfl import SflScheme
 from node.schemes.two_layer import TwoLayerScheme
 from node.schemes.vanilla.scheme import VanillaScheme
 
@@ -26,6 +27,7 @@ SCHEMES: dict[str, type[Scheme]] = {
     FlchainScheme.name: FlchainScheme,
     BeesScheme.name: BeesScheme,
     BeiScheme.name: BeiScheme,
+    SflScheme.name: SflScheme,
 }
 
 SCHEME_NAMES = tuple(SCHEMES)

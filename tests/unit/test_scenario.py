@@ -155,7 +155,8 @@ def test_scheme_error_shows_the_allowed_literal() -> None:
     msg = _error({"scheme": "bees-x"})
 
     assert msg.endswith(
-        "allowed: 'vanilla', 'gossip-fedavg', 'blockfl', 'two-layer', 'flchain', 'bees' or 'b-ei'"
+        "allowed: 'vanilla', 'gossip-fedavg', 'blockfl', 'two-layer', 'flchain', 'bees', 'b-ei' "
+        "or 'sfl'"
     )
 
 

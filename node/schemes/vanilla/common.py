@@ -55,9 +55,14 @@ def stop_after_last_block(ctx: NodeContext, stop: Stop) -> None:
 
 
 def parse_update_tx(
-    ctx: NodeContext, sender: str, update: DeviceUpdate, round_no: int
+    ctx: NodeContext,
+    sender: str,
+    update: DeviceUpdate,
+    round_no: int,
+    tx_type: str = "task.record_update",
 ) -> tuple[Transaction, bytes]:
-    """The device's signed update transaction and its blob; ValueError if they do not match."""
+    """The device's signed update transaction (of `tx_type`) and its blob; ValueError if
+    they do not match."""
     blob = update.blob
     try:
         tx = Transaction.from_bytes(update.tx)
@@ -67,7 +72,7 @@ def parse_update_tx(
     if tx.sender.hex() != ctx.config.roster.get(sender):
         raise ValueError("transaction signed by another key than the sender's")
     p = tx.payload
-    if tx.type != "task.record_update" or p.get("round") != round_no:
+    if tx.type != tx_type or p.get("round") != round_no:
         raise ValueError("not an update transaction for this round")
     if p.get("blob") != sha256(blob) or p.get("size") != len(blob):
         raise ValueError("blob does not match the transaction's hash and size")

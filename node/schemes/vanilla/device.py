@@ -10,6 +10,7 @@ import numpy as np
 
 from node.codec import Message
 from node.core.encoding import sha256
+from node.core.tx import Transaction
 from node.learning.weights import Weights, weights_from_bytes, weights_to_bytes
 from node.roles.base import NodeContext
 from node.roles.learner import Learner, check_update
@@ -71,6 +72,25 @@ class DeviceRole(Greeter):
         """Where this device's update goes: to its MEC (a scheme that spreads updates
         otherwise overrides this)."""
         ctx.send(str(ctx.me.parent), update)
+
+    def withhold_reason(self, ctx: NodeContext, round_no: int, sent: Weights) -> str | None:
+        """Why this device keeps round `round_no`'s update (`sent`: the weights it would
+        send) to itself, or None to send it (always, here; SFL's self-evaluation says)."""
+        return None
+
+    def update_transaction(
+        self, ctx: NodeContext, round_no: int, blob: bytes, size: int, samples: int
+    ) -> Transaction:
+        """The signed transaction that travels with this device's update (`blob`: the hash
+        of its weights); a scheme with another contract overrides this."""
+        payload = {
+            "task_id": ctx.config.task_id,
+            "round": round_no,
+            "blob": blob,
+            "size": size,
+            "samples": samples,
+        }
+        return replica_of(ctx).transaction("task.record_update", payload)
 
     def _label_emd(self, y: np.ndarray) -> float:
         """The EMD of `y`'s labels, computed once per label array (an honest device trains
@@ -138,19 +158,27 @@ class DeviceRole(Greeter):
         """Record and send the update trained in round `job.round`."""
         round_no, global_weights = job.round, job.global_weights
         sent = self.threats.outgoing(round_no, self.learner.weights(), global_weights)
+        withheld = self.withhold_reason(ctx, round_no, sent)
+        if withheld is not None:
+            log.info("round %d: update withheld: %s", round_no, withheld)
+            ctx.metrics.write(
+                "round",
+                round=round_no,
+                accuracy=result.accuracy,
+                loss=result.loss,
+                eval_set="local-train",
+                samples=result.samples,
+                behaviour=behaviour,
+                emd=self._label_emd(y),
+                withheld=withheld,
+                train_time_s=result.seconds,
+                round_time_s=ctx.now() - job.started,
+            )
+            return
         replica = replica_of(ctx)
         blob = weights_to_bytes(sent)
         key = sha256(blob)
-        tx = replica.transaction(
-            "task.record_update",
-            {
-                "task_id": ctx.config.task_id,
-                "round": round_no,
-                "blob": key,
-                "size": len(blob),
-                "samples": result.samples,
-            },
-        )
+        tx = self.update_transaction(ctx, round_no, key, len(blob), result.samples)
         # in place before the transaction naming it leaves (its fsync comes later)
         replica.blobs.put_behind(key, blob)
         self.send_update(

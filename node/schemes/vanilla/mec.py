@@ -40,6 +40,7 @@ class MecRole(Greeter):
     """Forwards the global model to its devices and their average to the publisher."""
 
     kind = "mec"
+    update_tx_type = "task.record_update"  # what a device's update transaction must be
 
     def start(self, ctx: NodeContext) -> None:
         """Find this MEC's devices, then say hello."""
@@ -120,7 +121,7 @@ class MecRole(Greeter):
             ctx.drop("stale_round", "update before any global model")
             return
         try:
-            tx, blob = parse_update_tx(ctx, sender, update, self.round)
+            tx, blob = parse_update_tx(ctx, sender, update, self.round, self.update_tx_type)
         except ValueError as exc:
             ctx.drop("bad_tx", f"{sender}: {exc}")
             return

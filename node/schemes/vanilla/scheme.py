@@ -58,7 +58,7 @@ class VanillaScheme(Scheme):
                 peers = [PUBLISHER, *devices_of[n.id], *(m for m in mecs if m != n.id)]
             else:
                 peers = [PUBLISHER, str(n.parent)]
-            light = type(self) is VanillaScheme and self._light(n.kind, inputs)
+            light = self.light_replica(n.kind, inputs)
             nodes[n.id] = NodePlan(
                 node_id=n.id,
                 role=str(n.kind),
@@ -67,6 +67,12 @@ class VanillaScheme(Scheme):
                 light_chains=(MAIN_CHAIN,) if light else (),
             )
         return Plan(nodes=nodes, chains={MAIN_CHAIN: chain})
+
+    def light_replica(self, kind: NodeKind, inputs: PlanInputs) -> bool:
+        """Whether a node of `kind` keeps the task chain as a light replica (`_light`; only
+        for this scheme's own roles and those of a scheme that says its roles read no more
+        state than these, schemes reusing this plan have roles of their own)."""
+        return type(self) is VanillaScheme and self._light(kind, inputs)
 
     @staticmethod
     def _light(kind: NodeKind, inputs: PlanInputs) -> bool:
