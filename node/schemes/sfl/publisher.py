@@ -7,12 +7,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
+
 from node.codec import Message
 from node.contracts import sfl as contract
 from node.core.encoding import sha256
 from node.core.finality import Committee
 from node.core.tx import Transaction, TxError
-from node.learning.weights import weights_from_bytes, weights_to_bytes
+from node.learning.weights import Weights, weights_from_bytes, weights_to_bytes
 from node.roles.base import NodeContext
 from node.schemes.sfl.common import params_of
 from node.schemes.sfl.evaluation import LOCAL, MODEL, Evaluator, aggregate_blob, round_inputs
@@ -48,6 +50,8 @@ class SflPublisherRole(PublisherRole):
         """Vanilla's start, then the committed test groups and the evaluator set."""
         super().start(ctx)
         self.params = params_of(ctx)
+        if self.params.pretrain_samples > 0:
+            self.weights = self._pretrained(ctx)
         replica = replica_of(ctx)
         groups = make_groups(
             self.learner.test_x,
@@ -77,6 +81,34 @@ class SflPublisherRole(PublisherRole):
         self.finalize_txs: dict[str, Transaction] = {}
         self.finalizing = False
         self.chain.subscribe(lambda _block: ctx.set_timer("advance", 0.0))
+
+    def _pretrained(self, ctx: NodeContext) -> Weights:
+        """The initial global model pre-trained on a seeded sample of `pretrain_samples`
+        training samples (the paper's public data set; our stand-in), `pretrain_epochs`."""
+        from node.learning.datasets import load_dataset
+        from node.learning.train import train_local
+
+        x, y = self.learner.train_x, self.learner.train_y
+        if len(y) == 0:  # prepared data gives the publisher only the test set
+            ds = self.learner.cfg.dataset
+            full = load_dataset(ds.name, ds.root, seed=ctx.config.seed)
+            x, y = full.train_x, full.train_y
+        n = min(self.params.pretrain_samples, len(y))
+        rng = np.random.default_rng([ctx.config.seed, 0x9E7])
+        idx = np.sort(rng.choice(len(y), size=n, replace=False))
+        t = ctx.config.learning.training
+        result = train_local(
+            self.learner.model,
+            x[idx],
+            y[idx],
+            epochs=self.params.pretrain_epochs,
+            batch_size=t.batch_size,
+            lr=t.learning_rate,
+            seed=ctx.config.seed,
+            momentum=t.momentum,
+        )
+        log.info("pre-trained the initial model on %d samples: accuracy %.4f", n, result.accuracy)
+        return self.learner.weights()
 
     # -- messages and timers ----------------------------------------------------------------
     def on_message(self, ctx: NodeContext, msg: Message) -> None:

@@ -57,6 +57,19 @@ class SflParams(SchemeParams):
             "when below the threshold (the paper's gas-saving step, section IV-B)"
         ),
     )
+    pretrain_samples: int = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description=(
+            "the publisher pre-trains the initial global model on this many training samples "
+            "(the paper's 'pre-trained global model on a public dataset'; a seeded sample of "
+            "the training set stands in for the public data: our choice); 0: no pre-training"
+        ),
+    )
+    pretrain_epochs: int = Field(
+        1, ge=1, le=1000, description="epochs of the publisher's pre-training (pretrain_samples)"
+    )
     evaluation_timeout_s: float = Field(
         120.0,
         gt=0.0,
