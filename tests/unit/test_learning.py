@@ -340,6 +340,38 @@ def test_train_is_deterministic() -> None:
     assert all(np.array_equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
+def _train_alexnet(seed: int, global_seed: int) -> dict[str, np.ndarray]:
+    """Alexnet (dropout 0.5) trained on 24 random 28x28 samples, the global RNG set anywhere."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((24, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 10, 24).astype(np.int64)
+    model = build_model("alexnet", (1, 28, 28), 10, seed=1)
+    torch.manual_seed(global_seed)  # what the caller's global generator holds must not matter
+    train_local(model, x, y, epochs=2, batch_size=8, lr=0.05, seed=seed)
+    return get_weights(model)
+
+
+def test_train_with_dropout_is_reproducible_and_leaks_nothing() -> None:
+    first = _train_alexnet(seed=5, global_seed=100)
+    again = _train_alexnet(seed=5, global_seed=200)
+    other = _train_alexnet(seed=6, global_seed=100)
+
+    assert all(np.array_equal(first[k], again[k]) for k in first)
+    assert not all(np.array_equal(first[k], other[k]) for k in first)
+
+
+def test_train_restores_the_global_rng_state() -> None:
+    model = build_model("alexnet", (1, 28, 28), 10, seed=1)
+    x = np.random.default_rng(1).standard_normal((8, 1, 28, 28)).astype(np.float32)
+    y = np.arange(8, dtype=np.int64)
+    torch.manual_seed(42)
+    before = torch.get_rng_state()
+
+    train_local(model, x, y, epochs=1, batch_size=4, lr=0.05, seed=3)
+
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_train_and_evaluate_validate_inputs() -> None:
     model = build_model("mlp", (1, 8, 8), 10, seed=0)
     x = np.zeros((4, 1, 8, 8), np.float32)
