@@ -184,6 +184,9 @@ class SflPublisherRole(PublisherRole):
         if self.stage != COLLECTING:
             return
         replica = replica_of(ctx)
+        missing_mecs = sorted(set(self.mecs) - set(self.partials))
+        missing_devices = sorted(m for p in self.partials.values() for m in p.missing)
+        self.absent = {*missing_mecs, *missing_devices}  # not waited for at the end
         held = {u.sender: u for mec in self.individual.values() for u in mec}
         txs = []
         for mec in sorted(self.update_txs):
@@ -195,6 +198,7 @@ class SflPublisherRole(PublisherRole):
                 blob = weights_to_bytes(update.weights)
                 replica.blobs.put_behind(sha256(blob), blob)
                 txs.append(tx)
+        submissions = len(txs)
         if self.params.disclose:
             g = group_for_round(self.commitment, self.round)
             payload = {
@@ -205,7 +209,12 @@ class SflPublisherRole(PublisherRole):
             }
             txs.append(replica.transaction("sfl.disclosure_test_data", payload))
         self.stage, self.stage_started = SUBMITTED, ctx.now()
-        log.info("round %d: %d submissions on chain next", self.round, len(txs) - 1)
+        log.info(
+            "round %d: %d submissions on chain next (missing: %s)",
+            self.round,
+            submissions,
+            sorted(self.absent) or "none",
+        )
         if txs:
             self._commit(ctx, txs)
         else:
