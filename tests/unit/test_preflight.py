@@ -206,6 +206,61 @@ def test_fashion_mnist_default_places_say_how_to_install(
     assert "apt-get install dataset-fashion-mnist" in str(info.value)
 
 
+def _cifar_files(directory: Path, train: int = 20, test: int = 10) -> Path:
+    """CIFAR-10 binary files of the right sizes (preflight reads sizes only)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 6):
+        (directory / f"data_batch_{i}.bin").write_bytes(bytes(3073 * train))
+    (directory / "test_batch.bin").write_bytes(bytes(3073 * test))
+    return directory
+
+
+def test_cifar10_sizes_from_its_files(tmp_path: Path) -> None:
+    root = _cifar_files(tmp_path / "c")
+
+    facts = data_facts("cifar10", str(root))
+
+    assert (facts.train, facts.test, facts.source) == (100, 10, str(root))
+    assert (facts.pixels, facts.channels, facts.classes) == (3072, 3, 10)
+
+
+def test_cifar10_in_the_unpacked_subdirectory(tmp_path: Path) -> None:
+    _cifar_files(tmp_path / "c" / "cifar-10-batches-bin", train=3)
+
+    facts = data_facts("cifar10", str(tmp_path / "c"))
+
+    assert facts.train == 15 and facts.source == str(tmp_path / "c" / "cifar-10-batches-bin")
+
+
+def test_cifar10_truncated_file_is_refused(tmp_path: Path) -> None:
+    root = _cifar_files(tmp_path / "c")
+    (root / "data_batch_4.bin").write_bytes(bytes(3073 * 20 - 1))
+
+    with pytest.raises(ScenarioError, match=r"^dataset\.root: .*data_batch_4\.bin: .*whole number"):
+        data_facts("cifar10", str(root))
+
+
+def test_cifar10_missing_root_is_reported_like_mnist(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError) as info:
+        data_facts("cifar10", str(tmp_path / "none"))
+
+    msg = str(info.value)
+    assert msg.startswith(f"dataset.root: '{tmp_path / 'none'}' is invalid; allowed: a directory ")
+    assert "data_batch_1.bin..data_batch_5.bin and test_batch.bin" in msg
+    assert "binary version of CIFAR-10" in msg and "no such directory" in msg
+
+
+def test_cifar10_without_root_or_variable_names_both(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BCFL_CIFAR10", raising=False)
+
+    with pytest.raises(ScenarioError) as info:
+        data_facts("cifar10", None)
+
+    msg = str(info.value)
+    assert msg.startswith("dataset.name: 'cifar10' is invalid; allowed: ")
+    assert "dataset.root or $BCFL_CIFAR10" in msg
+
+
 def test_digits_needs_scikit_learn(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(preflight.importlib.util, "find_spec", lambda name: None)
 
@@ -392,6 +447,25 @@ def test_parameter_count_matches_the_model(model: str, side: int) -> None:
     built = build_model(model, (1, side, side), 10, seed=0)
 
     assert parameters(model, side * side) == count_parameters(built)
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (1, 8, 8)])
+def test_alexnet_parameter_count_matches_the_model(shape: tuple[int, int, int]) -> None:
+    from node.learning.models import build_model, count_parameters
+
+    built = build_model("alexnet", shape, 10, seed=0)
+
+    assert preflight.model_parameters("alexnet", shape, 10) == count_parameters(built)
+    assert parameters("alexnet", int(np.prod(shape)), 10, shape[0]) == count_parameters(built)
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn", "small-cnn", "alexnet"])
+def test_parameter_count_for_colour_and_odd_shapes(model: str) -> None:
+    from node.learning.models import build_model, count_parameters
+
+    for shape in [(3, 32, 32), (3, 17, 23)]:
+        built = build_model(model, shape, 7, seed=0)
+        assert preflight.model_parameters(model, shape, 7) == count_parameters(built)
 
 
 def test_kinds_cover_every_daemon() -> None:

@@ -144,3 +144,37 @@ def test_a_scenario_its_scheme_cannot_plan_is_one_error_line(
         f"bcfl: error: {path}: scheme: gossip-fedavg: ledger.consensus: 'pbft' is not "
         "supported by scheme gossip-fedavg; allowed: single"
     ]
+
+
+def test_model_alexnet_validates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "a.yaml"
+    path.write_text("model: alexnet\n")
+
+    code = main(["validate", str(path)])
+
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.out.startswith(f"{path}: ok (")
+
+
+def test_cifar10_with_alexnet_validates_and_a_missing_root_is_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "cifar-10-batches-bin"
+    root.mkdir()
+    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+        (root / name).write_bytes(bytes(3073 * 12))  # sizes are all validate reads
+    good = tmp_path / "good.yaml"
+    good.write_text(f"dataset: {{name: cifar10, root: {tmp_path}}}\nmodel: alexnet\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dataset: {name: cifar10, root: /nonexistent}\nmodel: alexnet\n")
+
+    code = main(["validate", str(good), str(bad)])
+
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.out.startswith(f"{good}: ok (") and "60 training samples" in captured.out
+    assert captured.err.splitlines() == [captured.err.strip()]
+    assert captured.err.startswith(
+        f"bcfl: error: {bad}: dataset.root: '/nonexistent' is invalid; allowed: a directory holding"
+    )
