@@ -22,7 +22,7 @@ class SflParams(SchemeParams):
         description=(
             "the contract's accuracy threshold: an update whose accuracy on the round's "
             "disclosed test group is below it is not aggregated and its device is not paid "
-            "(the paper's AA of lambda = 5 %, EMD = 1.5; scenarios/paper-sfl/threshold.py)"
+            "(the paper sets the average accuracy AA of lambda = 5 %, EMD = 1.5; scenarios/paper-sfl/reproduce.py measures it)"
         ),
     )
     test_groups: int = Field(
