@@ -317,6 +317,17 @@ def check_plan(s: Scenario, topology: TopologySpec) -> None:
     check_committees(s, {cid: c.config for cid, c in plan.chains.items()}, keys)
 
 
+def check_scheme_data(s: Scenario, data: DataFacts) -> None:
+    """ScenarioError unless the scheme can use a data set of this size (`Scheme.check_data`:
+    SFL's committed test groups must fit in the test set)."""
+    from node.schemes import make_scheme
+
+    try:
+        make_scheme(s.scheme.name, s.scheme.params).check_data(data.train, data.test)
+    except ValueError as exc:
+        raise ScenarioError(f"{exc} ({s.dataset.name})") from None
+
+
 def check_committees(
     s: Scenario, chains: Mapping[str, ChainConfig], keys: Mapping[str, bytes]
 ) -> None:
@@ -487,6 +498,7 @@ def check(
     _check_references(s, topology)
     check_aggregator(s, devices)
     check_plan(s, topology)
+    check_scheme_data(s, data)
     free = available_mb() if available == "now" else available
     total = check_memory(s, topology, data, free)
     log.info("preflight: %s", data.source)

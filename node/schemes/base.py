@@ -114,6 +114,11 @@ class Scheme(ABC):
         """The run's plan: every daemon of `topology` gets a `NodePlan` (keys: node id →
         Ed25519 public key)."""
 
+    def check_data(self, train: int, test: int) -> None:
+        """ValueError (naming the ``scheme.`` field and what is allowed) if this scheme
+        cannot use a data set of `train` training and `test` test samples; any by default."""
+        return None
+
     @abstractmethod
     def role_factories(self) -> Mapping[str, Callable[[], Role]]:
         """Role name → factory (imported here, not at module import: the orchestrator loads

@@ -473,3 +473,23 @@ def test_kinds_cover_every_daemon() -> None:
     kinds = {n.kind for n in topo.daemons()}
 
     assert kinds == {NodeKind.MEC, NodeKind.DEVICE, NodeKind.PUBLISHER}
+
+
+# --- scheme-specific data needs --------------------------------------------------------------
+
+
+def test_sfl_test_groups_must_fit_in_the_test_set() -> None:
+    # digits has 360 test samples: 4 groups of 90 fit, 4 of 100 do not
+    topology = {"base_stations": 1, "mecs_per_bs": 1, "devices_per_mec": 3, "d2d": "off"}
+    fits, topo = _scenario(
+        scheme={"name": "sfl", "test_groups": 4, "group_size": 90}, topology=topology
+    )
+    check(fits, topo, available=None)
+    s, topo = _scenario(
+        scheme={"name": "sfl", "test_groups": 4, "group_size": 100}, topology=topology
+    )
+
+    msg = _error(s, topo)
+
+    assert msg.startswith("scheme.group_size: 100 is invalid; allowed: test_groups x group_size")
+    assert "<= 360 test samples" in msg and "at most 90" in msg and "(digits)" in msg

@@ -22,7 +22,8 @@ class SflParams(SchemeParams):
         description=(
             "the contract's accuracy threshold: an update whose accuracy on the round's "
             "disclosed test group is below it is not aggregated and its device is not paid "
-            "(the paper sets the average accuracy AA of lambda = 5 %, EMD = 1.5; scenarios/paper-sfl/reproduce.py measures it)"
+            "(the paper sets it at the average accuracy AA of lambda = 5 %, EMD = 1.5; "
+            "scenarios/paper-sfl/reproduce.py measures it)"
         ),
     )
     test_groups: int = Field(
@@ -104,6 +105,17 @@ class SflScheme(VanillaScheme):
                 "300-device MEC would get 44,850); allowed: off"
             )
         return super().plan(topology, keys, inputs)
+
+    def check_data(self, train: int, test: int) -> None:
+        """The committed test groups must fit in the test set."""
+        p = self.params
+        assert isinstance(p, SflParams)
+        if p.test_groups * p.group_size > test:
+            raise ValueError(
+                f"scheme.group_size: {p.group_size} is invalid; allowed: test_groups x "
+                f"group_size <= {test} test samples (test_groups: {p.test_groups}, so at "
+                f"most {test // p.test_groups})"
+            )
 
     def light_replica(self, kind: NodeKind, inputs: PlanInputs) -> bool:
         """As vanilla: devices (and, with a single writer, MECs) keep light replicas; a PBFT
