@@ -161,29 +161,16 @@ class DeviceRole(Greeter):
         withheld = self.withhold_reason(ctx, round_no, sent)
         if withheld is not None:
             log.info("round %d: update withheld: %s", round_no, withheld)
-            ctx.metrics.write(
-                "round",
-                round=round_no,
-                accuracy=result.accuracy,
-                loss=result.loss,
-                eval_set="local-train",
-                samples=result.samples,
-                behaviour=behaviour,
-                emd=self._label_emd(y),
-                withheld=withheld,
-                train_time_s=result.seconds,
-                round_time_s=ctx.now() - job.started,
+        else:
+            replica = replica_of(ctx)
+            blob = weights_to_bytes(sent)
+            key = sha256(blob)
+            tx = self.update_transaction(ctx, round_no, key, len(blob), result.samples)
+            # in place before the transaction naming it leaves (its fsync comes later)
+            replica.blobs.put_behind(key, blob)
+            self.send_update(
+                ctx, DeviceUpdate(round_no, blob, tx.to_bytes(), result.loss, result.accuracy)
             )
-            return
-        replica = replica_of(ctx)
-        blob = weights_to_bytes(sent)
-        key = sha256(blob)
-        tx = self.update_transaction(ctx, round_no, key, len(blob), result.samples)
-        # in place before the transaction naming it leaves (its fsync comes later)
-        replica.blobs.put_behind(key, blob)
-        self.send_update(
-            ctx, DeviceUpdate(round_no, blob, tx.to_bytes(), result.loss, result.accuracy)
-        )
         ctx.metrics.write(
             "round",
             round=round_no,
@@ -195,4 +182,5 @@ class DeviceRole(Greeter):
             emd=self._label_emd(y),
             train_time_s=result.seconds,
             round_time_s=ctx.now() - job.started,
+            **({} if withheld is None else {"withheld": withheld}),
         )
