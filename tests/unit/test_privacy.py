@@ -106,9 +106,31 @@ def test_privatize_noise_std_and_record() -> None:
         "clip_norm": 2.0,
         "sensitivity": 2.0,
         "sigma": pytest.approx(sigma, rel=1e-10),
+        "noise_divisor": 1.0,
         "pre_clip_norm": pytest.approx(10.0),
         "clipped": True,
     }
+
+
+def test_privatize_noise_divided_by_the_devices() -> None:
+    # SFL's "dividing the GNM's output by D": D = 100 devices, each adds sigma / 100
+    g = {"w": np.zeros(200_000)}
+    w = {"w": np.zeros(200_000)}
+    kwargs = {"clip_norm": 1.0, "epsilon": 8.0, "delta": math.exp(-3)}
+    full, rec = privatize(w, g, rng=np.random.default_rng(3), **kwargs)  # type: ignore[arg-type]
+    shared, rec_d = privatize(
+        w,
+        g,
+        rng=np.random.default_rng(3),
+        noise_divisor=100.0,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+    assert rec_d["sigma"] == pytest.approx(rec["sigma"] / 100, rel=1e-12)
+    assert rec_d["noise_divisor"] == 100.0
+    assert float(np.std(shared["w"])) == pytest.approx(float(np.std(full["w"])) / 100, rel=0.01)
+    with pytest.raises(ValueError, match="noise_divisor"):
+        privatize(w, g, rng=np.random.default_rng(3), noise_divisor=0.5, **kwargs)  # type: ignore[arg-type]
 
 
 def test_privatize_analytic_and_seeded() -> None:

@@ -12,6 +12,7 @@ from node.learning.aggregators import Update
 from node.roles.learner import Learner
 from node.roles.threats import DeviceThreats, active_behaviour, edge_fault, edge_output
 from tests.unit.node_configs import learning_config, node_config
+from topologies import HierarchyParams, build_hierarchy
 
 LEARNING = learning_config(
     dataset="digits",
@@ -80,6 +81,23 @@ def test_privacy_clips_and_adds_the_configured_noise(learner: Learner) -> None:
     noise = np.concatenate([(sent[k] - g[k]).ravel() for k in g])
     assert noise.std() == pytest.approx(record["sigma"], rel=0.1)
     assert all(sent[k].dtype == g[k].dtype for k in g)
+
+
+def test_privacy_divided_by_the_runs_devices(learner: Learner) -> None:
+    # divide_by_devices: each device's sigma is sigma / D, D = the run's 2 x 5 devices
+    privacy = {"epsilon": 8.0, "delta": float(np.exp(-3)), "clip_norm": 0.5}
+    g = learner.weights()
+    trained = {k: v + 1.0 for k, v in g.items()}
+    records = []
+    for divide in (False, True):
+        topology = build_hierarchy(HierarchyParams(1, 2, 5, d2d=None), 0)
+        cfg = config(privacy=privacy | {"divide_by_devices": divide}, topology=topology)
+        threats = DeviceThreats(cfg, learner)
+        threats.outgoing(1, trained, g)
+        records.append(threats.privacy_record)
+
+    assert records[0]["noise_divisor"] == 1.0 and records[1]["noise_divisor"] == 10.0
+    assert records[1]["sigma"] == pytest.approx(records[0]["sigma"] / 10)
 
 
 def test_update_attack_applies_after_privacy(learner: Learner) -> None:
