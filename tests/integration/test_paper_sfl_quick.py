@@ -1,5 +1,6 @@
 """The SFL reproduction's `--quick` mode end to end: 16 real runs (the baseline's threshold
-runs, sfl and vanilla fedavg for Fig. 4, sfl at two deltas and the non-DP baseline for Fig. 5;
+runs, sfl and its FedAvg baseline (threshold 0) for Fig. 4, sfl at two deltas and the non-DP
+baseline for Fig. 5;
 local backend, every node its own process) on scikit-learn's digits with the MLP; every run
 completes its rounds, the CSVs and figures come out with measured rows, and no malicious or
 unreliable device whose updates stayed below the threshold is paid."""
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.paper_sfl import MALICIOUS, QUICK, SFL, UNRELIABLE, VANILLA, main
+from orchestrator.paper_sfl import FEDAVG, MALICIOUS, QUICK, SFL, UNRELIABLE, main
 
 pytestmark = [pytest.mark.integration]
 
@@ -38,7 +39,7 @@ def test_quick_mode_writes_both_figures_and_pays_no_faulty_device_below_threshol
     assert len([r for r in threshold if r["row"] == "run"]) == QUICK.runs
     assert {float(r["threshold"]) for r in runs if r["scheme"] == SFL} == {round(aa, 4)}
     assert {(r["scheme"], float(r["lambda"])) for r in _rows(out / "fig4a.csv")} == {
-        (s, lam) for s in (SFL, VANILLA) for lam in QUICK.lambdas
+        (s, lam) for s in (SFL, FEDAVG) for lam in QUICK.lambdas
     }
     fig5 = _rows(out / "fig5a.csv")
     assert {r["delta"] for r in fig5} == {*QUICK.deltas, "non-DP"}

@@ -11,12 +11,12 @@ import pytest
 from orchestrator import paper_sfl as ps
 from orchestrator.paper_sfl import (
     DELTAS,
+    FEDAVG,
     HONEST,
     MALICIOUS,
     QUICK,
     SFL,
     UNRELIABLE,
-    VANILLA,
     DeviceReward,
     RunResult,
     Setting,
@@ -89,15 +89,15 @@ def test_reward_claims_pass_and_fail_on_made_up_payments() -> None:
     flags = [c.passed for c in ps.claims_rewards([bad])]
     assert flags == [False, False, True]
     assert "1 of 1 faulty" in ps.claims_rewards([bad])[0].why
-    assert ps.claims_rewards([_run(VANILLA, [])]) == []
+    assert ps.claims_rewards([_run(FEDAVG, [])]) == []
 
 
 def test_fig4_claims_on_made_up_numbers() -> None:
     cells = {
         (SFL, 0.05, 1.5): _st(0.95),
         (SFL, 0.2, 1.5): _st(0.94),
-        (VANILLA, 0.05, 1.5): _st(0.93),
-        (VANILLA, 0.2, 1.5): _st(0.85),
+        (FEDAVG, 0.05, 1.5): _st(0.93),
+        (FEDAVG, 0.2, 1.5): _st(0.85),
         (SFL, 0.05, 0.5): _st(0.5),  # a smaller EMD does not enter the claims
     }
     assert [c.passed for c in ps.claims_fig4(cells)] == [True, True, True]
@@ -139,7 +139,7 @@ def test_plan_threshold_first_on_seed_set_a_the_rest_on_set_b() -> None:
     rest = [s for s in settings if s.part != "threshold"]
     assert settings[: len(thr)] == thr
     assert {s.seed for s in thr} == {7, 8} and {s.seed for s in rest} == {1007, 1008}
-    assert all(s.scheme == VANILLA and (s.lam, s.emd) == (0.05, 1.5) for s in thr)
+    assert all(s.scheme == FEDAVG and (s.lam, s.emd) == (0.05, 1.5) for s in thr)
     assert len([s for s in rest if s.part == "fig4"]) == 2 * 1 * 2 * 2
     assert {s.delta for s in rest if s.part == "fig5"} == {"e^-1", "e^-6"}
     assert {s.delta for s in rest if s.part == "nondp"} == {None}
@@ -156,7 +156,7 @@ def test_sfl_setting_scenario(base: dict[str, object]) -> None:
     s = Setting("fig5", SFL, 200, 0.05, 1.5, "e^-6", 1003)
     data = ps.build_scenario(base, s, threshold=0.8123456789, rounds=4, model="alexnet")
     assert data["scheme"]["name"] == SFL and data["scheme"]["threshold"] == 0.812346
-    assert data["scheme"]["pretrain_samples"] == 1000
+    assert data["scheme"]["pretrain_samples"] == 10_000
     assert (
         data["topology"]["devices_per_mec"] == 200 and data["topology"]["d2d"] is False
     )  # YAML reads off as false
@@ -172,14 +172,14 @@ def test_sfl_setting_scenario(base: dict[str, object]) -> None:
 
 
 def test_baseline_and_non_dp_scenarios(base: dict[str, object]) -> None:
-    s = Setting("fig4", VANILLA, 100, 0.2, 0.5, "e^-3", 1000)
+    s = Setting("fig4", FEDAVG, 100, 0.2, 0.5, "e^-3", 1000)
     data = ps.build_scenario(base, s, threshold=0.9)
-    assert data["scheme"] == {"name": VANILLA} and data["aggregator"] == {"name": "fedavg"}
+    assert data["scheme"]["name"] == "sfl" and data["scheme"]["threshold"] == 0.0
     assert data["faults"][0]["params"]["strength"] == 0.2
     assert data["faults"][1]["params"]["target_emd"] == 0.5
     assert data["privacy"]["delta"] == pytest.approx(DELTAS["e^-3"])
     parse_scenario(data, data["name"])
-    nodp = ps.build_scenario(base, Setting("nondp", VANILLA, 10, 0.05, 1.5, None, 1000))
+    nodp = ps.build_scenario(base, Setting("nondp", FEDAVG, 10, 0.05, 1.5, None, 1000))
     assert "privacy" not in nodp
     parse_scenario(nodp, nodp["name"])
 
