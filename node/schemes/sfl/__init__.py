@@ -43,7 +43,8 @@ links (the plan refuses them). The contract is `node.contracts.sfl`.
    each device was paid (``sfl_rewards`` in its metrics) and stops the run.
 
 The baseline of the paper (plain FedAvg with the same population, with and without DP) is
-the ``vanilla`` scheme with ``aggregator: fedavg`` and the same ``faults:`` and ``privacy:``.
+this scheme with ``threshold: 0`` (every submitted update qualifies), or the ``vanilla``
+scheme with ``aggregator: fedavg`` and the same ``faults:`` and ``privacy:`` (no pre-training).
 """
 
 from node.schemes.sfl.scheme import SflParams, SflScheme
