@@ -4,6 +4,8 @@ once here, in the package that builds topologies, and embedded in the orchestrat
 
 from __future__ import annotations
 
+import math
+import reprlib
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -102,11 +104,21 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _shown(value: object) -> str:
-    """A value as a scenario file writes it (true, false, null), else its repr."""
+_SHOWN_CHARS = 80  # as orchestrator.errors.show: an error line stays one short line
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = _SHOWN_CHARS
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxtuple = 3, 4, 4, 4
+
+
+def shown(value: object) -> str:
+    """A value as a scenario file writes it (true, false, null), else its repr, at most
+    80 characters (a huge integer is named by its size, never converted to digits)."""
     if isinstance(value, bool) or value is None:
         return {True: "true", False: "false", None: "null"}[value]
-    return repr(value)
+    if isinstance(value, int) and value.bit_length() > 200:
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    text = _SHORT.repr(value)
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
 
 
 def _nested_error(loc: tuple[str, ...], value: object, message: str) -> ValidationError:
@@ -135,9 +147,9 @@ def _devices_per_mec(value: object) -> object:
             and 1 <= bounds[0] <= bounds[1] <= MAX_DEVICES_PER_MEC
         ):
             return UniformCountSection(uniform=(bounds[0], bounds[1]))
-        raise _nested_error(("uniform",), bounds, f"{_UNIFORM_NEED}, got {_shown(bounds)}")
+        raise _nested_error(("uniform",), bounds, f"{_UNIFORM_NEED}, got {shown(bounds)}")
     raise ValueError(
-        f"{_shown(value)} is invalid; allowed: an integer 1..{MAX_DEVICES_PER_MEC} or "
+        f"{shown(value)} is invalid; allowed: an integer 1..{MAX_DEVICES_PER_MEC} or "
         "{uniform: [LO, HI]}"
     )
 
@@ -149,7 +161,7 @@ def _d2d(value: object) -> object:
     if isinstance(value, DelayDistSection):
         return value
     if not isinstance(value, dict):
-        raise ValueError(f"{_shown(value)} is invalid; allowed: {_D2D_ALLOWED}")
+        raise ValueError(f"{shown(value)} is invalid; allowed: {_D2D_ALLOWED}")
     try:
         return DelayDistSection.model_validate(value)
     except ValidationError as exc:

@@ -28,6 +28,7 @@ from node.ledger.chain import ChainConfig
 from node.ledger.chains import check_chain_id
 from node.roles.base import Role
 from topologies import TopologySpec
+from topologies.settings import shown
 
 __all__ = ["ChainPlan", "NodePlan", "Plan", "PlanInputs", "Scheme", "SchemeParams"]
 
@@ -107,7 +108,8 @@ class Scheme(ABC):
                 allowed = ", ".join(["name", *cls.Params.model_fields]) or "name"
                 raise ValueError(f"{field}: unknown field; allowed fields: {allowed}") from None
             msg = str(err["msg"]).removeprefix("Value error, ").removeprefix("Input should be ")
-            raise ValueError(f"{field}: {err.get('input')!r} is invalid; allowed: {msg}") from None
+            shown_input = shown(err.get("input"))
+            raise ValueError(f"{field}: {shown_input} is invalid; allowed: {msg}") from None
 
     @abstractmethod
     def plan(self, topology: TopologySpec, keys: Mapping[str, bytes], inputs: PlanInputs) -> Plan:

@@ -51,7 +51,10 @@ def _check_blocks_csv(run_dir: Path) -> list[dict[str, str]]:
     for r in rows:
         assert float(r["t_ms"]) == T_MS
         assert float(r["storage_ms"]) >= T_MS, r  # measured on the monotonic clock
-        assert float(r["stored_ms"]) - float(r["validated_ms"]) >= T_MS - 1.0, r  # wall ms
+        # wall ms: the VM's clock may be stepped by a few ms meanwhile (seen: 13.8 ms for a
+        # 20 ms wait the monotonic clock above measured in full); the storage time itself
+        # is the monotonic storage_ms
+        assert float(r["stored_ms"]) - float(r["validated_ms"]) >= T_MS - 10.0, r
         assert float(r["received_ms"]) <= float(r["validated_ms"]) <= float(r["stored_ms"]), r
         assert float(r["proposed_ms"]) <= float(r["stored_ms"]), r
         assert float(r["delay_t"]) == pytest.approx(float(r["delay_ms"]) / T_MS)
