@@ -76,7 +76,6 @@ class SflPublisherRole(PublisherRole):
             self.evaluator = Evaluator(ctx, replica, self.learner, self.params, mecs)
         self.evaluator_keys = {bytes.fromhex(roster[e]): e for e in self.evaluators}
         self.stage = COLLECTING
-        self.stage_started = 0.0
         self.votes_seen: set[tuple[str, str, int]] = set()
         self.finalize_txs: dict[str, Transaction] = {}
         self.finalizing = False
@@ -173,7 +172,7 @@ class SflPublisherRole(PublisherRole):
             if held is not None:
                 model = held
                 self.weights = weights_from_bytes(held)
-        self.stage, self.stage_started = COLLECTING, ctx.now()
+        self.stage = COLLECTING
         super()._begin_round(ctx, model)
 
     def _aggregate(self, ctx: NodeContext) -> None:
@@ -208,7 +207,7 @@ class SflPublisherRole(PublisherRole):
                 "group_blob": self.commitment.groups[g],
             }
             txs.append(replica.transaction("sfl.disclosure_test_data", payload))
-        self.stage, self.stage_started = SUBMITTED, ctx.now()
+        self.stage = SUBMITTED
         log.info(
             "round %d: %d submissions on chain next (missing: %s)",
             self.round,
@@ -248,7 +247,6 @@ class SflPublisherRole(PublisherRole):
     def _request(self, ctx: NodeContext, phase: str) -> None:
         """Ask the evaluators for `phase` of this round (or evaluate, as the single writer)."""
         self.stage = LOCAL_VOTES if phase == LOCAL else MODEL_VOTES
-        self.stage_started = ctx.now()
         ctx.set_timer("evaluation", self.params.evaluation_timeout_s)
         if self.evaluator is not None:
             self.evaluator.evaluate(ctx, self.round, phase, lambda tx: self._commit(ctx, [tx]))
@@ -291,7 +289,7 @@ class SflPublisherRole(PublisherRole):
             "global_blob": key,
             "size": len(encoded),
         }
-        self.stage, self.stage_started = AGGREGATED, ctx.now()
+        self.stage = AGGREGATED
         self._commit(ctx, [replica.transaction("sfl.aggregate_model_update", payload)])
 
     def _round_done(self, ctx: NodeContext, state: Any) -> None:
