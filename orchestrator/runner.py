@@ -8,7 +8,9 @@ import json
 import logging
 import os
 import platform
+import signal
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -340,6 +342,7 @@ class Run:
             self.progress,
             sys.stderr,
         )
+        restore = _terminate_as_interrupt()
         try:
             if hasattr(self.backend, "start_network"):
                 self.backend.start_network()
@@ -378,6 +381,7 @@ class Run:
             interrupted = True
             log.warning("interrupted: stopping every node process")
         finally:
+            restore()
             bar.close()
             self.backend.stop(grace_s=5.0)
         return self._finish(started, interrupted)
@@ -485,6 +489,27 @@ class Run:
         return RunResult(
             self.out_dir, completed, final, elapsed, codes, interrupted, failures, problem
         )
+
+
+def _terminate_as_interrupt() -> Callable[[], None]:
+    """Make SIGTERM and SIGHUP (a scheduler's or `timeout`'s stop, a closed terminal) end a
+    run the way Ctrl-C does: every node process stopped, the results collected. Returns the
+    function that puts the previous handlers back (a no-op off the main thread, where
+    handlers cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(signum: int, _frame: object) -> None:
+        log.warning("%s received", signal.Signals(signum).name)
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
 
 
 def _privacy_meta(s: Scenario, topology: TopologySpec) -> dict[str, Any] | None:

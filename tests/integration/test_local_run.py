@@ -218,7 +218,12 @@ def test_restarted_device_with_an_empty_ledger_catches_up(tmp_path: Path) -> Non
     assert pub[8]["contributors"] == "4", "the restarted device takes part again"
 
 
-def test_ctrl_c_stops_every_node_process_and_keeps_results(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_every_node_process_and_keeps_results(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
+    # SIGTERM (a scheduler's or `timeout`'s stop) ends the run the way Ctrl-C does: it used
+    # to kill the orchestrator alone and leave every node process running
     scenario = tmp_path / "s.yaml"
     scenario.write_text(
         "name: ctrlc\nseed: 1\ntraining: {rounds: 500, round_deadline_s: 10}\n"
@@ -239,7 +244,7 @@ def test_ctrl_c_stops_every_node_process_and_keeps_results(tmp_path: Path) -> No
         time.sleep(0.2)  # polling a file for a condition, not sleeping for synchronisation
     pids = json.loads((out / "pids.json").read_text())
 
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(stop)
     code = proc.wait(timeout=60)
 
     assert code == 130
