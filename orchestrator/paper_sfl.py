@@ -67,6 +67,7 @@ from node.contracts import sfl as contract
 from node.ledger.chain import Chain
 from node.ledger.chains import MAIN_CHAIN, chain_dir
 from node.ledger.store import open_store
+from orchestrator.paper_bees import Claim
 from orchestrator.paper_two_layer import Outcome, Progress, execute, load_base, write_csv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -436,19 +437,6 @@ def fig5_cells(results: Sequence[RunResult]) -> dict[tuple[int, str], Stats | No
 
 
 # ---- the claims ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A claim of the paper, its number or wording, ours, whether it holds, and a one-line
-    why where it does not."""
-
-    figure: str
-    claim: str
-    paper: str
-    ours: str
-    passed: bool
-    why: str = ""
 
 
 def _pct(x: float | None) -> str:

@@ -439,6 +439,24 @@ def _decide_local(
     return [Event(NAME, "local_evaluated", data_)]
 
 
+def _late_vote(
+    state: State,
+    task: dict[str, Any],
+    round_: int,
+    evaluator: str,
+    digest: bytes,
+    late: tuple[str, str, str, str],
+) -> list[Event]:
+    """A vote posted after its round's decision (`late`: namespace, payload field, what is
+    voted on, event name): recorded if it agrees with the decided digest, else ContractError."""
+    ns, field, what, event = late
+    winner = bytes.fromhex(_decided_digest(state, ns, round_, task))
+    if digest != winner:
+        raise ContractError(f"{field}: {evaluator!r}'s post disagrees with the decided evaluation")
+    _vote(state, ns, round_, evaluator, digest, what)
+    return [Event(NAME, event, {"round": round_, "evaluator": evaluator})]
+
+
 def evaluate_local_model(
     state: State, tx: Transaction, ctx: BlockContext, calls: Calls
 ) -> list[Event]:
@@ -457,13 +475,8 @@ def evaluate_local_model(
     digest = vote_digest([data, total, results])
     decided = round_record(state, round_)
     if decided is not None:  # a late vote: it must agree with the decision
-        winner = bytes.fromhex(_decided_digest(state, NS_EVAL_VOTE, round_, task))
-        if digest != winner:
-            raise ContractError(
-                f"results: {evaluator!r}'s post disagrees with the decided evaluation"
-            )
-        _vote(state, NS_EVAL_VOTE, round_, evaluator, digest, "local evaluation")
-        return [Event(NAME, "local_vote", {"round": round_, "evaluator": evaluator})]
+        late = (NS_EVAL_VOTE, "results", "local evaluation", "local_vote")
+        return _late_vote(state, task, round_, evaluator, digest, late)
     if round_ != int(task["round"]):
         raise ContractError(f"round: {round_} is not the task's round ({task['round']})")
     disclosed = state.get_bytes(NS_DISCLOSED, str(round_)) is not None
@@ -572,13 +585,8 @@ def evaluate_model(state: State, tx: Transaction, ctx: BlockContext, calls: Call
     digest = vote_digest([blob, correct, total])
     record = round_record(state, round_)
     if record is not None and record["accepted"] is not None:  # a late vote
-        winner = bytes.fromhex(_decided_digest(state, NS_MODEL_VOTE, round_, task))
-        if digest != winner:
-            raise ContractError(
-                f"global_blob: {evaluator!r}'s post disagrees with the decided evaluation"
-            )
-        _vote(state, NS_MODEL_VOTE, round_, evaluator, digest, "model evaluation")
-        return [Event(NAME, "model_vote", {"round": round_, "evaluator": evaluator})]
+        late = (NS_MODEL_VOTE, "global_blob", "model evaluation", "model_vote")
+        return _late_vote(state, task, round_, evaluator, digest, late)
     if round_ != int(task["round"]):
         raise ContractError(f"round: {round_} is not the task's round ({task['round']})")
     _phase(task, CHECK)
