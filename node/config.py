@@ -128,6 +128,9 @@ class NodeConfig(BaseModel):
     behaviours: list[Behaviour] = Field(default_factory=list)
     links_down_path: str | None = None
     shared: str | None = None  # the run's shared file holding the SHARED_FIELDS (node.runfiles)
+    # the run's control-plane token (node.control.server; the orchestrator's key for the
+    # mutating calls); None: the node serves no control plane (our choice)
+    control_token: str | None = None
 
     @classmethod
     def load(cls, path: Path) -> NodeConfig:
