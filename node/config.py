@@ -128,6 +128,9 @@ class NodeConfig(BaseModel):
     behaviours: list[Behaviour] = Field(default_factory=list)
     links_down_path: str | None = None
     shared: str | None = None  # the run's shared file holding the SHARED_FIELDS (node.runfiles)
+    # write nodes/<id>/messages.csv, a row per message sent and received (node.msglog); the
+    # scenario's metrics.message_log, or, unset there, whether the run captures packets
+    message_log: bool = False
     # the run's control-plane token (node.control.server; the orchestrator's key for the
     # mutating calls); None: the node serves no control plane (our choice)
     control_token: str | None = None
