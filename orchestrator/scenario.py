@@ -113,6 +113,24 @@ class FaultSection(Settings):
         return self
 
 
+class MetricsSection(Settings):
+    """``metrics:``: what the nodes record besides their round records and counters."""
+
+    message_log: bool | None = Field(
+        default=None,
+        description=(
+            "Each node writes nodes/<id>/messages.csv, one row per message it sends and "
+            "receives (node.msglog), for bcfl pcap latency to join with the packets. Unset: "
+            "on exactly when the run captures packets (capture: non-empty; our choice), so "
+            "a 1,000-node run without captures writes none."
+        ),
+    )
+
+    def message_log_on(self, capture: list[Any]) -> bool:
+        """Whether the nodes write their message records, given the scenario's capture."""
+        return bool(capture) if self.message_log is None else self.message_log
+
+
 class Scenario(Settings):
     """One run: data, model, training, topology, scheme and backend."""
 
@@ -137,6 +155,7 @@ class Scenario(Settings):
     aggregator: AggregatorSettings = AggregatorSettings()
     privacy: PrivacySettings | None = None
     faults: list[FaultSection] = Field(default_factory=list)
+    metrics: MetricsSection = MetricsSection()
     max_message_mb: Annotated[float, Field(gt=0, le=1024)] = 64.0
     startup_timeout_s: Seconds = 120.0
 
