@@ -266,6 +266,7 @@ class Run:
                 ledger_storage_time_ms=s.ledger.storage_time_ms(s.topology.t_ms),
                 aggregator=s.aggregator,
                 privacy=s.privacy,
+                message_log=s.metrics.message_log_on(s.capture),
                 behaviours=[Behaviour(**b) for b in schedules.get(node.id, [])],
                 links_down_path=str(self.out_dir / "links_down.json"),
                 shared=str(shared),
