@@ -116,6 +116,7 @@ class Daemon:
         )
         self._jobs_out = 0
         self._worker: threading.Thread | None = None
+        self.control: Any = None  # node.control.server.ControlPlane, once started in run()
 
     # -- NodeContext -------------------------------------------------------------------
     @property
@@ -273,6 +274,8 @@ class Daemon:
     # -- loop ------------------------------------------------------------------------
     def close(self) -> None:
         """Close the transport and the metrics file; finish the blob writes."""
+        if self.control is not None:
+            self.control.close()  # the socket file goes first
         self._transport.close()
         self.metrics.close()
         if not self.chains.flush_blobs(BLOB_FLUSH_S):
@@ -372,6 +375,9 @@ class Daemon:
         if install_signal_handlers:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
+        from node.control.server import start_control  # (a fork server imports grpc only)
+
+        self.control = start_control(self)  # None: no control_token in the config
         self._role.start(self)
         self.metrics.write("ready")  # the orchestrator's start-up progress counts these
         while not self._stopping:
@@ -382,12 +388,16 @@ class Daemon:
             self._fire_due_timers()
             self._tick_ledger()
             self._check_synced_stop()
+            if self.control is not None:
+                self.control.tick()  # its commands, refusals and status snapshot
         if self._worker is not None:
             self._jobs.put(None)  # the worker ends after its job (not waited for: a daemon thread)
         self._role.finish(self)
         flush = getattr(self._transport, "flush", None)
         if flush is not None and not flush(10.0):
             log.warning("some shaped frames were still pending at exit")
+        if self.control is not None:
+            self.control.tick()  # refusals up to now into the counters
         stats = self._transport.stats
         dropped = dict(self.drops + stats.dropped)
         self.metrics.write(

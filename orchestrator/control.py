@@ -1,0 +1,239 @@
+"""The orchestrator's client of the nodes' control plane, and ``bcfl control``.
+
+How it works
+------------
+`NodeClient(run_dir, node_id)` talks gRPC to ``RUN_DIR/nodes/<id>/control.sock``
+(`node.control.server`), through ``/proc/self/fd/N`` when the path is too long for a Unix
+socket address. The mutating calls carry the run's token, read from ``RUN_DIR/control.token``
+(written by the runner, mode 0600) as metadata ``x-bcfl-token``. Every failure is a
+`ControlError` with a one-line message (``gone``: no socket; gRPC's status code otherwise).
+
+``bcfl control RUN_DIR NODE status|stop|malicious BEHAVIOUR [--param K=V ...]
+[--from-round R]|recover [--from-round R]`` steers a live run. A ``--param`` value is read as
+JSON where it parses (``3``, ``0.5``, ``true``, ``[1,2]``), else taken as a string.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from node.control import control_pb2 as pb
+from node.control import control_pb2_grpc as pb_grpc
+from node.control.server import TOKEN_KEY, short_socket_path, socket_path
+
+TOKEN_FILE = "control.token"
+TIMEOUT_S = 5.0
+
+
+class ControlError(Exception):
+    """A control call that failed; `code`: ``gone`` or a gRPC status code's name."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def read_token(run_dir: Path) -> str | None:
+    """The run's control token (None: the run has no token file)."""
+    try:
+        return (run_dir / TOKEN_FILE).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def write_token(run_dir: Path, token: str) -> Path:
+    """Write the run's token to ``RUN_DIR/control.token``, readable by its owner only."""
+    path = run_dir / TOKEN_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    os.chmod(path, 0o600)  # an existing file keeps its mode through O_CREAT
+    return path
+
+
+class NodeClient:
+    """One node's control plane, as a client (a context manager; `close` when done)."""
+
+    def __init__(
+        self,
+        run_dir: Path | str,
+        node_id: str,
+        token: str | None = None,
+        timeout_s: float = TIMEOUT_S,
+        node_dir: Path | str | None = None,
+    ) -> None:
+        """`token`: default: the run's token file; `node_dir`: default RUN_DIR/nodes/<id>."""
+        self.run_dir = Path(run_dir)
+        self.node_id = node_id
+        self.node_dir = Path(node_dir) if node_dir is not None else self.run_dir / "nodes" / node_id
+        self.token = token if token is not None else read_token(self.run_dir)
+        self.timeout_s = timeout_s
+        self._channel: grpc.Channel | None = None
+        self._fd: int | None = None
+        self._stub: Any = None
+
+    @property
+    def socket(self) -> Path:
+        """The node's control socket."""
+        return socket_path(self.node_dir)
+
+    def _connect(self) -> Any:
+        if self._stub is not None:
+            return self._stub
+        if not self.socket.exists():
+            raise ControlError("gone", f"{self.node_id}: no control socket at {self.socket}")
+        target, self._fd = short_socket_path(self.node_dir)
+        self._channel = grpc.insecure_channel(f"unix:{target}")
+        self._stub = pb_grpc.NodeControlStub(self._channel)
+        return self._stub
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((TOKEN_KEY, self.token),) if self.token else ()
+
+    def _call(self, method: str, request: Any, metadata: tuple[tuple[str, str], ...] = ()) -> Any:
+        stub = self._connect()
+        try:
+            return getattr(stub, method)(request, timeout=self.timeout_s, metadata=metadata)
+        except grpc.RpcError as exc:
+            raise _error(self.node_id, method, exc) from None
+
+    def status(self) -> pb.NodeStatus:
+        """The node's status (no token needed)."""
+        return self._call("Status", pb.StatusRequest())
+
+    def watch(self, timeout_s: float | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(event, fields) of every metrics record the node writes from now on, until it
+        stops (or `timeout_s` passes: then ControlError DEADLINE_EXCEEDED)."""
+        stub = self._connect()
+        stream = stub.WatchMetrics(pb.WatchRequest(), timeout=timeout_s)
+        try:
+            for record in stream:
+                yield record.event, json.loads(record.fields_json)
+        except grpc.RpcError as exc:
+            raise _error(self.node_id, "WatchMetrics", exc) from None
+        finally:
+            stream.cancel()
+
+    def set_behaviour(
+        self, behaviour: str, params: dict[str, Any] | None = None, from_round: int = 1
+    ) -> int:
+        """Schedule `behaviour` (``recover``: honest again) from `from_round`; returns the
+        round it takes effect (the first at or after `from_round` the node has not begun)."""
+        request = pb.BehaviourRequest(
+            behaviour=behaviour, params_json=json.dumps(params or {}), from_round=from_round
+        )
+        reply = self._call("SetBehaviour", request, self._metadata())
+        return int(reply.from_round)
+
+    def stop(self) -> None:
+        """Stop the node as SIGTERM does (its counters are written)."""
+        self._call("Stop", pb.StopRequest(), self._metadata())
+
+    def close(self) -> None:
+        """Close the channel."""
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = self._stub = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> NodeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _error(node_id: str, method: str, exc: grpc.RpcError) -> ControlError:
+    code = exc.code() if isinstance(exc, grpc.Call) else None
+    name = code.name if code is not None else "UNKNOWN"
+    details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+    if name == "UNAVAILABLE":
+        return ControlError("gone", f"{node_id}: {method}: the node does not answer ({details})")
+    return ControlError(name, f"{node_id}: {method}: {name}: {details}")
+
+
+def stop_nodes(run_dir: Path, node_ids: list[str], timeout_s: float = 2.0) -> list[str]:
+    """Send ``Stop`` to each node (a few at a time); the ids of those that did not take it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(nid: str) -> str | None:
+        try:
+            with NodeClient(run_dir, nid, timeout_s=timeout_s) as client:
+                client.stop()
+        except ControlError:
+            return nid
+        return None
+
+    with ThreadPoolExecutor(max_workers=min(16, max(1, len(node_ids)))) as pool:
+        return [nid for nid in pool.map(one, node_ids) if nid is not None]
+
+
+# -- bcfl control ---------------------------------------------------------------------------
+def add_parser(sub: Any) -> None:
+    """Add ``bcfl control`` to the CLI's sub-parsers."""
+    p = sub.add_parser("control", help="ask a node of a running experiment, or steer it")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("node", help="node id")
+    actions = p.add_subparsers(dest="control_command", required=True, metavar="ACTION")
+    actions.add_parser("status", help="print the node's status as JSON")
+    actions.add_parser("stop", help="stop the node cleanly (as SIGTERM does)")
+    bad = actions.add_parser("malicious", help="make the node malicious from a round")
+    bad.add_argument("behaviour", help="an attack (devices) or an edge fault (MECs)")
+    bad.add_argument("--param", action="append", default=[], metavar="K=V")
+    bad.add_argument("--from-round", type=int, default=1, metavar="R")
+    good = actions.add_parser("recover", help="make the node honest again from a round")
+    good.add_argument("--from-round", type=int, default=1, metavar="R")
+
+
+def _params(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--param: {item!r} is invalid; allowed: K=V")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    """``bcfl control``: exit 0 done, 1 refused or the node is gone, 2 bad usage."""
+    run_dir: Path = args.run_dir
+    if not (run_dir / "nodes").is_dir():
+        print(f"bcfl: error: run_dir: {str(run_dir)!r} is not a run directory", file=sys.stderr)
+        return 2
+    try:
+        params = _params(getattr(args, "param", []))
+    except ValueError as exc:
+        print(f"bcfl: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        with NodeClient(run_dir, args.node) as client:
+            if args.control_command == "status":
+                from google.protobuf.json_format import MessageToDict
+
+                status = MessageToDict(client.status(), preserving_proto_field_name=True)
+                print(json.dumps(status, indent=1, sort_keys=True))
+            elif args.control_command == "stop":
+                client.stop()
+                print(f"{args.node}: stopping")
+            else:
+                name = "recover" if args.control_command == "recover" else args.behaviour
+                start = client.set_behaviour(name, params, args.from_round)
+                print(f"{args.node}: {name} from round {start}")
+    except ControlError as exc:
+        print(f"bcfl: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
