@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import platform
+import secrets
 import signal
 import sys
 import threading
@@ -130,6 +131,8 @@ class Run:
         self.events: list[dict[str, Any]] = []
         self._links_down: set[tuple[str, str]] = set()
         self.watch = ExitWatch(out_dir)
+        # the run's control-plane token: the orchestrator's key for the nodes' mutating calls
+        self.control_token = secrets.token_hex(16)
 
     def _make_backend(self, scenario: Scenario) -> Any:
         if scenario.backend == "local":
@@ -235,6 +238,9 @@ class Run:
         chains = {cid: chain.config for cid, chain in plan.chains.items()}
         chains_json = {cid: chain.to_dict() for cid, chain in chains.items()}
         (self.out_dir / "chains.json").write_text(json.dumps(chains_json, indent=1))
+        from orchestrator.control import write_token
+
+        write_token(self.out_dir, self.control_token)  # RUN_DIR/control.token, mode 0600
         launches = []
         shared = self.out_dir / "shared.json"
         for node in daemons:
@@ -270,6 +276,7 @@ class Run:
                 behaviours=[Behaviour(**b) for b in schedules.get(node.id, [])],
                 links_down_path=str(self.out_dir / "links_down.json"),
                 shared=str(shared),
+                control_token=self.control_token,
             )
             if not shared.exists():
                 shared.write_text(json.dumps(config.shared_fields()))
@@ -384,8 +391,28 @@ class Run:
         finally:
             restore()
             bar.close()
-            self.backend.stop(grace_s=5.0)
+            try:
+                self._stop_through_control()
+            finally:  # a second Ctrl-C meanwhile: still every process stopped
+                self.backend.stop(grace_s=5.0)
         return self._finish(started, interrupted)
+
+    def _stop_through_control(self) -> None:
+        """Ask every node still running to stop through its control plane (``Stop``: a clean
+        stop, its counters written); the backend's stop then signals those that did not take
+        it (SIGTERM, then SIGKILL after its grace)."""
+        try:
+            running = sorted(nid for nid, code in self.backend.poll().items() if code is None)
+        except Exception as exc:  # nothing started, or a backend mid-failure: signals do it
+            log.info("no control stop: %s", exc)
+            return
+        if not running:
+            return
+        from orchestrator.control import stop_nodes
+
+        missed = stop_nodes(self.out_dir, running)
+        if missed:
+            log.info("%d node(s) did not take Stop (signalled instead): %s", len(missed), missed)
 
     def _apply_faults(self, round_no: int, started: float) -> None:
         """Apply the process and link events of `round_no` (its previous round just ended)."""
