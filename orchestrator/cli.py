@@ -98,7 +98,41 @@ def _parser() -> argparse.ArgumentParser:
     image_sub.add_parser(
         "show", help="print the tag the containernet backend uses, and whether it exists"
     )
+    _add_control_parsers(sub)
     return p
+
+
+def _add_control_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`bcfl top` and `bcfl control` (the nodes' control plane, issue #17)."""
+    top = sub.add_parser("top", help="a live table of a running experiment's nodes")
+    top.add_argument("run_dir", type=Path)
+    top.add_argument("--once", action="store_true", help="print one table and exit")
+    control = sub.add_parser("control", help="ask a node of a running experiment, or steer it")
+    control.add_argument("run_dir", type=Path)
+    control.add_argument("node", help="node id")
+    actions = control.add_subparsers(dest="control_command", required=True, metavar="ACTION")
+    actions.add_parser("status", help="print the node's status as JSON")
+    actions.add_parser("stop", help="stop the node cleanly (as SIGTERM does)")
+    bad = actions.add_parser("malicious", help="make the node malicious from a round")
+    bad.add_argument("behaviour", help="an attack (devices) or an edge fault (MECs)")
+    bad.add_argument("--param", action="append", default=[], metavar="K=V")
+    bad.add_argument("--from-round", type=int, default=1, metavar="R")
+    good = actions.add_parser("recover", help="make the node honest again from a round")
+    good.add_argument("--from-round", type=int, default=1, metavar="R")
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    """`bcfl top`."""
+    from orchestrator.top import run_top
+
+    return run_top(args.run_dir, args.once)
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    """`bcfl control`."""
+    from orchestrator.control import cmd_control as control
+
+    return control(args)
 
 
 def _fail(msg: str) -> int:
@@ -296,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         "clean": cmd_clean,
         "image": cmd_image,
         "schemes": cmd_schemes,
+        "top": cmd_top,
+        "control": cmd_control,
     }
     return handlers[args.command](args)
 

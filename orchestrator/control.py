@@ -188,22 +188,6 @@ def stop_nodes(
 
 
 # -- bcfl control ---------------------------------------------------------------------------
-def add_parser(sub: Any) -> None:
-    """Add ``bcfl control`` to the CLI's sub-parsers."""
-    p = sub.add_parser("control", help="ask a node of a running experiment, or steer it")
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("node", help="node id")
-    actions = p.add_subparsers(dest="control_command", required=True, metavar="ACTION")
-    actions.add_parser("status", help="print the node's status as JSON")
-    actions.add_parser("stop", help="stop the node cleanly (as SIGTERM does)")
-    bad = actions.add_parser("malicious", help="make the node malicious from a round")
-    bad.add_argument("behaviour", help="an attack (devices) or an edge fault (MECs)")
-    bad.add_argument("--param", action="append", default=[], metavar="K=V")
-    bad.add_argument("--from-round", type=int, default=1, metavar="R")
-    good = actions.add_parser("recover", help="make the node honest again from a round")
-    good.add_argument("--from-round", type=int, default=1, metavar="R")
-
-
 def _params(items: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
