@@ -50,6 +50,7 @@ from node.ledger.replica import Replica
 from node.ledger.sync import Outgoing
 from node.messages import MessageError, from_payload, message_type, registered, to_payload
 from node.metrics import MetricsWriter
+from node.msglog import MessageLog, open_message_log
 from node.roles.base import Role
 from node.transport.base import Transport
 from topologies import NodeSpec, TopologySpec
@@ -108,6 +109,8 @@ class Daemon:
         self._stop_deadline = 0.0
         self._stop_report_to: tuple[str, ...] = ()
         self._next_sync_tick = 0.0
+        # a row per message sent and received (node.msglog), when the config says; else None
+        self.msglog: MessageLog | None = open_message_log(config)
         # ledger messages waiting: (arrival on the loop's clock, arrival in wall-clock ms, msg)
         self._ledger_backlog: deque[tuple[float, float, Message]] = deque()
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -155,7 +158,10 @@ class Daemon:
         except ValueError as exc:
             self.drop("unsendable", str(exc))
             return
+        msglog = self.msglog
         for dst in dsts:
+            if msglog is not None:
+                msglog.sent(dst, msg_type, frame)
             self._transport.send(dst, frame)
 
     def emit(self, outgoing: Iterable[Outgoing]) -> None:
@@ -281,6 +287,8 @@ class Daemon:
         if not self.chains.flush_blobs(BLOB_FLUSH_S):
             log.warning("some blobs were not fsynced within %.0f s", BLOB_FLUSH_S)
         self.chains.close()
+        if self.msglog is not None:
+            self.msglog.close()
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d: stopping", signum)
@@ -318,11 +326,15 @@ class Daemon:
 
     def handle_frame(self, frame: bytes) -> None:
         """Verify one frame and dispatch it (or count why it was dropped)."""
+        msglog = self.msglog
+        taken_ms = time.time_ns() / 1e6 if msglog is not None else 0.0
         try:
             msg = self._codec.decode(frame)
         except DecodeError as exc:
             self.drop(exc.reason, exc.detail)
             return
+        if msglog is not None:  # a verified message's row (taken from the transport then)
+            msglog.received(taken_ms, msg.type, msg.sender, msg.seq, msg.size)
         if msg.type.startswith(LEDGER_PREFIXES):
             self._ledger_backlog.append((self._clock(), time.time_ns() / 1e6, msg))
             return
