@@ -78,8 +78,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     clean.add_argument("target", help="a run directory (its meta.json names the token) or a token")
 
-    report = sub.add_parser("report", help="re-make figures and print the per-round table of a run")
+    report = sub.add_parser(
+        "report", help="re-make figures, report.html and the per-round table of a run"
+    )
     report.add_argument("run_dir", type=Path)
+    report.add_argument(
+        "--parquet", action="store_true", help="also write the tables as RUN_DIR/*.parquet"
+    )
+
+    comp = sub.add_parser("compare", help="several runs side by side: compare.html, figures, CSV")
+    comp.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    comp.add_argument("--out", type=Path, help="output directory (default: ./compare)")
+    comp.add_argument(
+        "--label", action="append", help="a run's name in the figures (once per RUN_DIR, in order)"
+    )
+    comp.add_argument("--parquet", action="store_true", help="also write the tables as .parquet")
 
     image = sub.add_parser("image", help="the node image of the containernet backend")
     image_sub = image.add_subparsers(dest="image_command", required=True, metavar="ACTION")
@@ -238,14 +251,40 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """`bcfl report`."""
     from orchestrator.collect import collect
+    from orchestrator.html_report import write_report
     from orchestrator.report import plot_accuracy, summary_table
+    from orchestrator.tables import TableError, load_run, require_pyarrow, write_parquet
 
     run_dir: Path = args.run_dir
     if not (run_dir / "nodes").is_dir():
         return _fail(f"run_dir: {str(run_dir)!r} is not a run directory (no nodes/ inside)")
-    collect(run_dir)
-    print(summary_table(run_dir))
-    print(f"figure: {plot_accuracy(run_dir)}")
+    try:
+        if args.parquet:
+            require_pyarrow()
+        collect(run_dir)
+        tables = load_run(run_dir)
+        print(summary_table(run_dir, tables))
+        print(f"figure: {plot_accuracy(run_dir, tables)}")
+        print(f"report: {write_report(run_dir, tables)}")
+        if args.parquet:
+            for path in write_parquet(tables.frames(), run_dir):
+                print(f"table: {path}")
+    except TableError as exc:
+        return _fail(str(exc))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """`bcfl compare RUN_DIR...`."""
+    from orchestrator.compare import DEFAULT_OUT, compare
+    from orchestrator.tables import TableError
+
+    try:
+        result = compare(args.run_dirs, args.out or DEFAULT_OUT, args.label, args.parquet)
+    except TableError as exc:
+        return _fail(str(exc))
+    print(result.summary.drop(columns="run_dir").to_string(index=False))
+    print("\n".join(str(p) for p in result.paths))
     return 0
 
 
@@ -326,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         "run": cmd_run,
         "validate": cmd_validate,
         "report": cmd_report,
+        "compare": cmd_compare,
         "chain": cmd_chain,
         "clean": cmd_clean,
         "image": cmd_image,
