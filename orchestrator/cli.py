@@ -112,6 +112,7 @@ def _parser() -> argparse.ArgumentParser:
         "show", help="print the tag the containernet backend uses, and whether it exists"
     )
     _add_control_parsers(sub)
+    _add_pcap_parsers(sub)
     return p
 
 
@@ -354,6 +355,20 @@ def cmd_schemes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_pcap_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`bcfl pcap latency` (issue #17 part 1)."""
+    from orchestrator.pcaplat.command import add_parsers
+
+    add_parsers(sub)
+
+
+def cmd_pcap(args: argparse.Namespace) -> int:
+    """`bcfl pcap latency RUN_DIR`."""
+    from orchestrator.pcaplat.command import run
+
+    return run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `bcfl` console script."""
     args = _parser().parse_args(argv)
@@ -370,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         "clean": cmd_clean,
         "image": cmd_image,
         "schemes": cmd_schemes,
+        "pcap": cmd_pcap,
         "top": cmd_top,
         "control": cmd_control,
     }
