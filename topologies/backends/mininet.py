@@ -284,7 +284,7 @@ class MininetBackend:
                 host.cmd(f"ethtool -K {name} tx off rx off tso off gso off gro off")
 
     def start_capture_into(self, pcap_dir: Path) -> None:
-        """Run tcpdump for each capture point into pcap_dir/STEM.pcap (wire-sized packets)."""
+        """Run tcpdump for each capture point into pcap_dir/STEM.pcap (whole packets)."""
         for nid, itf_name, stem in self._capture_points():
             pcap_dir.mkdir(parents=True, exist_ok=True)
             argv = [
@@ -292,8 +292,20 @@ class MininetBackend:
                 "-i",
                 itf_name,
                 "-U",
+                # Every packet handed over at once: with the default buffering (TPACKET_V3
+                # blocks) the last second of traffic was still in the kernel ring when `stop`
+                # ended tcpdump, and was never written.
+                "--immediate-mode",
+                # Whole packets (`bcfl pcap latency` finds ZMTP frame headers and bcfl
+                # envelopes, which can start anywhere in a TCP segment; a 256-byte snaplen lost
+                # most of them): 65,600 bytes hold the largest IP packet and its link header
+                # (offloads are off on captured interfaces, so none is larger). Not -s 0: the
+                # immediate mode's ring has one slot per snaplen, and 256 KiB slots in the
+                # default 2 MiB buffer dropped packets. 32 MiB: about 490 slots.
                 "-s",
-                "256",
+                "65600",
+                "-B",
+                "32768",
                 "-w",
                 str(pcap_dir / f"{stem}.pcap"),
             ]
