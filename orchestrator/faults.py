@@ -3,7 +3,10 @@
 Selection by ids, or by role with a seeded fraction or count, is resolved once, before
 anything starts, so a bad entry (unknown node, behaviour, parameter or round) fails with
 an error naming the entry. Behaviour changes (``malicious``, ``recover``) go into the
-nodes' own configs and each node switches at the exact round; process events (``crash``,
+nodes' own configs and each node switches at the exact round (our choice: not through the
+control plane's ``SetBehaviour``, which takes effect at the first round a node has not begun,
+and could reach a node after round 1 has begun under load; ``SetBehaviour``, through
+``bcfl control``, steers a live run); process events (``crash``,
 ``restart``) and link events (``link_down``, ``link_up``) are applied by the orchestrator
 when the publisher has finished the previous round (so they land early in round r).
 """
