@@ -4,7 +4,20 @@ nodes' ledgers' block timings into `blocks.csv` (`node.ledger.timing`).
 Several tasks in one run (two-layer isolation sharding: ``scheme: {name: two-layer, tasks:
 N}``): the publisher writes one round record per task and round, each naming its task's
 chain (``task_chain``, a metrics.csv column, empty for a run of one task); a round counts as
-completed once every task recorded it (`rounds_completed`)."""
+completed once every task recorded it (`rounds_completed`).
+
+Round timing (issue 17), the last columns of metrics.csv (`ROUND_TIMING_COLUMNS`): a device's
+``update_sent_ms`` and ``global_received_ms`` come from its own round record (wall-clock
+ms); the ``block_*`` columns join blocks.csv with the metrics rows by node and round
+(`add_block_columns`). Which block (our choice): the round's block is the highest block of
+the node's task chain whose round (`node.ledger.timing.block_round`) is the row's round,
+the one that completes the round's records (for vanilla and its kin, the block with the
+round's ``task.record_global``); its height, when it was proposed and certified (the same
+on every node), when this node stored it, and ``block_latency_ms`` = stored at this node -
+proposed. The node's task chain (our choice): the record's ``task_chain`` where the node
+keeps it; else, among the node's chains that a publisher also keeps (all of its chains if
+none is), those with a block of that round, the first by chain id. Where the node has no
+row for that block (it never stored it) the columns stay empty."""
 
 from __future__ import annotations
 
@@ -14,10 +27,22 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from node.ledger.timing import write_blocks_csv
+from node.ledger.timing import BlockRow, block_times, write_blocks_csv
 
 log = logging.getLogger(__name__)
 
+ROUND_TIMING_COLUMNS = (
+    "update_sent_ms",
+    "global_received_ms",
+    "block_chain",
+    "block_height",
+    "block_proposed_ms",
+    "block_certified_ms",
+    "block_stored_ms",
+    "block_latency_ms",
+)
+"""metrics.csv's last columns: a device's update sent / global model received times (its
+round record) and the round's block on the node's task chain (`add_block_columns`)."""
 METRIC_COLUMNS = (
     "run",
     "scheme",
@@ -61,6 +86,8 @@ METRIC_COLUMNS = (
     "eval_data",
     "contract_accuracy",
     "accepted",
+    # round timing (issue 17; see the module docstring): appended, no column moved
+    *ROUND_TIMING_COLUMNS,
 )
 GOSSIP_COLUMNS = (
     "gossip_published",
@@ -171,10 +198,67 @@ def _counter_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+class _RoundBlocks:
+    """blocks.csv's rows indexed for the join: each node's chains and rows, the chains a
+    publisher keeps, and each (chain, round)'s block (its highest height)."""
+
+    def __init__(self, blocks: list[BlockRow], publishers: set[str]) -> None:
+        self.rows: dict[tuple[str, str, int], BlockRow] = {}
+        self.chains_of: dict[str, set[str]] = {}
+        self.block: dict[tuple[str, int], int] = {}
+        for b in blocks:
+            self.rows[(b.node, b.chain, b.height)] = b
+            self.chains_of.setdefault(b.node, set()).add(b.chain)
+            if b.round is not None:
+                key = (b.chain, b.round)
+                self.block[key] = max(self.block.get(key, b.height), b.height)
+        self.task_chains = {c for p in publishers for c in self.chains_of.get(p, ())}
+
+    def chain_for(self, node: str, round_no: int, named: str) -> str | None:
+        """The node's task chain for `round_no` (see the module docstring), or None."""
+        own = self.chains_of.get(node, set())
+        if named and named in own:
+            return named
+        candidates = (own & self.task_chains) or own
+        with_round = sorted(c for c in candidates if (c, round_no) in self.block)
+        return with_round[0] if with_round else None
+
+    def columns(self, node: str, round_no: int, named: str) -> dict[str, Any]:
+        """The ``block_*`` cells of one metrics row (empty where unknown)."""
+        chain = self.chain_for(node, round_no, named)
+        if chain is None:
+            return {}
+        height = self.block[(chain, round_no)]
+        row = self.rows.get((node, chain, height))
+        if row is None:
+            return {"block_chain": chain, "block_height": height}
+        return {
+            "block_chain": chain,
+            "block_height": height,
+            "block_proposed_ms": row.proposed_ms,
+            "block_certified_ms": row.certified_ms,
+            "block_stored_ms": row.stored_ms,
+            "block_latency_ms": row.stored_ms - row.proposed_ms,
+        }
+
+
+def add_block_columns(rows: list[dict[str, Any]], blocks: list[BlockRow]) -> None:
+    """Fill the ``block_*`` columns of metrics rows (dicts with ``node``, ``round``,
+    ``role`` and ``task_chain``) in place from blocks.csv's rows (`block_times`)."""
+    publishers = {str(r["node"]) for r in rows if r.get("role") == "publisher"}
+    index = _RoundBlocks(blocks, publishers)
+    for row in rows:
+        try:
+            round_no = int(row["round"])
+        except (TypeError, ValueError):
+            continue
+        row.update(index.columns(str(row["node"]), round_no, str(row.get("task_chain") or "")))
+
+
 def collect(run_dir: Path) -> tuple[int, int]:
-    """Write metrics.csv, counters.csv and blocks.csv (every node's timing row of every
-    block it stored, `node.ledger.timing.write_blocks_csv`); returns (metric rows, nodes
-    seen)."""
+    """Write metrics.csv (with the round timing columns: `add_block_columns`), counters.csv
+    and blocks.csv (every node's timing row of every block it stored,
+    `node.ledger.timing.write_blocks_csv`); returns (metric rows, nodes seen)."""
     rows: list[dict[str, Any]] = []
     counters: list[dict[str, Any]] = []
     node_dirs = sorted(p for p in (run_dir / "nodes").iterdir() if p.is_dir())
@@ -185,6 +269,8 @@ def collect(run_dir: Path) -> tuple[int, int]:
                 rows.append({c: _cell(rec.get(c)) for c in METRIC_COLUMNS})
         counters += _counter_rows(records)
     rows.sort(key=lambda r: (int(r["round"]), str(r["task_chain"]), str(r["role"]), str(r["node"])))
+    blocks = block_times(run_dir)
+    add_block_columns(rows, blocks)
     with (run_dir / "metrics.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
         writer.writeheader()
@@ -193,5 +279,5 @@ def collect(run_dir: Path) -> tuple[int, int]:
         writer = csv.DictWriter(f, fieldnames=COUNTER_COLUMNS)
         writer.writeheader()
         writer.writerows(counters)
-    write_blocks_csv(run_dir)
+    write_blocks_csv(run_dir, rows=blocks)
     return len(rows), len(node_dirs)

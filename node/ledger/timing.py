@@ -9,6 +9,16 @@ node directory of the layout before several chains, ``nodes/<id>/ledger.sqlite``
 `block_delays` gives per (chain, height) the delay from the proposal to the moment the last
 node keeping the chain stored the block: measured in the run, in ms and in units of t.
 
+Every row also says which FL round its block belongs to (`block_round`): the largest
+integer ``round`` field among the payloads of the block's transactions (every contract that
+records a round's work names it ``round``: ``task.record_update``/``record_global``,
+``sfl.submit_model_update``, ``bees.*``, ``flchain.*``, ``gmuc.*``, ...), and None (an empty
+cell) where no transaction carries one (a ``task.publish`` block, the rewards, genesis). Our
+choice: the largest, because a block that records round r's global model may also carry
+late updates of earlier rounds, and it is round r's block. A block is parsed once per
+(chain, hash) for the whole run: a light replica's store keeps the block bytes too, and a
+store without them (a hand-made one) leaves the round to another keeper of the block.
+
 What "proposed" and "certified" mean, per finality kind (the same on every node's row of a
 block):
 
@@ -35,6 +45,7 @@ from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from node.core.block import Block, BlockError
 from node.ledger.chains import CHAINS_DIR, MAIN_CHAIN
 from node.ledger.storage_time import BLOCK_PROPOSALS_SELECT, BLOCK_TIMES_SELECT, BlockTime
 from node.ledger.store import DB_NAME
@@ -44,6 +55,7 @@ __all__ = [
     "BlockDelay",
     "BlockRow",
     "block_delays",
+    "block_round",
     "block_times",
     "write_blocks_csv",
 ]
@@ -60,7 +72,9 @@ class BlockRow:
     certified (see the module docstring; `proposed_from`: ``header`` or ``record``), received,
     validated and stored at this node (wall-clock ms), the append's duration (`storage_ms`,
     monotonic) and the storage time t it emulated; `delay_ms` from the proposal to this
-    node's storing it, and `delay_t` the same in units of t (None where t is 0)."""
+    node's storing it, and `delay_t` the same in units of t (None where t is 0); `round`:
+    the FL round the block belongs to (`block_round`; None where unknown). `round` is the
+    last column (added after the others, so that no column moved)."""
 
     chain: str
     height: int
@@ -76,13 +90,16 @@ class BlockRow:
     delay_ms: float
     delay_t: float | None
     proposed_from: str
+    round: int | None = None
 
 
 @dataclass(frozen=True)
 class BlockDelay:
     """One block of a chain: proposed at `proposed_ms`, stored by its last keeper
     (`last_node`, of `keepers` nodes with a row for it) at `stored_ms`; `delay_ms` between
-    the two, and `delay_t` the same in units of t (None where t is 0: not emulated)."""
+    the two, and `delay_t` the same in units of t (None where t is 0: not emulated);
+    `certified_ms` as in the module docstring (the earliest of the rows'), and the block's
+    FL `round` (None where unknown)."""
 
     chain: str
     height: int
@@ -93,6 +110,19 @@ class BlockDelay:
     delay_ms: float
     t_ms: float
     delay_t: float | None
+    certified_ms: float = 0.0
+    round: int | None = None
+
+
+def block_round(block: Block) -> int | None:
+    """The FL round `block` belongs to: the largest non-negative integer ``round`` field of
+    its transactions' payloads; None where none has one (see the module docstring)."""
+    rounds = [
+        r
+        for tx in block.txs
+        if type(r := tx.payload.get("round")) is int and r >= 0  # not a bool, not negative
+    ]
+    return max(rounds) if rounds else None
 
 
 def _stores(run_dir: Path) -> Iterator[tuple[str, str, Path]]:
@@ -135,10 +165,22 @@ class _Stored:
     time: BlockTime
 
 
-def _read(node: str, chain: str, path: Path) -> list[_Stored]:
-    """The ``block_times`` rows of one store, by height, with each block's hash."""
+def _read(
+    node: str, chain: str, path: Path, rounds: dict[tuple[str, str], int | None]
+) -> list[_Stored]:
+    """The ``block_times`` rows of one store, by height, with each block's hash; the round of
+    each of its blocks not yet in `rounds` ((chain, hash hex) -> round) is added there."""
     rows = _query(path, BLOCK_TIMES_SELECT + " ORDER BY height")
     hashes = {int(h): bytes(b).hex() for h, b in _query(path, "SELECT height, hash FROM blocks")}
+    timed = {int(row[0]) for row in rows}
+    for height, h in hashes.items():
+        if height in timed and (chain, h) not in rounds:
+            found = _query(path, f"SELECT data FROM blocks WHERE height = {height:d}")
+            if found:
+                try:
+                    rounds[(chain, h)] = block_round(Block.from_bytes(bytes(found[0][0])))
+                except BlockError as exc:  # a corrupt block: its round stays unknown
+                    log.warning("%s: block %d: %s", path, height, exc)
     return [
         _Stored(node, chain, hashes.get(t.height, ""), t) for t in map(BlockTime.from_row, rows)
     ]
@@ -160,7 +202,8 @@ def block_times(run_dir: Path) -> list[BlockRow]:
     """Every node's timing row of every block of every chain of the run, by (node, chain,
     height)."""
     stores = list(_stores(run_dir))
-    stored = [row for node, chain, path in stores for row in _read(node, chain, path)]
+    rounds: dict[tuple[str, str], int | None] = {}
+    stored = [row for node, chain, path in stores for row in _read(node, chain, path, rounds)]
     proposals = _proposals(stores)
     first_validated: dict[tuple[str, int, str], float] = {}
     for r in stored:
@@ -194,15 +237,20 @@ def block_times(run_dir: Path) -> list[BlockRow]:
                 delay_ms=delay,
                 delay_t=delay / t.t_ms if t.t_ms > 0 else None,
                 proposed_from=source,
+                round=rounds.get((r.chain, r.hash)),
             )
         )
     return out
 
 
-def write_blocks_csv(run_dir: Path, path: Path | None = None) -> Path:
-    """Write `block_times(run_dir)` as CSV (default ``run_dir/blocks.csv``); returns its path."""
+def write_blocks_csv(
+    run_dir: Path, path: Path | None = None, rows: list[BlockRow] | None = None
+) -> Path:
+    """Write `block_times(run_dir)` (or `rows`, where the caller has them already) as CSV
+    (default ``run_dir/blocks.csv``); returns its path."""
     out = Path(run_dir) / BLOCKS_CSV if path is None else Path(path)
-    rows = block_times(run_dir)
+    if rows is None:
+        rows = block_times(run_dir)
     tmp = out.with_name(out.name + ".tmp")
     with tmp.open("w", newline="") as f:
         writer = csv.writer(f)
@@ -225,6 +273,7 @@ def block_delays(run_dir: Path, t_ms: float | None = None) -> list[BlockDelay]:
         proposed = min(r.proposed_ms for r in rows)  # one block: equal unless a store lies
         unit = max(r.t_ms for r in rows) if t_ms is None else t_ms
         delay = last.stored_ms - proposed
+        known = [r.round for r in rows if r.round is not None]
         out.append(
             BlockDelay(
                 chain=chain,
@@ -236,6 +285,8 @@ def block_delays(run_dir: Path, t_ms: float | None = None) -> list[BlockDelay]:
                 delay_ms=delay,
                 t_ms=unit,
                 delay_t=delay / unit if unit > 0 else None,
+                certified_ms=min(r.certified_ms for r in rows),
+                round=max(known) if known else None,
             )
         )
     return out

@@ -57,10 +57,18 @@ class FakeContext:
         )
         self.config = SimpleNamespace(task_id="t")
         self.me = SimpleNamespace(parent="mec0")
-        self.metrics = SimpleNamespace(write=lambda event, **fields: None)
+        self.records: list[dict[str, Any]] = []
+        self.metrics = SimpleNamespace(
+            write=lambda event, **fields: self.records.append({"event": event, **fields})
+        )
+        self.clock_ms = 1_000
 
     def now(self) -> float:
         return 0.0
+
+    def wall_ms(self) -> int:
+        self.clock_ms += 10  # every reading 10 ms later
+        return self.clock_ms
 
     def drop(self, reason: str, detail: str = "") -> None:
         self.drops.append(reason)
@@ -132,3 +140,17 @@ def test_a_training_that_fails_is_counted_and_the_next_round_trains() -> None:
     role._train(ctx, _global(2, 2.0))  # type: ignore[arg-type]
     ctx.finish_job()
     assert [u.round for u in ctx.sent] == [2]
+
+
+def test_the_round_record_says_when_the_global_model_came_and_the_update_left() -> None:
+    role, _ = _device()
+    ctx = FakeContext()
+    role._train(ctx, _global(1, 1.0))  # type: ignore[arg-type]
+    ctx.finish_job()
+
+    (record,) = ctx.records
+    assert (record["round"], record["global_received_ms"], record["update_sent_ms"]) == (
+        1,
+        1_010,  # when the global model reached the role
+        1_020,  # when the trained update was handed to the transport
+    )

@@ -267,7 +267,7 @@ def test_block_times_and_blocks_csv_of_a_hand_made_run(tmp_path: Path) -> None:
     assert list(read[0]) == [
         "chain", "height", "hash", "node", "proposed_ms", "certified_ms", "received_ms",
         "validated_ms", "stored_ms", "storage_ms", "t_ms", "delay_ms", "delay_t",
-        "proposed_from",
+        "proposed_from", "round",
     ]  # fmt: skip
     by_key = {(d["node"], d["chain"], d["height"]): d for d in read}
     assert by_key[("dev1", "lmuc-0", "1")]["delay_t"] == "3.0"  # (1030 - 1000) / 10
@@ -276,6 +276,7 @@ def test_block_times_and_blocks_csv_of_a_hand_made_run(tmp_path: Path) -> None:
     # and certified when the first keeper began storing it
     assert {d["hash"] for d in read} == {""}
     assert {d["proposed_from"] for d in read} == {"header"}
+    assert {d["round"] for d in read} == {""}  # no block bytes: the round is unknown
     assert by_key[("dev1", "lmuc-0", "1")]["certified_ms"] == "1001.0"  # mec0's validated_ms
     assert [(d["node"], d["chain"], float(d["stored_ms"])) for d in read] == [
         (r.node, r.chain, r.stored_ms) for r in rows

@@ -32,13 +32,17 @@ FRAME_MARGIN_BYTES = 64 * 1024  # the envelope and the other fields of a bees.of
 
 @dataclass(frozen=True)
 class Sent:
-    """A round's transfer awaiting its ES's receipt."""
+    """A round's transfer awaiting its ES's receipt; `received_ms` when the round's global
+    model came and `sent_ms` when the transfer was handed to the transport (wall-clock ms;
+    None: nothing was sent)."""
 
     round: int
     decision: Decision
     started: float
     nbytes: int
     train_time_s: float | None
+    received_ms: float | None = None
+    sent_ms: float | None = None
 
 
 class UeRole(Role):
@@ -66,6 +70,7 @@ class UeRole(Role):
         self.global_weights: Weights = self.reference
         self.threats = DeviceThreats(ctx.config, self.learner)
         self.behaviour = ""
+        self.received_ms: float | None = None  # when the latest global model came (wall ms)
         self._hello(ctx)
 
     def _hello(self, ctx: NodeContext) -> None:
@@ -91,7 +96,7 @@ class UeRole(Role):
             ctx.drop("unexpected", f"{msg.type} from {msg.sender}")
 
     def _on_global(self, ctx: NodeContext, msg: GlobalModel) -> None:
-        started = ctx.now()
+        started, received_ms = ctx.now(), ctx.wall_ms()
         if msg.round <= self.round:
             ctx.drop("stale_round", f"global round {msg.round!r}")
             return
@@ -102,13 +107,13 @@ class UeRole(Role):
             return
         self.greeted = True
         self.round = round_no = msg.round
-        self.global_weights = weights
+        self.global_weights, self.received_ms = weights, received_ms
         x, y, self.behaviour = self.threats.training_data(round_no)  # honest: its own data
         samples = len(y)
         decision = self.decide(self.profile, self.es_profile, samples, self.model, self.battery_j)
         log.info("round %d: %s (%s)", round_no, DECISIONS[decision.d], decision.reason)
         if decision.d is None:
-            self._record(ctx, Sent(round_no, decision, started, 0, None), 0.0)
+            self._record(ctx, Sent(round_no, decision, started, 0, None, self.received_ms), 0.0)
         elif decision.d == LOCAL:
             self._train(ctx, round_no, (x, y), decision, started)
         else:
@@ -124,7 +129,7 @@ class UeRole(Role):
     ) -> None:
         """Train on `data` off the loop and send the weights (a malicious UE's attack on its
         update applies here, `DeviceThreats.outgoing`)."""
-        learner, weights = self.learner, self.global_weights
+        learner, weights, received_ms = self.learner, self.global_weights, self.received_ms
 
         def train() -> TrainResult:
             learner.load(weights)
@@ -138,10 +143,11 @@ class UeRole(Role):
             else:
                 sent = self.threats.outgoing(round_no, learner.weights(), weights)
                 blob = weights_to_bytes(sent)
-                ctx.send(
-                    str(ctx.me.parent), LocalUpdate(round_no, blob, result.samples, ctx.wall_ms())
+                sent_ms = ctx.wall_ms()
+                ctx.send(str(ctx.me.parent), LocalUpdate(round_no, blob, result.samples, sent_ms))
+                self.sent[round_no] = Sent(
+                    round_no, decision, started, len(blob), result.seconds, received_ms, sent_ms
                 )
-                self.sent[round_no] = Sent(round_no, decision, started, len(blob), result.seconds)
 
         ctx.run_background(train, done)
 
@@ -167,9 +173,12 @@ class UeRole(Role):
             return
         target = int(self.offload_scale * self.model.offload_bytes)
         pad = bytes(min(MAX_PAD_BYTES, room, max(0, target - x.nbytes - y.nbytes)))
-        ctx.send(str(ctx.me.parent), OffloadedData(round_no, x, y, pad, ctx.wall_ms()))
+        sent_ms = ctx.wall_ms()
+        ctx.send(str(ctx.me.parent), OffloadedData(round_no, x, y, pad, sent_ms))
         nbytes = x.nbytes + y.nbytes + len(pad)
-        self.sent[round_no] = Sent(round_no, decision, started, nbytes, None)
+        self.sent[round_no] = Sent(
+            round_no, decision, started, nbytes, None, self.received_ms, sent_ms
+        )
 
     def _on_ack(self, ctx: NodeContext, ack: TransferAck) -> None:
         sent = self.sent.pop(ack.round, None)
@@ -182,7 +191,9 @@ class UeRole(Role):
         """One metrics row per round: the decision, predicted and measured transfer time,
         E^C (eq. 7, the UE's profile: local training only), E^T (eq. 8 from the measured
         transfer time: our reading of the issue; the predicted one is beside it), E_total
-        (eq. 9) and the battery after the drain."""
+        (eq. 9) and the battery after the drain; when the round's global model came and
+        when the UE sent its contribution (``update_sent_ms``: its trained weights, or, when
+        it offloads, its samples: our choice, the offload is its update for the round)."""
         d = sent.decision
         chosen = d.chosen
         compute_j = chosen.ue_compute_j if chosen is not None else 0.0
@@ -206,4 +217,6 @@ class UeRole(Role):
             behaviour=self.behaviour,
             train_time_s=sent.train_time_s,
             round_time_s=ctx.now() - sent.started,
+            global_received_ms=sent.received_ms,
+            update_sent_ms=sent.sent_ms,
         )

@@ -1,4 +1,10 @@
-"""The vanilla device: trains on its partition when its MEC sends the global model."""
+"""The vanilla device: trains on its partition when its MEC sends the global model.
+
+Its round record carries, besides the training's numbers, when (wall-clock ms) it received
+the round's global model (``global_received_ms``: when the model reached the role, which
+for schemes that build it from a block, blockfl, is when the block's blobs were in) and
+when it handed its update to the transport (``update_sent_ms``; absent when the update was
+withheld): metrics.csv's round timing columns (`orchestrator.collect`)."""
 
 from __future__ import annotations
 
@@ -32,11 +38,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class _Training:
-    """One round's training: its global model's weights and when the model came."""
+    """One round's training: its global model's weights and when the model came (`started`:
+    the loop's monotonic clock; `received_ms`: the wall clock, ms)."""
 
     round: int
     global_weights: Weights
     started: float
+    received_ms: float = 0.0
 
 
 class DeviceRole(Greeter):
@@ -104,7 +112,7 @@ class DeviceRole(Greeter):
         node goes on storing blocks and relaying while it trains. A newer round that comes
         while it trains is trained next (the one in training is then stale: its result is
         dropped, not sent)."""
-        started = ctx.now()
+        started, received_ms = ctx.now(), ctx.wall_ms()
         round_no, model = msg.round, msg.model
         if round_no <= self.round:
             ctx.drop("stale_round", f"global round {round_no!r}")
@@ -122,7 +130,7 @@ class DeviceRole(Greeter):
         replica = replica_of(ctx)
         if not replica.light:
             replica.blobs.put_behind(sha256(model), model)
-        job = _Training(round_no, global_weights, started)
+        job = _Training(round_no, global_weights, started, received_ms)
         if self._training is not None:
             self._next = job  # after the one in training (which is now stale)
             return
@@ -159,6 +167,7 @@ class DeviceRole(Greeter):
         round_no, global_weights = job.round, job.global_weights
         sent = self.threats.outgoing(round_no, self.learner.weights(), global_weights)
         withheld = self.withhold_reason(ctx, round_no, sent)
+        sent_ms: float | None = None
         if withheld is not None:
             log.info("round %d: update withheld: %s", round_no, withheld)
         else:
@@ -168,6 +177,7 @@ class DeviceRole(Greeter):
             tx = self.update_transaction(ctx, round_no, key, len(blob), result.samples)
             # in place before the transaction naming it leaves (its fsync comes later)
             replica.blobs.put_behind(key, blob)
+            sent_ms = ctx.wall_ms()  # handed to the transport now (signed and queued)
             self.send_update(
                 ctx, DeviceUpdate(round_no, blob, tx.to_bytes(), result.loss, result.accuracy)
             )
@@ -182,5 +192,7 @@ class DeviceRole(Greeter):
             emd=self._label_emd(y),
             train_time_s=result.seconds,
             round_time_s=ctx.now() - job.started,
+            global_received_ms=job.received_ms,
             **({} if withheld is None else {"withheld": withheld}),
+            **({} if sent_ms is None else {"update_sent_ms": sent_ms}),
         )
