@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from node.ledger.timing import BLOCKS_CSV
-from orchestrator.collect import COUNTER_COLUMNS, GOSSIP_COLUMNS, METRIC_COLUMNS
+from orchestrator.collect import GOSSIP_COLUMNS
 
 __all__ = [
     "BLOCKS_CSV",
@@ -74,25 +74,29 @@ class TableError(ValueError):
     """A run's table is missing, cut off or malformed: one line naming the file."""
 
 
-def _kinds(columns: Iterable[str], ints: set[str], floats: set[str]) -> dict[str, Kind]:
-    out: dict[str, Kind] = {}
-    for c in columns:
-        out[c] = "int" if c in ints else "float" if c in floats else "str"
-    return out
+def _kinds(strs: set[str], ints: set[str], floats: set[str]) -> dict[str, Kind]:
+    out: dict[str, Kind] = dict.fromkeys(strs, "str")
+    out |= dict.fromkeys(ints, "int")
+    return out | dict.fromkeys(floats, "float")
 
 
 _GOSSIP_MAPS = {"gossip_invalid", "gossip_dropped", "gossip_invalid_from", "gossip_relayed_from"}
 
+# metrics.csv: a column of METRIC_COLUMNS named in none of these sets takes `_auto`'s type
 METRIC_TYPES = _kinds(
-    METRIC_COLUMNS,
+    {"run", "scheme", "node", "role", "task_chain", "eval_set", "missing", "rejected"}
+    | {"rejected_reasons", "behaviour", "decision", "proposer", "withheld", "eval_data"}
+    | {"accepted", "block_chain"},
     {"round", "samples", "contributors", "qualified", "transfer_bytes", "offloaded"}
-    | {"offload_bytes"},
+    | {"offload_bytes", "block_height"},
     {"accuracy", "loss", "round_time_s", "train_time_s", "emd", "elapsed_s", "wall_time"}
     | {"predicted_transfer_s", "transfer_s", "energy_compute_j", "energy_transfer_j"}
-    | {"energy_total_j", "battery_j", "contract_accuracy"},
+    | {"energy_total_j", "battery_j", "contract_accuracy", "update_sent_ms"}
+    | {"global_received_ms", "block_proposed_ms", "block_certified_ms", "block_stored_ms"}
+    | {"block_latency_ms"},
 )
 COUNTER_TYPES = _kinds(
-    COUNTER_COLUMNS,
+    {"node", "role", "dropped"} | _GOSSIP_MAPS,
     {"sent_msgs", "sent_bytes", "recv_msgs", "recv_bytes"} | set(GOSSIP_COLUMNS) - _GOSSIP_MAPS,
     set(),
 )
