@@ -95,7 +95,8 @@ def accuracy_figure(run_dir: Path, tables: RunTables | None = None) -> Figure:
     ax_acc.set_ylabel("accuracy")
     ax_acc.set_ylim(*accuracy_limits(plotted))
     ax_acc.grid(alpha=0.3)
-    ax_acc.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize="small")
+    if ax_acc.get_legend_handles_labels()[0]:  # a run without rounds draws no curve
+        ax_acc.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize="small")
     ax_full.set_ylim(0, 1)
     ax_full.set_title("0-1 range", fontsize="small")
     ax_full.set_xlabel("round")
