@@ -230,7 +230,7 @@ def latency_cdf_figure(latency: pd.DataFrame) -> Figure | None:
         configured = g["configured_delay_ms"].dropna()
         if line is not None and len(configured):
             ax.axvline(float(configured.median()), color=line.get_color(), ls="--", lw=1)
-    ax.set_xlabel(f"{measure} (ms); dashed: configured delay")
+    ax.set_xlabel(f"{measure.removesuffix('_ms')} (ms); dashed: configured delay")
     ax.set_ylabel("fraction of messages")
     ax.set_title("latency per link class")
     ax.grid(alpha=0.3)
