@@ -18,6 +18,17 @@
     an unshaped baseline of the same topology (``bench/fidelity_netem.py``). Needs a kernel
     with sch_netem: vm/test-in-qemu.sh runs it inside a QEMU VM.
 
+(d) ``--pcap-run RUN_DIR`` / ``--pcap-scenario SCENARIO``: instead of pings or probe messages,
+    the configured links' delay measured on a run's real traffic with ``bcfl pcap latency``
+    (`orchestrator.pcaplat`): per link class, the configured delay against the measured one-way
+    delay of every captured message hop. Where netem shaped the delay (meta.json ``delay`` is
+    ``kernel(netem)``) that is the wire's first byte at one end -> the other; where the nodes
+    shaped it (``userspace``) the wire shows none of it, so the delay measured is the sender's
+    send record -> the first byte at the receiver's interface (the nodes' messages.csv), for
+    the hops that start at the sender. ``--pcap-run`` reads a captured run directory (no root
+    needed); ``--pcap-scenario`` first runs SCENARIO on the mininet backend, capturing every
+    node unless the scenario names its own ``capture:``.
+
 Run: ``python bench/fidelity.py`` (``--quick``: shorter transfers, fewer messages). Root.
 """
 
@@ -222,6 +233,117 @@ def expected_truncated(mu: float, sd: float) -> tuple[float, float]:
     return float(x.mean()), float(x.std())
 
 
+@dataclass
+class CaptureDelay:
+    """One link class's configured and measured one-way delay on a run's real traffic."""
+
+    link_class: str
+    shaped_by: str
+    measure: str  # what was measured (see `capture_delays`)
+    n: int
+    configured_ms: float
+    median_ms: float
+    p95_ms: float
+
+    @property
+    def error_ms(self) -> float:
+        """Measured median minus configured."""
+        return self.median_ms - self.configured_ms
+
+
+def capture_delays(run_dir: Path, out: Path | None = None) -> list[CaptureDelay]:
+    """Per link class, the configured delay against the one measured on the run's captured
+    messages (`orchestrator.pcaplat`, which writes its files to `out`, default a temporary
+    folder). Kernel (netem) delay: first byte at one end -> the other. User-space delay: the
+    sender's send record -> the first byte at the other end, on hops that start at the sender
+    (the node holds the frame before its socket; the wire shows none of the delay)."""
+    from orchestrator.pcaplat.analysis import analyse
+
+    with tempfile.TemporaryDirectory(prefix="bcfl-fidelity-") as tmp:
+        rows = analyse(run_dir, out or Path(tmp)).rows
+    groups: dict[str, list[tuple[float, float, str]]] = {}
+    for r in rows:
+        if r.configured_delay_ms is None or r.first_byte_dst_ms is None:
+            continue
+        if r.delay_shaped_by == "userspace":
+            if r.node_sent_ms is None:
+                continue
+            value, measure = r.first_byte_dst_ms - r.node_sent_ms, "send record -> wire at dst"
+        elif r.propagation_ms is not None:
+            value, measure = r.propagation_ms, "wire at src -> wire at dst"
+        else:
+            continue
+        key = f"{r.link_class}\0{r.delay_shaped_by}\0{measure}"
+        groups.setdefault(key, []).append((value, r.configured_delay_ms, measure))
+    out_rows = []
+    for key, items in sorted(groups.items()):
+        cls, shaped, measure = key.split("\0")
+        values = np.array([v for v, _, _ in items])
+        configured = float(np.median([c for _, c, _ in items]))
+        out_rows.append(
+            CaptureDelay(
+                cls,
+                shaped,
+                measure,
+                len(items),
+                configured,
+                float(np.median(values)),
+                float(np.percentile(values, 95)),
+            )
+        )
+    return out_rows
+
+
+def print_capture_fidelity(run_dir: Path) -> int:
+    """(d): print `capture_delays(run_dir)` as a table; 2 with one line on bad input."""
+    from orchestrator.pcaplat.analysis import PcapLatencyError
+
+    try:
+        delays = capture_delays(run_dir)
+    except PcapLatencyError as exc:
+        print(f"bench/fidelity.py: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"== (d) delay on the real traffic of {run_dir} (bcfl pcap latency)")
+    if not delays:
+        print("  no message hop with both ends measured (capture a sender and its receiver)")
+        return 1
+    print(
+        f"  {'link class':<22} {'shaped by':<14} {'n':>5} {'configured':>11} {'median':>9} "
+        f"{'p95':>9} {'error':>8}  measured"
+    )
+    for d in delays:
+        print(
+            f"  {d.link_class:<22} {d.shaped_by:<14} {d.n:>5} {d.configured_ms:>8.2f} ms "
+            f"{d.median_ms:>6.2f} ms {d.p95_ms:>6.2f} ms {d.error_ms:>+8.2f}  {d.measure}"
+        )
+    return 0
+
+
+def run_captured(scenario_path: Path) -> Path:
+    """Run a scenario on the mininet backend with packet captures (every daemon node unless
+    the scenario names its own); returns the run directory."""
+    from orchestrator.runner import Run
+    from orchestrator.scenario import load_scenario
+
+    scenario = load_scenario(scenario_path)
+    update: dict[str, Any] = {"backend": "mininet"}
+    if not probe_netem().available:
+        update["delay_mode"] = "userspace"
+    scenario = scenario.model_copy(update=update)
+    if not scenario.capture:
+        from topologies.builders import build_hierarchy
+
+        spec = build_hierarchy(scenario.topology.to_params(), scenario.seed)
+        scenario = scenario.model_copy(update={"capture": [n.id for n in spec.daemons()]})
+    out = Path(tempfile.mkdtemp(prefix=f"bcfl-fidelity-{scenario.name}-"))
+    result = Run(scenario, out, progress=False).execute()
+    print(
+        f"ran {scenario.name!r} on mininet ({result.rounds_completed} rounds, "
+        f"capture {scenario.capture}) -> {out}"
+    )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
@@ -244,10 +366,26 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="--netem-topology: only the unshaped pass (kernels without netem)",
     )
+    ap.add_argument(
+        "--pcap-run",
+        type=Path,
+        metavar="RUN_DIR",
+        help="measure the links' delay from RUN_DIR's captured traffic (bcfl pcap latency)",
+    )
+    ap.add_argument(
+        "--pcap-scenario",
+        type=Path,
+        metavar="SCENARIO",
+        help="run SCENARIO on mininet with captures, then measure as --pcap-run does",
+    )
     args = ap.parse_args(argv)
+    if args.pcap_run is not None:
+        return print_capture_fidelity(args.pcap_run)
     if os.geteuid() != 0:
         print("bench/fidelity.py needs root (Mininet, tc)", file=sys.stderr)
         return 2
+    if args.pcap_scenario is not None:
+        return print_capture_fidelity(run_captured(args.pcap_scenario))
     if args.netem_topology is not None:
         from bench.fidelity_netem import run
 
