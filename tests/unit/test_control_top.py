@@ -106,3 +106,18 @@ def test_params_are_json_where_they_parse() -> None:
     }
     with pytest.raises(ValueError, match="--param"):
         _params(["=1"])
+
+
+def test_live_top_ends_when_the_publisher_is_gone(run_dir: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    from orchestrator.top import run_top
+
+    pub = run_dir / "nodes" / "pub"
+    pub.mkdir()
+    (pub / "metrics.jsonl").write_text(json.dumps({"event": "counters"}) + "\n")
+    out = io.StringIO()
+    assert run_top(run_dir, console=Console(file=out, width=200)) == 0
+    assert "pub" in out.getvalue() and "stopped" in out.getvalue()
