@@ -2,14 +2,16 @@
 
 How it works
 ------------
-Every observation of a message (`capture.Observation`) is keyed by (sender, seq, receiver):
-sender and seq from the envelope, the receiver from the TCP destination address (a node's
-identity address; `runinfo`). The capture points that saw it (the node each pcap was taken
-at; one observation per node, the earliest, our choice where two files of one node saw it)
-are put in the order of the message's route (`TopologySpec.route`); each pair of
-consecutive points is a hop and gives one row. A message seen at a single point gives one
-row from that point to the receiver (only the source side known) or, seen only at the
-receiver, from the sender to it (only the destination side known).
+Every observation of a message (`capture.Observation`) is keyed by (sender, seq, origin,
+receiver): sender and seq from the envelope, the origin and the receiver from the TCP source
+and destination addresses (nodes' identity addresses, `runinfo`; the origin is the sender
+unless a node relays another's frame, and is the sender where its address is unknown). The
+capture points that saw it (the node each pcap was taken at; one observation per node, the
+earliest, our choice where two files of one node saw it) are put in the order of the route
+origin -> receiver (`TopologySpec.route`); each pair of consecutive points is a hop and
+gives one row. A message seen at a single point gives one row from that point to the
+receiver (only the source side known) or, seen only at the receiver, from the origin to it
+(only the destination side known).
 
 A row's configured link is the route between its two points: ``link_class`` the classes of
 the links on it joined by ``+`` (e.g. ``cellular+fronthaul`` for device -> BS -> MEC: a base
@@ -81,18 +83,19 @@ class _Point:
 
 def hop_rows(info: RunInfo, observations: Iterable[tuple[str | None, Observation]]) -> list[HopRow]:
     """latency.csv's rows from (capture point node, observation) pairs."""
-    by_msg: dict[tuple[str, int, str], dict[str, Observation]] = {}
+    by_msg: dict[tuple[str, int, str, str], dict[str, Observation]] = {}
     for point, obs in observations:
         if point is None:
             continue
         receiver = info.node_of_ip.get(obs.msg.key.dst, obs.msg.key.dst)
-        seen = by_msg.setdefault((obs.header.sender, obs.header.seq, receiver), {})
+        origin = info.node_of_ip.get(obs.msg.key.src, obs.header.sender)
+        seen = by_msg.setdefault((obs.header.sender, obs.header.seq, origin, receiver), {})
         old = seen.get(point)
         if old is None or obs.msg.first_ms < old.msg.first_ms:
             seen[point] = obs
     rows: list[HopRow] = []
-    for (sender, seq, receiver), seen in sorted(by_msg.items()):
-        path = info.path(sender, receiver)
+    for (sender, seq, origin, receiver), seen in sorted(by_msg.items()):
+        path = info.path(origin, receiver)
         if not path:
             continue  # the receiver is not a node of the topology
         points = sorted(
@@ -102,25 +105,24 @@ def hop_rows(info: RunInfo, observations: Iterable[tuple[str | None, Observation
         if len(points) == 1:
             only = points[0]
             if only.node == receiver:
-                rows.append(_row(info, sender, seq, receiver, path, None, only, only.node))
+                rows.append(_row(info, (sender, seq, receiver), path, None, only, only.node))
             else:
-                rows.append(_row(info, sender, seq, receiver, path, only, None, receiver))
+                rows.append(_row(info, (sender, seq, receiver), path, only, None, receiver))
         for a, b in itertools.pairwise(points):
-            rows.append(_row(info, sender, seq, receiver, path, a, b, b.node))
+            rows.append(_row(info, (sender, seq, receiver), path, a, b, b.node))
     return rows
 
 
 def _row(
     info: RunInfo,
-    sender: str,
-    seq: int,
-    receiver: str,
+    msg: tuple[str, int, str],
     path: list[str],
     src: _Point | None,
     dst: _Point | None,
     dst_node: str,
 ) -> HopRow:
-    src_node = src.node if src is not None else sender
+    sender, seq, receiver = msg
+    src_node = src.node if src is not None else path[0]  # the origin
     hop = path[path.index(src_node) : path.index(dst_node) + 1]
     links = [info.spec.link(a, b) for a, b in itertools.pairwise(hop)]
     classes = list(dict.fromkeys(str(lk.kind) for lk in links))
