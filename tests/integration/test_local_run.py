@@ -88,8 +88,49 @@ def rows(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def _check_round_timing(table: list[dict[str, str]]) -> None:
+    """Every device row (issue 17): the global model came before the update left, which
+    left before the next round's global model came and before the block recording it was
+    proposed; the round's block was stored on the device (latency >= 0)."""
+    devices = [r for r in table if r["role"] == "device"]
+    by_round = {(r["node"], int(r["round"])): r for r in devices}
+    assert devices
+    for row in devices:
+        got, sent = float(row["global_received_ms"]), float(row["update_sent_ms"])
+        assert got <= sent <= float(row["block_proposed_ms"]), row
+        following = by_round.get((row["node"], int(row["round"]) + 1))
+        if following is not None:
+            assert sent <= float(following["global_received_ms"]), (row, following)
+        assert row["block_chain"] == MAIN_CHAIN and int(row["block_height"]) >= 2, row
+        assert float(row["block_latency_ms"]) >= 0, row
+        assert float(row["block_proposed_ms"]) <= float(row["block_certified_ms"]), row
+
+
+def _check_message_records(run_dir: Path, nodes: set[str]) -> None:
+    """Every node's messages.csv (metrics.message_log: true): each message received was
+    recorded as sent to that node, with its type and size; every device update sent was
+    received."""
+    sent: dict[tuple[str, str, str], dict[str, str]] = {}
+    received: dict[tuple[str, str, str], dict[str, str]] = {}
+    for node in nodes:
+        with (run_dir / "nodes" / node / "messages.csv").open(newline="") as f:
+            for r in csv.DictReader(f):
+                if r["dir"] == "sent":
+                    assert r["sender"] == node, r
+                    sent[(r["sender"], r["seq"], r["peer"])] = r
+                else:
+                    assert r["dir"] == "recv" and r["peer"] == "", r
+                    received[(r["sender"], r["seq"], node)] = r
+    assert received and set(received) <= set(sent)
+    for k, r in received.items():
+        assert (r["type"], r["bytes"]) == (sent[k]["type"], sent[k]["bytes"]), (r, sent[k])
+    updates = [k for k, r in sent.items() if r["type"] == "update"]
+    assert len(updates) == 4 * 8  # 4 devices, 8 rounds
+    assert all(k in received for k in updates)
+
+
 def test_multi_process_run_reaches_real_accuracy(tmp_path: Path) -> None:
-    scenario = small_scenario()
+    scenario = small_scenario(metrics={"message_log": True})
 
     result = Run(scenario, tmp_path / "run", progress=False).execute()
 
@@ -109,6 +150,8 @@ def test_multi_process_run_reaches_real_accuracy(tmp_path: Path) -> None:
     counters = list(csv.DictReader((tmp_path / "run" / "counters.csv").open()))
     assert {c["node"] for c in counters} == set(pids)
     assert all(c["dropped"] == "" for c in counters), "no message was dropped"
+    _check_round_timing(table)
+    _check_message_records(tmp_path / "run", set(pids))
 
 
 def test_every_ledger_verifies_and_a_changed_byte_is_caught(
