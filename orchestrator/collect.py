@@ -9,15 +9,17 @@ completed once every task recorded it (`rounds_completed`).
 Round timing (issue 17), the last columns of metrics.csv (`ROUND_TIMING_COLUMNS`): a device's
 ``update_sent_ms`` and ``global_received_ms`` come from its own round record (wall-clock
 ms); the ``block_*`` columns join blocks.csv with the metrics rows by node and round
-(`add_block_columns`). Which block (our choice): the round's block is the highest block of
-the node's task chain whose round (`node.ledger.timing.block_round`) is the row's round,
-the one that completes the round's records (for vanilla and its kin, the block with the
-round's ``task.record_global``); its height, when it was proposed and certified (the same
-on every node), when this node stored it, and ``block_latency_ms`` = stored at this node -
-proposed. The node's task chain (our choice): the record's ``task_chain`` where the node
-keeps it; else, among the node's chains that a publisher also keeps (all of its chains if
-none is), those with a block of that round, the first by chain id. Where the node has no
-row for that block (it never stored it) the columns stay empty."""
+(`add_block_columns`). Which block (our choice): the round's block is the first (lowest)
+block of the node's task chain whose round (`node.ledger.timing.block_round`) is the row's
+round: in vanilla, BEES and BlockFL the one block holding the round's updates (BlockFL's
+last round's global record comes in a later block, of the same round); where a round's
+records span several blocks (a two-layer LMUC: its devices' updates, then its global
+record in a block of its own) the first of them. Its height, when it was proposed and
+certified (the same on every node), when this node stored it, and ``block_latency_ms`` =
+stored at this node - proposed. The node's task chain (our choice): the record's
+``task_chain`` where the node keeps it; else, among the node's chains that a publisher also
+keeps (all of its chains if none is), those with a block of that round, the first by chain
+id. Where the node has no row for that block (it never stored it) the columns stay empty."""
 
 from __future__ import annotations
 
@@ -200,7 +202,7 @@ def _counter_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 class _RoundBlocks:
     """blocks.csv's rows indexed for the join: each node's chains and rows, the chains a
-    publisher keeps, and each (chain, round)'s block (its highest height)."""
+    publisher keeps, and each (chain, round)'s block (its lowest height)."""
 
     def __init__(self, blocks: list[BlockRow], publishers: set[str]) -> None:
         self.rows: dict[tuple[str, str, int], BlockRow] = {}
@@ -211,7 +213,7 @@ class _RoundBlocks:
             self.chains_of.setdefault(b.node, set()).add(b.chain)
             if b.round is not None:
                 key = (b.chain, b.round)
-                self.block[key] = max(self.block.get(key, b.height), b.height)
+                self.block[key] = min(self.block.get(key, b.height), b.height)
         self.task_chains = {c for p in publishers for c in self.chains_of.get(p, ())}
 
     def chain_for(self, node: str, round_no: int, named: str) -> str | None:

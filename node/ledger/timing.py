@@ -9,15 +9,19 @@ node directory of the layout before several chains, ``nodes/<id>/ledger.sqlite``
 `block_delays` gives per (chain, height) the delay from the proposal to the moment the last
 node keeping the chain stored the block: measured in the run, in ms and in units of t.
 
-Every row also says which FL round its block belongs to (`block_round`): the largest
-integer ``round`` field among the payloads of the block's transactions (every contract that
-records a round's work names it ``round``: ``task.record_update``/``record_global``,
-``sfl.submit_model_update``, ``bees.*``, ``flchain.*``, ``gmuc.*``, ...), and None (an empty
-cell) where no transaction carries one (a ``task.publish`` block, the rewards, genesis). Our
-choice: the largest, because a block that records round r's global model may also carry
-late updates of earlier rounds, and it is round r's block. A block is parsed once per
-(chain, hash) for the whole run: a light replica's store keeps the block bytes too, and a
-store without them (a hand-made one) leaves the round to another keeper of the block.
+Every row also says which FL round its block belongs to (`block_round`), from the ``round``
+field every contract that records a round's work has (``task.record_update``/
+``record_global``, ``sfl.*``, ``bees.*``, ``flchain.*``, ``gmuc.*``, ...): the round of the
+block's update transactions (a method whose name contains ``update``: a device's, an ES's or
+an aggregate's update), else the round of its other transactions; the smallest where they
+name several; None (an empty cell) where no transaction carries one (a ``task.publish``
+block, the rewards, genesis). Our choice, so that each scheme's block of round r says r: a
+BlockFL block holds round r's updates with the publisher's ``record_global`` of round r-1,
+a BEES block r holds round r's election and updates with the ES reports for round r+1's
+election (``bees.report`` naming r+1), a two-layer LMUC records round r's global model in
+a block of its own. A block is parsed once per (chain, hash) for the whole run: a light
+replica's store keeps the block bytes too, and a store without them (a hand-made one)
+leaves the round to another keeper.
 
 What "proposed" and "certified" mean, per finality kind (the same on every node's row of a
 block):
@@ -115,14 +119,17 @@ class BlockDelay:
 
 
 def block_round(block: Block) -> int | None:
-    """The FL round `block` belongs to: the largest non-negative integer ``round`` field of
-    its transactions' payloads; None where none has one (see the module docstring)."""
-    rounds = [
-        r
-        for tx in block.txs
-        if type(r := tx.payload.get("round")) is int and r >= 0  # not a bool, not negative
-    ]
-    return max(rounds) if rounds else None
+    """The FL round `block` belongs to (see the module docstring): the smallest non-negative
+    integer ``round`` of its update transactions' payloads, else of its other transactions';
+    None where none has one."""
+    updates: list[int] = []
+    others: list[int] = []
+    for tx in block.txs:
+        r = tx.payload.get("round")
+        if type(r) is int and r >= 0:  # not a bool, not negative
+            (updates if "update" in tx.type.partition(".")[2] else others).append(r)
+    rounds = updates or others
+    return min(rounds) if rounds else None
 
 
 def _stores(run_dir: Path) -> Iterator[tuple[str, str, Path]]:
@@ -286,7 +293,7 @@ def block_delays(run_dir: Path, t_ms: float | None = None) -> list[BlockDelay]:
                 t_ms=unit,
                 delay_t=delay / unit if unit > 0 else None,
                 certified_ms=min(r.certified_ms for r in rows),
-                round=max(known) if known else None,
+                round=min(known) if known else None,
             )
         )
     return out

@@ -14,8 +14,13 @@ from node.core.block import ZERO_HASH
 from node.core.tx import Transaction
 from node.ledger.chain import Chain
 from node.ledger.store import open_store
-from node.ledger.timing import BLOCKS_CSV, block_delays, block_round, block_times
-from orchestrator.collect import METRIC_COLUMNS, ROUND_TIMING_COLUMNS, collect
+from node.ledger.timing import BLOCKS_CSV, BlockRow, block_delays, block_round, block_times
+from orchestrator.collect import (
+    METRIC_COLUMNS,
+    ROUND_TIMING_COLUMNS,
+    add_block_columns,
+    collect,
+)
 from tests.unit.test_ledger_block import key, make_block
 from tests.unit.test_ledger_chain import Writer, _config
 
@@ -30,21 +35,32 @@ COLUMNS_BEFORE = (
 )  # fmt: skip
 
 
-def _tx(payload: dict[str, Any], nonce: int = 1) -> Transaction:
-    return Transaction.create(key(3), "task.record_update", nonce, payload)
+def _tx(type_: str, payload: dict[str, Any], nonce: int) -> Transaction:
+    return Transaction.create(key(3), type_, nonce, payload)
 
 
-def test_a_blocks_round_is_the_largest_integer_round_of_its_transactions() -> None:
-    def block(*payloads: dict[str, Any]) -> Any:
-        txs = tuple(_tx(p, n) for n, p in enumerate(payloads, 1))
-        return make_block(1, ZERO_HASH, txs)
+def _block_of(*txs: tuple[str, dict[str, Any]]) -> Any:
+    signed = tuple(_tx(t, p, n) for n, (t, p) in enumerate(txs, 1))
+    return make_block(1, ZERO_HASH, signed)
 
-    assert block_round(block({"round": 3}, {"round": 4}, {"x": 1})) == 4
-    assert block_round(block({"round": 0})) == 0
+
+def test_a_blocks_round_is_its_updates_round_else_its_other_transactions() -> None:
+    update, glob = "task.record_update", "task.record_global"
+    # vanilla: the round's updates and global record
+    assert block_round(_block_of((update, {"round": 3}), (glob, {"round": 3}))) == 3
+    # blockfl: round 4's updates with the publisher's global record of round 3
+    assert block_round(_block_of((glob, {"round": 3}), (update, {"round": 4}))) == 4
+    # bees: round 3's election and ES updates, the reports for round 4's election
+    bees = (("bees.elect", {"round": 3}), ("bees.report", {"round": 4}))
+    assert block_round(_block_of(*bees, ("bees.update", {"round": 3}))) == 3
+    # no update: the other transactions' round, the smallest
+    assert block_round(_block_of(*bees)) == 3
+    assert block_round(_block_of((glob, {"round": 0}))) == 0
     # no round, a bool, a string, a negative number: unknown
-    assert block_round(block({"task_id": "t"})) is None
-    assert block_round(block({"round": True}, {"round": "2"}, {"round": -1})) is None
-    assert block_round(block()) is None
+    assert block_round(_block_of(("task.publish", {"task_id": "t"}))) is None
+    bad = ({"round": True}, {"round": "2"}, {"round": -1})
+    assert block_round(_block_of(*((update, p) for p in bad))) is None
+    assert block_round(_block_of()) is None
 
 
 def _keep(run: Path, chain_id: str, nodes: tuple[str, ...], rounds: int) -> None:
@@ -198,3 +214,53 @@ def test_the_task_chain_is_the_named_one_else_one_a_publisher_keeps(tmp_path: Pa
         ("mec0", "2", "x", "", ""),  # a name the node does not keep: as if unnamed
         ("pub", "1", "gmuc", "gmuc", "2"),
     ]
+
+
+def _row(node: str, height: int, round_no: int | None, stored: float) -> BlockRow:
+    return BlockRow(
+        chain="pow",
+        height=height,
+        hash=f"{height:02x}" * 32,
+        node=node,
+        proposed_ms=1000.0 * height,
+        certified_ms=1000.0 * height + 5,
+        received_ms=stored - 1,
+        validated_ms=stored - 1,
+        stored_ms=stored,
+        storage_ms=0.5,
+        t_ms=0.0,
+        delay_ms=stored - 1000.0 * height,
+        delay_t=None,
+        proposed_from="record",
+        round=round_no,
+    )
+
+
+def test_a_round_spanning_blocks_joins_its_first_block() -> None:
+    """BlockFL: heights 2 and 3 hold rounds 1 and 2's updates, height 4 round 2's global
+    record (round 2 too); round 2's block is height 3, the first."""
+    blocks = [
+        _row(n, h, r, 1000.0 * h + s)
+        for n, s in (("pub", 10.0), ("dev0", 30.0))
+        for h, r in ((1, None), (2, 1), (3, 2), (4, 2))
+    ]
+    rows: list[dict[str, Any]] = [
+        {"node": n, "role": role, "round": r, "task_chain": ""}
+        for n, role in (("pub", "publisher"), ("dev0", "device"))
+        for r in (1, 2, 3)
+    ]
+
+    add_block_columns(rows, blocks)
+
+    got = {
+        (r["node"], r["round"]): (r.get("block_height"), r.get("block_latency_ms")) for r in rows
+    }
+    assert got == {
+        ("pub", 1): (2, 10.0),
+        ("pub", 2): (3, 10.0),
+        ("pub", 3): (None, None),  # no block of round 3
+        ("dev0", 1): (2, 30.0),
+        ("dev0", 2): (3, 30.0),
+        ("dev0", 3): (None, None),
+    }
+    assert rows[0]["block_certified_ms"] == 2005.0 and rows[0]["block_stored_ms"] == 2010.0
