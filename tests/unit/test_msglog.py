@@ -165,3 +165,21 @@ def test_rows_are_buffered_then_flushed_and_a_restart_appends(
     again.close()
     assert [r["seq"] for r in _rows(path)] == ["7", "8", "9"]
     assert path.read_text().count("dir,") == 1
+
+
+@pytest.mark.parametrize(
+    ("metrics", "capture", "on"),
+    [
+        ({}, [], False),  # the default: off (a 1,000-node run writes none)
+        ({}, ["mec0"], True),  # a run that captures packets
+        ({"message_log": True}, [], True),
+        ({"message_log": False}, ["mec0"], False),  # said off: off, captures or not
+    ],
+)
+def test_the_scenario_says_whether_nodes_record_their_messages(
+    metrics: dict[str, Any], capture: list[str], on: bool
+) -> None:
+    from orchestrator.scenario import parse_scenario
+
+    scenario = parse_scenario({"metrics": metrics, "capture": capture})
+    assert scenario.metrics.message_log_on(scenario.capture) is on
