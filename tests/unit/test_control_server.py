@@ -83,6 +83,7 @@ class Node:
         raise AssertionError("the control socket never appeared")
 
     def send(self, msg_type: str) -> None:
+        """Deliver a frame of `msg_type` (a type no scheme registers: the role gets a map)."""
         self.network.deliver("dev0-0", self.peer.encode(msg_type, {}))
 
     def records(self, event: str) -> list[dict[str, Any]]:
@@ -187,7 +188,7 @@ def test_a_behaviour_takes_effect_at_the_first_round_not_begun(node: Node) -> No
         ("recover", 9),
     ]
     node.role.round = 4
-    node.send("tick")  # a wake-up: the next snapshot shows round 4's behaviour
+    node.send("t.tick")  # a wake-up: the next snapshot shows round 4's behaviour
     with node.client() as client:
         for _ in range(int(WAIT_S / 0.01)):
             if client.status().behaviour == "label_flip":
@@ -208,9 +209,9 @@ def test_watch_metrics_streams_the_records_written_after_the_call(node: Node) ->
             if plane._watchers:
                 break
             threading.Event().wait(0.01)
-        node.send("hello")
+        node.send("t.hello")
         reader.join(WAIT_S)
-    assert got == [("note", {"round": 3, "text": "hello"})]
+    assert got == [("note", {"round": 3, "text": "t.hello"})]
 
 
 def test_a_full_watcher_queue_drops_and_counts(node: Node) -> None:
@@ -249,6 +250,6 @@ def test_no_token_no_control_plane(tmp_path: Path) -> None:
         threading.Event().wait(0.01)
     assert n.daemon.control is None and not (n.dir / "control.sock").exists()
     n.daemon.stop()
-    n.send("wake")
+    n.send("t.wake")
     n.thread.join(WAIT_S)
     assert not n.thread.is_alive()

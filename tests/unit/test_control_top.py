@@ -33,7 +33,7 @@ def run_dir(tmp_path: Path) -> Iterator[Path]:
     (run / "nodes" / "dev0-3").mkdir(parents=True)  # never started: no socket, no counters
     yield run
     node.daemon.stop()
-    node.send("wake")
+    node.send("t.wake")
     node.thread.join(WAIT_S)
 
 
