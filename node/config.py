@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -160,7 +161,11 @@ class NodeConfig(BaseModel):
     def save(self, path: Path) -> None:
         """Write as JSON: without the SHARED_FIELDS when `shared` names the file holding them."""
         exclude = set(SHARED_FIELDS) if self.shared is not None else None
-        path.write_text(json.dumps(self.model_dump(exclude=exclude), indent=1))
+        text = json.dumps(self.model_dump(exclude=exclude), indent=1)
+        # 0600: it holds the run's control token (the orchestrator's key for mutating calls)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
 
     def shared_fields(self) -> dict[str, Any]:
         """What every node of a run has in common, for the run's shared file (JSON-able)."""

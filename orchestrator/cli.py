@@ -218,10 +218,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{result.elapsed_s:.1f}s, final test accuracy {acc}; results in {out}",
         file=sys.stderr,
     )
+    _write_run_report(out)
     if result.interrupted:
         return 130
     complete = result.rounds_completed == scenario.training.rounds
     return 0 if complete and not result.failures and result.problem is None else 1
+
+
+def _write_run_report(out: Path) -> None:
+    """The run's report.html, at the end of `bcfl run` (~1 s); a failure is a warning: the
+    run's results are already written, and `bcfl report` can make it again."""
+    from orchestrator.html_report import write_report
+    from orchestrator.tables import TableError
+
+    try:
+        print(f"bcfl: report: {write_report(out)}", file=sys.stderr)
+    except (TableError, OSError, ValueError) as exc:
+        print(f"bcfl: warning: no report.html ({exc}); try bcfl report {out}", file=sys.stderr)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

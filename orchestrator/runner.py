@@ -30,7 +30,7 @@ from orchestrator.faults import FaultEvent, behaviour_schedules, resolve_faults
 from orchestrator.health import ExitWatch, NodeFailure, device_problem
 from orchestrator.preflight import check as preflight
 from orchestrator.progress import RunProgress
-from orchestrator.scenario import Scenario, ScenarioError
+from orchestrator.scenario import CONTROL_PLANE_AUTO_MAX, Scenario, ScenarioError
 from topologies import NodeKind, TopologyError, TopologySpec
 from topologies.backends.base import Launch, child_seed
 from topologies.backends.local import LocalBackend
@@ -133,6 +133,7 @@ class Run:
         self.watch = ExitWatch(out_dir)
         # the run's control-plane token: the orchestrator's key for the nodes' mutating calls
         self.control_token = secrets.token_hex(16)
+        self.control_plane = True  # decided in prepare(): metrics.control_plane
 
     def _make_backend(self, scenario: Scenario) -> Any:
         if scenario.backend == "local":
@@ -238,9 +239,18 @@ class Run:
         chains = {cid: chain.config for cid, chain in plan.chains.items()}
         chains_json = {cid: chain.to_dict() for cid, chain in chains.items()}
         (self.out_dir / "chains.json").write_text(json.dumps(chains_json, indent=1))
-        from orchestrator.control import write_token
+        self.control_plane = s.metrics.control_plane_on(len(daemons))
+        if self.control_plane:
+            from orchestrator.control import write_token
 
-        write_token(self.out_dir, self.control_token)  # RUN_DIR/control.token, mode 0600
+            write_token(self.out_dir, self.control_token)  # RUN_DIR/control.token, mode 0600
+        elif s.metrics.control_plane == "auto":
+            log.warning(
+                "%d node processes: the nodes serve no control plane (metrics.control_plane: "
+                "auto turns it off above %d; true turns it on)",
+                len(daemons),
+                CONTROL_PLANE_AUTO_MAX,
+            )
         launches = []
         shared = self.out_dir / "shared.json"
         for node in daemons:
@@ -276,7 +286,7 @@ class Run:
                 behaviours=[Behaviour(**b) for b in schedules.get(node.id, [])],
                 links_down_path=str(self.out_dir / "links_down.json"),
                 shared=str(shared),
-                control_token=self.control_token,
+                control_token=self.control_token if self.control_plane else None,
             )
             if not shared.exists():
                 shared.write_text(json.dumps(config.shared_fields()))
@@ -298,6 +308,7 @@ class Run:
             "backend": self.backend.name,
             **(_shaping_meta(s.shaping) if s.backend == "local" else self._mininet_meta()),
             "nodes": {n.id: str(n.kind) for n in daemons},
+            "control_plane": self.control_plane,
             "endpoints": endpoints,
             "versions": _versions(),
             "data_prep": data.summary(),
@@ -406,7 +417,7 @@ class Run:
         except Exception as exc:  # nothing started, or a backend mid-failure: signals do it
             log.info("no control stop: %s", exc)
             return
-        if not running:
+        if not running or not self.control_plane:
             return
         from orchestrator.control import stop_nodes
 

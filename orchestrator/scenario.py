@@ -113,8 +113,12 @@ class FaultSection(Settings):
         return self
 
 
+CONTROL_PLANE_AUTO_MAX = 300  # node processes; see MetricsSection.control_plane
+
+
 class MetricsSection(Settings):
-    """``metrics:``: what the nodes record besides their round records and counters."""
+    """``metrics:``: what the nodes record besides their round records and counters, and
+    whether they serve the control plane."""
 
     message_log: bool | None = Field(
         default=None,
@@ -126,9 +130,25 @@ class MetricsSection(Settings):
         ),
     )
 
+    control_plane: Literal["auto"] | bool = Field(
+        default="auto",
+        description=(
+            "Each node serves the gRPC control plane (node.control: Status, WatchMetrics, "
+            "SetBehaviour, Stop; bcfl top and bcfl control use it). auto: on for runs of at "
+            f"most {CONTROL_PLANE_AUTO_MAX} node processes (our choice: gRPC's core costs "
+            "each process 3-6 MB and about 6 threads, ~5 GB at 1,000 nodes)."
+        ),
+    )
+
     def message_log_on(self, capture: list[Any]) -> bool:
         """Whether the nodes write their message records, given the scenario's capture."""
         return bool(capture) if self.message_log is None else self.message_log
+
+    def control_plane_on(self, daemons: int) -> bool:
+        """Whether the nodes serve the control plane, given how many node processes run."""
+        if self.control_plane == "auto":
+            return daemons <= CONTROL_PLANE_AUTO_MAX
+        return self.control_plane
 
 
 class Scenario(Settings):
