@@ -254,9 +254,9 @@ class CaptureDelay:
 def capture_delays(run_dir: Path, out: Path | None = None) -> list[CaptureDelay]:
     """Per link class, the configured delay against the one measured on the run's captured
     messages (`orchestrator.pcaplat`, which writes its files to `out`, default a temporary
-    folder). Kernel (netem) delay: first byte at one end -> the other. User-space delay: the
-    sender's send record -> the first byte at the other end, on hops that start at the sender
-    (the node holds the frame before its socket; the wire shows none of the delay)."""
+    folder): ``one_way_ms``, the sender's send record -> the first byte at the other end, on
+    hops that start at the sender, whoever shaped the delay (user space holds the frame
+    before its socket; netem on the sender's egress holds the packets before tcpdump's tap)."""
     from orchestrator.pcaplat.analysis import analyse
 
     with tempfile.TemporaryDirectory(prefix="bcfl-fidelity-") as tmp:
@@ -265,14 +265,9 @@ def capture_delays(run_dir: Path, out: Path | None = None) -> list[CaptureDelay]
     for r in rows:
         if r.configured_delay_ms is None or r.first_byte_dst_ms is None:
             continue
-        if r.delay_shaped_by == "userspace":
-            if r.node_sent_ms is None:
-                continue
-            value, measure = r.first_byte_dst_ms - r.node_sent_ms, "send record -> wire at dst"
-        elif r.propagation_ms is not None:
-            value, measure = r.propagation_ms, "wire at src -> wire at dst"
-        else:
+        if r.node_sent_ms is None:  # the hop does not start at the sender
             continue
+        value, measure = r.first_byte_dst_ms - r.node_sent_ms, "send record -> wire at dst"
         key = f"{r.link_class}\0{r.delay_shaped_by}\0{measure}"
         groups.setdefault(key, []).append((value, r.configured_delay_ms, measure))
     out_rows = []

@@ -214,10 +214,17 @@ def _cdf(ax: Any, values: pd.Series, label: str, **style: Any) -> Any:
 
 
 def latency_cdf_figure(latency: pd.DataFrame) -> Figure | None:
-    """The CDF of each link class's one-way latency (``total_ms``, else ``propagation_ms``)
+    """The CDF of each link class's one-way delay (``one_way_ms``, else ``propagation_ms``)
     with its configured delay as a dashed line; None where latency.csv has no such values."""
     measure = (
-        next((m for m in ("total_ms", "propagation_ms") if latency[m].notna().any()), None)
+        next(
+            (
+                m
+                for m in ("one_way_ms", "propagation_ms")
+                if m in latency and latency[m].notna().any()
+            ),
+            None,
+        )
         if len(latency)
         else None
     )

@@ -131,7 +131,9 @@ LATENCY_TYPES: dict[str, Kind] = {
     "dst_capture": "str",
     "seq": "int",
     "bytes": "int",
-    **dict.fromkeys(("configured_delay_ms", "propagation_ms", "wire_ms", "total_ms"), "float"),
+    **dict.fromkeys(
+        ("configured_delay_ms", "propagation_ms", "one_way_ms", "wire_ms", "total_ms"), "float"
+    ),
 }
 LATENCY_BLOCK_TYPES: dict[str, Kind] = {
     **dict.fromkeys(("chain", "hash", "node", "arrived_from", "arrived_type"), "str"),
@@ -462,14 +464,14 @@ def counters_summary(counters: pd.DataFrame) -> pd.DataFrame:
     return out[columns].sort_values("node").reset_index(drop=True)
 
 
-LATENCY_MEASURES = ("propagation_ms", "wire_ms", "total_ms")
+LATENCY_MEASURES = ("one_way_ms", "propagation_ms", "wire_ms", "total_ms")
 
 
 def latency_by_class(latency: pd.DataFrame) -> pd.DataFrame:
     """Per link class (``link_class``; "all" where the file has no such column): the
     messages, the configured delay (median), and the median and p95 of each measure the
-    file has (propagation, wire, total); ``error_ms``: measured median propagation minus
-    the configured delay, where both exist."""
+    file has (one-way, propagation, wire, total); ``error_ms``: measured median one-way
+    delay minus the configured delay, where both exist."""
     if latency.empty:
         return pd.DataFrame(columns=["link_class", "messages"])
     df = latency.copy()
@@ -481,10 +483,12 @@ def latency_by_class(latency: pd.DataFrame) -> pd.DataFrame:
         configured = g["configured_delay_ms"].dropna()
         row["configured_delay_ms"] = float(configured.median()) if len(configured) else math.nan
         for measure in LATENCY_MEASURES:
+            if measure not in g:  # a latency.csv of an older bcfl
+                g = g.assign(**{measure: math.nan})
             values = g[measure].dropna()
             row[f"{measure[:-3]}_median_ms"] = float(values.median()) if len(values) else math.nan
             row[f"{measure[:-3]}_p95_ms"] = _p95(values)
-        row["error_ms"] = row["propagation_median_ms"] - row["configured_delay_ms"]
+        row["error_ms"] = row["one_way_median_ms"] - row["configured_delay_ms"]
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -24,6 +24,14 @@ timestamps and the nodes' records share the host's clock in mininet and containe
 - ``wire_ms``: first -> last byte on one interface (the source side's; else the
   destination side's);
 - ``propagation_ms``: first byte at the source point -> first byte at the destination point;
+- ``one_way_ms``: the link's one-way delay as a node sees it: the sender's send record ->
+  the first byte at the destination point, on hops that start at the sender (else
+  ``propagation_ms``). This is the measure compared with the configured delay: wherever the
+  delay is applied — user space holds the frame before its socket, and kernel netem on the
+  sender's egress holds the packets before tcpdump's tap, which sees them as they leave the
+  qdisc — it lies between the send record and the destination's first byte, while
+  ``propagation_ms`` shows only the part applied after the source capture point (a
+  switch's egress netem toward the receiver);
 - ``total_ms``: the send record (else the first byte at the source point) -> the last byte
   at the destination point;
 - ``wire_to_recv_ms``: last byte at the receiver -> its receive record.
@@ -68,6 +76,7 @@ class HopRow:
     send_to_wire_ms: float | None
     wire_ms: float | None
     propagation_ms: float | None
+    one_way_ms: float | None
     total_ms: float | None
     wire_to_recv_ms: float | None
 
@@ -160,6 +169,7 @@ def _row(
         send_to_wire_ms=_diff(fs, sent),
         wire_ms=_diff(ls, fs) if src else _diff(ld, fd),
         propagation_ms=_diff(fd, fs),
+        one_way_ms=_diff(fd, sent) if sent is not None else _diff(fd, fs),
         total_ms=_diff(ld, start),
         wire_to_recv_ms=_diff(recv, ld),
     )

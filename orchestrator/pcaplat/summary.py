@@ -2,8 +2,9 @@
 
 How it works
 ------------
-The measured one-way delay of a hop is its ``propagation_ms`` (first byte at the source
-point -> first byte at the destination point), so only rows that both ends captured count.
+The measured one-way delay of a hop is its ``one_way_ms`` (the sender's send record, else
+the first byte at the source point -> the first byte at the destination point; see
+`latency`), so only rows whose destination was captured count.
 Per link class (``latency.HopRow.link_class``): the configured delay (the median over the
 class's rows: random links such as D2D and backhaul differ), the measured median and 95th
 percentile, and the error (measured median - configured median). `latency_cdf.png` draws a
@@ -46,11 +47,11 @@ def class_delays(rows: list[HopRow]) -> list[ClassDelay]:
     """One `ClassDelay` per link class with at least one row captured at both ends."""
     groups: dict[str, list[HopRow]] = {}
     for row in rows:
-        if row.propagation_ms is not None and row.configured_delay_ms is not None:
+        if row.one_way_ms is not None and row.configured_delay_ms is not None:
             groups.setdefault(row.link_class, []).append(row)
     out = []
     for cls, group in sorted(groups.items()):
-        measured = np.array([r.propagation_ms for r in group], dtype=float)
+        measured = np.array([r.one_way_ms for r in group], dtype=float)
         configured = np.array([r.configured_delay_ms for r in group], dtype=float)
         out.append(
             ClassDelay(
@@ -103,9 +104,9 @@ def plot_cdf(rows: list[HopRow], delays: list[ClassDelay], out: Path) -> Path:
     for i, d in enumerate(delays):
         values = np.sort(
             [
-                r.propagation_ms
+                r.one_way_ms
                 for r in rows
-                if r.link_class == d.link_class and r.propagation_ms is not None
+                if r.link_class == d.link_class and r.one_way_ms is not None
             ]
         )
         color = f"C{i % 10}"

@@ -78,16 +78,17 @@ def test_pcap_latency_of_a_captured_run(tmp_path: Path, capsys: pytest.CaptureFi
         assert float(row["configured_delay_ms"]) == pytest.approx(configured, abs=1e-3)
         assert int(row["bytes"]) > 1000
         propagation = float(row["propagation_ms"])
-        if meta["delay"] == "kernel(netem)":  # netem holds the packets between the interfaces
-            assert propagation >= configured - TOLERANCE_MS, row
-        else:
-            # user-space delay: the sending node holds the frame before its socket, so the
-            # wire between the two interfaces shows none of the configured delay...
-            assert meta["delay"] == "userspace"
-            assert 0 <= propagation < configured - TOLERANCE_MS, row
-            # ...and the node's send record -> first byte on the wire shows all of it
-            assert row["node_sent_ms"] != "", "the nodes log messages when the run captures"
-            assert float(row["send_to_wire_ms"]) >= configured - TOLERANCE_MS, row
+        assert meta["delay"] in ("kernel(netem)", "userspace"), meta["delay"]
+        # The cellular delay is applied before the device's own capture point in both modes:
+        # user space holds the frame before its socket, and netem on the device's egress holds
+        # the packets before tcpdump's tap. The wire between the two captures therefore shows
+        # less than the configured delay (at most the fronthaul's, applied at the switch)...
+        assert 0 <= propagation < configured - TOLERANCE_MS, row
+        # ...and the node's send record -> the first byte on its wire shows the rest, so the
+        # one-way delay (send record -> first byte at the MEC) is at least the configured one.
+        assert row["node_sent_ms"] != "", "the nodes log messages when the run captures"
+        assert float(row["send_to_wire_ms"]) >= configured - 2 * TOLERANCE_MS, row
+        assert float(row["one_way_ms"]) >= configured - TOLERANCE_MS, row
         assert float(row["total_ms"]) >= configured - TOLERANCE_MS, row
 
     blocks = [r for r in read(run_dir / "latency_blocks.csv") if r["node"] == "dev0-0"]
