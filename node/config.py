@@ -135,6 +135,10 @@ class NodeConfig(BaseModel):
     # the run's control-plane token (node.control.server; the orchestrator's key for the
     # mutating calls); None: the node serves no control plane (our choice)
     control_token: str | None = None
+    # wait for the control plane's ``Start`` before starting the role (the orchestrator first
+    # delivers the node's fault schedule through ``SetBehaviour``); exits non-zero without
+    # one within startup_timeout_s
+    await_start: bool = False
 
     @classmethod
     def load(cls, path: Path) -> NodeConfig:

@@ -66,6 +66,11 @@ BLOB_FLUSH_S = 10.0
 PROFILE_ENV = "BCFL_PROFILE_DIR"
 BACKGROUND_POLL_S = 0.01
 
+
+class StartTimeout(RuntimeError):
+    """No ``Start`` from the orchestrator within the config's startup_timeout_s."""
+
+
 T = TypeVar("T")
 # a background job and where its outcome goes: on_done(result, None) or on_done(None, error)
 _Job = tuple[Callable[[], Any], Callable[[Any, BaseException | None], None]]
@@ -383,6 +388,25 @@ class Daemon:
             Path(directory).mkdir(parents=True, exist_ok=True)
             profiler.dump_stats(str(Path(directory) / f"{self.node_id}.prof"))
 
+    def _await_start(self) -> bool:
+        """With ``await_start``: run the control plane's commands (``SetBehaviour`` entries
+        land in the schedule) until ``Start`` (True) or a stop (False), waiting on its command
+        queue; StartTimeout (the node exits non-zero) after startup_timeout_s without one."""
+        control = self.control
+        limit = self.config.startup_timeout_s
+        if control is None:
+            log.error("await_start without a control plane: no Start can come")
+            raise StartTimeout("await_start without a control plane (no control_token)")
+        deadline = time.monotonic() + limit
+        while not self._stopping and not control.started.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.error("no Start from the orchestrator within %g s", limit)
+                raise StartTimeout(f"no Start from the orchestrator within {limit:g} s")
+            control.wait_command(min(left, MAX_WAIT_S))
+            control.tick()
+        return control.started.is_set() and not self._stopping
+
     def _run(self, install_signal_handlers: bool) -> None:
         if install_signal_handlers:
             signal.signal(signal.SIGTERM, self._on_signal)
@@ -390,6 +414,8 @@ class Daemon:
         from node.control.server import start_control  # (a fork server imports grpc only)
 
         self.control = start_control(self)  # None: no control_token in the config
+        if getattr(self.config, "await_start", False) and not self._await_start():
+            return  # stopped (SIGTERM, Stop) while waiting for Start
         self._role.start(self)
         self.metrics.write("ready")  # the orchestrator's start-up progress counts these
         while not self._stopping:

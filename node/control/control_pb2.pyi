@@ -92,3 +92,13 @@ class StopRequest(_message.Message):
 class StopReply(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class StartRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StartReply(_message.Message):
+    __slots__ = ("already_started",)
+    ALREADY_STARTED_FIELD_NUMBER: _ClassVar[int]
+    already_started: bool
+    def __init__(self, already_started: _Optional[bool] = ...) -> None: ...

@@ -54,6 +54,11 @@ class NodeControlStub:
                 request_serializer=node_dot_control_dot_control__pb2.StopRequest.SerializeToString,
                 response_deserializer=node_dot_control_dot_control__pb2.StopReply.FromString,
                 _registered_method=True)
+        self.Start = channel.unary_unary(
+                '/bcfl.control.v1.NodeControl/Start',
+                request_serializer=node_dot_control_dot_control__pb2.StartRequest.SerializeToString,
+                response_deserializer=node_dot_control_dot_control__pb2.StartReply.FromString,
+                _registered_method=True)
 
 
 class NodeControlServicer:
@@ -87,6 +92,14 @@ class NodeControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Start(self, request, context):
+        """The orchestrator's schedule is delivered: start the role (a node with await_start waits
+        for it; metadata x-bcfl-token required).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +122,11 @@ def add_NodeControlServicer_to_server(servicer, server):
                     servicer.Stop,
                     request_deserializer=node_dot_control_dot_control__pb2.StopRequest.FromString,
                     response_serializer=node_dot_control_dot_control__pb2.StopReply.SerializeToString,
+            ),
+            'Start': grpc.unary_unary_rpc_method_handler(
+                    servicer.Start,
+                    request_deserializer=node_dot_control_dot_control__pb2.StartRequest.FromString,
+                    response_serializer=node_dot_control_dot_control__pb2.StartReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +237,33 @@ class NodeControl:
             '/bcfl.control.v1.NodeControl/Stop',
             node_dot_control_dot_control__pb2.StopRequest.SerializeToString,
             node_dot_control_dot_control__pb2.StopReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Start(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bcfl.control.v1.NodeControl/Start',
+            node_dot_control_dot_control__pb2.StartRequest.SerializeToString,
+            node_dot_control_dot_control__pb2.StartReply.FromString,
             options,
             channel_credentials,
             insecure,

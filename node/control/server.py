@@ -13,21 +13,27 @@ The gRPC threads never touch the node's state:
 
 * the loop thread calls `tick()` once per wake-up: it publishes a `Snapshot` (a frozen
   dataclass, swapped in by one assignment) at most every SNAPSHOT_S, and drains the command
-  queue (``SetBehaviour``, ``Stop``), answering each through its own one-slot queue;
+  queue (``SetBehaviour``, ``Stop``, ``Start``), answering each through its own one-slot
+  queue; a node with ``await_start`` waits for a command with `wait_command` before its role
+  starts (no busy loop);
 * ``Status`` answers from the latest snapshot; ``WatchMetrics`` reads a bounded queue of its
   own (WATCH_QUEUE records) that the loop fills from the node's metrics writer (`observe`:
   the writer's ``write`` is wrapped; records are encoded as JSON on the loop's thread only
   while someone watches); a full queue drops the record and counts it.
 
-Mutating calls (``SetBehaviour``, ``Stop``) must carry the run's token (``control_token`` in
-the node config) as metadata TOKEN_KEY, compared with `hmac.compare_digest`; a wrong or
-missing token is refused with PERMISSION_DENIED, logged, and counted by the loop as the drop
-``control_refused`` (in the node's counters). ``Status`` and ``WatchMetrics`` are read-only
-and need no token (our choice: the socket lives in the run's directory, and reading what the
-node writes to its metrics file anyway gives nothing away). A behaviour is checked on the
-gRPC thread (`node.control.schedule.check_request`: INVALID_ARGUMENT naming the field) and
-scheduled on the loop's. ``Stop`` ends the loop as SIGTERM does (the counters are written).
-`close()` stops the server and removes the socket file.
+Mutating calls (``SetBehaviour``, ``Stop``, ``Start``) must carry the run's token
+(``control_token`` in the node config) as metadata TOKEN_KEY, compared with
+`hmac.compare_digest`; a wrong or missing token is refused with PERMISSION_DENIED, logged,
+and counted by the loop as the drop ``control_refused`` (in the node's counters). ``Status``
+and ``WatchMetrics`` are read-only and need no token (our choice: the socket lives in the
+run's directory, and reading what the node writes to its metrics file anyway gives nothing
+away). A behaviour is checked on the gRPC thread (`node.control.schedule.check_request`:
+INVALID_ARGUMENT naming the field) and scheduled on the loop's. ``Stop`` ends the loop as
+SIGTERM does (the counters are written).
+``Start`` sets `started` (the daemon then starts its role; a second one answers
+``already_started``). Until then a ``SetBehaviour`` takes effect at exactly its
+``from_round`` (the role keeps no round yet: the orchestrator delivers a node's fault
+schedule this way, then ``Start``). `close()` stops the server and removes the socket file.
 """
 
 from __future__ import annotations
@@ -116,7 +122,7 @@ class NodeState(Protocol):
 
 @dataclass
 class _Command:
-    kind: str  # "behaviour" | "stop"
+    kind: str  # "behaviour" | "stop" | "start"
     args: tuple[Any, ...] = ()
     reply: queue.Queue[Any] = field(default_factory=lambda: queue.Queue(1))
 
@@ -154,6 +160,8 @@ class ControlPlane:
         self.watch_dropped = 0
         self._server: grpc.Server | None = None
         self._closed = threading.Event()
+        self._queued = threading.Event()  # set when a command or a refusal is queued
+        self.started = threading.Event()  # set by ``Start`` (on the loop's thread)
 
     # -- the loop's side -----------------------------------------------------------------
     def start(self) -> None:
@@ -196,6 +204,13 @@ class ControlPlane:
                     w.dropped += 1
                     self.watch_dropped += 1
 
+    def wait_command(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for a queued command or refusal (`tick` runs them); True if
+        one came. For the daemon's wait before ``Start``."""
+        came = self._queued.wait(timeout_s)
+        self._queued.clear()
+        return came
+
     def tick(self, now: float | None = None) -> None:
         """Count refusals, run queued commands, publish the snapshot when due."""
         while True:
@@ -221,8 +236,19 @@ class ControlPlane:
             log.info("control: Stop")
             self._node.stop()
             return None
+        if command.kind == "start":
+            if self.started.is_set():
+                return True
+            log.info("control: Start")
+            self._node.metrics.write("control_start")
+            self.started.set()
+            return False
         behaviour, params, from_round = command.args
-        current = self.snapshot.round if self.snapshot.round >= 0 else None
+        # before Start the role keeps no round: exactly from_round (the orchestrator's schedule)
+        before_start = (
+            getattr(self._node.config, "await_start", False) and not self.started.is_set()
+        )
+        current = self.snapshot.round if self.snapshot.round >= 0 and not before_start else None
         start = schedule(self._node.config, behaviour, params, from_round, current)
         log.info("control: %s %s from round %d", behaviour, params, start)
         self._node.metrics.write(
@@ -254,6 +280,7 @@ class ControlPlane:
         why = "missing token" if not token else "wrong token"
         log.warning("control: %s refused (%s)", method, why)
         self._refusals.put(f"{method}: {why}")
+        self._queued.set()
         context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{TOKEN_KEY}: {why}")
         return False
 
@@ -263,6 +290,7 @@ class ControlPlane:
             context.abort(grpc.StatusCode.UNAVAILABLE, "the node is stopping")
         cmd = _Command(kind, args)
         self._commands.put(cmd)
+        self._queued.set()
         try:
             return cmd.reply.get(timeout=COMMAND_WAIT_S)
         except queue.Empty:
@@ -335,6 +363,11 @@ class _Servicer(pb_grpc.NodeControlServicer):
         if self.plane.authorised(context, "Stop"):
             self.plane.command(context, "stop")
         return pb.StopReply()
+
+    def Start(self, request: pb.StartRequest, context: grpc.ServicerContext) -> pb.StartReply:
+        if not self.plane.authorised(context, "Start"):
+            return pb.StartReply()
+        return pb.StartReply(already_started=bool(self.plane.command(context, "start")))
 
 
 def _jsonable(obj: object) -> object:
