@@ -45,7 +45,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -57,6 +57,9 @@ from topologies.backends.mininet import import_mininet
 from topologies.backends.netem import probe_netem
 from topologies.backends.tc import link_argv
 from topologies.spec import LinkKind, LinkSpec, NodeKind, NodeSpec, TopologySpec
+
+if TYPE_CHECKING:
+    from orchestrator.pcaplat.summary import ClassDelay
 
 HEADER_CEILING = 1448 / 1514
 TOKEN = "fdb"
@@ -233,60 +236,19 @@ def expected_truncated(mu: float, sd: float) -> tuple[float, float]:
     return float(x.mean()), float(x.std())
 
 
-@dataclass
-class CaptureDelay:
-    """One link class's configured and measured one-way delay on a run's real traffic."""
-
-    link_class: str
-    shaped_by: str
-    measure: str  # what was measured (see `capture_delays`)
-    n: int
-    configured_ms: float
-    median_ms: float
-    p95_ms: float
-
-    @property
-    def error_ms(self) -> float:
-        """Measured median minus configured."""
-        return self.median_ms - self.configured_ms
-
-
-def capture_delays(run_dir: Path, out: Path | None = None) -> list[CaptureDelay]:
+def capture_delays(run_dir: Path, out: Path | None = None) -> list[ClassDelay]:
     """Per link class, the configured delay against the one measured on the run's captured
     messages (`orchestrator.pcaplat`, which writes its files to `out`, default a temporary
-    folder): ``one_way_ms``, the sender's send record -> the first byte at the other end, on
-    hops that start at the sender, whoever shaped the delay (user space holds the frame
-    before its socket; netem on the sender's egress holds the packets before tcpdump's tap)."""
+    folder): per message, ``one_way_ms`` (the sender's send record -> the first byte at the
+    receiver) against its route's summed configured delay, whoever shaped it (user space
+    holds the frame before the sender's socket; netem delays it at each egress, the first
+    before tcpdump's tap). The same per-route-class figures as `bcfl pcap latency`'s table."""
     from orchestrator.pcaplat.analysis import analyse
+    from orchestrator.pcaplat.summary import class_delays
 
     with tempfile.TemporaryDirectory(prefix="bcfl-fidelity-") as tmp:
         rows = analyse(run_dir, out or Path(tmp)).rows
-    groups: dict[str, list[tuple[float, float, str]]] = {}
-    for r in rows:
-        if r.configured_delay_ms is None or r.first_byte_dst_ms is None:
-            continue
-        if r.node_sent_ms is None:  # the hop does not start at the sender
-            continue
-        value, measure = r.first_byte_dst_ms - r.node_sent_ms, "send record -> wire at dst"
-        key = f"{r.link_class}\0{r.delay_shaped_by}\0{measure}"
-        groups.setdefault(key, []).append((value, r.configured_delay_ms, measure))
-    out_rows = []
-    for key, items in sorted(groups.items()):
-        cls, shaped, measure = key.split("\0")
-        values = np.array([v for v, _, _ in items])
-        configured = float(np.median([c for _, c, _ in items]))
-        out_rows.append(
-            CaptureDelay(
-                cls,
-                shaped,
-                measure,
-                len(items),
-                configured,
-                float(np.median(values)),
-                float(np.percentile(values, 95)),
-            )
-        )
-    return out_rows
+    return class_delays(rows)
 
 
 def print_capture_fidelity(run_dir: Path) -> int:
@@ -303,13 +265,14 @@ def print_capture_fidelity(run_dir: Path) -> int:
         print("  no message hop with both ends measured (capture a sender and its receiver)")
         return 1
     print(
-        f"  {'link class':<22} {'shaped by':<14} {'n':>5} {'configured':>11} {'median':>9} "
+        f"  {'route class':<22} {'shaped by':<14} {'n':>5} {'configured':>11} {'median':>9} "
         f"{'p95':>9} {'error':>8}  measured"
     )
     for d in delays:
         print(
-            f"  {d.link_class:<22} {d.shaped_by:<14} {d.n:>5} {d.configured_ms:>8.2f} ms "
-            f"{d.median_ms:>6.2f} ms {d.p95_ms:>6.2f} ms {d.error_ms:>+8.2f}  {d.measure}"
+            f"  {d.link_class:<22} {d.delay_shaped_by:<14} {d.hops:>5} {d.configured_ms:>8.2f} ms "
+            f"{d.median_ms:>6.2f} ms {d.p95_ms:>6.2f} ms {d.error_ms:>+8.2f}  "
+            "send record -> receiver's wire"
         )
     return 0
 

@@ -39,6 +39,7 @@ from orchestrator.tables import (
     latency_blocks_summary,
     latency_by_class,
     load_run,
+    one_way_by_route,
     rounds_with_events,
 )
 
@@ -214,32 +215,28 @@ def _cdf(ax: Any, values: pd.Series, label: str, **style: Any) -> Any:
 
 
 def latency_cdf_figure(latency: pd.DataFrame) -> Figure | None:
-    """The CDF of each link class's one-way delay (``one_way_ms``, else ``propagation_ms``)
-    with its configured delay as a dashed line; None where latency.csv has no such values."""
-    measure = (
-        next(
-            (
-                m
-                for m in ("one_way_ms", "propagation_ms")
-                if m in latency and latency[m].notna().any()
-            ),
-            None,
-        )
-        if len(latency)
-        else None
-    )
-    if measure is None:
+    """The CDF of each route class's one-way delay (``one_way_ms``, against the route's
+    configured delay, dashed), or, for a latency.csv without it, of each link class's
+    propagation between capture points; None where latency.csv has neither."""
+    if {"one_way_ms", "route_class", "route_delay_ms"} <= set(latency) and (
+        latency["one_way_ms"].notna().any()
+    ):
+        measure, by, configured_by = "one_way_ms", "route_class", "route_delay_ms"
+    elif "propagation_ms" in latency and latency["propagation_ms"].notna().any():
+        measure, by, configured_by = "propagation_ms", "link_class", "configured_delay_ms"
+    else:
         return None
-    df = latency.assign(link_class=latency["link_class"].replace("", "all"))
+    df = latency[latency[measure].notna()]
+    df = df.assign(**{by: df[by].replace("", "all")})
     fig, ax = plt.subplots(figsize=(7, 4))
-    for cls, g in df.groupby("link_class", sort=True):
-        line = _cdf(ax, g[measure], f"{cls} (n={g[measure].notna().sum()})")
-        configured = g["configured_delay_ms"].dropna()
+    for cls, g in df.groupby(by, sort=True):
+        line = _cdf(ax, g[measure], f"{cls} (n={len(g)})")
+        configured = g[configured_by].dropna()
         if line is not None and len(configured):
             ax.axvline(float(configured.median()), color=line.get_color(), ls="--", lw=1)
     ax.set_xlabel(f"{measure.removesuffix('_ms')} (ms); dashed: configured delay")
     ax.set_ylabel("fraction of messages")
-    ax.set_title("latency per link class")
+    ax.set_title(f"latency per {by.replace('_', ' ')}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
@@ -326,10 +323,19 @@ def _latency(t: RunTables) -> list[str]:
         return [_none("no latency.csv (run `bcfl pcap latency RUN_DIR` on a captured run)")]
     out = []
     if len(t.latency):
-        out += ["<h3>per link class (latency.csv)</h3>", html_table(latency_by_class(t.latency))]
+        one_way = one_way_by_route(t.latency)
+        if len(one_way):
+            out += [
+                "<h3>one-way delay per route class (latency.csv)</h3>",
+                "<p>the sender's send record to the first byte at the receiver, against the "
+                "route's summed configured delay</p>",
+                html_table(one_way, "latency-one-way"),
+            ]
+        out += ["<h3>per hop, by link class (latency.csv)</h3>"]
+        out.append(html_table(latency_by_class(t.latency), "latency-hops"))
         fig = latency_cdf_figure(t.latency)
         if fig is not None:
-            out.append(figure_img(fig, "latency CDF per link class", "latency-cdf"))
+            out.append(figure_img(fig, "latency CDF", "latency-cdf"))
     if len(t.latency_blocks):
         out += ["<h3>per chain (latency_blocks.csv)</h3>"]
         out.append(html_table(latency_blocks_summary(t.latency_blocks), "latency-blocks"))

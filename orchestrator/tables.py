@@ -53,6 +53,7 @@ __all__ = [
     "latency_blocks_summary",
     "latency_by_class",
     "load_run",
+    "one_way_by_route",
     "read_table",
     "require_pyarrow",
     "rounds_with_events",
@@ -127,13 +128,15 @@ BLOCK_TYPES: dict[str, Kind] = {
 # ones known to be text are typed so, the rest take `_auto`'s type.
 LATENCY_TYPES: dict[str, Kind] = {
     **dict.fromkeys(("msg_type", "sender", "receiver", "src_node", "dst_node"), "str"),
-    **dict.fromkeys(("path", "link_class", "delay_shaped_by", "src_capture"), "str"),
+    **dict.fromkeys(("path", "link_class", "route_class", "delay_shaped_by"), "str"),
+    "src_capture": "str",
     "dst_capture": "str",
     "seq": "int",
     "bytes": "int",
     **dict.fromkeys(
-        ("configured_delay_ms", "propagation_ms", "one_way_ms", "wire_ms", "total_ms"), "float"
+        ("configured_delay_ms", "route_delay_ms", "propagation_ms", "one_way_ms"), "float"
     ),
+    **dict.fromkeys(("wire_ms", "total_ms"), "float"),
 }
 LATENCY_BLOCK_TYPES: dict[str, Kind] = {
     **dict.fromkeys(("chain", "hash", "node", "arrived_from", "arrived_type"), "str"),
@@ -464,14 +467,13 @@ def counters_summary(counters: pd.DataFrame) -> pd.DataFrame:
     return out[columns].sort_values("node").reset_index(drop=True)
 
 
-LATENCY_MEASURES = ("one_way_ms", "propagation_ms", "wire_ms", "total_ms")
+HOP_MEASURES = ("propagation_ms", "wire_ms", "total_ms")
 
 
 def latency_by_class(latency: pd.DataFrame) -> pd.DataFrame:
-    """Per link class (``link_class``; "all" where the file has no such column): the
-    messages, the configured delay (median), and the median and p95 of each measure the
-    file has (one-way, propagation, wire, total); ``error_ms``: measured median one-way
-    delay minus the configured delay, where both exist."""
+    """Per link class of a hop (``link_class``; "all" where the file has no such column):
+    the hops, their configured delay (median), and the median and p95 of each hop measure
+    the file has (propagation between the two capture points, wire transfer, total)."""
     if latency.empty:
         return pd.DataFrame(columns=["link_class", "messages"])
     df = latency.copy()
@@ -480,17 +482,39 @@ def latency_by_class(latency: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for cls, g in df.groupby("link_class", sort=True):
         row: dict[str, Any] = {"link_class": str(cls), "messages": len(g)}
-        configured = g["configured_delay_ms"].dropna()
-        row["configured_delay_ms"] = float(configured.median()) if len(configured) else math.nan
-        for measure in LATENCY_MEASURES:
-            if measure not in g:  # a latency.csv of an older bcfl
-                g = g.assign(**{measure: math.nan})
-            values = g[measure].dropna()
-            row[f"{measure[:-3]}_median_ms"] = float(values.median()) if len(values) else math.nan
-            row[f"{measure[:-3]}_p95_ms"] = _p95(values)
-        row["error_ms"] = row["one_way_median_ms"] - row["configured_delay_ms"]
+        row["configured_delay_ms"] = _median(g["configured_delay_ms"])
+        for measure in HOP_MEASURES:
+            values = g[measure] if measure in g else pd.Series(dtype=float)
+            row[f"{measure[:-3]}_median_ms"] = _median(values)
+            row[f"{measure[:-3]}_p95_ms"] = _p95(values.dropna())
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def one_way_by_route(latency: pd.DataFrame) -> pd.DataFrame:
+    """Per route class (``route_class``): the messages measured end to end (``one_way_ms``:
+    the sender's send record -> the first byte at the receiver), the route's configured
+    delay (median of ``route_delay_ms``), the one-way median and p95, and ``error_ms``
+    (median minus configured): `bcfl pcap latency`'s table. Empty for a latency.csv without
+    those columns (an older bcfl's)."""
+    columns = ["route_class", "messages", "configured_delay_ms", "one_way_median_ms"]
+    if latency.empty or not {"route_class", "route_delay_ms", "one_way_ms"} <= set(latency):
+        return pd.DataFrame(columns=columns)
+    df = latency[latency["one_way_ms"].notna() & latency["route_delay_ms"].notna()]
+    rows = []
+    for cls, g in df.groupby("route_class", sort=True):
+        row: dict[str, Any] = {"route_class": str(cls), "messages": len(g)}
+        row["configured_delay_ms"] = _median(g["route_delay_ms"])
+        row["one_way_median_ms"] = _median(g["one_way_ms"])
+        row["one_way_p95_ms"] = _p95(g["one_way_ms"])
+        row["error_ms"] = row["one_way_median_ms"] - row["configured_delay_ms"]
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*columns, "one_way_p95_ms", "error_ms"])
+
+
+def _median(values: pd.Series) -> float:
+    values = values.dropna()
+    return float(values.median()) if len(values) else math.nan
 
 
 def latency_blocks_summary(latency_blocks: pd.DataFrame) -> pd.DataFrame:

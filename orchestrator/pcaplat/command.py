@@ -54,11 +54,15 @@ def run(args: argparse.Namespace) -> int:
         shaped = {d.delay_shaped_by for d in result.delays}
         if "userspace" in shaped:
             print(
-                "note: delay shaped in user space: the nodes hold each frame before their "
-                "socket, so the wire shows none of it (see send_to_wire_ms)"
+                "note: delay shaped in user space: the sender holds each frame for its whole "
+                "route's delay before its socket, so the wire between capture points shows "
+                "none of it (propagation_ms); send_to_wire_ms does"
             )
     else:
-        print("no hop was captured at both ends (capture a sender and its receiver)")
+        print(
+            "no message measured end to end (capture its receiver, and let the nodes log "
+            "their sends: metrics.message_log, on when capture: is set)"
+        )
     for path in result.outputs:
         print(f"wrote {path}")
     return 0

@@ -24,14 +24,15 @@ timestamps and the nodes' records share the host's clock in mininet and containe
 - ``wire_ms``: first -> last byte on one interface (the source side's; else the
   destination side's);
 - ``propagation_ms``: first byte at the source point -> first byte at the destination point;
-- ``one_way_ms``: the link's one-way delay as a node sees it: the sender's send record ->
-  the first byte at the destination point, on hops that start at the sender (else
-  ``propagation_ms``). This is the measure compared with the configured delay: wherever the
-  delay is applied — user space holds the frame before its socket, and kernel netem on the
-  sender's egress holds the packets before tcpdump's tap, which sees them as they leave the
-  qdisc — it lies between the send record and the destination's first byte, while
-  ``propagation_ms`` shows only the part applied after the source capture point (a
-  switch's egress netem toward the receiver);
+- ``one_way_ms``: the message's one-way delay, on the row that reaches its receiver (where
+  the sender logged the send): the sender's send record -> the first byte at the receiver.
+  It is compared with ``route_delay_ms``, the summed configured delay of the whole route
+  sender -> receiver (``route_class`` its link classes), because wherever the delay is
+  applied it lies between those two moments: user space holds the frame for the whole
+  route's delay before the sender's socket, and kernel netem delays the packets at each
+  egress along the route — the first one before tcpdump's tap on the sender's interface,
+  which sees packets as they leave the qdisc. ``propagation_ms`` between two capture points
+  therefore shows only the delay applied after the first of them;
 - ``total_ms``: the send record (else the first byte at the source point) -> the last byte
   at the destination point;
 - ``wire_to_recv_ms``: last byte at the receiver -> its receive record.
@@ -76,6 +77,8 @@ class HopRow:
     send_to_wire_ms: float | None
     wire_ms: float | None
     propagation_ms: float | None
+    route_class: str
+    route_delay_ms: float | None
     one_way_ms: float | None
     total_ms: float | None
     wire_to_recv_ms: float | None
@@ -143,6 +146,8 @@ def _row(
     fd = dst.obs.msg.first_ms if dst else None
     ld = dst.obs.msg.last_ms if dst else None
     sent = info.records.sent.get((sender, seq, receiver)) if src_node == sender else None
+    route = [info.spec.link(a, b) for a, b in itertools.pairwise(path)]
+    message_sent = info.records.sent.get((sender, seq, receiver)) if path[0] == sender else None
     recv = info.records.recv.get((sender, seq, receiver)) if dst_node == receiver else None
     start = sent if sent is not None else fs
     return HopRow(
@@ -169,7 +174,9 @@ def _row(
         send_to_wire_ms=_diff(fs, sent),
         wire_ms=_diff(ls, fs) if src else _diff(ld, fd),
         propagation_ms=_diff(fd, fs),
-        one_way_ms=_diff(fd, sent) if sent is not None else _diff(fd, fs),
+        route_class="+".join(dict.fromkeys(str(lk.kind) for lk in route)),
+        route_delay_ms=sum(lk.delay_ms for lk in route) if route else None,
+        one_way_ms=_diff(fd, message_sent) if dst_node == receiver else None,
         total_ms=_diff(ld, start),
         wire_to_recv_ms=_diff(recv, ld),
     )

@@ -2,9 +2,11 @@
 
 How it works
 ------------
-The measured one-way delay of a hop is its ``one_way_ms`` (the sender's send record, else
-the first byte at the source point -> the first byte at the destination point; see
-`latency`), so only rows whose destination was captured count.
+The measured one-way delay is each message's ``one_way_ms`` (the sender's send record ->
+the first byte at the receiver; see `latency` for why not the wire between two capture
+points), against its route's configured delay (``route_delay_ms``), grouped by the route's
+link classes (``route_class``): only messages whose receiver was captured and whose sender
+logged the send (messages.csv) count.
 Per link class (``latency.HopRow.link_class``): the configured delay (the median over the
 class's rows: random links such as D2D and backhaul differ), the measured median and 95th
 percentile, and the error (measured median - configured median). `latency_cdf.png` draws a
@@ -44,15 +46,15 @@ class ClassDelay:
 
 
 def class_delays(rows: list[HopRow]) -> list[ClassDelay]:
-    """One `ClassDelay` per link class with at least one row captured at both ends."""
+    """One `ClassDelay` per route class with at least one message measured end to end."""
     groups: dict[str, list[HopRow]] = {}
     for row in rows:
-        if row.one_way_ms is not None and row.configured_delay_ms is not None:
-            groups.setdefault(row.link_class, []).append(row)
+        if row.one_way_ms is not None and row.route_delay_ms is not None:
+            groups.setdefault(row.route_class, []).append(row)
     out = []
     for cls, group in sorted(groups.items()):
         measured = np.array([r.one_way_ms for r in group], dtype=float)
-        configured = np.array([r.configured_delay_ms for r in group], dtype=float)
+        configured = np.array([r.route_delay_ms for r in group], dtype=float)
         out.append(
             ClassDelay(
                 cls,
@@ -68,7 +70,7 @@ def class_delays(rows: list[HopRow]) -> list[ClassDelay]:
 
 def table(delays: list[ClassDelay]) -> str:
     """The per-link-class table as text."""
-    head = ("link class", "delay by", "hops", "configured", "median", "p95", "error")
+    head = ("route class", "delay by", "messages", "configured", "median", "p95", "error")
     lines = [head]
     for d in delays:
         lines.append(
@@ -92,8 +94,8 @@ def table(delays: list[ClassDelay]) -> str:
     ]
     text.insert(1, "  ".join("-" * w for w in widths))
     return (
-        "one-way delay per link class (ms; measured = first byte at one end -> the other)\n"
-        + "\n".join(text)
+        "one-way delay per route class (ms; measured: the sender's send record -> the first "
+        "byte at the receiver; configured: the route's summed delay)\n" + "\n".join(text)
     )
 
 
@@ -106,7 +108,7 @@ def plot_cdf(rows: list[HopRow], delays: list[ClassDelay], out: Path) -> Path:
             [
                 r.one_way_ms
                 for r in rows
-                if r.link_class == d.link_class and r.one_way_ms is not None
+                if r.route_class == d.link_class and r.one_way_ms is not None
             ]
         )
         color = f"C{i % 10}"

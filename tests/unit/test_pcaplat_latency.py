@@ -41,6 +41,8 @@ REQUIRED = (
     "send_to_wire_ms",
     "wire_ms",
     "propagation_ms",
+    "route_class",
+    "route_delay_ms",
     "one_way_ms",
     "total_ms",
 )
@@ -164,12 +166,14 @@ def test_a_hop_is_joined_with_its_configured_links_and_the_node_records(run: Pat
     assert float(row["wire_ms"]) == pytest.approx((n - 1) * 1.0, abs=1e-3)
     assert float(row["send_to_wire_ms"]) == pytest.approx(5.0, abs=1e-3)
     assert float(row["one_way_ms"]) == pytest.approx(5.0 + 6.0, abs=1e-3)
+    assert row["route_class"] == "cellular+fronthaul"
+    assert float(row["route_delay_ms"]) == pytest.approx(delay, abs=1e-3)
     assert float(row["total_ms"]) == pytest.approx(5.0 + 6.0 + (n - 1), abs=1e-3)
     assert float(row["wire_to_recv_ms"]) == pytest.approx(30.0 - 6.0 - (n - 1), abs=1e-3)
     assert row["delay_shaped_by"] == "kernel(netem)"
     classes = {d.link_class: d for d in result.delays}
-    # one-way: 11.0 (send record -> MEC's first byte) and 5.5 (a hop without a send record)
-    assert classes["cellular+fronthaul"].median_ms == pytest.approx(8.25, abs=1e-3)
+    # only the message measured end to end: send record -> the MEC's first byte
+    assert classes["cellular+fronthaul"].median_ms == pytest.approx(11.0, abs=1e-3)
     assert "cellular+fronthaul" in table(result.delays)
 
 

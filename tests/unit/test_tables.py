@@ -28,6 +28,7 @@ from orchestrator.tables import (
     latency_blocks_summary,
     latency_by_class,
     load_run,
+    one_way_by_route,
     require_pyarrow,
     rounds_with_events,
     run_summary,
@@ -47,11 +48,11 @@ BLOCK_ROWS = [
     "lmuc-0,1,mec0,500,540,10",  # 40 ms
 ]
 LATENCY_ROWS = [
-    "msg_type,src_node,dst_node,link_class,configured_delay_ms,propagation_ms,one_way_ms,wire_ms,"
-    "total_ms",
-    "update,dev0-0,bs0,cellular,5,0.5,5.5,1.0,7.0",
-    "update,dev0-1,bs0,cellular,5,0.5,6.5,1.0,8.0",
-    "global,mec0,bs0,fronthaul,0.1,0.3,0.3,0.2,0.6",
+    "msg_type,src_node,dst_node,link_class,configured_delay_ms,propagation_ms,route_class,"
+    "route_delay_ms,one_way_ms,wire_ms,total_ms",
+    "update,dev0-0,bs0,cellular,5,0.5,cellular+fronthaul,5.1,5.5,1.0,7.0",
+    "update,dev0-1,bs0,cellular,5,0.5,cellular+fronthaul,5.1,6.5,1.0,8.0",
+    "global,mec0,bs0,fronthaul,0.1,0.3,fronthaul,0.1,,0.2,0.6",
 ]
 LATENCY_BLOCK_ROWS = [
     "chain,height,node,proposed_ms,arrived_ms,committed_ms,stored_ms",
@@ -170,9 +171,13 @@ def test_latency_summaries(tmp_path: Path) -> None:
 
     per_class = latency_by_class(t.latency).set_index("link_class")
     assert per_class.loc["cellular", "messages"] == 2
-    assert per_class.loc["cellular", "one_way_median_ms"] == pytest.approx(6.0)
     assert per_class.loc["cellular", "propagation_median_ms"] == pytest.approx(0.5)
-    assert per_class.loc["cellular", "error_ms"] == pytest.approx(1.0)  # one-way 6.0 vs 5
+    routes = one_way_by_route(t.latency).set_index("route_class")
+    assert routes.index.tolist() == ["cellular+fronthaul"], "only messages measured end to end"
+    assert routes.loc["cellular+fronthaul", "messages"] == 2
+    assert routes.loc["cellular+fronthaul", "one_way_median_ms"] == pytest.approx(6.0)
+    assert routes.loc["cellular+fronthaul", "error_ms"] == pytest.approx(0.9)  # 6.0 vs 5.1
+    assert one_way_by_route(t.latency.drop(columns=["route_class"])).empty  # an older file
     assert per_class.loc["fronthaul", "total_p95_ms"] == pytest.approx(0.6)
     blocks = latency_blocks_summary(t.latency_blocks).iloc[0]
     assert (blocks["blocks"], blocks["nodes"]) == (1, 2)
