@@ -8,6 +8,12 @@ socket address. The mutating calls carry the run's token, read from ``RUN_DIR/co
 (written by the runner, mode 0600) as metadata ``x-bcfl-token``. Every failure is a
 `ControlError` with a one-line message (``gone``: no socket; gRPC's status code otherwise).
 
+`deliver_schedule` is how the runner drives the fault schedule (nodes started with
+``await_start``): it waits for the node's socket to answer (`NodeClient.wait_ready`: gRPC's
+wait-for-ready with a short reconnect back-off, in slices so that an abort is seen), sends
+each of the node's ``malicious``/``recover`` entries in round order with ``SetBehaviour``,
+then ``Start``.
+
 ``bcfl control RUN_DIR NODE status|stop|malicious BEHAVIOUR [--param K=V ...]
 [--from-round R]|recover [--from-round R]`` steers a live run. A ``--param`` value is read as
 JSON where it parses (``3``, ``0.5``, ``true``, ``[1,2]``), else taken as a string.
@@ -19,7 +25,9 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +39,14 @@ from node.control.server import TOKEN_KEY, short_socket_path, socket_path
 
 TOKEN_FILE = "control.token"
 TIMEOUT_S = 5.0
+READY_SLICE_S = 1.0  # wait_ready checks its abort event this often
+# a node's socket appears when its control plane binds: retry connecting soon (gRPC's default
+# back-off starts at 1 s and grows to 120 s)
+RECONNECT_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 50),
+    ("grpc.min_reconnect_backoff_ms", 50),
+    ("grpc.max_reconnect_backoff_ms", 500),
+)
 
 
 class ControlError(Exception):
@@ -85,13 +101,13 @@ class NodeClient:
         """The node's control socket."""
         return socket_path(self.node_dir)
 
-    def _connect(self) -> Any:
+    def _connect(self, must_exist: bool = True) -> Any:
         if self._stub is not None:
             return self._stub
-        if not self.socket.exists():
+        if must_exist and not self.socket.exists():
             raise ControlError("gone", f"{self.node_id}: no control socket at {self.socket}")
         target, self._fd = short_socket_path(self.node_dir)
-        self._channel = grpc.insecure_channel(f"unix:{target}")
+        self._channel = grpc.insecure_channel(f"unix:{target}", options=RECONNECT_OPTIONS)
         self._stub = pb_grpc.NodeControlStub(self._channel)
         return self._stub
 
@@ -108,6 +124,26 @@ class NodeClient:
     def status(self) -> pb.NodeStatus:
         """The node's status (no token needed)."""
         return self._call("Status", pb.StatusRequest())
+
+    def wait_ready(self, timeout_s: float, abort: threading.Event | None = None) -> None:
+        """Wait until the node's control plane answers ``Status`` (its socket may not exist
+        yet); ControlError ``gone`` after `timeout_s` or once `abort` is set."""
+        stub = self._connect(must_exist=False)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or (abort is not None and abort.is_set()):
+                why = "gave up" if left > 0 else f"no answer within {timeout_s:g} s"
+                raise ControlError("gone", f"{self.node_id}: control plane at {self.socket}: {why}")
+            try:
+                stub.Status(
+                    pb.StatusRequest(), timeout=min(left, READY_SLICE_S), wait_for_ready=True
+                )
+                return
+            except grpc.RpcError as exc:
+                code = exc.code() if isinstance(exc, grpc.Call) else None
+                if code not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
+                    raise _error(self.node_id, "Status", exc) from None
 
     def watch(self, timeout_s: float | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
         """(event, fields) of every metrics record the node writes from now on, until it
@@ -137,6 +173,11 @@ class NodeClient:
         """Stop the node as SIGTERM does (its counters are written)."""
         self._call("Stop", pb.StopRequest(), self._metadata())
 
+    def start(self) -> bool:
+        """Start the role of a node waiting for it (``await_start``); True if it had
+        started already (nothing done)."""
+        return bool(self._call("Start", pb.StartRequest(), self._metadata()).already_started)
+
     def close(self) -> None:
         """Close the channel."""
         if self._channel is not None:
@@ -160,6 +201,24 @@ def _error(node_id: str, method: str, exc: grpc.RpcError) -> ControlError:
     if name == "UNAVAILABLE":
         return ControlError("gone", f"{node_id}: {method}: the node does not answer ({details})")
     return ControlError(name, f"{node_id}: {method}: {name}: {details}")
+
+
+def deliver_schedule(
+    run_dir: Path,
+    node_id: str,
+    entries: Sequence[tuple[str, dict[str, Any], int]],
+    timeout_s: float,
+    abort: threading.Event | None = None,
+) -> list[int]:
+    """Wait (up to `timeout_s`) for a node started with ``await_start`` to answer, send its
+    schedule `entries` ((behaviour or ``recover``, params, from_round), in round order) with
+    ``SetBehaviour``, then ``Start``; the rounds the entries take effect (before Start:
+    exactly their from_round). ControlError (naming the node) if it cannot be done."""
+    with NodeClient(run_dir, node_id, timeout_s=TIMEOUT_S) as client:
+        client.wait_ready(timeout_s, abort)
+        rounds = [client.set_behaviour(b, params, r) for b, params, r in entries]
+        client.start()
+    return rounds
 
 
 def stop_nodes(

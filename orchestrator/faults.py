@@ -2,13 +2,24 @@
 
 Selection by ids, or by role with a seeded fraction or count, is resolved once, before
 anything starts, so a bad entry (unknown node, behaviour, parameter or round) fails with
-an error naming the entry. Behaviour changes (``malicious``, ``recover``) go into the
-nodes' own configs and each node switches at the exact round (our choice: not through the
-control plane's ``SetBehaviour``, which takes effect at the first round a node has not begun,
-and could reach a node after round 1 has begun under load; ``SetBehaviour``, through
-``bcfl control``, steers a live run); process events (``crash``,
-``restart``) and link events (``link_down``, ``link_up``) are applied by the orchestrator
-when the publisher has finished the previous round (so they land early in round r).
+an error naming the entry. Behaviour changes (``malicious``, ``recover``) take effect at
+the exact round, by one of two paths:
+
+* control plane on (the run's ``metrics.control_plane``; auto: up to CONTROL_PLANE_AUTO_MAX
+  node processes): every node starts with ``await_start`` and no behaviours in its config;
+  the runner waits for its control socket, sends its entries in round order with
+  ``SetBehaviour(behaviour, params, from_round)`` (``recover``: honest again), then
+  ``Start``. Before ``Start`` the role keeps no round, so each entry takes effect at exactly
+  its round, however loaded the machine (a live ``SetBehaviour``, through ``bcfl control``,
+  takes effect at the first round a node has not begun). A restarted process is sent all its
+  entries again; its own round counter decides which apply. events.csv: ``applied_by`` is
+  "orchestrator (control plane)";
+* control plane off: `behaviour_schedules` go into the nodes' configs (``behaviours``) and
+  each node switches itself at the start of the round; events.csv: "node (config)".
+
+Process events (``crash``, ``restart``) and link events (``link_down``, ``link_up``) are
+applied by the orchestrator when the publisher has finished the previous round (so they land
+early in round r).
 """
 
 from __future__ import annotations

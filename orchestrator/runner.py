@@ -1,5 +1,14 @@
 """One run: build the topology, write node configs and keys, start the daemons, follow
-progress, stop everything it started, and collect metrics, meta.json and figures."""
+progress, stop everything it started, and collect metrics, meta.json and figures.
+
+With the control plane on (`Run.control_plane`), every node starts with ``await_start`` and
+no behaviours in its config: once the backend has started the processes, `_deliver` waits
+for each node's socket (DELIVER_WORKERS at a time, up to startup_timeout_s), sends its
+``malicious``/``recover`` entries in round order with ``SetBehaviour``, then ``Start``
+(`orchestrator.control.deliver_schedule`); a restarted process gets the same. A node that
+exits meanwhile is left to the exit watch; one that stays unreachable is named, killed, and
+counted as a node failure (never a hang).
+"""
 
 from __future__ import annotations
 
@@ -27,7 +36,7 @@ from node.schemes import PlanInputs, make_scheme
 from orchestrator.collect import collect, read_records, rounds_completed
 from orchestrator.dataprep import prepare_run_data
 from orchestrator.faults import FaultEvent, behaviour_schedules, resolve_faults
-from orchestrator.health import ExitWatch, NodeFailure, device_problem
+from orchestrator.health import ExitWatch, NodeFailure, device_problem, last_log
 from orchestrator.preflight import check as preflight
 from orchestrator.progress import RunProgress
 from orchestrator.scenario import CONTROL_PLANE_AUTO_MAX, Scenario, ScenarioError
@@ -54,6 +63,9 @@ EVENT_COLUMNS = (
     "elapsed_s",
 )
 STOP_GRACE_S = 15.0
+DELIVER_WORKERS = 16
+BEHAVIOUR_ACTIONS = ("malicious", "recover")
+CONTROL_PLANE_BY = "orchestrator (control plane)"
 
 
 @dataclass
@@ -134,6 +146,7 @@ class Run:
         # the run's control-plane token: the orchestrator's key for the nodes' mutating calls
         self.control_token = secrets.token_hex(16)
         self.control_plane = True  # decided in prepare(): metrics.control_plane
+        self._undelivered: set[str] = set()  # nodes their schedule could not be delivered to
 
     def _make_backend(self, scenario: Scenario) -> Any:
         if scenario.backend == "local":
@@ -204,7 +217,78 @@ class Run:
         self.meta.setdefault("pids", {})[node_id] = pid
         self.meta.setdefault("restarts", []).append({"node": node_id, "pid": pid})
         (self.out_dir / "pids.json").write_text(json.dumps(self.meta["pids"]))
+        if self.control_plane:
+            # the new process waits for Start too: its whole schedule again (our choice),
+            # its own round counter decides which entries still take effect
+            self._deliver([node_id], after_round=len(self.publisher_rounds()))
         return pid
+
+    def _entries(self, node_id: str) -> list[tuple[str, dict[str, Any], int]]:
+        """The node's behaviour entries in round order: (behaviour or recover, params, round)."""
+        out = []
+        for ev in self.faults:  # sorted by (round, index)
+            if ev.action in BEHAVIOUR_ACTIONS and node_id in ev.nodes:
+                name = ev.behaviour or "" if ev.action == "malicious" else "recover"
+                out.append((name, dict(ev.params), ev.round))
+        return out
+
+    def _deliver(self, node_ids: list[str], after_round: int = 0) -> None:
+        """Deliver each node's schedule and Start (`orchestrator.control.deliver_schedule`),
+        DELIVER_WORKERS at a time, each within startup_timeout_s. A node whose process exits
+        meanwhile is left to the exit watch; one that does not answer is killed and recorded
+        as a node failure (`after_round`: the rounds done, for its report)."""
+        from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+        from orchestrator.control import ControlError, deliver_schedule
+
+        timeout = self.scenario.startup_timeout_s
+        aborts = {nid: threading.Event() for nid in node_ids}
+        pool = ThreadPoolExecutor(max_workers=min(DELIVER_WORKERS, max(1, len(node_ids))))
+        try:
+            pending: dict[Future[list[int]], str] = {
+                pool.submit(
+                    deliver_schedule, self.out_dir, nid, self._entries(nid), timeout, aborts[nid]
+                ): nid
+                for nid in node_ids
+            }
+            while pending:
+                done, _ = wait(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
+                codes = self.backend.poll()
+                for future in done:
+                    nid = pending.pop(future)
+                    try:
+                        future.result()
+                        self._undelivered.discard(nid)
+                    except ControlError as exc:
+                        self._undelivered.add(nid)
+                        self._unreachable(nid, codes.get(nid), str(exc), after_round)
+                for nid in pending.values():
+                    if codes.get(nid) is not None:
+                        aborts[nid].set()  # exited: the exit watch names it
+        except BaseException:
+            for event in aborts.values():
+                event.set()
+            raise
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _unreachable(self, node_id: str, code: int | None, why: str, after_round: int) -> None:
+        """A node its schedule could not be delivered to: a running one is killed and
+        recorded as a node failure; an exited one is the exit watch's."""
+        if code is not None:
+            log.error("%s exited before its fault schedule was delivered (%s)", node_id, why)
+            return
+        log.error("node %s: the fault schedule could not be delivered: %s", node_id, why)
+        self.watch.expect_exit(node_id)  # its failure is recorded here, not by the watch
+        try:
+            self.backend.kill(node_id)
+        except (OSError, RuntimeError, TimeoutError, KeyError) as exc:
+            log.warning("could not kill %s: %s", node_id, exc)
+        path, _ = last_log(self.node_dir(node_id))
+        shown = str(path) if path is not None else f"{self.node_dir(node_id)} (no log written)"
+        self.watch.failures.append(
+            NodeFailure(node_id, -signal.SIGKILL, shown, f"no Start delivered: {why}", after_round)
+        )
 
     def node_dir(self, node_id: str) -> Path:
         """Where a node keeps its config, key, log and metrics."""
@@ -283,7 +367,11 @@ class Run:
                 aggregator=s.aggregator,
                 privacy=s.privacy,
                 message_log=s.metrics.message_log_on(s.capture),
-                behaviours=[Behaviour(**b) for b in schedules.get(node.id, [])],
+                # control plane on: the schedule comes through SetBehaviour before Start
+                behaviours=[]
+                if self.control_plane
+                else [Behaviour(**b) for b in schedules.get(node.id, [])],
+                await_start=self.control_plane,
                 links_down_path=str(self.out_dir / "links_down.json"),
                 shared=str(shared),
                 control_token=self.control_token if self.control_plane else None,
@@ -371,6 +459,8 @@ class Run:
             self.meta["pids"] = self.backend.pids()
             (self.out_dir / "pids.json").write_text(json.dumps(self.meta["pids"]))
             self._write_meta()
+            if self.control_plane:
+                self._deliver([launch.node_id for launch in launches])
             deadline = started + self._timeout_s()
             while True:
                 records = read_records(self.node_dir(PUBLISHER_ID))
@@ -479,8 +569,17 @@ class Run:
 
     def _write_events(self) -> None:
         for ev in self.faults:
-            if ev.action in ("malicious", "recover"):
-                self._record_event(ev, "node", "from its config, at the start of the round", None)
+            if ev.action not in BEHAVIOUR_ACTIONS:
+                continue
+            if not self.control_plane:
+                detail = "from its config, at the start of the round"
+                self._record_event(ev, "node (config)", detail, None)
+                continue
+            detail = f"SetBehaviour before start, from round {ev.round}"
+            missed = [nid for nid in ev.nodes if nid in self._undelivered]
+            if missed:
+                detail += f"; not delivered to {' '.join(missed)}"
+            self._record_event(ev, CONTROL_PLANE_BY, detail, None)
         self.events.sort(key=lambda e: (e["round"], e["action"]))
         with (self.out_dir / "events.csv").open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=EVENT_COLUMNS)

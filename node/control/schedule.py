@@ -6,6 +6,8 @@ How it works
 (`orchestrator.faults`): a device takes an attack of `DEVICE_ATTACKS`, a MEC an edge fault of
 `EDGE_FAULTS`, with their parameters; anything else raises `BehaviourError` naming the field.
 It runs on a gRPC thread and reads nothing of the node's state (the node's kind is given).
+Before a node with ``await_start`` starts its role, ``withhold_blobs`` is taken too (the
+orchestrator delivers the fault schedule then; the MEC wires it into its chains at start).
 
 `schedule` then runs on the daemon's loop thread: the entry takes effect at the node's first
 round that is >= its ``from_round`` and has not begun yet (a round under way is never
@@ -39,10 +41,11 @@ class BehaviourError(ValueError):
 
 
 def check_request(
-    kind: str, behaviour: str, params_json: str, from_round: int
+    kind: str, behaviour: str, params_json: str, from_round: int, before_start: bool = False
 ) -> tuple[str, dict[str, Any], int]:
     """(behaviour, params, from_round) of a valid request for a node of `kind`; else
-    BehaviourError naming the field."""
+    BehaviourError naming the field. `before_start`: the node's role has not started
+    (``await_start``): ``withhold_blobs`` is taken too (the role wires it in at its start)."""
     if not isinstance(from_round, int) or not 1 <= from_round < 2**31:
         raise BehaviourError("from_round", f"{from_round!r} is invalid; allowed: 1 <= R < 2**31")
     if len(params_json) > MAX_PARAMS_JSON:
@@ -60,9 +63,10 @@ def check_request(
     registry = {NodeKind.DEVICE.value: DEVICE_ATTACKS, NodeKind.MEC.value: EDGE_FAULTS}.get(kind)
     if registry is None:
         raise BehaviourError("behaviour", f"a {kind} node takes no behaviour (devices and MECs)")
-    if behaviour not in registry or behaviour == WITHHOLD_BLOBS.name:
+    live_only = not before_start and behaviour == WITHHOLD_BLOBS.name
+    if behaviour not in registry or live_only:
         # withhold_blobs is wired into the MEC's chains when it starts: not live (our choice)
-        allowed = ", ".join(n for n in registry if n != WITHHOLD_BLOBS.name)
+        allowed = ", ".join(n for n in registry if before_start or n != WITHHOLD_BLOBS.name)
         raise BehaviourError(
             "behaviour", f"{behaviour!r} is invalid for a {kind}; allowed: {allowed}, recover"
         )

@@ -204,6 +204,10 @@ class ControlPlane:
                     w.dropped += 1
                     self.watch_dropped += 1
 
+    def before_start(self) -> bool:
+        """True while a node with ``await_start`` has not had ``Start`` (any thread)."""
+        return bool(getattr(self._node.config, "await_start", False)) and not self.started.is_set()
+
     def wait_command(self, timeout_s: float) -> bool:
         """Wait up to `timeout_s` for a queued command or refusal (`tick` runs them); True if
         one came. For the daemon's wait before ``Start``."""
@@ -245,10 +249,8 @@ class ControlPlane:
             return False
         behaviour, params, from_round = command.args
         # before Start the role keeps no round: exactly from_round (the orchestrator's schedule)
-        before_start = (
-            getattr(self._node.config, "await_start", False) and not self.started.is_set()
-        )
-        current = self.snapshot.round if self.snapshot.round >= 0 and not before_start else None
+        before = self.before_start()
+        current = self.snapshot.round if self.snapshot.round >= 0 and not before else None
         start = schedule(self._node.config, behaviour, params, from_round, current)
         log.info("control: %s %s from round %d", behaviour, params, start)
         self._node.metrics.write(
@@ -352,7 +354,11 @@ class _Servicer(pb_grpc.NodeControlServicer):
             return pb.BehaviourReply()
         try:
             args = check_request(
-                self.plane.kind, request.behaviour, request.params_json, request.from_round
+                self.plane.kind,
+                request.behaviour,
+                request.params_json,
+                request.from_round,
+                self.plane.before_start(),
             )
         except BehaviourError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))

@@ -91,6 +91,11 @@ def test_scheduled_faults_are_applied_and_recorded(tmp_path: Path) -> None:
         ("5", "restart"),
         ("6", "link_up"),
     ]
+    delivered = [(e["applied_by"], e["detail"]) for e in events if e["action"] == "malicious"]
+    assert (
+        delivered
+        == [("orchestrator (control plane)", "SetBehaviour before start, from round 2")] * 2
+    ), "the control plane delivered the behaviours"
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     pub = {int(r["round"]): r for r in rows if r["role"] == "publisher"}
     missing = {r: set(pub[r]["missing"].split()) for r in pub}
