@@ -247,6 +247,25 @@ def stop_nodes(
 
 
 # -- bcfl control ---------------------------------------------------------------------------
+def as_dict(message: Any) -> dict[str, Any]:
+    """A protobuf message as plain JSON-able values, every field present and integers as
+    numbers (protobuf's own JSON mapping writes 64-bit integers as strings)."""
+    out: dict[str, Any] = {}
+    for field in message.DESCRIPTOR.fields:
+        value = getattr(message, field.name)
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            out[field.name] = dict(value)
+        elif field.message_type is not None and field.is_repeated:
+            out[field.name] = [as_dict(item) for item in value]
+        elif field.message_type is not None:
+            out[field.name] = as_dict(value)
+        elif field.is_repeated:
+            out[field.name] = list(value)
+        else:
+            out[field.name] = value
+    return out
+
+
 def _params(items: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
@@ -274,10 +293,7 @@ def cmd_control(args: argparse.Namespace) -> int:
     try:
         with NodeClient(run_dir, args.node) as client:
             if args.control_command == "status":
-                from google.protobuf.json_format import MessageToDict
-
-                status = MessageToDict(client.status(), preserving_proto_field_name=True)
-                print(json.dumps(status, indent=1, sort_keys=True))
+                print(json.dumps(as_dict(client.status()), indent=1, sort_keys=True))
             elif args.control_command == "stop":
                 client.stop()
                 print(f"{args.node}: stopping")

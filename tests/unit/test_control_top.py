@@ -78,7 +78,9 @@ def test_control_cli(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert read_token(run_dir) == TOKEN
     assert (run_dir / "control.token").stat().st_mode & 0o777 == 0o600
     assert cli_main(["control", str(run_dir), "dev0-0", "status"]) == 0
-    assert json.loads(capsys.readouterr().out)["node_id"] == "dev0-0"
+    status = json.loads(capsys.readouterr().out)
+    assert status["node_id"] == "dev0-0"
+    assert isinstance(status["round"], int) and isinstance(status["pid"], int)  # not strings
     args = ["malicious", "lazy", "--param", "fraction=0.5", "--from-round", "6"]
     assert cli_main(["control", str(run_dir), "dev0-0", *args]) == 0
     assert capsys.readouterr().out.strip() == "dev0-0: lazy from round 6"
