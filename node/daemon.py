@@ -398,6 +398,7 @@ class Daemon:
             log.error("await_start without a control plane: no Start can come")
             raise StartTimeout("await_start without a control plane (no control_token)")
         deadline = time.monotonic() + limit
+        log.info("waiting for the orchestrator's schedule and Start (control plane)")
         while not self._stopping and not control.started.is_set():
             left = deadline - time.monotonic()
             if left <= 0:

@@ -221,6 +221,9 @@ def test_a_forked_child_runs_a_real_node_daemon(server: ForkServer, tmp_path: Pa
                 "round_deadline_s": 20,
             },
             "topology": {"base_stations": 1, "mecs_per_bs": 1, "devices_per_mec": 1, "t_ms": 5},
+            # the nodes are forked here, not by Run.execute, so nothing would send them the
+            # control plane's Start: they start from their configs
+            "metrics": {"control_plane": False},
         }
     )
     run = Run(scenario, tmp_path / "run", progress=False)
