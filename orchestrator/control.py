@@ -22,9 +22,13 @@ JSON where it parses (``3``, ``0.5``, ``true``, ``[1,2]``), else taken as a stri
 from __future__ import annotations
 
 import argparse
+import atexit
+import hashlib
 import json
 import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -35,7 +39,7 @@ import grpc
 
 from node.control import control_pb2 as pb
 from node.control import control_pb2_grpc as pb_grpc
-from node.control.server import TOKEN_KEY, short_socket_path, socket_path
+from node.control.server import MAX_UNIX_PATH, SOCKET_NAME, TOKEN_KEY, socket_path
 
 TOKEN_FILE = "control.token"
 TIMEOUT_S = 5.0
@@ -46,7 +50,34 @@ RECONNECT_OPTIONS = (
     ("grpc.initial_reconnect_backoff_ms", 50),
     ("grpc.min_reconnect_backoff_ms", 50),
     ("grpc.max_reconnect_backoff_ms", 500),
+    # a channel's connections are its own: gRPC's global pool shares a connection between
+    # channels of the same target string, so one node's call could go to another's socket
+    ("grpc.use_local_subchannel_pool", 1),
 )
+_LINKS_LOCK = threading.Lock()
+_links_dir: Path | None = None
+
+
+def client_target(node_dir: Path) -> str:
+    """The gRPC target of a node's control socket. A path too long for sun_path goes through
+    a symlink to the node's directory in this process's own temporary directory, named by
+    the directory's hash, so every node has a target of its own for the process's life (a
+    ``/proc/self/fd/N`` path, as the node binds with, names whatever N is open as when gRPC
+    connects or reconnects, and N is reused once closed: with 16 nodes served at a time a
+    Start went to the wrong node and another node never got its own)."""
+    path = socket_path(node_dir)
+    if len(os.fsencode(str(path))) <= MAX_UNIX_PATH:
+        return f"unix:{path}"
+    global _links_dir
+    digest = hashlib.sha256(os.fsencode(str(Path(node_dir).resolve()))).hexdigest()[:16]
+    with _LINKS_LOCK:
+        if _links_dir is None:
+            _links_dir = Path(tempfile.mkdtemp(prefix="bcfl-ctl-"))
+            atexit.register(shutil.rmtree, _links_dir, True)
+        link = _links_dir / digest
+        if not link.is_symlink():
+            link.symlink_to(Path(node_dir).resolve(), target_is_directory=True)
+    return f"unix:{link / SOCKET_NAME}"
 
 
 class ControlError(Exception):
@@ -93,7 +124,6 @@ class NodeClient:
         self.token = token if token is not None else read_token(self.run_dir)
         self.timeout_s = timeout_s
         self._channel: grpc.Channel | None = None
-        self._fd: int | None = None
         self._stub: Any = None
 
     @property
@@ -106,8 +136,9 @@ class NodeClient:
             return self._stub
         if must_exist and not self.socket.exists():
             raise ControlError("gone", f"{self.node_id}: no control socket at {self.socket}")
-        target, self._fd = short_socket_path(self.node_dir)
-        self._channel = grpc.insecure_channel(f"unix:{target}", options=RECONNECT_OPTIONS)
+        self._channel = grpc.insecure_channel(
+            client_target(self.node_dir), options=RECONNECT_OPTIONS
+        )
         self._stub = pb_grpc.NodeControlStub(self._channel)
         return self._stub
 
@@ -183,9 +214,6 @@ class NodeClient:
         if self._channel is not None:
             self._channel.close()
             self._channel = self._stub = None
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
 
     def __enter__(self) -> NodeClient:
         return self

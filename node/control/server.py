@@ -7,7 +7,8 @@ serves `NodeControl` (``control.proto``) with a thread pool of WORKERS threads o
 socket in the node's directory: it never crosses the emulated links and works alike in
 network namespaces and containers. A socket path longer than MAX_UNIX_PATH bytes (the
 kernel's sun_path) is reached through ``/proc/self/fd/N/control.sock``, N an ``O_PATH``
-descriptor of the node's directory (`short_socket_path`; the client does the same).
+descriptor of the node's directory (`short_socket_path`; a client goes through a symlink of
+its own: `orchestrator.control.client_target`).
 
 The gRPC threads never touch the node's state:
 

@@ -18,7 +18,10 @@ import pytest
 from orchestrator.cli import main as cli_main
 from orchestrator.control import ControlError, NodeClient
 from orchestrator.runner import Run
+from orchestrator.scenario import load_scenario
 from tests.integration.test_local_run import paced_scenario
+
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.integration
 
@@ -98,3 +101,21 @@ def test_top_control_and_stop_in_a_live_run(
     # after the run: nothing to show
     assert cli_main(["top", str(run_dir), "--once"]) == 1
     assert "no node control socket" in capsys.readouterr().err
+
+
+def test_consecutive_runs_in_one_process_deliver_every_start(tmp_path: Path) -> None:
+    # A run directory too long for a Unix socket path, several runs from one orchestrator
+    # process (as the paper scripts do): each node's schedule and Start must reach that
+    # node. Through /proc/self/fd/N paths, reused between clients, and gRPC's connection
+    # sharing between channels of one target, a Start went to another node and a node
+    # never started (runs 2 and 3 of 6 lost one).
+    deep = tmp_path
+    while len(str(deep / "r0" / "nodes" / "dev0-0" / "control.sock")) <= 120:
+        deep = deep / ("d" * 30)
+    scenario = load_scenario(REPO / "scenarios" / "quickstart.yaml")
+    scenario = scenario.model_copy(
+        update={"training": scenario.training.model_copy(update={"rounds": 2})}
+    )
+    for i in range(3):
+        result = Run(scenario, deep / f"r{i}", progress=False).execute()
+        assert (result.rounds_completed, result.failures) == (2, []), (i, result)
