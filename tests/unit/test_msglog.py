@@ -77,34 +77,36 @@ def test_the_envelope_header_is_read_from_a_frames_first_bytes() -> None:
 
 
 def test_sent_and_received_rows_match_by_sender_and_seq(tmp_path: Path) -> None:
+    # message types no other test registers (a typed message of that type elsewhere in the
+    # process would refuse these payloads)
     network = InMemoryNetwork()
     a, _ = _daemon(tmp_path, "a", network, message_log=True)
     b, b_role = _daemon(tmp_path, "b", network, message_log=True)
 
-    a.multicast(["b", "gone"], "test.ping", {"n": 1})  # "gone": not attached (still sent)
-    a.send("b", "test.ping", {"n": 2})
+    a.multicast(["b", "gone"], "msglog.ping", {"n": 1})  # "gone": not attached (still sent)
+    a.send("b", "msglog.ping", {"n": 2})
     frames = [network.inbox("b").get_nowait() for _ in range(2)]
     assert network.inbox("b").empty()
     for frame in frames:
         b.handle_frame(frame)
     b.handle_frame(frames[0])  # a replay: dropped, not recorded
     b.handle_frame(b"\x00not a frame")  # malformed: dropped, not recorded
-    b.send("a", "test.pong", {})
+    b.send("a", "msglog.pong", {})
     a.close()
     b.close()
 
     sent = _rows(tmp_path / "a" / MESSAGES_CSV)
     recv = _rows(tmp_path / "b" / MESSAGES_CSV)
     assert [(r["dir"], r["type"], r["sender"], r["seq"], r["peer"]) for r in sent] == [
-        ("sent", "test.ping", "a", "1000", "b"),
-        ("sent", "test.ping", "a", "1000", "gone"),  # one multicast: one seq
-        ("sent", "test.ping", "a", "1001", "b"),
+        ("sent", "msglog.ping", "a", "1000", "b"),
+        ("sent", "msglog.ping", "a", "1000", "gone"),  # one multicast: one seq
+        ("sent", "msglog.ping", "a", "1001", "b"),
     ]
     assert [r["bytes"] for r in sent] == [str(len(frames[0]))] * 2 + [str(len(frames[1]))]
     b_recv = [r for r in recv if r["dir"] == "recv"]
     assert [(r["type"], r["sender"], r["seq"], r["peer"]) for r in b_recv] == [
-        ("test.ping", "a", "1000", ""),
-        ("test.ping", "a", "1001", ""),
+        ("msglog.ping", "a", "1000", ""),
+        ("msglog.ping", "a", "1001", ""),
     ]
     assert [r["bytes"] for r in b_recv] == [str(len(f)) for f in frames]
     matched = {(r["sender"], r["seq"]) for r in sent} & {(r["sender"], r["seq"]) for r in b_recv}
@@ -112,7 +114,7 @@ def test_sent_and_received_rows_match_by_sender_and_seq(tmp_path: Path) -> None:
     for s_row, r_row in zip(sent[::2], b_recv, strict=True):
         assert float(s_row["wall_ms"]) <= float(r_row["wall_ms"])  # same host clock
     assert [(r["dir"], r["type"], r["seq"], r["peer"]) for r in recv if r["dir"] == "sent"] == [
-        ("sent", "test.pong", "2000", "a")
+        ("sent", "msglog.pong", "2000", "a")
     ]
     assert len(b_role.got) == 2
     assert b.drops == {"replay": 1, "malformed": 1}
@@ -123,7 +125,7 @@ def test_no_file_and_no_rows_when_off(tmp_path: Path) -> None:
     a, _ = _daemon(tmp_path, "a", network, message_log=False)
     b, b_role = _daemon(tmp_path, "b", network, message_log=False)
 
-    a.send("b", "test.ping", {"n": 1})
+    a.send("b", "msglog.ping", {"n": 1})
     b.handle_frame(network.inbox("b").get_nowait())
     a.close()
     b.close()
