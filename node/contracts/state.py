@@ -7,10 +7,7 @@ kept up to date on every write, and so is the sorted list of keys once a root wa
 for (a new key is inserted in place, not the whole list re-sorted), so a root costs one
 pass over 32-byte hashes, not a re-encoding or a sort of the whole state. `begin` opens a
 journal level that records the first old value of every key written; `rollback` puts them
-back and `commit` folds them into the enclosing level (levels nest). The keys of each
-namespace are indexed from the first `items` call on (and kept up to date on every write
-after it), so listing a namespace costs its own size, not the whole state's: contracts list
-a namespace per transaction, and a scan per call made a block of P transactions O(P x state).
+back and `commit` folds them into the enclosing level (levels nest).
 
 A copy remembers the state it was copied from (a weak reference), that state's write count
 then, and the keys written to the copy since: `copy.diff(original)` with the original
@@ -49,8 +46,6 @@ class State:
         self._journal: list[dict[Key, bytes | None]] = []
         self._root: bytes | None = None
         self._keys: list[Key] | None = None  # the keys in order, kept once `root` built it
-        # the keys per namespace, kept once `items` built it
-        self._ns_keys: dict[str, set[str]] | None = None
         self._frozen = False
         self._version = 0  # counts writes
         # (the state this is a copy of, its version then, the keys written here since)
@@ -113,33 +108,19 @@ class State:
         if self._origin is not None:
             self._origin[2].add(k)
         keys = self._keys
-        index = self._ns_keys
         if data is None:
-            if self._data.pop(k, None) is not None:
-                if keys is not None:
-                    del keys[bisect.bisect_left(keys, k)]
-                if index is not None:
-                    index[k[0]].discard(k[1])
+            if self._data.pop(k, None) is not None and keys is not None:
+                del keys[bisect.bisect_left(keys, k)]
             self._row_hash.pop(k, None)
         else:
-            if k not in self._data:
-                if keys is not None:
-                    bisect.insort(keys, k)
-                if index is not None:
-                    index.setdefault(k[0], set()).add(k[1])
+            if keys is not None and k not in self._data:
+                bisect.insort(keys, k)
             self._data[k] = data
             self._row_hash[k] = sha256(canonical([k[0], k[1], data]))
 
     def items(self, ns: str) -> list[tuple[str, Any]]:
         """(key, value) pairs of namespace `ns`, sorted by key."""
-        index = self._ns_keys
-        if index is None:
-            index = {}
-            for n, key in self._data:
-                index.setdefault(n, set()).add(key)
-            self._ns_keys = index
-        data = self._data
-        return [(key, decode_known(data[(ns, key)])) for key in sorted(index.get(ns, ()))]
+        return sorted((key, decode_known(data)) for (n, key), data in self._data.items() if n == ns)
 
     def root(self) -> bytes:
         """SHA-256 over the row hashes in (ns, key) order; the empty state has a fixed root."""

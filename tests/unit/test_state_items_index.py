@@ -1,5 +1,5 @@
-"""`State.items` lists a namespace from an index kept up to date on every write: whatever
-sequence of writes, deletes, rollbacks and copies, it equals a scan of the whole state."""
+"""`State.items` lists a namespace equal to a scan of the whole state, whatever sequence of
+writes, deletes, rollbacks and copies (a guard for any index that replaces the scan)."""
 
 from __future__ import annotations
 
