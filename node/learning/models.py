@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from node.learning.names import MODELS
+from node.learning.seeding import seeded_global_rng
 
 logger = logging.getLogger(__name__)
 
@@ -129,8 +130,7 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, seed:
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     shape = tuple(int(d) for d in input_shape)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded_global_rng(seed):
         model = builder(shape, num_classes)
     logger.debug("built model %s for input %s: %d parameters", name, shape, count_parameters(model))
     return model

@@ -10,6 +10,7 @@ fork server's warm-up, on the run's start-up path).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+
+from node.learning.seeding import draws_from_global_rng, seeded_global_rng
 
 logger = logging.getLogger(__name__)
 
@@ -67,10 +70,11 @@ def train_local(
 ) -> TrainResult:
     """Train with minibatch SGD and cross-entropy, shuffling each epoch with a seeded generator.
 
-    Reproducible: the shuffle has its own generator seeded with `seed`, and the loop runs
-    with torch's global CPU generator forked and seeded with `seed` (dropout draws from it),
-    so two calls with the same seed, model and data give bit-identical weights; the global
-    generator's state afterwards is the state before (nothing leaks to the caller)."""
+    Reproducible: the shuffle has its own generator seeded with `seed`, and a model with
+    dropout (which draws from torch's global CPU generator) trains inside
+    `seeded_global_rng(seed)`, so two calls with the same seed, model and data give
+    bit-identical weights, whatever other threads of the process do; the global generator's
+    state afterwards is the state before (nothing leaks to the caller)."""
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     if batch_size < 1:
@@ -90,10 +94,11 @@ def train_local(
     steps = 0
     epoch_loss = 0.0
     epoch_correct = 0
-    # Dropout draws from the global generator: fork it (restored on exit) and seed it with
-    # the training seed (the same seed as the shuffle's own generator: our choice).
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    # Dropout draws from the global generator: seed it with the training seed (the same seed
+    # as the shuffle's own generator: our choice), one thread at a time; a model without
+    # dropout draws nothing from it and trains without the lock.
+    rng = seeded_global_rng(seed) if draws_from_global_rng(model) else contextlib.nullcontext()
+    with rng:
         for _ in range(epochs):
             order = torch.randperm(n, generator=generator)
             epoch_loss = 0.0
