@@ -57,17 +57,21 @@ def run_two_layer(
     config: Mapping[str, Any] | None = None,
     join_timeout_s: float = 300,
     light_devices: bool = False,
+    absent: frozenset[str] = frozenset(),
 ) -> dict[str, Daemon]:
     """Run every daemon to the end (each in a thread); `config`: extra NodeConfig fields (a
     callable value is called with the node id); `light_devices`: a device outside its LMUC's
     committee keeps the LMUC as a light replica (`node.ledger.light`; the daemon's entry
-    point does not do this yet)."""
+    point does not do this yet); `absent`: nodes of the topology never started (a node
+    whose process never came up)."""
     plan = plan_of(net, params, seed, reward_pool)
     chains = {cid: chain.config for cid, chain in plan.chains.items()}
     roster = net.roster
     scheme = make_scheme(SCHEME, params)
     nodes: dict[str, Daemon] = {}
     for spec in net.topology.daemons():
+        if spec.id in absent:
+            continue
         extra = {
             k: v(spec.id) if isinstance(v, Callable) else v  # type: ignore[arg-type]
             for k, v in (config or {}).items()
