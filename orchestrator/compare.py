@@ -6,7 +6,7 @@ by its label (``--label``, else the directory's name; a repeated name gets ``#2`
 our choice). `compare` draws every run's global accuracy per round on one figure
 (``compare_accuracy.png``; one curve per task where a run has several) and its round time
 per round on another (``compare_round_time.png``), summarises each run in one row
-(`tables.run_summary`: scheme, backend, seed, final accuracy, mean round time, blocks,
+(`summaries.run_summary`: scheme, backend, seed, final accuracy, mean round time, blocks,
 drops) into ``compare_summary.csv``, and writes ``compare.html`` (the figures embedded, the
 table escaped). Runs of different schemes, tasks or lengths work: each curve is its own.
 """
@@ -24,16 +24,8 @@ from matplotlib.ticker import MaxNLocator
 
 from orchestrator.html_report import figure_img, html_table, page
 from orchestrator.report import plain_text
-from orchestrator.tables import (
-    RunTables,
-    TableError,
-    by_task,
-    global_rounds,
-    load_run,
-    require_pyarrow,
-    run_summary,
-    write_parquet,
-)
+from orchestrator.summaries import by_task, global_rounds, run_summary
+from orchestrator.tables import RunTables, TableError, load_run, require_pyarrow, write_parquet
 
 __all__ = [
     "DEFAULT_OUT",
@@ -80,7 +72,7 @@ def labels_for(run_dirs: Sequence[Path], labels: Sequence[str] | None) -> list[s
 
 
 def rounds_table(runs: dict[str, RunTables]) -> pd.DataFrame:
-    """Every run's global rounds (`tables.global_rounds`) in one frame with a ``label``
+    """Every run's global rounds (`summaries.global_rounds`) in one frame with a ``label``
     column, in run order."""
     columns = ["label", "scheme", "task_chain", "round", "accuracy", "loss", "round_time_s"]
     parts = [global_rounds(t.metrics).assign(label=label)[columns] for label, t in runs.items()]

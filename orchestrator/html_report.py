@@ -31,17 +31,16 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from orchestrator.report import accuracy_figure, plain_text
-from orchestrator.tables import (
-    RunTables,
+from orchestrator.summaries import (
     chain_summary,
     counters_summary,
     drops_by_reason,
     latency_blocks_summary,
     latency_by_class,
-    load_run,
     one_way_by_route,
     rounds_with_events,
 )
+from orchestrator.tables import RunTables, load_run
 
 __all__ = [
     "REPORT_HTML",

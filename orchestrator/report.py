@@ -4,7 +4,7 @@
 How it works: `accuracy_figure` draws the global model's accuracy per round (per task where
 the run has several), the devices' mean, the round time and the fault events (vertical lines
 between rounds, labelled); `summary_table` prints the rounds and `delay_table` the per-chain
-block delay from `tables.chain_summary`. Each takes the run directory, and optionally the
+block delay from `summaries.chain_summary`. Each takes the run directory, and optionally the
 `RunTables` a caller loaded already (the HTML report reads the run once).
 """
 
@@ -22,17 +22,14 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from orchestrator.tables import (
-    RunTables,
+from orchestrator.summaries import (
     by_task,
     chain_summary,
     device_mean_accuracy,
     event_marks,
     global_rounds,
-    load_blocks,
-    load_events,
-    load_metrics,
 )
+from orchestrator.tables import RunTables, load_blocks, load_events, load_metrics
 
 __all__ = [
     "accuracy_figure",
@@ -169,7 +166,7 @@ def _cell(value: object) -> str:
 
 
 def delay_table(run_dir: Path, tables: RunTables | None = None) -> str:
-    """Per chain, from blocks.csv (`tables.chain_summary`): its blocks, the nodes that stored
+    """Per chain, from blocks.csv (`summaries.chain_summary`): its blocks, the nodes that stored
     them, the storage time t, and each block's delay from its proposal to its storage at the
     last node keeping the chain (the paper's unified delay) in units of t: mean, median and
     max (in ms where t is not emulated). Empty where blocks.csv has no rows."""

@@ -19,21 +19,18 @@ import pytest
 
 from orchestrator.collect import collect
 from orchestrator.runner import EVENT_COLUMNS
-from orchestrator.tables import (
-    TableError,
+from orchestrator.summaries import (
     chain_summary,
     counters_summary,
     drops_by_reason,
     event_marks,
     latency_blocks_summary,
     latency_by_class,
-    load_run,
     one_way_by_route,
-    require_pyarrow,
     rounds_with_events,
     run_summary,
-    write_parquet,
 )
+from orchestrator.tables import TableError, load_run, require_pyarrow, write_parquet
 
 ACCURACY = (0.61, 0.72, 0.80)
 EVENTS = [
