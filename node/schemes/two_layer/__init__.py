@@ -54,8 +54,9 @@ Round r:
    opens and checks it before training.
 3. A device trains and publishes its signed ``task.record_update`` transaction and blob in
    its group's D2D gossip (gossip-fedavg's `GossipService` topics: updates and blocks); the
-   MEC takes each from the gossip. When all selected devices answered, or at the deadline,
-   the MEC submits the update transactions to its LMUC: the MEC (PBFT primary, proposer)
+   MEC takes each from the gossip. When all selected devices answered, or at the deadline
+   (a MEC that selected nobody relays its empty round at once), the MEC submits the update
+   transactions to its LMUC: the MEC (PBFT primary, proposer)
    and its full devices order them into a block by PBFT (`PbftValidator`) and sign it. Every
    LMUC block is spread to the light devices by gossip.
 4. Cross-chain: the MEC sends the certified block (header, certificate, transactions;

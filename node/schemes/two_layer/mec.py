@@ -354,6 +354,8 @@ class TwoLayerMecRole(Greeter):
         ctx.set_timer("deadline", device_deadline)
         ctx.set_timer("cross", VOTE_DEADLINE_FRACTION * msg.deadline_s)
         self.vote_at = self.round_started + VOTE_DEADLINE_FRACTION * msg.deadline_s
+        if not self.selected:  # no update can come: the empty relay now, not at the deadline
+            self._submit_updates(ctx, "none_selected")
 
     def _select(self, ctx: NodeContext) -> None:
         """This round's workers: among the devices registered on the LMUC whose response
