@@ -64,6 +64,7 @@ class VanillaNet:
         scheme: str = "vanilla",
         params: dict[str, Any] | None = None,
         consensus: str = "single",
+        max_message_bytes: int = 8 * 1024 * 1024,
     ) -> dict[str, Daemon]:
         """Run every daemon of `scheme` (with `params`, ``ledger.consensus: consensus``) to the
         end, each in a thread; `config`: extra NodeConfig fields (a callable value is called
@@ -93,7 +94,7 @@ class VanillaNet:
                 topology=self.topology,
                 shaping="none",
                 learning=learning,
-                max_message_bytes=8 * 1024 * 1024,
+                max_message_bytes=max_message_bytes,
                 chains=chains,
                 task_id=TASK_ID,
                 **{"scheme": scheme, "scheme_params": params or {}, **extra},

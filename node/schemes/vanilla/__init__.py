@@ -14,13 +14,14 @@ trains on its partition and sends ``update{round, blob, tx, loss, accuracy}`` to
 (the weights as blob bytes and its signed transaction naming them). The MEC averages what it
 got (or forwards the updates one by one where the aggregation strategy needs them: its
 ``needs.individual``) and sends ``partial{round, samples, contributors, missing, txs,
-weights | updates}`` when all its devices answered or its deadline passed (the message
-classes: `messages.py`). The publisher combines the partials (FedAvg over partials weighted
-by their sample totals equals FedAvg over all devices), sends the next round's global
-model, and only then evaluates this round's model on the test set and records the round
-(metrics and block, under this round's number) while the devices train. A device that
-crashed or is too slow is left out of that round and logged. After the last round the
-publisher sends ``stop`` to every node.
+weights | updates, part, parts}`` when all its devices answered or its deadline passed (the
+message classes: `messages.py`; updates one by one that would exceed half of
+``max_message_bytes`` go in several parts, which the publisher joins). The publisher
+combines the partials (FedAvg over partials weighted by their sample totals equals FedAvg
+over all devices), sends the next round's global model, and only then evaluates this
+round's model on the test set and records the round (metrics and block, under this round's
+number) while the devices train. A device that crashed or is too slow is left out of that
+round and logged. After the last round the publisher sends ``stop`` to every node.
 
 The ledger: a device puts its trained weights in its blob store and signs
 a ``task.record_update{task_id, round, blob hash, size, samples}`` transaction that travels

@@ -31,6 +31,7 @@ from node.schemes.vanilla.messages import (
     PbftMessage,
     Stop,
     Submit,
+    split_partial,
 )
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,16 @@ class MecRole(Greeter):
             self._forward(ctx, "deadline")
         super().on_timer(ctx, name)
 
+    def send_partial(self, ctx: NodeContext, partial: Partial) -> int:
+        """Send `partial` to the publisher, in parts where its updates forwarded one by one
+        would not fit one message (300 devices' updates of a 420 KB model are 127 MB):
+        each part at most half of ``max_message_bytes`` (our choice: room for the envelope
+        and the encoding); returns how many messages went."""
+        parts = split_partial(partial, ctx.config.max_message_bytes // 2)
+        for part in parts:
+            ctx.send(PUBLISHER, part)
+        return len(parts)
+
     def _forward(self, ctx: NodeContext, why: str) -> None:
         """Send the round's partial; `why`: "all_answered" or "deadline" (in the metrics)."""
         ctx.cancel_timer("deadline")
@@ -182,7 +193,7 @@ class MecRole(Greeter):
             weights=average,
             updates=individual,
         )
-        ctx.send(PUBLISHER, partial)
+        parts = self.send_partial(ctx, partial)
         ctx.metrics.write(
             "round",
             round=self.round,
@@ -192,4 +203,5 @@ class MecRole(Greeter):
             forwarded_on=why,
             behaviour=fault,
             round_time_s=ctx.now() - self.round_started,
+            **({"parts": parts} if parts > 1 else {}),
         )

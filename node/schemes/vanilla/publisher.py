@@ -27,6 +27,7 @@ from node.schemes.vanilla.messages import (
     IndividualUpdate,
     Partial,
     Stop,
+    join_parts,
 )
 from topologies import NodeKind
 
@@ -53,6 +54,7 @@ class PublisherRole(Role):
         self.round = 0
         self.round_started = 0.0
         self.partials: dict[str, Partial] = {}
+        self.parts: dict[str, dict[int, Partial]] = {}  # per MEC: its partial's parts so far
         self.update_txs: dict[str, list[Transaction]] = {}
         # device -> why its update was dropped this round (it counts as rejected)
         self.dropped_updates: dict[str, str] = {}
@@ -141,6 +143,7 @@ class PublisherRole(Role):
         self.round += 1
         self.round_started = ctx.now()
         self.partials = {}
+        self.parts = {}
         self.update_txs = {}
         self.individual = {}
         self.dropped_updates = {}
@@ -154,6 +157,11 @@ class PublisherRole(Role):
         if p.round != self.round or sender in self.partials:
             ctx.drop("stale_round", f"partial round {p.round!r} from {sender}")
             return
+        if p.parts > 1:
+            joined = self._join_part(ctx, sender, p)
+            if joined is None:
+                return
+            p = joined
         try:
             txs = [Transaction.from_bytes(raw) for raw in p.txs]
             for tx in txs:
@@ -170,6 +178,25 @@ class PublisherRole(Role):
         self.partials[sender] = p
         if len(self.partials) == len(self.mecs):
             self._aggregate(ctx)
+
+    def _join_part(self, ctx: NodeContext, sender: str, p: Partial) -> Partial | None:
+        """Keep part `p.part` of `sender`'s partial; the whole partial once every part is
+        here (None before, or when the parts are refused: at most one part per device of
+        that MEC, each once, all of one split)."""
+        devices = sum(1 for n in ctx.topology.of_kind(NodeKind.DEVICE) if n.parent == sender)
+        held = self.parts.setdefault(sender, {})
+        if p.parts > max(devices, 1) or p.part >= p.parts or p.part in held:
+            ctx.drop("bad_partial", f"part {p.part} of {p.parts} from {sender}")
+            return None
+        held[p.part] = p
+        if len(held) < p.parts:
+            return None
+        del self.parts[sender]
+        try:
+            return join_parts([held[i] for i in range(p.parts)])
+        except (KeyError, ValueError) as exc:
+            ctx.drop("bad_partial", f"partial from {sender}: {exc}")
+            return None
 
     def _check_individual(
         self, ctx: NodeContext, updates: tuple[IndividualUpdate, ...], txs: list[Transaction]
