@@ -20,8 +20,8 @@ from node.schemes.vanilla.common import PUBLISHER
 from node.schemes.vanilla.mec import MecRole
 from node.schemes.vanilla.messages import Partial, split_partial
 from orchestrator.collect import read_records
+from tests.sim.two_layer_net import digits_learning
 from tests.sim.vanilla_net import VanillaNet
-from tests.unit.node_configs import learning_config
 from topologies import NodeSpec
 
 ROUNDS = 2
@@ -46,16 +46,7 @@ def run(tmp_path: Path, max_message_bytes: int, garbler: str | None = None) -> d
     configure_torch_threads(1)
     tmp_path.mkdir(exist_ok=True)
     net = VanillaNet.build(mecs=2, devices_per_mec=3, seed=4, fixed_keys=True)
-    learning = learning_config(
-        dataset="digits",
-        model="mlp",
-        partition="iid",
-        rounds=ROUNDS,
-        local_epochs=1,
-        batch_size=16,
-        learning_rate=0.1,
-        round_deadline_s=300,
-    )
+    learning = digits_learning(ROUNDS, round_deadline_s=300)
     config: dict[str, Any] = {
         "startup_timeout_s": 120,
         "aggregator": {"name": "accuracy_threshold", "params": {"threshold": 0.0}},
