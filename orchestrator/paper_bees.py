@@ -48,7 +48,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from orchestrator.paper_two_layer import Outcome, Progress, execute, load_base, write_csv
+from orchestrator.paper_runs import (
+    RESUME_HELP,
+    Outcome,
+    Progress,
+    ResumeError,
+    check_out,
+    execute,
+    load_base,
+    write_csv,
+)
 from orchestrator.scenario import parse_scenario
 
 REPO = Path(__file__).resolve().parents[1]
@@ -967,6 +976,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="f_k of every UE in the latency/energy model (default: the model's 1 GHz, where "
         "no UE offloads; scenarios/bees_quick.yaml uses 2e6)",
     )
+    p.add_argument("--resume", action="store_true", help=RESUME_HELP)
     args = p.parse_args(argv)
     mode = QUICK if args.quick else FULL
     if args.blocks is not None:
@@ -977,11 +987,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.seed is not None and not 0 <= args.seed < 2**32:
         print(f"bcfl: error: --seed: {args.seed}; allowed: 0 to 2**32-1", file=sys.stderr)
         return 2
-    if args.out.exists() and any(args.out.iterdir()):
-        print(
-            f"bcfl: error: --out: {args.out} is not empty; allowed: a new or empty directory",
-            file=sys.stderr,
-        )
+    why = check_out(args.out, args.resume)
+    if why is not None:
+        print(f"bcfl: error: {why}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -989,7 +997,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(line, file=sys.stderr, flush=True)
 
     started = time.monotonic()
-    cells = sweep(mode, args.figures, args.out, say, seed=args.seed, ue_cpu_hz=args.ue_cpu_hz)
+    try:
+        cells = sweep(mode, args.figures, args.out, say, seed=args.seed, ue_cpu_hz=args.ue_cpu_hz)
+    except ResumeError as exc:
+        print(f"bcfl: error: {exc}", file=sys.stderr)
+        return 2
     runs = {(c.scheme, c.population.ues): c.data for c in cells}
     write_runs(cells, args.out)
     written = write_figures(runs, args.figures, args.out)

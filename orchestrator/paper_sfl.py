@@ -68,7 +68,16 @@ from node.ledger.chain import Chain
 from node.ledger.chains import MAIN_CHAIN, chain_dir
 from node.ledger.store import open_store
 from orchestrator.paper_bees import Claim
-from orchestrator.paper_two_layer import Outcome, Progress, execute, load_base, write_csv
+from orchestrator.paper_runs import (
+    RESUME_HELP,
+    Outcome,
+    Progress,
+    ResumeError,
+    check_out,
+    execute,
+    load_base,
+    write_csv,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SCENARIO = REPO / "scenarios" / "paper-sfl" / "sfl.yaml"
@@ -1011,6 +1020,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, help="first seed of set A (default: the file's)")
     p.add_argument("--dataset", choices=list(PAPER), default="mnist")
     p.add_argument("--dataset-root", help="where the dataset's files are (cifar10)")
+    p.add_argument("--resume", action="store_true", help=RESUME_HELP)
     args = p.parse_args(argv)
 
     def fail(msg: str) -> int:
@@ -1058,8 +1068,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             overrides={k: v for k, v in mode.overrides.items() if k not in ("dataset", "model")},
         )
         base["dataset"] = {"name": "cifar10", "root": args.dataset_root}
-    if args.out.exists() and any(args.out.iterdir()):
-        return fail(f"--out: {args.out} is not empty; allowed: a new or empty directory")
+    why = check_out(args.out, args.resume)
+    if why is not None:
+        return fail(why)
     args.out.mkdir(parents=True, exist_ok=True)
 
     def say(line: str) -> None:
@@ -1067,7 +1078,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     started = time.monotonic()
     seed = args.seed if args.seed is not None else int(base.get("seed", 0))
-    results, threshold = sweep(base, mode, args.figures, args.out, say, seed=seed, model=args.model)
+    try:
+        results, threshold = sweep(
+            base, mode, args.figures, args.out, say, seed=seed, model=args.model
+        )
+    except ResumeError as exc:
+        return fail(str(exc))
     write_runs(results, args.out)
     write_threshold(results, threshold, args.out)
     write_rewards(results, args.out)

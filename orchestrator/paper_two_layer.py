@@ -24,28 +24,32 @@ the claim's wording. `--quick` runs the same code path with fewer rounds and dev
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
-import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from node.ledger.timing import block_delays, block_times
 from orchestrator.collect import read_records
-from orchestrator.runner import Run
-from orchestrator.scenario import parse_scenario
+from orchestrator.paper_runs import (
+    REPO,
+    RESUME_HELP,
+    Outcome,
+    Progress,
+    ResumeError,
+    check_out,
+    execute,
+    load_base,
+    write_csv,
+)
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[1]
 SCENARIO_DIR = REPO / "scenarios" / "paper-two-layer"
 LAST_ROUNDS = 3  # accuracy of a variant: the mean of its last 3 rounds
 WITHIN_POINTS = 0.02  # "within a point or two of ideal vanilla"
@@ -95,18 +99,6 @@ FULL = Mode("full", None, None, None, (5, 10, 20, 30, 50))
 QUICK = Mode("quick", 4, 3, 2, (3, 5))
 
 
-def load_base(path: Path) -> dict[str, Any]:
-    """A scenario file as a mapping, its relative `dataset.root` made absolute against the
-    repository root (where the files say it is relative to)."""
-    data: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
-    dataset = dict(data.get("dataset") or {})
-    root = dataset.get("root")
-    if isinstance(root, str) and not Path(root).is_absolute():
-        dataset["root"] = str((REPO / root).resolve())
-        data["dataset"] = dataset
-    return data
-
-
 def variant_scenario(
     base: dict[str, Any],
     variant: Variant,
@@ -133,56 +125,6 @@ def variant_scenario(
     if devices_per_mec is not None:
         data["topology"] = {**(base.get("topology") or {}), "devices_per_mec": devices_per_mec}
     return data
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """One run: its directory, whether it completed every round, and its wall time."""
-
-    run_dir: Path
-    ok: bool
-    rounds: int
-    wall_s: float
-    problem: str | None
-    load_avg: float  # the 1-minute load average when it ended
-    interrupted: bool = False  # Ctrl-C: the sweep stops after it
-
-
-Progress = Callable[[str], None]
-
-
-def execute(data: dict[str, Any], out: Path, say: Progress) -> Outcome:
-    """Run one scenario (a real `bcfl run`, local backend), reporting each round."""
-    scenario = parse_scenario(data, data["name"])
-    run_dir = out / scenario.name
-    total = scenario.training.rounds
-
-    def on_round(_run: Run, rec: dict[str, Any]) -> None:
-        acc = rec.get("accuracy")
-        shown = f"{acc:.4f}" if isinstance(acc, float) else "-"
-        say(f"  {scenario.name}: round {rec.get('round')}/{total} accuracy {shown}")
-
-    started = time.monotonic()
-    try:
-        result = Run(scenario, run_dir, progress=False, on_round=on_round).execute()
-    except KeyboardInterrupt:  # before the run's own handler (its nodes are not started)
-        wall = time.monotonic() - started
-        return Outcome(run_dir, False, 0, wall, "interrupted", os.getloadavg()[0], True)
-    except Exception as exc:  # a failed run is a result of the reproduction, not its end
-        log.exception("run %s failed", scenario.name)
-        why = f"{type(exc).__name__}: {exc}"
-        return Outcome(run_dir, False, 0, time.monotonic() - started, why, os.getloadavg()[0])
-    wall = time.monotonic() - started
-    ok = result.rounds_completed >= total and not result.failures and result.problem is None
-    problem = result.problem or (
-        "; ".join(f"{f.node} {f.how}" for f in result.failures) if result.failures else None
-    )
-    if result.interrupted:
-        problem = "interrupted"
-    elif result.rounds_completed < total and problem is None:
-        problem = f"{result.rounds_completed} of {total} rounds completed"
-    load = os.getloadavg()[0]
-    return Outcome(run_dir, ok, result.rounds_completed, wall, problem, load, result.interrupted)
 
 
 def accuracy_by_round(run_dir: Path) -> dict[int, float]:
@@ -343,14 +285,6 @@ def claims_5b(delay: Mapping[str, dict[int, float]]) -> list[Claim]:
             bool(common) and all(tl[n] < fc[n] for n in common),
         ),
     ]
-
-
-def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    """A small CSV."""
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
 
 
 def plot_lines(
@@ -596,15 +530,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("runs/paper-two-layer"))
     p.add_argument("--figures", nargs="+", choices=("5a", "5b"), default=["5a", "5b"])
     p.add_argument("--sizes", type=int, nargs="+", help="override the 5b devices-per-MEC sizes")
+    p.add_argument("--resume", action="store_true", help=RESUME_HELP)
     args = p.parse_args(argv)
     mode = QUICK if args.quick else FULL
     if args.sizes:
         mode = replace(mode, sizes_5b=tuple(args.sizes))
-    if args.out.exists() and any(args.out.iterdir()):
-        print(
-            f"bcfl: error: --out: {args.out} is not empty; allowed: a new or empty directory",
-            file=sys.stderr,
-        )
+    why = check_out(args.out, args.resume)
+    if why is not None:
+        print(f"bcfl: error: {why}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -614,14 +547,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     claims: list[Claim] = []
     outcomes: list[Outcome] = []
-    if "5a" in args.figures:
-        c, o = run_5a(mode, args.out, say)
-        claims += c
-        outcomes += o
-    if "5b" in args.figures and not any(o.interrupted for o in outcomes):
-        c, o = run_5b(mode, args.out, say)
-        claims += c
-        outcomes += o
+    try:
+        if "5a" in args.figures:
+            c, o = run_5a(mode, args.out, say)
+            claims += c
+            outcomes += o
+        if "5b" in args.figures and not any(o.interrupted for o in outcomes):
+            c, o = run_5b(mode, args.out, say)
+            claims += c
+            outcomes += o
+    except ResumeError as exc:
+        print(f"bcfl: error: {exc}", file=sys.stderr)
+        return 2
     text = report(claims, args.out)
     wall = time.monotonic() - started
     print(text, end="")

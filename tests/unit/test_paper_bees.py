@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from orchestrator import paper_bees as pb
-from orchestrator import paper_two_layer as p2
+from orchestrator import paper_runs
 from orchestrator.paper_bees import (
     BEES,
     BEI,
@@ -333,7 +333,7 @@ def test_ctrl_c_stops_the_sweep_after_the_interrupted_run(
         def execute(self) -> RunResult:
             return RunResult(self.out_dir, 1, 0.5, 1.0, interrupted=True)
 
-    monkeypatch.setattr(p2, "Run", InterruptedRun)
+    monkeypatch.setattr(paper_runs, "Run", InterruptedRun)
 
     code = pb.main(["--quick", "--out", str(tmp_path / "out")])
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import paper_sfl as ps
+from orchestrator.paper_runs import load_base
 from orchestrator.paper_sfl import (
     DELTAS,
     FEDAVG,
@@ -22,7 +23,6 @@ from orchestrator.paper_sfl import (
     Setting,
     Stats,
 )
-from orchestrator.paper_two_layer import load_base
 from orchestrator.scenario import parse_scenario
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator import paper_runs
 from orchestrator import paper_two_layer as p2
 from orchestrator.paper_two_layer import (
     FIG5A,
@@ -120,7 +121,7 @@ def test_ctrl_c_stops_the_sweep_after_the_interrupted_run(
         def execute(self) -> RunResult:
             return RunResult(self.out_dir, 1, 0.5, 1.0, interrupted=True)
 
-    monkeypatch.setattr(p2, "Run", InterruptedRun)
+    monkeypatch.setattr(paper_runs, "Run", InterruptedRun)
 
     code = p2.main(["--quick", "--out", str(tmp_path / "out")])
 
