@@ -44,6 +44,7 @@ from orchestrator.tables import RunTables, load_run
 
 __all__ = [
     "REPORT_HTML",
+    "block_latency_figure",
     "figure_img",
     "html_table",
     "latency_cdf_figure",
@@ -265,6 +266,30 @@ def block_propagation_figure(latency_blocks: pd.DataFrame) -> Figure | None:
     return fig
 
 
+def block_latency_figure(metrics: pd.DataFrame) -> Figure | None:
+    """Per task chain and round, the median over nodes of ``block_latency_ms`` (metrics.csv:
+    the round's block, from its proposal to its storage at the node) with a band up to the
+    95th percentile; None where no row has one."""
+    rows = metrics[metrics["block_latency_ms"].notna() & (metrics["block_chain"] != "")]
+    if rows.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for chain, g in rows.groupby("block_chain", sort=True):
+        per_round = g.groupby("round")["block_latency_ms"]
+        median, p95 = per_round.median(), per_round.quantile(0.95)
+        (line,) = ax.plot(median.index, median.to_numpy(), marker="o", ms=3, label=str(chain))
+        ax.fill_between(
+            p95.index, median.to_numpy(), p95.to_numpy(), color=line.get_color(), alpha=0.2
+        )
+    ax.set_xlabel("round")
+    ax.set_ylabel("ms, proposal to storage")
+    ax.set_title("the round's block: median over nodes (band: to the 95th percentile)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
 # ---- sections ---------------------------------------------------------------------------
 
 
@@ -314,7 +339,11 @@ def _chains(t: RunTables) -> list[str]:
     if summary.empty:
         return [_none("no blocks.csv rows")]
     out = ["<p>delay: proposal to storage at the last node keeping the chain (ms)</p>"]
-    return [*out, html_table(summary, "chain-summary")]
+    out.append(html_table(summary, "chain-summary"))
+    fig = block_latency_figure(t.metrics)
+    if fig is not None:
+        out.append(figure_img(fig, "block latency per round", "block-latency"))
+    return out
 
 
 def _latency(t: RunTables) -> list[str]:

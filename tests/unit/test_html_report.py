@@ -176,3 +176,19 @@ def test_bcfl_report_bad_input_is_one_line_naming_the_file(
 
     line = _one_error_line(capsys.readouterr().err)
     assert code == 2 and str(run / name) in line
+
+
+def test_chains_section_draws_the_rounds_block_latency_where_metrics_have_it(
+    tmp_path: Path,
+) -> None:
+    tables = load_run(make_run(tmp_path))
+    assert "block-latency" not in _images(report_html(tables))  # no block columns: no figure
+    metrics = tables.metrics
+    devices = metrics["role"] == "device"
+    metrics.loc[devices, "block_chain"] = "main"
+    metrics.loc[devices, "block_latency_ms"] = metrics.loc[devices, "round"] * 10.0
+
+    page = report_html(tables)
+
+    assert "block-latency" in _images(_section(page, "chains"))
+    assert _images(page)["block-latency"].startswith(b"\x89PNG\r\n\x1a\n")
