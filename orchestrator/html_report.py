@@ -29,6 +29,7 @@ import pandas as pd
 import yaml
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from orchestrator.report import accuracy_figure, plain_text
 from orchestrator.summaries import (
@@ -281,6 +282,7 @@ def block_latency_figure(metrics: pd.DataFrame) -> Figure | None:
         ax.fill_between(
             p95.index, median.to_numpy(), p95.to_numpy(), color=line.get_color(), alpha=0.2
         )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round")
     ax.set_ylabel("ms, proposal to storage")
     ax.set_title("the round's block: median over nodes (band: to the 95th percentile)")
