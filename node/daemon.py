@@ -416,7 +416,8 @@ class Daemon:
 
         self.control = start_control(self)  # None: no control_token in the config
         if getattr(self.config, "await_start", False) and not self._await_start():
-            return  # stopped (SIGTERM, Stop) while waiting for Start
+            self._write_counters()  # stopped (SIGTERM, Stop) while waiting for Start
+            return
         self._role.start(self)
         self.metrics.write("ready")  # the orchestrator's start-up progress counts these
         while not self._stopping:
@@ -435,6 +436,11 @@ class Daemon:
         flush = getattr(self._transport, "flush", None)
         if flush is not None and not flush(10.0):
             log.warning("some shaped frames were still pending at exit")
+        self._write_counters()
+
+    def _write_counters(self) -> None:
+        """The ``counters`` record: messages, bytes, drops by reason (the control plane's
+        refusals up to now included), ledger heights and refusals."""
         if self.control is not None:
             self.control.tick()  # refusals up to now into the counters
         stats = self._transport.stats

@@ -231,10 +231,16 @@ def test_stop_while_waiting_for_start_ends_the_node_cleanly(run_dir: Path) -> No
     node = Node(run_dir / "nodes" / NODE, await_start=True)
     with node.client() as client:
         client.wait_ready(WAIT_S)
+        with node.client(token="not-the-token") as wrong, pytest.raises(ControlError):
+            wrong.start()
         client.stop()
     node.thread.join(WAIT_S)
     assert not node.thread.is_alive() and node.run_error is None
     assert not node.role.started.is_set() and node.records("ready") == []
+    # its counters all the same: what it refused while it waited is not lost
+    (counters,) = node.records("counters")
+    assert counters["dropped"] == {"control_refused": 1}
+    assert (counters["sent_msgs"], counters["recv_msgs"]) == (0, 0)
 
 
 def test_deliver_schedule_names_a_node_that_never_answers(run_dir: Path) -> None:
