@@ -64,7 +64,9 @@ class GossipConfig:
     announce_backoff: bool = True
     """Then announce at heartbeats 2^k while the item is stored."""
     lazy_fanout: int | None = None
-    """Neighbours an item is announced to per heartbeat (None: all not known to hold it)."""
+    """Neighbours announced to per topic and heartbeat, chosen anew (seeded) each heartbeat,
+    each told every announced item it is not known to hold (gossipsub's D_lazy); None: every
+    neighbour not known to hold an item."""
     want_timeout_s: float = 2.0
     """How long an IWANT waits before asking the next announcer (mind large items)."""
     max_want_tries: int = 3

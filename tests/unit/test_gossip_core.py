@@ -211,11 +211,39 @@ def test_announcements_follow_the_first_ticks_then_powers_of_two() -> None:
 def test_a_copy_with_more_hops_left_upgrades_the_ttl_with_id_only_announcements() -> None:
     n = node(fanout=6, ttl=10, announce_ticks=0)
     n.handle("a", Item(T, 1, b"ok"), 0.0)  # a squashed copy: not relayed
-    out = n.handle("b", Item(T, 10, b"ok"), 0.1)
+    assert n.handle("b", Item(T, 10, b"ok"), 0.1) == []  # told at the next heartbeat
+    assert n.stats.ttl_upgrades == 1 and n.stats.duplicates == 1
+    out = n.tick(0.2)
     assert dsts(out, IHave) == ["a", "c", "d", "e", "f"]  # a holds it with ttl 1 only
     assert {s.message for s in sends(out)} == {IHave(T, (GossipNode.item_id(b"ok"),), 9)}
-    assert n.stats.ttl_upgrades == 1 and n.stats.duplicates == 1
-    assert n.handle("c", Item(T, 10, b"ok"), 0.2) == []  # no gain: nothing sent
+    assert n.handle("c", Item(T, 10, b"ok"), 0.3) == []  # no gain: nothing sent
+    assert n.tick(0.4) == []
+
+
+def test_the_upgrades_of_one_heartbeat_go_in_one_ihave_per_neighbour() -> None:
+    n = node(fanout=6, ttl=10, announce_ticks=0)
+    items = [b"ok%d" % i for i in range(3)]
+    for data in items:
+        n.handle("a", Item(T, 1, data), 0.0)  # squashed copies
+        n.handle("b", Item(T, 10, data), 0.1)  # then each one's honest copy
+    out = n.tick(0.2)
+    assert dsts(out, IHave) == ["a", "c", "d", "e", "f"]
+    ids = {GossipNode.item_id(d) for d in items}
+    assert all(set(s.message.ids) == ids and s.message.ttl == 9 for s in sends(out))
+
+
+def test_lazy_fanout_announces_to_that_many_neighbours_a_heartbeat_chosen_anew() -> None:
+    n = node(fanout=1, ttl=5, lazy_fanout=2, announce_ticks=8, announce_backoff=False)
+    for i in range(4):
+        n.handle("a", Item(T, 5, b"ok%d" % i), 0.0)
+    chosen = [dsts(n.tick(1.0 + k), IHave) for k in range(8)]
+    assert all(len(c) == 2 and "a" not in c for c in chosen)  # a sent them: it holds them
+    assert len({tuple(c) for c in chosen}) > 1  # not the same two every heartbeat
+    # every announced IHAVE carries all the items the neighbour is not known to hold
+    out = node(fanout=1, ttl=5, lazy_fanout=2)
+    for i in range(4):
+        out.handle("a", Item(T, 5, b"ok%d" % i), 0.0)
+    assert all(len(s.message.ids) == 4 for s in sends(out.tick(1.0)))
 
 
 # ---- bounds and expiry --------------------------------------------------------------------

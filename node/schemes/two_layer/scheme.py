@@ -56,6 +56,12 @@ class TwoLayerParams(SchemeParams):
     )
     fanout: int = Field(2, ge=1, description="D2D neighbours a new update or block is pushed to")
     ttl: int = Field(8, ge=1, le=255, description="D2D hops an update or block may travel")
+    lazy_fanout: int = Field(
+        6,
+        ge=1,
+        description="D2D neighbours told of held items (IHAVE) each heartbeat, chosen anew "
+        "each time (gossipsub's D_lazy, our choice of its default 6)",
+    )
     heartbeat_s: float = Field(
         0.2, gt=0, description="seconds between gossip announcements (IHAVE) of held items"
     )
@@ -75,6 +81,7 @@ class TwoLayerParams(SchemeParams):
         return GossipConfig(
             ttl=self.ttl,
             fanout=self.fanout,
+            lazy_fanout=self.lazy_fanout,
             want_timeout_s=self.want_timeout_s,
             seed=str(seed).encode(),
         )
