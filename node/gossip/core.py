@@ -22,12 +22,11 @@ given per topic by the caller: D2D links for an LMUC, the backhaul for the MECs)
   copy, or IHAVE, with a larger ttl *upgrades* the stored one: at its next heartbeat the
   node sends an IHAVE with the new ttl to the neighbours that would gain (ids only, so this
   costs no item bytes; a neighbour holding the item upgrades in turn, one lacking it pulls
-  it), one IHAVE per neighbour and ttl for all that heartbeat's upgrades. (Sent at once, one
-  per item and neighbour, they were 3/4 of all messages in a 50-node full mesh: items
-  arrive first by long paths, then by short ones, and every upgrade told ~48 neighbours.)
-  Each node raises
-  an item's ttl at most `config.ttl` times, and a Byzantine relay that forwards first
-  with ttl 1 cannot stop an item that has an honest path.
+  it), one IHAVE per neighbour and ttl for all that heartbeat's upgrades. (Sent at once,
+  one per item and neighbour, they were about two thirds of all messages in a 50-node full
+  mesh: items arrive first by long paths, then by short ones, and every upgrade told ~48
+  neighbours.) Each node raises an item's ttl at most `config.ttl` times, and a Byzantine
+  relay that forwards first with ttl 1 cannot stop an item that has an honest path.
 - Validation: each topic has a hook from the scheme (verify a signed transaction, a block).
   `reject(reason)` drops the copy, counts it (per reason and per sending peer) and
   remembers its id so a resend costs no second check; `ignore(reason)` drops it without
