@@ -215,6 +215,17 @@ def _cdf(ax: Any, values: pd.Series, label: str, **style: Any) -> Any:
     return ax.step(xs, ys, where="post", label=label, **style)[0]
 
 
+def _labelled(fig: Figure, ax: Any, xlabel: str, ylabel: str, title: str) -> Figure:
+    """`fig` with its axes labelled and titled, a light grid and a small legend."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
 def latency_cdf_figure(latency: pd.DataFrame) -> Figure | None:
     """The CDF of each route class's one-way delay (``one_way_ms``, against the route's
     configured delay, dashed), or, for a latency.csv without it, of each link class's
@@ -235,13 +246,13 @@ def latency_cdf_figure(latency: pd.DataFrame) -> Figure | None:
         configured = g[configured_by].dropna()
         if line is not None and len(configured):
             ax.axvline(float(configured.median()), color=line.get_color(), ls="--", lw=1)
-    ax.set_xlabel(f"{measure.removesuffix('_ms')} (ms); dashed: configured delay")
-    ax.set_ylabel("fraction of messages")
-    ax.set_title(f"latency per {by.replace('_', ' ')}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    return fig
+    return _labelled(
+        fig,
+        ax,
+        f"{measure.removesuffix('_ms')} (ms); dashed: configured delay",
+        "fraction of messages",
+        f"latency per {by.replace('_', ' ')}",
+    )
 
 
 def block_propagation_figure(latency_blocks: pd.DataFrame) -> Figure | None:
@@ -258,13 +269,9 @@ def block_propagation_figure(latency_blocks: pd.DataFrame) -> Figure | None:
     if not drew:
         plt.close(fig)
         return None
-    ax.set_xlabel("ms since the block's proposal")
-    ax.set_ylabel("fraction of (block, node)")
-    ax.set_title("block propagation")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    return fig
+    return _labelled(
+        fig, ax, "ms since the block's proposal", "fraction of (block, node)", "block propagation"
+    )
 
 
 def block_latency_figure(metrics: pd.DataFrame) -> Figure | None:
@@ -283,13 +290,13 @@ def block_latency_figure(metrics: pd.DataFrame) -> Figure | None:
             p95.index, median.to_numpy(), p95.to_numpy(), color=line.get_color(), alpha=0.2
         )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("round")
-    ax.set_ylabel("ms, proposal to storage")
-    ax.set_title("the round's block: median over nodes (band: to the 95th percentile)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    return fig
+    return _labelled(
+        fig,
+        ax,
+        "round",
+        "ms, proposal to storage",
+        "the round's block: median over nodes (band: to the 95th percentile)",
+    )
 
 
 # ---- sections ---------------------------------------------------------------------------
