@@ -5,7 +5,6 @@ reaching the loop, metrics watched."""
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from node.metrics import MetricsWriter
 from node.roles.base import NodeContext, Role
 from node.roles.threats import active_behaviour
 from node.transport import InMemoryNetwork
+from orchestrator.collect import read_records
 from orchestrator.control import ControlError, NodeClient
 from tests.unit.node_configs import learning_config, node_config
 
@@ -87,11 +87,7 @@ class Node:
         self.network.deliver("dev0-0", self.peer.encode(msg_type, {}))
 
     def records(self, event: str) -> list[dict[str, Any]]:
-        path = self.dir / "metrics.jsonl"
-        if not path.exists():
-            return []
-        lines = [json.loads(line) for line in path.read_text().splitlines() if line]
-        return [r for r in lines if r["event"] == event]
+        return [r for r in read_records(self.dir) if r.get("event") == event]
 
     def client(self, token: str | None = TOKEN) -> NodeClient:
         return NodeClient(self.dir.parent, "dev0-0", token=token or "", node_dir=self.dir)

@@ -27,6 +27,7 @@ from node.metrics import MetricsWriter
 from node.roles.base import NodeContext, Role
 from node.roles.threats import active_behaviour
 from node.transport import InMemoryNetwork
+from orchestrator.collect import read_records
 from orchestrator.control import ControlError, NodeClient, deliver_schedule, write_token
 from orchestrator.faults import FaultEvent, behaviour_schedules
 from tests.unit.node_configs import learning_config, node_config
@@ -104,11 +105,7 @@ class Node:
             self.daemon.close()
 
     def records(self, event: str) -> list[dict[str, Any]]:
-        path = self.dir / "metrics.jsonl"
-        if not path.exists():
-            return []
-        lines = [json.loads(line) for line in path.read_text().splitlines() if line]
-        return [r for r in lines if r["event"] == event]
+        return [r for r in read_records(self.dir) if r.get("event") == event]
 
     def play_rounds(self, n: int) -> list[tuple[int, str | None]]:
         """Begin `n` rounds (a frame each); (round, behaviour) of each, once all are in."""
