@@ -228,7 +228,7 @@ class Run:
         out = []
         for ev in self.faults:  # sorted by (round, index)
             if ev.action in BEHAVIOUR_ACTIONS and node_id in ev.nodes:
-                name = ev.behaviour or "" if ev.action == "malicious" else "recover"
+                name = (ev.behaviour or "") if ev.action == "malicious" else "recover"
                 out.append((name, dict(ev.params), ev.round))
         return out
 
