@@ -112,13 +112,15 @@ GOSSIP_COLUMNS = (
     "gossip_dropped",
     "gossip_invalid_from",
     "gossip_relayed_from",
+    "gossip_wants_spared",
 )
 """A node's ``gossip`` record (`node.gossip.GossipService.record`): items it published,
 received valid, delivered, relayed (sent on), duplicates suppressed, pulled (IWANT
 answered), served, the IHAVE/IWANT messages, the payload bytes of new valid items received,
 of others' items relayed (pushed on), served (IWANT answers) and forwarded (both), invalid
-items by reason and by peer, and the bytes of relayed copies each peer sent this node; empty
-for nodes without gossip."""
+items by reason and by peer, the bytes of relayed copies each peer sent this node, and the
+pulls a held-back IWANT saved (`GossipConfig.want_delay_s`); empty for nodes without
+gossip."""
 COUNTER_COLUMNS = (
     "node",
     "role",

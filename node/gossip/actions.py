@@ -69,6 +69,12 @@ class GossipConfig:
     neighbour not known to hold an item."""
     want_timeout_s: float = 2.0
     """How long an IWANT waits before asking the next announcer (mind large items)."""
+    want_delay_s: float = 0.0
+    """How long a node that hears of an item it lacks (IHAVE) waits for a pushed copy
+    before it asks for the item (Plumtree's lazy-push timer); 0: it asks at once."""
+    want_backoff: float = 1.0
+    """Each further ask of an item waits this many times as long as the one before (above 1
+    where large items may take longer than `want_timeout_s` to arrive)."""
     max_want_tries: int = 3
     max_pending_wants: int = 4096
     max_pending_per_peer: int = 512
@@ -95,6 +101,8 @@ class GossipConfig:
             raise ValueError("gossip announce_ticks >= 0, max_want_tries and serves >= 1")
         if min(self.want_timeout_s, self.seen_ttl_s, self.history_s) <= 0:
             raise ValueError("gossip timeouts and lifetimes must be > 0")
+        if self.want_delay_s < 0 or self.want_backoff < 1:
+            raise ValueError("gossip.want_delay_s must be >= 0 and gossip.want_backoff >= 1")
         if min(self.max_pending_wants, self.max_pending_per_peer, self.max_seen) < 1:
             raise ValueError("gossip bounds must be >= 1")
         if min(self.max_store_items, self.max_store_bytes, self.max_item_bytes) < 1:
@@ -139,6 +147,9 @@ class GossipStats:
     ihave_msgs: int = 0
     iwant_msgs: int = 0
     want_failed: int = 0
+    wants_spared: int = 0
+    """Items heard of (IHAVE) that a push delivered while the IWANT was held back
+    (`want_delay_s`): the pulls the delay saved."""
     received_bytes: int = 0
     """Payload bytes of the new valid items received (each counted once)."""
     relayed_bytes: int = 0

@@ -40,9 +40,13 @@ given per topic by the caller: D2D links for an LMUC, the backhaul for the MECs)
   `announce_ticks` heartbeats
   after it arrived, then (`announce_backoff`) at heartbeats 2^k while it is stored
   (`history_s`), so a neighbour that lost every copy in a burst of loss or a partition
-  still learns of it. A node that sees an unknown id sends IWANT to the announcer and
-  retries another announcer (or the same one) after `want_timeout_s`, `max_want_tries`
-  times in all. IWANT is answered with the stored item, at most `max_serves_per_peer`
+  still learns of it. A node that sees an unknown id sends IWANT to the announcer —
+  at once, or, with `want_delay_s` (Plumtree's lazy-push timer), only if no pushed copy
+  came within that delay: an IHAVE often overtakes the large item it names, and
+  answering it at once makes a second copy of the item travel (`wants_spared` counts the
+  pulls the delay saved). It asks another announcer (or the same one) after
+  `want_timeout_s`, each further ask waiting `want_backoff` times as long as the one
+  before, `max_want_tries` IWANTs in all. IWANT is answered with the stored item, at most `max_serves_per_peer`
   times per peer and item in any `want_timeout_s` (a peer cannot turn a node into an
   amplifier of large items). Pending wants are bounded in all and per peer,
   so fake announcements cannot crowd out real ones. Pull recovers what lost messages, a
@@ -117,8 +121,11 @@ class _Entry:
 class _Want:
     announcers: list[str]
     deadline: float
+    """When the next IWANT leaves: the first after `want_delay_s`, then after each timeout."""
     tries: int = 1
+    """IWANTs sent so far (0: held back, waiting for a pushed copy)."""
     asked: str = ""
+    """The announcer this want is counted against (`max_pending_per_peer`)."""
 
 
 class GossipNode:
@@ -268,7 +275,10 @@ class GossipNode:
             return []
         self.stats.received += 1
         self.stats.received_bytes += len(msg.data)
-        if self._drop_want(key):
+        want = self._drop_want(key)
+        if want is not None and want.tries == 0:
+            self.stats.wants_spared += 1
+        elif want is not None:
             self.stats.pulled += 1
         entry = self._accept(key, msg.data, relay_ttl, now)
         _note(entry.have, sender, msg.ttl)
@@ -388,8 +398,11 @@ class GossipNode:
             ):
                 self.stats.dropped["want_overflow"] += 1
                 continue
-            self._wants[key] = _Want([sender], now + cfg.want_timeout_s, 1, sender)
             self._wants_per_peer[sender] += 1
+            if cfg.want_delay_s > 0:  # held back: a pushed copy may be on its way
+                self._wants[key] = _Want([sender], now + cfg.want_delay_s, 0, sender)
+                continue
+            self._wants[key] = _Want([sender], now + cfg.want_timeout_s, 1, sender)
             wanted.append(item_id)
         if wanted:
             self.stats.iwant_msgs += 1
@@ -416,12 +429,11 @@ class GossipNode:
             out.append(Send(sender, Item(msg.topic, entry.relay_ttl, entry.data)))
         return out
 
-    def _drop_want(self, key: Key) -> bool:
+    def _drop_want(self, key: Key) -> _Want | None:
         want = self._wants.pop(key, None)
-        if want is None:
-            return False
-        self._release(want.asked)
-        return True
+        if want is not None:
+            self._release(want.asked)
+        return want
 
     def _release(self, peer: str) -> None:
         self._wants_per_peer[peer] -= 1
@@ -494,8 +506,8 @@ class GossipNode:
             self._release(want.asked)
             self._wants_per_peer[peer] += 1
             want.asked = peer
+            want.deadline = now + self.config.want_timeout_s * self.config.want_backoff**want.tries
             want.tries += 1
-            want.deadline = now + self.config.want_timeout_s
             batches.setdefault((key[0], peer), []).append(key[1])
         out: list[GossipAction] = []
         for (topic, peer), ids in sorted(batches.items()):

@@ -277,8 +277,16 @@ class GossipNet:
         seed: int,
         byzantine: dict[str, str] | None = None,
         loss: Loss | None = None,
+        uplink_bytes_per_s: float | None = None,
+        heartbeat_s: float = HEARTBEAT_S,
     ) -> None:
+        """`uplink_bytes_per_s`: each node sends one message at a time at that rate (its
+        messages queue behind each other), so large items take their size's time; None:
+        every message takes only its link's delay."""
         self.graph = graph
+        self.uplink_bytes_per_s = uplink_bytes_per_s
+        self.heartbeat_s = heartbeat_s
+        self._uplink_free: dict[str, float] = {}
         self.rng = random.Random(seed)
         self.signer = Signer(sorted(graph), seed)
         self.loss = loss or Loss()
@@ -295,7 +303,7 @@ class GossipNet:
             core = GossipNode(nid, [topic], config)
             kind = BEHAVIOURS.get(byzantine.get(nid, ""), Honest)
             self.nodes[nid] = kind(core, random.Random(f"{seed}-{nid}"))
-            self._push(self.rng.uniform(0, HEARTBEAT_S), "tick", nid, None)
+            self._push(self.rng.uniform(0, heartbeat_s), "tick", nid, None)
         self.honest = {n for n, ep in self.nodes.items() if not ep.byzantine}
         self.truth: dict[bytes, bytes] = {}
         self.delivered: dict[str, Counter[bytes]] = {n: Counter() for n in graph}
@@ -338,8 +346,14 @@ class GossipNet:
             self.sent_msgs += 1
             if self.loss.lost(src, act.dst, self.now, self.rng):
                 continue
-            at = self.now + self.delay[frozenset((src, act.dst))] * self.rng.uniform(1, 1.5)
-            self._push(at, "msg", act.dst, (src, encode(msg)))
+            raw = encode(msg)
+            leaves = self.now
+            if self.uplink_bytes_per_s is not None:
+                leaves = max(leaves, self._uplink_free.get(src, 0.0))
+                leaves += len(raw) / self.uplink_bytes_per_s
+                self._uplink_free[src] = leaves
+            at = leaves + self.delay[frozenset((src, act.dst))] * self.rng.uniform(1, 1.5)
+            self._push(at, "msg", act.dst, (src, raw))
 
     def run(self, until: float, max_events: int = 200_000) -> None:
         """Process events up to time `until` (a message storm fails after `max_events`)."""
@@ -352,7 +366,7 @@ class GossipNet:
             ep = self.nodes[node]
             if kind == "tick":
                 self._apply(node, ep.tick(at))
-                self._push(at + HEARTBEAT_S, "tick", node, None)
+                self._push(at + self.heartbeat_s, "tick", node, None)
             elif kind == "publish":
                 self._apply(node, ep.publish(payload, at))
             else:

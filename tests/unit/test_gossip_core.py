@@ -178,6 +178,42 @@ def test_an_unanswered_want_moves_to_the_next_announcer_then_gives_up() -> None:
     assert n.stats.want_failed == 1 and n.pending_wants() == 0
 
 
+def test_a_held_back_want_is_spared_by_a_pushed_copy() -> None:
+    n = node(want_delay_s=0.5, announce_ticks=0)
+    item_id = GossipNode.item_id(b"ok-pushed")
+    assert n.handle("a", IHave(T, (item_id,), 3), 0.0) == []  # no IWANT yet
+    assert n.pending_wants() == 1
+    assert n.tick(0.2) == []
+    n.handle("b", Item(T, 3, b"ok-pushed"), 0.3)  # the push overtook the delay
+    assert n.tick(0.6) == [] and n.pending_wants() == 0
+    assert (n.stats.wants_spared, n.stats.pulled, n.stats.iwant_msgs) == (1, 0, 0)
+
+
+def test_a_held_back_want_asks_the_first_announcer_when_its_delay_ends() -> None:
+    n = node(want_delay_s=0.5, want_timeout_s=1.0, announce_ticks=0)
+    item_id = GossipNode.item_id(b"ok-late")
+    n.handle("a", IHave(T, (item_id,), 3), 0.0)
+    n.handle("b", IHave(T, (item_id,), 3), 0.1)
+    assert n.tick(0.4) == []
+    assert n.tick(0.6) == [Send("a", IWant(T, (item_id,)))]
+    assert n.tick(1.5) == []
+    assert n.tick(1.7) == [Send("b", IWant(T, (item_id,)))]  # a's answer overdue
+    n.handle("b", Item(T, 3, b"ok-late"), 1.8)
+    assert (n.stats.wants_spared, n.stats.pulled) == (0, 1)
+
+
+def test_each_further_ask_waits_want_backoff_times_longer() -> None:
+    n = node(want_timeout_s=1.0, want_backoff=2.0, max_want_tries=3, announce_ticks=0)
+    item_id = GossipNode.item_id(b"ok-slow")
+    assert n.handle("a", IHave(T, (item_id,), 3), 0.0) == [Send("a", IWant(T, (item_id,)))]
+    n.handle("b", IHave(T, (item_id,), 3), 0.0)
+    assert n.tick(1.1) == [Send("b", IWant(T, (item_id,)))]  # after 1 s
+    assert n.tick(3.0) == []  # the second ask waits 2 s
+    assert n.tick(3.2) == [Send("a", IWant(T, (item_id,)))]
+    assert n.tick(7.1) == []  # the third, 4 s
+    assert n.tick(7.3) == [] and n.stats.want_failed == 1
+
+
 def test_iwant_is_served_a_bounded_number_of_times_per_peer_and_window() -> None:
     n = node(max_serves_per_peer=2)
     n.handle("a", Item(T, 5, b"ok-served"), 0.0)
@@ -280,6 +316,8 @@ def test_counters_as_a_flat_record() -> None:
         {"ttl": 256},
         {"fanout": 0},
         {"want_timeout_s": 0.0},
+        {"want_delay_s": -0.1},
+        {"want_backoff": 0.5},
         {"max_ids": 0},
         {"max_store_bytes": 0},
     ],

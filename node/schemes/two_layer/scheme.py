@@ -65,8 +65,18 @@ class TwoLayerParams(SchemeParams):
     heartbeat_s: float = Field(
         0.2, gt=0, description="seconds between gossip announcements (IHAVE) of held items"
     )
+    want_delay_s: float = Field(
+        2.0,
+        ge=0,
+        description="seconds a device that hears of an update or block it lacks (IHAVE) "
+        "waits for a pushed copy before pulling it (IWANT; Plumtree's lazy-push timer, our "
+        "choice of 2 s: see bench/gossip_messages.py)",
+    )
     want_timeout_s: float = Field(
-        1.0, gt=0, description="seconds a gossip pull (IWANT) waits before the next neighbour"
+        3.0,
+        gt=0,
+        description="seconds a gossip pull (IWANT) waits before asking the next neighbour; "
+        "each further ask waits twice as long",
     )
 
     @field_validator("cooperative")
@@ -83,6 +93,8 @@ class TwoLayerParams(SchemeParams):
             fanout=self.fanout,
             lazy_fanout=self.lazy_fanout,
             want_timeout_s=self.want_timeout_s,
+            want_delay_s=self.want_delay_s,
+            want_backoff=2.0,
             seed=str(seed).encode(),
         )
 
