@@ -63,7 +63,10 @@ class TwoLayerParams(SchemeParams):
         "each time (gossipsub's D_lazy, our choice of its default 6)",
     )
     heartbeat_s: float = Field(
-        0.2, gt=0, description="seconds between gossip announcements (IHAVE) of held items"
+        1.0,
+        gt=0,
+        description="seconds between gossip announcements (IHAVE) of held items "
+        "(gossipsub v1.1's heartbeat, our choice)",
     )
     want_delay_s: float = Field(
         2.0,
