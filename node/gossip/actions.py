@@ -49,6 +49,9 @@ class Topic:
     validate: Validator
     deliver: bool = True
     """False: relay-only (the paper's devices that only transfer LMUC data)."""
+    want_delay_s: float | None = None
+    """This topic's `GossipConfig.want_delay_s` (None: the config's), e.g. 0 for small
+    items on a round's critical path beside a topic of large ones."""
 
 
 @dataclass(frozen=True)

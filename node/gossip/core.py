@@ -20,38 +20,41 @@ given per topic by the caller: D2D links for an LMUC, the backhaul for the MECs)
   when that is >= 1, clamping what arrives to `config.ttl`, so an item reaches at most
   `config.ttl` hops from its source (or from a Byzantine relay that re-sends it). A later
   copy, or IHAVE, with a larger ttl *upgrades* the stored one: at its next heartbeat the
-  node sends an IHAVE with the new ttl to the neighbours that would gain (ids only, so this
-  costs no item bytes; a neighbour holding the item upgrades in turn, one lacking it pulls
-  it), one IHAVE per neighbour and ttl for all that heartbeat's upgrades. (Sent at once,
-  one per item and neighbour, they were about two thirds of all messages in a 50-node full
-  mesh: items arrive first by long paths, then by short ones, and every upgrade told ~48
-  neighbours.) Each node raises an item's ttl at most `config.ttl` times, and a Byzantine
-  relay that forwards first with ttl 1 cannot stop an item that has an honest path.
+  node tells the neighbours that would gain in its IHAVEs (ids only, so this costs no item
+  bytes; a neighbour holding the item upgrades in turn, one lacking it pulls it) — with
+  `lazy_fanout`, those known to hold the item with fewer hops left, and that heartbeat's
+  lazy neighbours; the item is announced afresh, so the others hear of it at the next
+  heartbeats. (Told at once, one IHAVE per item and neighbour, upgrades were about two
+  thirds of all messages in a 50-node full mesh: items arrive first by long paths, then by
+  short ones, and every upgrade told ~48 neighbours.) Each node raises an item's ttl at most
+  `config.ttl` times, and a Byzantine relay that forwards first with ttl 1 cannot stop an
+  item that has an honest path.
 - Validation: each topic has a hook from the scheme (verify a signed transaction, a block).
   `reject(reason)` drops the copy, counts it (per reason and per sending peer) and
   remembers its id so a resend costs no second check; `ignore(reason)` drops it without
   remembering (e.g. a block whose parent is not known yet). Rejected or ignored copies are
   never delivered nor relayed. Oversize items are dropped before hashing.
-- Pull (`tick`, called every heartbeat by the host): a stored item is announced in
-  IHAVE(topic, ids, ttl) to neighbours not known to hold it (a peer holds an item once it
-  sent us the item or an IHAVE for it) — all of them, or, with `lazy_fanout` (gossipsub's
-  D_lazy), that many per topic chosen anew each heartbeat (seeded by the heartbeat's
-  number), each told every item it is not known to hold — at each of the first
-  `announce_ticks` heartbeats
-  after it arrived, then (`announce_backoff`) at heartbeats 2^k while it is stored
-  (`history_s`), so a neighbour that lost every copy in a burst of loss or a partition
-  still learns of it. A node that sees an unknown id sends IWANT to the announcer —
-  at once, or, with `want_delay_s` (Plumtree's lazy-push timer), only if no pushed copy
-  came within that delay: an IHAVE often overtakes the large item it names, and
-  answering it at once makes a second copy of the item travel (`wants_spared` counts the
-  pulls the delay saved). It asks another announcer (or the same one) after
-  `want_timeout_s`, each further ask waiting `want_backoff` times as long as the one
-  before, `max_want_tries` IWANTs in all. IWANT is answered with the stored item, at most `max_serves_per_peer`
-  times per peer and item in any `want_timeout_s` (a peer cannot turn a node into an
-  amplifier of large items). Pending wants are bounded in all and per peer,
-  so fake announcements cannot crowd out real ones. Pull recovers what lost messages, a
-  small fan-out or dropping relays missed; what is older than `history_s` is the ledger
-  sync's job (`node.ledger.sync`), not gossip's.
+- Pull (`tick`, called every heartbeat by the host): a stored item is announced to
+  neighbours not known to hold it (a peer holds an item once it sent us the item or an
+  IHAVE for it) — all of them, or, with `lazy_fanout` (gossipsub's D_lazy), that many per
+  topic chosen anew each heartbeat (seeded by the heartbeat's number) — at each of the
+  first `announce_ticks` heartbeats after it arrived, then (`announce_backoff`) at
+  heartbeats 2^k while it is stored (`history_s`), so a neighbour that lost every copy in a
+  burst of loss or a partition still learns of it. Each neighbour told anything gets one
+  IHAVE(topic, ids, a ttl per id) a heartbeat with all of it, upgrades included (an IHAVE
+  per ttl sent twice as many in a 50-node mesh; each message costs a signature and its
+  check). A node that sees an unknown id sends IWANT to the announcer — at once, or, with
+  `want_delay_s` (Plumtree's lazy-push timer; per topic, `Topic.want_delay_s`, over the
+  config's), only if no pushed copy came within that delay: an IHAVE often overtakes the
+  large item it names, and answering it at once makes a second copy travel
+  (`wants_spared` counts the pulls the delay saved). It asks another announcer (or the
+  same one) after `want_timeout_s`, each further ask waiting `want_backoff` times as long
+  as the one before, `max_want_tries` IWANTs in all. IWANT is answered with the stored
+  item, at most `max_serves_per_peer` times per peer and item in any `want_timeout_s` (a
+  peer cannot turn a node into an amplifier of large items). Pending wants are bounded in
+  all and per peer, so fake announcements cannot crowd out real ones. Pull recovers what
+  lost messages, a small fan-out or dropping relays missed; what is older than
+  `history_s` is the ledger sync's job (`node.ledger.sync`), not gossip's.
 
 - Counters (`GossipStats`): items and messages, and payload bytes — `received_bytes` (new
   valid items), `relayed_bytes` and `served_bytes` (copies of others' items this node
@@ -158,11 +161,14 @@ class GossipNode:
     def subscribe(self, topic: Topic) -> None:
         """Take part in `topic` (replaces an earlier subscription of that name)."""
         check_topic(topic.name)
+        if topic.want_delay_s is not None and topic.want_delay_s < 0:
+            raise ValueError(f"gossip topic {topic.name!r}: want_delay_s must be >= 0")
         self._topics[topic.name] = Topic(
             topic.name,
             tuple(sorted(set(topic.peers) - {self.id})),
             topic.validate,
             topic.deliver,
+            topic.want_delay_s,
         )
 
     def set_peers(self, topic: str, peers: Sequence[str]) -> None:
@@ -170,7 +176,7 @@ class GossipNode:
         old = self._topics.get(topic)
         if old is None:
             raise ValueError(f"not subscribed to gossip topic {topic!r}")
-        self.subscribe(Topic(topic, tuple(peers), old.validate, old.deliver))
+        self.subscribe(Topic(topic, tuple(peers), old.validate, old.deliver, old.want_delay_s))
 
     def peers(self, topic: str) -> tuple[str, ...]:
         """The neighbours of `topic`."""
@@ -244,7 +250,7 @@ class GossipNode:
         self._seen.expire(now)
         self._rejected.expire(now)
         self._store.expire(now)
-        return self._announce_upgrades(now) + self._announce() + self._retry_wants(now)
+        return self._announce(now) + self._retry_wants(now)
 
     # ---- items ------------------------------------------------------------------------
 
@@ -365,27 +371,29 @@ class GossipNode:
         if relay_ttl <= entry.relay_ttl:
             return []
         self.stats.ttl_upgrades += 1
-        if entry.relay_ttl < 1:
-            entry.age = 0
+        if entry.relay_ttl < 1 or self.config.lazy_fanout is not None:
+            entry.age = 0  # announced afresh: with lazy_fanout, to those not told at once
         entry.relay_ttl = relay_ttl
-        self._upgraded[key] = sender  # told at the next heartbeat (`_announce_upgrades`)
+        self._upgraded[key] = sender  # told at the next heartbeat (`_announce`)
         return []
 
     # ---- pull -------------------------------------------------------------------------
 
     def _on_ihave(self, sender: str, msg: IHave, now: float) -> list[GossipAction]:
         cfg = self.config
+        delay = self._topics[msg.topic].want_delay_s
+        delay = cfg.want_delay_s if delay is None else delay
         wanted: list[bytes] = []
         out: list[GossipAction] = []
-        for item_id in dict.fromkeys(msg.ids):
+        for item_id, ttl in msg.announced().items():
             key = (msg.topic, item_id)
             if self._seen.contains(key, now):
                 entry = self._store.get(key, now)
                 if entry is not None:
-                    _note(entry.have, sender, msg.ttl)
-                    out += self._upgrade(key, entry, sender, min(msg.ttl, cfg.ttl) - 1)
+                    _note(entry.have, sender, ttl)
+                    out += self._upgrade(key, entry, sender, min(ttl, cfg.ttl) - 1)
                 continue
-            if msg.ttl < 1 or self._rejected.contains(key, now):
+            if ttl < 1 or self._rejected.contains(key, now):
                 continue
             want = self._wants.get(key)
             if want is not None:
@@ -399,8 +407,8 @@ class GossipNode:
                 self.stats.dropped["want_overflow"] += 1
                 continue
             self._wants_per_peer[sender] += 1
-            if cfg.want_delay_s > 0:  # held back: a pushed copy may be on its way
-                self._wants[key] = _Want([sender], now + cfg.want_delay_s, 0, sender)
+            if delay > 0:  # held back: a pushed copy may be on its way
+                self._wants[key] = _Want([sender], now + delay, 0, sender)
                 continue
             self._wants[key] = _Want([sender], now + cfg.want_timeout_s, 1, sender)
             wanted.append(item_id)
@@ -446,52 +454,72 @@ class GossipNode:
             return True
         return ticks > 0 and self.config.announce_backoff and age & (age - 1) == 0
 
-    def _announce_upgrades(self, now: float) -> list[GossipAction]:
-        """The IHAVEs of the items whose ttl rose since the last heartbeat: to every
-        neighbour that would gain (not the one that raised it), batched per neighbour and
-        ttl."""
-        batches: dict[tuple[str, str, int], list[bytes]] = {}
+    def _announce(self, now: float) -> list[GossipAction]:
+        """This heartbeat's IHAVEs, one per neighbour: the items whose ttl rose since the
+        last heartbeat, to the neighbours that would gain (not the one that raised it), and
+        the items due (`_announce_now`) to the neighbours not known to hold them; with
+        `lazy_fanout`, to that many of those neighbours per topic, chosen anew each
+        heartbeat, and the upgrades also to the neighbours known to hold the item with
+        fewer hops left (an upgraded item is announced afresh: the others hear of it at
+        the next heartbeats; without announcements, `announce_ticks: 0`, all are told)."""
+        self._heartbeats += 1
+        batches: dict[tuple[str, str], dict[bytes, int]] = {}
+        upgrades: list[tuple[_Entry, str, str]] = []
         for key, sender in self._upgraded.items():
             entry = self._store.get(key, now)
             if entry is None:
                 continue
-            ttl = entry.relay_ttl
             for peer in self._short(key, entry, sender):
-                entry.pushed[peer] = max(entry.pushed.get(peer, 0), ttl)
-                batches.setdefault((key[0], peer, ttl), []).append(key[1])
+                batches.setdefault((key[0], peer), {})[key[1]] = entry.relay_ttl
+                upgrades.append((entry, key[0], peer))
         self._upgraded = {}
-        return self._ihaves(batches)
-
-    def _ihaves(self, batches: dict[tuple[str, str, int], list[bytes]]) -> list[GossipAction]:
-        """One IHAVE per (topic, neighbour, ttl) and `max_ids` ids, in a fixed order."""
-        out: list[GossipAction] = []
-        step = self.config.max_ids
-        for (topic, peer, ttl), ids in sorted(batches.items()):
-            for i in range(0, len(ids), step):
-                self.stats.ihave_msgs += 1
-                out.append(Send(peer, IHave(topic, tuple(ids[i : i + step]), ttl)))
-        return out
-
-    def _announce(self) -> list[GossipAction]:
-        self._heartbeats += 1
-        batches: dict[tuple[str, str, int], list[bytes]] = {}
         for key, entry in self._store.items():
             entry.age += 1
             if entry.relay_ttl < 1 or not self._announce_now(entry.age):
                 continue
             for peer in self._topics[key[0]].peers:
                 if peer not in entry.have:
-                    batches.setdefault((key[0], peer, entry.relay_ttl), []).append(key[1])
+                    batches.setdefault((key[0], peer), {})[key[1]] = entry.relay_ttl
+        forced = {  # holds it with fewer hops: no announcement would tell it
+            (topic, peer) for entry, topic, peer in upgrades if peer in entry.have
+        }
+        if self.config.announce_ticks == 0:  # no later announcements: tell every upgrade now
+            forced |= {(topic, peer) for _, topic, peer in upgrades}
+        told = forced | self._lazy_peers(set(batches) - forced)
+        for entry, topic, peer in upgrades:
+            if (topic, peer) in told:
+                entry.pushed[peer] = max(entry.pushed.get(peer, 0), entry.relay_ttl)
+        return self._ihaves({b: ids for b, ids in batches.items() if b in told})
+
+    def _lazy_peers(self, candidates: set[tuple[str, str]]) -> set[tuple[str, str]]:
+        """The (topic, neighbour) pairs told this heartbeat: all `candidates`, or, with
+        `lazy_fanout`, that many neighbours per topic, chosen anew each heartbeat."""
         lazy = self.config.lazy_fanout
-        if lazy is not None:  # this heartbeat's lazy_fanout peers of each topic, no others
-            salt = b"heartbeat" + self._heartbeats.to_bytes(8, "big")
-            chosen = {
-                (topic, peer)
-                for topic in {t for t, _, _ in batches}
-                for peer in self._pick({p for t, p, _ in batches if t == topic}, lazy, salt)
-            }
-            batches = {b: ids for b, ids in batches.items() if (b[0], b[1]) in chosen}
-        return self._ihaves(batches)
+        if lazy is None:
+            return candidates
+        salt = b"heartbeat" + self._heartbeats.to_bytes(8, "big")
+        return {
+            (topic, peer)
+            for topic in {t for t, _ in candidates}
+            for peer in self._pick({p for t, p in candidates if t == topic}, lazy, salt)
+        }
+
+    def _ihaves(self, batches: dict[tuple[str, str], dict[bytes, int]]) -> list[GossipAction]:
+        """One IHAVE per (topic, neighbour) and `max_ids` ids, each id with its ttl (one
+        `ttl` where they are all equal, else `ttls`), in a fixed order. (An IHAVE per ttl
+        sent about twice as many in a 50-node group; every message costs a signature and
+        its check.)"""
+        out: list[GossipAction] = []
+        step = self.config.max_ids
+        for (topic, peer), announced in sorted(batches.items()):
+            pairs = list(announced.items())
+            for i in range(0, len(pairs), step):
+                ids, ttls = zip(*pairs[i : i + step], strict=True)
+                top = max(ttls)
+                self.stats.ihave_msgs += 1
+                per_id = () if min(ttls) == top else tuple(ttls)
+                out.append(Send(peer, IHave(topic, tuple(ids), top, per_id)))
+        return out
 
     def _retry_wants(self, now: float) -> list[GossipAction]:
         batches: dict[tuple[str, str], list[bytes]] = {}

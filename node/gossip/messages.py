@@ -1,7 +1,8 @@
 """Gossip wire messages: three frozen dataclasses and their strict, pickle-free encodings.
 
 How it works: a message is a map of plain values (``v`` version, ``k`` kind, ``t`` topic,
-then ``ttl`` and ``d`` for an item, ``ids`` and ``ttl`` for IHAVE, ``ids`` for IWANT).
+then ``ttl`` and ``d`` for an item, ``ids`` and ``ttl`` for IHAVE — and ``ttls``, one per
+id, when they differ — ``ids`` for IWANT).
 `to_payload`/`from_payload` convert to and from that map, which is what
 ``node.codec.Codec.encode(CODEC_TYPE, payload)`` signs and frames (the codec authenticates
 the sender; this module checks only the shape). `encode`/`decode` are the same map as
@@ -58,12 +59,21 @@ class Item:
 @dataclass(frozen=True)
 class IHave:
     """The sender holds these items of `topic` (ids are SHA-256 of their bytes) and would
-    send them with `ttl` (0: it cannot relay them further). A receiver that holds an item
-    with a smaller ttl raises its own (see `core`); one that lacks it may ask (IWANT)."""
+    send them with `ttl` (0: it cannot relay them further), or each with its own ttl in
+    `ttls` (one per id; empty: all `ttl`). A receiver that holds an item with a smaller ttl
+    raises its own (see `core`); one that lacks it may ask (IWANT)."""
 
     topic: str
     ids: tuple[bytes, ...]
     ttl: int = 0
+    ttls: tuple[int, ...] = ()
+
+    def announced(self) -> dict[bytes, int]:
+        """Id -> the ttl announced for it (the largest, where an id is repeated)."""
+        out: dict[bytes, int] = {}
+        for item_id, ttl in zip(self.ids, self.ttls or (self.ttl,) * len(self.ids), strict=True):
+            out[item_id] = max(ttl, out.get(item_id, -1))
+        return out
 
 
 @dataclass(frozen=True)
@@ -97,7 +107,10 @@ def to_payload(msg: GossipMessage) -> dict[str, Any]:
     if isinstance(msg, Item):
         return {"v": VERSION, "k": "item", "t": msg.topic, "ttl": msg.ttl, "d": msg.data}
     if isinstance(msg, IHave):
-        return {"v": VERSION, "k": "ihave", "t": msg.topic, "ids": list(msg.ids), "ttl": msg.ttl}
+        out = {"v": VERSION, "k": "ihave", "t": msg.topic, "ids": list(msg.ids), "ttl": msg.ttl}
+        if msg.ttls:
+            out["ttls"] = list(msg.ttls)
+        return out
     return {"v": VERSION, "k": "iwant", "t": msg.topic, "ids": list(msg.ids)}
 
 
@@ -123,7 +136,7 @@ def from_payload(
     keys = _KEYS.get(kind) if isinstance(kind, str) else None
     if keys is None:
         raise GossipError("malformed", f"kind must be one of {sorted(_KEYS)}")
-    if set(payload) != keys:
+    if set(payload) != keys and not (kind == "ihave" and set(payload) == keys | {"ttls"}):
         raise GossipError("malformed", f"{kind} needs exactly the keys {sorted(keys)}")
     topic = check_topic(payload["t"])
     if kind == "item":
@@ -141,7 +154,14 @@ def from_payload(
     ttl = payload["ttl"]
     if type(ttl) is not int or not 0 <= ttl <= MAX_TTL:
         raise GossipError("bad_ttl", f"ttl must be an integer in 0..{MAX_TTL}")
-    return IHave(topic, ids, ttl)
+    if "ttls" not in payload:
+        return IHave(topic, ids, ttl)
+    ttls = payload["ttls"]
+    if not isinstance(ttls, list | tuple) or len(ttls) != len(ids):
+        raise GossipError("bad_ttl", "ttls must be a list of one ttl per id")
+    if not all(type(t) is int and 0 <= t <= MAX_TTL for t in ttls):
+        raise GossipError("bad_ttl", f"each of ttls must be an integer in 0..{MAX_TTL}")
+    return IHave(topic, ids, ttl, tuple(ttls))
 
 
 def encode(msg: GossipMessage) -> bytes:

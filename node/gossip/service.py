@@ -168,12 +168,14 @@ class GossipService:
         validate: Validator,
         deliver: Deliverer | None,
         peers: Sequence[str] | None = None,
+        want_delay_s: float | None = None,
     ) -> None:
         """Take part in `topic`: `validate` returns a `Verdict` (ACCEPT, reject, ignore) for
         an item's bytes; `deliver` gets each new valid item (None: relay only); `peers`
-        replaces the service's neighbours for this topic."""
+        replaces the service's neighbours for this topic; `want_delay_s` is this topic's
+        (None: the config's)."""
         neighbours = tuple(self.peers if peers is None else peers)
-        self.core.subscribe(Topic(topic, neighbours, validate, deliver is not None))
+        self.core.subscribe(Topic(topic, neighbours, validate, deliver is not None, want_delay_s))
         self._deliver[topic] = deliver
 
     def set_peers(self, topic: str, peers: Sequence[str]) -> None:

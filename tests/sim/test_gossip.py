@@ -405,9 +405,9 @@ class GossipNet:
 # ---- tests --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize(("seed", "lazy"), [(1, None), (2, None), (3, None), (1, 2), (2, 3)])
 def test_byzantine_mix_on_random_graph_every_reachable_honest_node_gets_every_item(
-    seed: int,
+    seed: int, lazy: int | None
 ) -> None:
     rng = random.Random(seed)
     graph = random_connected(120, 4.0, rng)
@@ -415,7 +415,7 @@ def test_byzantine_mix_on_random_graph_every_reachable_honest_node_gets_every_it
     bad = rng.sample(ids, 20)
     kinds = sorted(BEHAVIOURS)
     byzantine = {nid: kinds[i % len(kinds)] for i, nid in enumerate(bad)}
-    config = GossipConfig(ttl=32, fanout=3, seed=b"%d" % seed, want_timeout_s=0.5)
+    config = GossipConfig(ttl=32, fanout=3, seed=b"%d" % seed, want_timeout_s=0.5, lazy_fanout=lazy)
     net = GossipNet(graph, config, seed, byzantine, Loss(rate=0.05, until=10.0))
     source = max(sorted(net.honest), key=lambda n: len(reachable(graph, n, net.honest)))
     assert len(reachable(graph, source, net.honest)) >= 0.9 * len(net.honest)
@@ -592,14 +592,14 @@ def test_a_replayer_can_extend_reach_only_ttl_hops_beyond_itself() -> None:
     assert got == {f"n{i}" for i in range(1, 9)}
 
 
-def test_squashed_ttl_is_upgraded_by_the_honest_copy() -> None:
+@pytest.mark.parametrize("lazy", [None, 1])
+def test_squashed_ttl_is_upgraded_by_the_honest_copy(lazy: int | None) -> None:
     # n1 squashes (forwards at once with ttl 1, faster than anyone); n0 - n2 is a slow link
     graph = {"n0": ["n1", "n2"], "n1": ["n0", "n2"], "n2": ["n0", "n1", "n3"]}
     graph.update({f"n{i}": [f"n{i - 1}", f"n{i + 1}"] for i in range(3, 20)})
     graph["n20"] = ["n19"]
-    net = GossipNet(
-        graph, GossipConfig(ttl=32, fanout=3, announce_ticks=0), seed=1, byzantine={"n1": "squash"}
-    )
+    config = GossipConfig(ttl=32, fanout=3, announce_ticks=0, lazy_fanout=lazy)
+    net = GossipNet(graph, config, seed=1, byzantine={"n1": "squash"})
     net.delay[frozenset(("n0", "n2"))] = 1.0
     item = net.publish(0.0, "n0", 0)
 

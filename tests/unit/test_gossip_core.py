@@ -189,6 +189,21 @@ def test_a_held_back_want_is_spared_by_a_pushed_copy() -> None:
     assert (n.stats.wants_spared, n.stats.pulled, n.stats.iwant_msgs) == (1, 0, 0)
 
 
+def test_a_topic_may_pull_at_once_beside_topics_that_hold_wants_back() -> None:
+    n = GossipNode(
+        "me",
+        [Topic(T, PEERS, Hook()), Topic("blocks", PEERS, Hook(), want_delay_s=0.0)],
+        GossipConfig(want_delay_s=0.5),
+    )
+    item_id = GossipNode.item_id(b"ok-block")
+    assert n.handle("a", IHave(T, (item_id,), 3), 0.0) == []  # held back
+    assert n.handle("a", IHave("blocks", (item_id,), 3), 0.0) == [
+        Send("a", IWant("blocks", (item_id,)))
+    ]
+    with pytest.raises(ValueError, match="want_delay_s"):
+        n.subscribe(Topic("bad", PEERS, Hook(), want_delay_s=-1.0))
+
+
 def test_a_held_back_want_asks_the_first_announcer_when_its_delay_ends() -> None:
     n = node(want_delay_s=0.5, want_timeout_s=1.0, announce_ticks=0)
     item_id = GossipNode.item_id(b"ok-late")
@@ -266,6 +281,40 @@ def test_the_upgrades_of_one_heartbeat_go_in_one_ihave_per_neighbour() -> None:
     assert dsts(out, IHave) == ["a", "c", "d", "e", "f"]
     ids = {GossipNode.item_id(d) for d in items}
     assert all(set(s.message.ids) == ids and s.message.ttl == 9 for s in sends(out))
+
+
+def test_items_of_different_ttls_go_to_a_neighbour_in_one_ihave() -> None:
+    n = node(fanout=1, ttl=10, announce_ticks=1)
+    n.handle("a", Item(T, 10, b"ok-near"), 0.0)
+    n.handle("a", Item(T, 4, b"ok-far"), 0.0)
+    out = n.tick(1.0)
+    assert dsts(out, IHave) == ["b", "c", "d", "e", "f"]  # one IHAVE each
+    want = {GossipNode.item_id(b"ok-near"): 9, GossipNode.item_id(b"ok-far"): 3}
+    assert all(s.message.announced() == want for s in sends(out))
+
+
+def test_each_id_of_an_ihave_is_handled_with_its_own_ttl() -> None:
+    n = node(fanout=6, ttl=10, announce_ticks=0)
+    n.handle("a", Item(T, 2, b"ok-held"), 0.0)  # held with relay ttl 1
+    held, lacking, spent = (GossipNode.item_id(d) for d in (b"ok-held", b"ok-new", b"ok-0"))
+    out = n.handle("b", IHave(T, (held, lacking, spent), 9, (9, 5, 0)), 0.1)
+    assert out == [Send("b", IWant(T, (lacking,)))]  # ttl 0: nothing to ask for
+    assert n.stats.ttl_upgrades == 1  # held: raised to 8 by b's 9
+    assert all(s.message.announced() == {held: 8} for s in sends(n.tick(0.2)))
+
+
+def test_with_lazy_fanout_an_upgrade_reaches_low_holders_at_once_and_the_rest_later() -> None:
+    n = node(fanout=6, ttl=10, lazy_fanout=1, announce_ticks=8, announce_backoff=False)
+    item_id = GossipNode.item_id(b"ok")
+    n.handle("a", Item(T, 1, b"ok"), 0.0)  # a squashed copy
+    n.handle("c", IHave(T, (item_id,), 1), 0.0)  # c holds it with no hop left
+    n.handle("b", Item(T, 10, b"ok"), 0.1)  # the honest copy: relay ttl 9
+    first = dsts(n.tick(0.2), IHave)
+    assert {"a", "c"} < set(first) <= {"a", "c", "d", "e", "f"}  # low holders + one lazy
+    assert len(first) == 3
+    later = [dsts(n.tick(0.2 + k), IHave) for k in range(1, 8)]
+    assert all(len(peers) == 1 for peers in later)  # re-announced, one neighbour a heartbeat
+    assert set(first).union(*later) == {"a", "c", "d", "e", "f"}
 
 
 def test_lazy_fanout_announces_to_that_many_neighbours_a_heartbeat_chosen_anew() -> None:

@@ -28,6 +28,7 @@ MESSAGES: list[GossipMessage] = [
     Item("lmuc/mec-0/tx", 7, b"\x00signed tx\xff"),
     IHave("gmuc.task-1", (ID, bytes(32)), 3),
     IHave("gmuc.task-1", (ID,), 0),
+    IHave("gmuc.task-1", (ID, bytes(32)), 5, (5, 2)),
     IWant("lmuc/mec-0/block", (ID,)),
 ]
 
@@ -89,6 +90,12 @@ GOOD_IHAVE = {"v": 1, "k": "ihave", "t": "lmuc", "ids": [ID], "ttl": 1}
         ({**GOOD_IHAVE, "ids": [ID[:31]]}, "bad_ids"),
         ({**GOOD_IHAVE, "ids": ID}, "bad_ids"),
         ({"v": 1, "k": "iwant", "t": "lmuc", "ids": [ID], "ttl": 1}, "malformed"),
+        ({**GOOD_IHAVE, "ttls": []}, "bad_ttl"),
+        ({**GOOD_IHAVE, "ttls": [1, 2]}, "bad_ttl"),
+        ({**GOOD_IHAVE, "ttls": [256]}, "bad_ttl"),
+        ({**GOOD_IHAVE, "ttls": [True]}, "bad_ttl"),
+        ({**GOOD_IHAVE, "ttls": 1}, "bad_ttl"),
+        ({"v": 1, "k": "iwant", "t": "lmuc", "ids": [ID], "ttls": [1]}, "malformed"),
     ],
 )
 def test_malformed_payloads_are_refused_with_a_reason(payload: Any, reason: str) -> None:
@@ -113,3 +120,10 @@ def test_size_limits() -> None:
     many = encode(IWant("lmuc", tuple(bytes([i]) * 32 for i in range(9))))
     assert _reason(many, max_ids=8) == "bad_ids"
     assert len(decode(many, max_ids=9).ids) == 9  # type: ignore[union-attr]
+
+
+def test_an_ihave_announces_each_id_with_its_own_ttl_or_the_common_one() -> None:
+    other = bytes(32)
+    assert IHave("t", (ID, other), 4).announced() == {ID: 4, other: 4}
+    assert IHave("t", (ID, other), 4, (4, 1)).announced() == {ID: 4, other: 1}
+    assert IHave("t", (ID, ID), 4, (1, 3)).announced() == {ID: 3}  # a repeat: its largest

@@ -136,6 +136,12 @@ Our choices where the paper is silent, and deviations from it:
   shards (the reputation contract keys records by device, for every task and shard).
 - Aggregators that need accuracies get the accuracy each MEC measures for every update on
   the validation samples (the same as for reputation events; every MEC alike).
+- The D2D gossip's timing (the paper gives none): a heartbeat of 1 s (gossipsub's); a
+  device that hears of an update it lacks waits 2 s for a pushed copy before pulling it
+  and 3 s for an answer, doubled for each further ask (`TwoLayerParams.want_delay_s`,
+  `want_timeout_s`). At 50 devices per MEC on 2 cores, asking at once with a 0.2 s
+  heartbeat and a 1 s timeout made every update travel several extra times and filled the
+  memory (README, Fig. 5b).
 - Incentives (Table 1): `incentives` (its docstring has the protocol and our choices).
 - Not yet: the opinion in a device's response is recorded, not used.
 """

@@ -62,8 +62,11 @@ class TwoLayerDeviceRole(GossipDeviceRole):
         check = UpdateCheck(group_members(ctx, self.mec), ctx.config.max_message_bytes)
         self.gossip.subscribe(self.topic, check, None)  # relay only
         replica = replica_of(ctx)
-        self.gossip.subscribe(
-            blocks_topic(self.mec), block_check(replica.chain.config.finality), self._on_block
+        self.gossip.subscribe(  # blocks are small and the round waits for them: pull at once
+            blocks_topic(self.mec),
+            block_check(replica.chain.config.finality),
+            self._on_block,
+            want_delay_s=0.0,
         )
         self.gossip.start()
         self.joined = False

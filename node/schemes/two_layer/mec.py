@@ -153,7 +153,9 @@ class TwoLayerMecRole(Greeter):
         self.check = UpdateCheck(group_members(ctx, ctx.node_id), cfg.max_message_bytes)
         self.gossip.subscribe(updates_topic(ctx.node_id), self.check, self._on_gossiped_update)
         self.blocks = blocks_topic(ctx.node_id)
-        self.gossip.subscribe(self.blocks, block_check(self.lmuc.config.finality), None)
+        self.gossip.subscribe(  # small, and the round waits for them: pulled at once
+            self.blocks, block_check(self.lmuc.config.finality), None, want_delay_s=0.0
+        )
         self.gossip.start()
         self.lmuc.subscribe(self._on_lmuc_block)
         self.gmuc.subscribe(self._on_gmuc_block)

@@ -71,9 +71,10 @@ class TwoLayerParams(SchemeParams):
     want_delay_s: float = Field(
         2.0,
         ge=0,
-        description="seconds a device that hears of an update or block it lacks (IHAVE) "
-        "waits for a pushed copy before pulling it (IWANT; Plumtree's lazy-push timer, our "
-        "choice of 2 s: see bench/gossip_messages.py)",
+        description="seconds a device that hears of an update it lacks (IHAVE) waits for "
+        "a pushed copy before pulling it (IWANT; Plumtree's lazy-push timer, our choice of "
+        "2 s: see bench/gossip_messages.py); LMUC blocks, small and awaited by the round, "
+        "are pulled at once",
     )
     want_timeout_s: float = Field(
         3.0,
