@@ -4,7 +4,8 @@ Every node of a full mesh (a MEC's D2D group: every device a neighbour of every 
 publishes one item (an update, `--item-kb`); the sans-IO gossip cores
 (`node.gossip.GossipNode`) run in the seeded discrete-event network of
 `tests/sim/test_gossip.py` (per-link delay 2–50 ms, no loss, heartbeats every
-`--heartbeat` s). Each node sends one message at a time at `--uplink-mbit` (its messages
+`--heartbeat` s; the defaults of the heartbeat and the pull timers are the two-layer
+scheme's). Each node sends one message at a time at `--uplink-mbit` (its messages
 queue behind each other), so a large item takes its size's time and an IHAVE can overtake
 it — as on a real D2D link, and worse on a CPU-starved machine (try a low rate).
 
@@ -19,6 +20,12 @@ scheme's fanout 2 and ttl 8:
   scheme's settings).
 Each message costs its receiver an Ed25519 check and its sender a signature, and each item
 copy its size in bandwidth and memory, so these counts decide a group's cost in a real run.
+
+Every neighbour told anything in a heartbeat gets one IHAVE with a ttl per id, TTL upgrades
+included. Measured (2-core machine, defaults): at 50 nodes, 29,868 / 9,244 / 8,503 IHAVEs
+and 7,146 / 6,395 / 5,255 item copies for the three settings, every node getting every
+item in about 5–7 s; the held-back pull costs a 10-node group about 3 s more to fill in
+what the push missed (its LMUC blocks are pulled at once, see the scheme).
 
 Run: ``python bench/gossip_messages.py [--sizes 10 50] [--seconds 20] [--uplink-mbit 50]``.
 """
@@ -102,9 +109,9 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--item-kb", type=int, default=200, help="item size (an MLP update ~200)")
     p.add_argument("--uplink-mbit", type=float, default=50.0, help="each node's send rate")
-    p.add_argument("--heartbeat", type=float, default=0.2)
-    p.add_argument("--want-timeout", type=float, default=1.0)
-    p.add_argument("--want-delay", type=float, default=1.0)
+    p.add_argument("--heartbeat", type=float, default=1.0)
+    p.add_argument("--want-timeout", type=float, default=3.0)
+    p.add_argument("--want-delay", type=float, default=2.0)
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args()
     print(
