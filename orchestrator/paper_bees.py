@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.paper_runs import (
+    REPO,
     RESUME_HELP,
     Outcome,
     Progress,
@@ -60,7 +61,6 @@ from orchestrator.paper_runs import (
 )
 from orchestrator.scenario import parse_scenario
 
-REPO = Path(__file__).resolve().parents[1]
 SCENARIO = REPO / "scenarios" / "paper-bees" / "bees.yaml"
 BEES, BEI = "bees", "b-ei"
 SCHEMES = {BEES: "BEES (proposed)", BEI: "B-EI (baseline)"}

@@ -69,6 +69,7 @@ from node.ledger.chains import MAIN_CHAIN, chain_dir
 from node.ledger.store import open_store
 from orchestrator.paper_bees import Claim
 from orchestrator.paper_runs import (
+    REPO,
     RESUME_HELP,
     Outcome,
     Progress,
@@ -79,7 +80,6 @@ from orchestrator.paper_runs import (
     write_csv,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 SCENARIO = REPO / "scenarios" / "paper-sfl" / "sfl.yaml"
 SFL, FEDAVG = "sfl", "fedavg"
 SCHEMES = {SFL: "SFL (contract)", FEDAVG: "FedAvg (no contract: sfl, threshold 0)"}
