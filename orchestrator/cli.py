@@ -113,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_control_parsers(sub)
     _add_pcap_parsers(sub)
+    _add_cluster_parsers(sub)
     return p
 
 
@@ -368,11 +369,24 @@ def cmd_schemes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_cluster_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from orchestrator.cluster_cli import add_parsers
+
+    add_parsers(sub)
+
+
 def _add_pcap_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`bcfl pcap latency` (issue #17 part 1)."""
     from orchestrator.pcaplat.command import add_parsers
 
     add_parsers(sub)
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    """`bcfl cluster check`."""
+    from orchestrator.cluster_cli import cmd_cluster as run
+
+    return run(args)
 
 
 def cmd_pcap(args: argparse.Namespace) -> int:
@@ -401,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         "pcap": cmd_pcap,
         "top": cmd_top,
         "control": cmd_control,
+        "cluster": cmd_cluster,
     }
     return handlers[args.command](args)
 

@@ -43,6 +43,7 @@ from node.schemes import SCHEME_NAMES, scheme_class
 from node.settings import Seconds, Settings
 from orchestrator.errors import ScenarioError, escape, show
 from orchestrator.plainyaml import read_plain_yaml
+from topologies.backends.cluster.settings import ClusterSection
 from topologies.backends.names import Backend, DelayMode, Shaping, Switch
 from topologies.backends.settings import ContainersSection
 from topologies.settings import MAX_NODES, TopologySection
@@ -166,6 +167,7 @@ class Scenario(Settings):
         default_factory=list
     )
     containers: ContainersSection = ContainersSection()
+    cluster: ClusterSection = ClusterSection()
     dataset: DatasetSettings = DatasetSettings()
     model: ModelName = "mlp"
     partition: PartitionSettings = PartitionSettings()

@@ -1,0 +1,130 @@
+"""The cluster preflight against a real OpenSSH server (a private sshd on 127.0.0.1, as root):
+a ready server passes with this machine's code and clock; an unreachable one, a refused key,
+a missing interpreter, an interpreter without the project, other code and a tunnel kind the
+kernel cannot make are each named with the field to fix. `bcfl cluster check` prints it all.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cli import main
+from tests.emu.sshd import PrivateSshd, missing
+from topologies.backends.cluster import preflight
+from topologies.backends.cluster.settings import ClusterSection, ServerSettings
+
+pytestmark = pytest.mark.emu
+
+SKIP = missing()
+if SKIP is not None:
+    pytest.skip(SKIP, allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateSshd]:
+    server = PrivateSshd(tmp_path_factory.mktemp("sshd"))
+    server.start()
+    yield server
+    server.stop()
+
+
+def section(*servers: ServerSettings, **fields: object) -> ClusterSection:
+    return ClusterSection.model_validate(
+        {"servers": [s.model_dump() for s in servers], "tunnel": "ssh", **fields}
+    )
+
+
+def only_report(cluster: ClusterSection) -> preflight.ServerReport:
+    (report,) = preflight.check(cluster)
+    return report
+
+
+def test_a_ready_server_passes_with_our_code_and_clock(sshd: PrivateSshd) -> None:
+    report = only_report(section(sshd.server()))
+    assert report.ok, report.problems
+    here = preflight.probe(ServerSettings(name="x", address="localhost"), sys.executable, 15)
+    assert report.facts["version"] == here["version"]
+    assert report.facts["digest"] == here["digest"] and here["digest"]
+    assert report.facts["tools"]["mnexec"] and report.facts["tunnels"]["ssh"]
+    assert report.clock_offset_ms is not None and abs(report.clock_offset_ms) < 50
+
+
+def test_unreachable_and_refused_servers_are_named(sshd: PrivateSshd, tmp_path: Path) -> None:
+    closed = PrivateSshd(tmp_path)  # keys made, never started: nothing listens on its port
+    report = only_report(section(closed.server(name="down")))
+    assert not report.ok and "ssh failed" in report.problems[0]
+    assert "cluster.servers[0]" in report.problems[0]
+    stranger = tmp_path / "client_key"  # a key the running sshd does not know
+    refused = only_report(section(sshd.server(name="stranger", key=str(stranger))))
+    assert "ssh failed" in refused.problems[0] and "Permission denied" in refused.problems[0]
+
+
+def test_wrong_interpreters_are_named(sshd: PrivateSshd, tmp_path: Path) -> None:
+    gone = only_report(section(sshd.server(python="/nonexistent/bin/python")))
+    assert gone.problems == [
+        "python /nonexistent/bin/python not found (give cluster.servers[0].python: the "
+        "project's venv interpreter on that server)"
+    ]
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True
+    )
+    bare_python = str(tmp_path / "bare" / "bin" / "python")
+    bare = only_report(section(sshd.server(python=bare_python)))
+    assert any(
+        p.startswith(f"bcfl-testbed is not installed for {bare_python}") for p in bare.problems
+    )
+
+
+def test_an_unwritable_workdir_is_named(sshd: PrivateSshd, tmp_path: Path) -> None:
+    fine = only_report(section(sshd.server(workdir=str(tmp_path / "runs" / "new"))))
+    assert fine.ok and fine.facts["workdir_free_gb"] > 0
+    report = only_report(section(sshd.server(workdir="/etc/hostname/runs")))
+    assert report.problems == [
+        "cluster.servers[0].workdir /etc/hostname/runs cannot be written by root"
+    ]
+
+
+def test_other_code_is_refused(sshd: PrivateSshd) -> None:
+    cluster = section(sshd.server())
+    ours = {"version": "0.0.0", "digest": "0123456789abcdef"}
+    report = preflight.check_server(0, cluster.servers[0], cluster, ours)
+    assert any(
+        "differs from this machine's 0.0.0 (source 0123456789abcdef)" in p for p in report.problems
+    )
+
+
+def test_a_tunnel_kind_the_kernel_lacks_is_named(sshd: PrivateSshd) -> None:
+    tunnels = only_report(section(sshd.server())).facts["tunnels"]
+    lacking = [kind for kind, ok in tunnels.items() if not ok]
+    if not lacking:
+        pytest.skip(f"this kernel makes every tunnel kind: {tunnels}")
+    report = only_report(section(sshd.server(), tunnel=lacking[0]))
+    assert any(f"cannot make a {lacking[0]} tunnel interface" in p for p in report.problems)
+
+
+def test_bcfl_cluster_check(
+    sshd: PrivateSshd, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    peer = sshd.server(name="peer")
+    scenario = tmp_path / "cluster.yaml"
+    scenario.write_text(
+        "name: cluster\ntopology: {base_stations: 1, mecs_per_bs: 2, devices_per_mec: 3}\n"
+        "cluster:\n  tunnel: ssh\n  servers:\n    - {name: here, address: localhost}\n"
+        f"    - {{name: peer, address: 127.0.0.1, port: {peer.port}, key: {peer.key}, "
+        f"known_hosts: {peer.known_hosts}}}\n"
+    )
+    assert main(["cluster", "check", str(scenario)]) == 0
+    out = capsys.readouterr().out
+    assert "here: 1 mec, 3 device, 1 publisher, 1 base-station bridge" in out
+    assert "peer: 1 mec, 3 device, 1 base-station bridge" in out
+    assert "links between servers (shaped tunnels): 1 backhaul" in out
+    assert "all 2 servers ready" in out
+    scenario.write_text(scenario.read_text().replace(f"port: {peer.port}", "port: 1"))
+    assert main(["cluster", "check", str(scenario)]) == 1
+    err = capsys.readouterr().err
+    assert "server peer (root@127.0.0.1:1): ssh failed" in err
