@@ -28,6 +28,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     check.add_argument("scenario", type=Path, help="scenario YAML file with a cluster: section")
     check.add_argument(
+        "--out", type=Path, help="also check that every server can make this run directory"
+    )
+    check.add_argument(
         "--placement-only", action="store_true", help="print the placement; contact no server"
     )
 
@@ -58,7 +61,8 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         return 0
     print("servers:")
     try:
-        reports = preflight.check(section)
+        run_dir = str(args.out.resolve()) if args.out is not None else None
+        reports = preflight.check(section, run_dir)
     except RuntimeError as exc:
         print(f"bcfl: error: {exc}", file=sys.stderr)
         return EXIT_NOT_READY

@@ -33,14 +33,20 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateSshd]:
     server.stop()
 
 
-def section(*servers: ServerSettings, **fields: object) -> ClusterSection:
+HERE = ServerSettings(name="here", address="localhost")
+
+
+def section(server: ServerSettings, **fields: object) -> ClusterSection:
+    """This machine and `server` (second: cluster.servers[1])."""
     return ClusterSection.model_validate(
-        {"servers": [s.model_dump() for s in servers], "tunnel": "ssh", **fields}
+        {"servers": [HERE.model_dump(), server.model_dump()], "tunnel": "ssh", **fields}
     )
 
 
-def only_report(cluster: ClusterSection) -> preflight.ServerReport:
-    (report,) = preflight.check(cluster)
+def only_report(cluster: ClusterSection, run_dir: str | None = None) -> preflight.ServerReport:
+    """The report of the second server (this machine's must pass)."""
+    here, report = preflight.check(cluster, run_dir)
+    assert here.ok, here.problems
     return report
 
 
@@ -58,7 +64,7 @@ def test_unreachable_and_refused_servers_are_named(sshd: PrivateSshd, tmp_path: 
     closed = PrivateSshd(tmp_path)  # keys made, never started: nothing listens on its port
     report = only_report(section(closed.server(name="down")))
     assert not report.ok and "ssh failed" in report.problems[0]
-    assert "cluster.servers[0]" in report.problems[0]
+    assert "cluster.servers[1]" in report.problems[0]
     stranger = tmp_path / "client_key"  # a key the running sshd does not know
     refused = only_report(section(sshd.server(name="stranger", key=str(stranger))))
     assert "ssh failed" in refused.problems[0] and "Permission denied" in refused.problems[0]
@@ -67,7 +73,7 @@ def test_unreachable_and_refused_servers_are_named(sshd: PrivateSshd, tmp_path: 
 def test_wrong_interpreters_are_named(sshd: PrivateSshd, tmp_path: Path) -> None:
     gone = only_report(section(sshd.server(python="/nonexistent/bin/python")))
     assert gone.problems == [
-        "python /nonexistent/bin/python not found (give cluster.servers[0].python: the "
+        "python /nonexistent/bin/python not found (give cluster.servers[1].python: the "
         "project's venv interpreter on that server)"
     ]
     subprocess.run(
@@ -80,19 +86,17 @@ def test_wrong_interpreters_are_named(sshd: PrivateSshd, tmp_path: Path) -> None
     )
 
 
-def test_an_unwritable_workdir_is_named(sshd: PrivateSshd, tmp_path: Path) -> None:
-    fine = only_report(section(sshd.server(workdir=str(tmp_path / "runs" / "new"))))
-    assert fine.ok and fine.facts["workdir_free_gb"] > 0
-    report = only_report(section(sshd.server(workdir="/etc/hostname/runs")))
-    assert report.problems == [
-        "cluster.servers[0].workdir /etc/hostname/runs cannot be written by root"
-    ]
+def test_a_run_directory_that_cannot_be_made_is_named(sshd: PrivateSshd, tmp_path: Path) -> None:
+    fine = only_report(section(sshd.server()), str(tmp_path / "runs" / "new"))
+    assert fine.ok and fine.facts["run_dir_free_gb"] > 0
+    for report in preflight.check(section(sshd.server()), "/etc/hostname/runs"):
+        assert report.problems == ["the run directory /etc/hostname/runs cannot be made by root"]
 
 
 def test_other_code_is_refused(sshd: PrivateSshd) -> None:
     cluster = section(sshd.server())
     ours = {"version": "0.0.0", "digest": "0123456789abcdef"}
-    report = preflight.check_server(0, cluster.servers[0], cluster, ours)
+    report = preflight.check_server(0, cluster.servers[1], cluster, ours)
     assert any(
         "differs from this machine's 0.0.0 (source 0123456789abcdef)" in p for p in report.problems
     )
@@ -103,8 +107,8 @@ def test_a_tunnel_kind_the_kernel_lacks_is_named(sshd: PrivateSshd) -> None:
     lacking = [kind for kind, ok in tunnels.items() if not ok]
     if not lacking:
         pytest.skip(f"this kernel makes every tunnel kind: {tunnels}")
-    report = only_report(section(sshd.server(), tunnel=lacking[0]))
-    assert any(f"cannot make a {lacking[0]} tunnel interface" in p for p in report.problems)
+    for report in preflight.check(section(sshd.server(), tunnel=lacking[0])):
+        assert any(f"cannot make a {lacking[0]} tunnel interface" in p for p in report.problems)
 
 
 def test_bcfl_cluster_check(

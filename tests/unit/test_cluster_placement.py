@@ -60,10 +60,8 @@ def test_groups_are_balanced_by_weight_largest_first() -> None:
     counts = {s: len(even.nodes_on(s)) for s in ("a", "b")}
     assert counts == {"a": 13, "b": 12}
     heavy = place(spec, ClusterSection.model_validate({"servers": servers("a", "b", b=3.0)}))
-    assert {s: len(heavy.nodes_on(s)) for s in ("a", "b")} == {
-        "a": 6,
-        "b": 19,
-    }  # loads 6 and 19 / 3
+    # the publisher's group (7) stays on a, this machine; the three groups of 6 go to b
+    assert {s: len(heavy.nodes_on(s)) for s in ("a", "b")} == {"a": 7, "b": 18}
 
 
 def test_one_server_holds_everything_and_nothing_crosses() -> None:
@@ -76,7 +74,7 @@ def test_one_server_holds_everything_and_nothing_crosses() -> None:
 def test_place_moves_single_nodes_and_their_links_cross() -> None:
     spec = hierarchy(bs=1, mecs=2, devices=3)
     cluster = ClusterSection.model_validate(
-        {"servers": servers("a", "b"), "place": {"dev0-1": "b", "pub": "b"}}
+        {"servers": servers("a", "b"), "place": {"dev0-1": "b", "mec0": "b"}}
     )
     p = place(spec, cluster)
     assert p.server_of["dev0-1"] == "b" and p.server_of["dev0-0"] == "a"
@@ -95,6 +93,8 @@ def test_placement_errors_name_the_field() -> None:
         )
     with pytest.raises(PlacementError, match=r"cluster.place.bs0: is a base station"):
         place(spec, ClusterSection.model_validate({"servers": servers("a"), "place": {"bs0": "a"}}))
+    with pytest.raises(PlacementError, match=r"cluster.place.pub: the publisher runs on this"):
+        place(spec, ClusterSection.model_validate({"servers": servers("a"), "place": {"pub": "a"}}))
     with pytest.raises(PlacementError, match=r"cluster.servers: is empty"):
         place(spec, ClusterSection())
 
@@ -105,15 +105,23 @@ def test_placement_errors_name_the_field() -> None:
         ("servers: [{name: a, address: localhost}, {name: a, address: h2}]", "given twice"),
         ("servers: [{name: a, address: h}, {name: b, address: h}]", "h:22 is given twice"),
         (
-            "servers: [{name: a, address: localhost}, {name: b, address: localhost}]",
-            "at most one server is this machine",
+            "servers: [{name: a, address: localhost}, {name: b, address: h}]\n  place: {x: z}",
+            "server 'z' is not one of: a, b",
         ),
-        ("servers: [{name: a, address: h}]\n  place: {dev0-0: z}", "server 'z' is not one of: a"),
-        ("servers: [{name: A, address: h}]", "cluster.servers.0.name"),
+        (
+            "servers: [{name: a, address: localhost}, {name: b, address: localhost}]",
+            "exactly one server is this machine",
+        ),
+        ("servers: [{name: a, address: h1}]", "exactly one server is this machine"),
+        (
+            "servers: [{name: a, address: localhost}, {name: b, address: h}]\n  place: {x: z}",
+            "server 'z' is not one of: a, b",
+        ),
+        ("servers: [{name: A, address: localhost}]", "cluster.servers.0.name"),
         ("servers: [{name: a, address: 'root@h'}]", "cluster.servers.0.address"),
         ("servers: [{name: a, address: h, port: 0}]", "cluster.servers.0.port"),
         ("servers: [{name: a, address: h, key: relative/key}]", "cluster.servers.0.key"),
-        ("servers: [{name: a, address: h, weight: 0}]", "cluster.servers.0.weight"),
+        ("servers: [{name: a, address: localhost, weight: 0}]", "cluster.servers.0.weight"),
         ("tunnel: ipip", "cluster.tunnel"),
         ("placement: random", "cluster.placement"),
         ("max_clock_skew_ms: 0", "cluster.max_clock_skew_ms"),

@@ -5,9 +5,11 @@ How it works
 ------------
 ``by-mec``: a MEC and its devices (`NodeSpec.parent`) form a group; a daemon whose parent
 chain leads to a MEC (the publisher: the first MEC) joins that MEC's group, and a daemon
-whose chain leads to no MEC is a group of its own. Groups go, largest first (ties: topology
-order), each to the server whose weighted load after taking it is least (ties: the order of
-`cluster.servers`). The scenario's ``place`` entries then move single daemons.
+whose chain leads to no MEC is a group of its own. The publisher's group stays on this
+machine (the orchestrator follows the rounds in the publisher's files); the other groups go,
+largest first (ties: topology order), each to the server whose weighted load after taking it
+is least (ties: the order of `cluster.servers`). The scenario's ``place`` entries then move
+single daemons (the publisher stays).
 
 A base station is a bridge where its devices' radio links and its MECs' fronthaul links
 meet. Where the nodes linked to it are on several servers, it gets a bridge on each of those
@@ -109,14 +111,27 @@ def place(spec: TopologySpec, section: ClusterSection) -> Placement:
                 f"cluster.place.{node_id}: is a base station; it has a bridge on every server "
                 "its nodes are on, so it is not placed"
             )
+        if node.kind == NodeKind.PUBLISHER:
+            raise PlacementError(
+                f"cluster.place.{node_id}: the publisher runs on this machine (the "
+                "orchestrator follows the rounds in its files)"
+            )
     weights = {s.name: s.weight for s in section.servers}
     order = {s.name: i for i, s in enumerate(section.servers)}
     load = dict.fromkeys(weights, 0.0)
     server_of: dict[str, str] = {}
+    here = next(s.name for s in section.servers if s.is_local)
     groups = _groups(spec)
-    for i in sorted(range(len(groups)), key=lambda i: (-len(groups[i]), i)):
+    publishers = {n.id for n in spec.of_kind(NodeKind.PUBLISHER)}
+    for i in sorted(
+        range(len(groups)), key=lambda i: (not publishers & set(groups[i]), -len(groups[i]), i)
+    ):
         size = len(groups[i])
-        target = min(weights, key=lambda s: ((load[s] + size) / weights[s], order[s]))
+        target = (
+            here
+            if publishers & set(groups[i])
+            else min(weights, key=lambda s: ((load[s] + size) / weights[s], order[s]))
+        )
         load[target] += size
         server_of.update(dict.fromkeys(groups[i], target))
     server_of.update(section.place)

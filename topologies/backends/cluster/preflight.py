@@ -11,7 +11,8 @@ For each server of the `cluster:` section, in parallel:
    needs (``mnexec``, ``sudo``, ``ip``, ``tc``, ``brctl``; ``tcpdump`` for captures),
    whether ``sudo -n true`` works, which tunnel interfaces the kernel can make (a gretap, a
    vxlan and a tap, each tried in a throwaway network namespace), cores and memory, and
-   whether the server's ``workdir`` (where given) can be written, with its free disk;
+   whether the run directory's path (where given; a server keeps its nodes' part of the run
+   directory at the same path as here) can be made, with its free disk;
 2. the clock: one ssh session echoes ``time.time()`` for each line it reads; of five
    exchanges the one with the least round trip gives the offset, ± half that round trip
    (`clock_offset`).
@@ -89,12 +90,12 @@ with open("/proc/meminfo") as f:
         key, _, value = line.partition(":")
         mem[key] = value.split()[0]
 out["mem_available_mb"] = int(mem.get("MemAvailable", 0)) // 1024
-if len(sys.argv) > 1:  # the server's workdir: writable where it exists or would be made
+if len(sys.argv) > 1:  # the run directory's path: writable where it exists or would be made
     there = sys.argv[1]
     while not os.path.exists(there):
         there = os.path.dirname(there)
-    out["workdir_writable"] = os.path.isdir(there) and os.access(there, os.W_OK | os.X_OK)
-    out["workdir_free_gb"] = round(shutil.disk_usage(there).free / 2**30, 1)
+    out["run_dir_writable"] = os.path.isdir(there) and os.access(there, os.W_OK | os.X_OK)
+    out["run_dir_free_gb"] = round(shutil.disk_usage(there).free / 2**30, 1)
 print("BCFL-PROBE " + json.dumps(out))
 """
 ECHO_TIME = "import sys, time\nfor _ in sys.stdin:\n    print(repr(time.time()), flush=True)\n"
@@ -138,8 +139,8 @@ class ServerReport:
             have.append(f"bcfl-testbed {f['version']} (source {f.get('digest')})")
         if f.get("cpus"):
             have.append(f"{f['cpus']} cores, {f.get('mem_available_mb', 0):,} MB available")
-        if "workdir_free_gb" in f:
-            have.append(f"{f['workdir_free_gb']:g} GB free in its workdir")
+        if "run_dir_free_gb" in f:
+            have.append(f"{f['run_dir_free_gb']:g} GB free for the run directory")
         if self.clock_offset_ms is not None:
             have.append(f"clock {self.clock_offset_ms:+.1f} ms (±{self.clock_uncertainty_ms:.1f})")
         status = "ok" if self.ok else "FAILED: " + "; ".join(self.problems)
@@ -157,11 +158,13 @@ def clock_offset(samples: list[tuple[float, float, float]]) -> tuple[float, floa
     return remote - (sent + received) / 2, (received - sent) / 2
 
 
-def probe(server: ServerSettings, python: str, connect_timeout_s: float) -> dict[str, Any]:
-    """Run `PROBE` with `python` on `server` (and its workdir where given); its facts, or
-    ``{"error": why}``."""
+def probe(
+    server: ServerSettings, python: str, connect_timeout_s: float, run_dir: str | None = None
+) -> dict[str, Any]:
+    """Run `PROBE` with `python` on `server` (and the run directory's path where given); its
+    facts, or ``{"error": why}``."""
     timeout_s = connect_timeout_s + PROBE_TIMEOUT_S
-    words = [python, "-I", "-", *([server.workdir] if server.workdir else [])]
+    words = [python, "-I", "-", *([run_dir] if run_dir else [])]
     try:
         done = ssh.run(server, words, connect_timeout_s, timeout_s, stdin=PROBE)
     except subprocess.TimeoutExpired:
@@ -217,13 +220,17 @@ def _python(server: ServerSettings) -> str:
 
 
 def check_server(
-    index: int, server: ServerSettings, section: ClusterSection, ours: dict[str, Any]
+    index: int,
+    server: ServerSettings,
+    section: ClusterSection,
+    ours: dict[str, Any],
+    run_dir: str | None = None,
 ) -> ServerReport:
     """Every check of one server (see the module docstring)."""
     report = ServerReport(server.name, "this machine" if server.is_local else server.destination)
     where = f"cluster.servers[{index}]"
     python = _python(server)
-    facts = probe(server, python, section.ssh_timeout_s)
+    facts = probe(server, python, section.ssh_timeout_s, run_dir)
     report.facts = facts
     if "error" in facts:
         hint = ""
@@ -252,10 +259,8 @@ def check_server(
         report.problems.append(
             f"sudo -n true fails for {server.user}: sudo must not ask for a password"
         )
-    if server.workdir and not facts.get("workdir_writable"):
-        report.problems.append(
-            f"{where}.workdir {server.workdir} cannot be written by {server.user}"
-        )
+    if run_dir and not facts.get("run_dir_writable"):
+        report.problems.append(f"the run directory {run_dir} cannot be made by {server.user}")
     if not facts.get("tunnels", {}).get(section.tunnel):
         report.problems.append(
             f"cannot make a {section.tunnel} tunnel interface (cluster.tunnel: "
@@ -281,15 +286,17 @@ def check_server(
     return report
 
 
-def check(section: ClusterSection) -> list[ServerReport]:
-    """Check every server of `section` (in parallel); one report each, in the section's order."""
+def check(section: ClusterSection, run_dir: str | None = None) -> list[ServerReport]:
+    """Check every server of `section` (in parallel), and that each can make `run_dir` where
+    given; one report each, in the section's order."""
     here = ServerSettings(name="here", address="localhost")
     ours = probe(here, sys.executable, section.ssh_timeout_s)
     if "error" in ours:
         raise RuntimeError(f"the probe failed on this machine: {ours['error']}")
     with ThreadPoolExecutor(max_workers=min(16, max(1, len(section.servers)))) as pool:
         futures = [
-            pool.submit(check_server, i, s, section, ours) for i, s in enumerate(section.servers)
+            pool.submit(check_server, i, s, section, ours, run_dir)
+            for i, s in enumerate(section.servers)
         ]
         return [f.result() for f in futures]
 

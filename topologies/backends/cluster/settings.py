@@ -6,10 +6,10 @@ A server is this machine when its ``address`` is ``localhost``; every other serv
 with ssh (BatchMode: keys only, never a password prompt) as ``user`` (default root, which
 Mininet needs) on ``port``, with ``key`` where given; ``known_hosts`` is the file of host keys
 ssh checks and adds new ones to (default: the user's). ``python`` is the project's venv
-interpreter on that server (default: the same path as this machine's), ``workdir`` the
-directory the server keeps its copies of run directories in (default: the same path as the
-run directory here). ``weight`` is a server's share of the nodes relative to the others
-(2: twice as many as a server of weight 1), for servers of different sizes.
+interpreter on that server (default: the same path as this machine's). A server keeps its
+nodes' part of a run directory at the same absolute path as here. ``weight`` is a server's
+share of the nodes relative to the others (2: twice as many as a server of weight 1), for
+servers of different sizes.
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ class ServerSettings(Settings):
     key: AbsPath | None = None
     known_hosts: AbsPath | None = None
     python: AbsPath | None = None
-    workdir: AbsPath | None = None
     weight: Annotated[float, Field(gt=0, le=1_000, allow_inf_nan=False)] = 1.0
 
     @property
@@ -63,12 +62,10 @@ class ServerSettings(Settings):
 class ClusterSection(Settings):
     """Servers, tunnels and placement of a multi-server run (empty: one machine).
 
-    ``placement: by-mec`` puts each base station with the MECs attached to it and their
-    devices on one server (so cellular, fronthaul and D2D links stay inside a server and only
-    backhaul links cross servers), largest group first onto the server with the least
-    weighted load; the publisher goes with the first MEC (its LAN link stays inside).
-    ``place`` moves single nodes (any id, a base station too) to a named server on top of
-    that.
+    ``placement: by-mec`` puts each MEC with its devices on one server, largest group first
+    onto the server with the least weighted load; the publisher and the first MEC stay on
+    this machine (see `topologies.backends.cluster.placement`). ``place`` moves single
+    daemons (not the publisher) to a named server on top of that.
     """
 
     servers: Annotated[list[ServerSettings], Field(max_length=256)] = Field(default_factory=list)
@@ -88,8 +85,11 @@ class ClusterSection(Settings):
         for address, port in where:
             if where.count((address, port)) > 1:
                 raise ValueError(f"servers: {address}:{port} is given twice")
-        if sum(s.is_local for s in self.servers) > 1:
-            raise ValueError("servers: at most one server is this machine (address: localhost)")
+        if self.servers and sum(s.is_local for s in self.servers) != 1:
+            raise ValueError(
+                "servers: exactly one server is this machine (address: localhost): the "
+                "orchestrator and the publisher run there"
+            )
         for node, server in self.place.items():
             if server not in names:
                 allowed = ", ".join(names) or "(no servers given)"
