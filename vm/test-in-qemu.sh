@@ -28,6 +28,14 @@
 #                                    is pulled) and start dockerd in the guest before the tests,
 #                                    so that Docker's br_netfilter + iptables FORWARD DROP are in
 #                                    force while the mininet backend runs (they must not matter)
+#   BCFL_VM_SSHD=1                   also install openssh-server, sudo and bridge-utils in the
+#                                    image (the packages; no daemon runs in the chroot and
+#                                    vm/qemu-init.sh starts none): for vm/cluster-vm.sh, whose
+#                                    guest init (vm/cluster-vm-init.sh, installed into every
+#                                    image as /usr/local/sbin/bcfl-cluster-vm-init) starts sshd
+#   BCFL_VM_IMG=PATH                 where step 3 writes the raw image (default CACHE/root.raw);
+#                                    vm/cluster-vm.sh uses CACHE/cluster/root.raw so that a test
+#                                    run does not replace the image of a running cluster VM
 #   BCFL_VM_REBUILD=1                throw the cache away and start again
 #   BCFL_VM_PYTEST=1                 also run the emu tests (tests/emu) inside the VM
 #   BCFL_VM_PYTEST_K=EXPR            only the emu tests pytest -k EXPR selects ([A-Za-z0-9_])
@@ -45,9 +53,10 @@ CPUS=${BCFL_VM_CPUS:-2}
 MIRROR=$(python3 "$REPO/topologies/backends/aptsources.py" "${BCFL_VM_MIRROR:-}" BCFL_VM_MIRROR) ||
   exit 1
 DOCKER=${BCFL_VM_DOCKER:-0}
+SSHD=${BCFL_VM_SSHD:-0}
 SUITE=bookworm
 ROOTFS=$CACHE/rootfs
-IMG=$CACHE/root.raw
+IMG=${BCFL_VM_IMG:-$CACHE/root.raw}
 RESULTS=$CACHE/results/$(date +%Y%m%d-%H%M%S)
 LOG=$RESULTS/serial.log
 SRC_IN_VM=/opt/bcfl/src
@@ -130,9 +139,9 @@ copy_tree() {  # the working tree (tracked + untracked, not ignored) -> ROOTFS/S
 }
 
 if [ "${BCFL_VM_REBUILD:-0}" = 1 ]; then
-  step "BCFL_VM_REBUILD=1: removing $CACHE/{rootfs,root.raw,*.stamp}"
+  step "BCFL_VM_REBUILD=1: removing $CACHE/{rootfs,root.raw,*.stamp} and $IMG"
   [ -z "$(mounts_under_rootfs)" ] || die "mounts still active under $ROOTFS"
-  rm -rf "$ROOTFS" "$IMG" "$CACHE"/*.stamp
+  rm -rf "$ROOTFS" "$CACHE/root.raw" "$IMG" "$CACHE"/*.stamp
 fi
 
 # --- 1. base system ----------------------------------------------------------------------
@@ -196,10 +205,27 @@ if [ "$DOCKER" = 1 ]; then
   fi
 fi
 
+# --- 2c. sshd and sudo (BCFL_VM_SSHD=1): the packages only; sshd starts in the guest --------
+if [ "$SSHD" = 1 ]; then
+  if [ "$(cat "$CACHE/ssh.stamp" 2>/dev/null || true)" != "$PROV_KEY" ]; then
+    step "openssh-server, sudo, bridge-utils into the rootfs (BCFL_VM_SSHD=1; no daemon runs in the chroot)"
+    cp /etc/resolv.conf "$ROOTFS/etc/resolv.conf"
+    chroot_mounts
+    CHROOT_CMD=(bash -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends openssh-server sudo bridge-utils >/dev/null && dpkg-query -W openssh-server sudo bridge-utils')
+    in_chroot
+    cleanup
+    rm -rf "$ROOTFS/var/cache/apt/archives/"*.deb "$ROOTFS/var/lib/apt/lists/"*
+    echo "$PROV_KEY" >"$CACHE/ssh.stamp"
+  else
+    step "openssh-server and sudo in the rootfs: cached"
+  fi
+fi
+
 # --- 3. this working tree, the init, the disk image --------------------------------------
-step "copying the working tree into the rootfs; init = vm/qemu-init.sh"
+step "copying the working tree into the rootfs; init = vm/qemu-init.sh (vm/cluster-vm.sh: vm/cluster-vm-init.sh)"
 copy_tree
 install -m 755 "$REPO/vm/qemu-init.sh" "$ROOTFS/usr/local/sbin/bcfl-vm-init"
+install -m 755 "$REPO/vm/cluster-vm-init.sh" "$ROOTFS/usr/local/sbin/bcfl-cluster-vm-init"
 KERNEL=$(find "$ROOTFS/boot" -maxdepth 1 -name 'vmlinuz-*' | sort -V | tail -n 1)
 INITRD=$(find "$ROOTFS/boot" -maxdepth 1 -name 'initrd.img-*' | sort -V | tail -n 1)
 { [ -n "$KERNEL" ] && [ -n "$INITRD" ]; } || die "no kernel or initrd in $ROOTFS/boot"
@@ -210,6 +236,7 @@ used_mb=$(du -sm "$ROOTFS" | cut -f1)
 size_mb=$((used_mb + used_mb / 4 + 1024))
 step "mkfs.ext4 -d: ${used_mb} MiB of files into a ${size_mb} MiB raw image $IMG"
 rm -f "$IMG"
+mkdir -p "$(dirname "$IMG")"
 mkfs.ext4 -q -F -L bcfl-root -E lazy_itable_init=1 -d "$ROOTFS" "$IMG" "${size_mb}M"
 
 if [ "${BCFL_VM_BUILD_ONLY:-0}" = 1 ]; then
