@@ -94,6 +94,10 @@ READY_TIMEOUT_S = 300.0
 REQUEST_TIMEOUT_S = 30.0
 
 
+# the server's environment (a remote server's `command` sets it with ``env``)
+SERVER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+
+
 class ForkServerError(RuntimeError):
     """The fork server refused a request, died, or did not answer in time."""
 
@@ -122,9 +126,14 @@ class ForkServer:
         stderr_path: Path | None = None,
         env: dict[str, str] | None = None,
         ready_timeout_s: float = READY_TIMEOUT_S,
+        command: list[str] | None = None,
     ) -> None:
-        """`stderr_path`: where the server's own diagnostics go (default: inherited stderr)."""
+        """`stderr_path`: where the server's own diagnostics go (default: inherited stderr);
+        `command`: what starts the server instead of this interpreter's ``-m node.forkserver
+        --serve`` (e.g. that command over ssh on another server, its environment in it: `env`
+        and PYTHONPATH apply to a local server only)."""
         self.stderr_path = stderr_path
+        self.command = command
         self.env = env or {}
         self.ready_timeout_s = ready_timeout_s
         self.info: dict[str, Any] = {}
@@ -152,9 +161,7 @@ class ForkServer:
         pythonpath = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
         env = {
             **os.environ,
-            "OMP_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1",
-            "PYTHONHASHSEED": "0",
+            **SERVER_ENV,
             **self.env,
             "PYTHONPATH": pythonpath,
         }
@@ -163,7 +170,7 @@ class ForkServer:
             stderr = self.stderr_path.open("ab")
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "node.forkserver", "--serve"],
+                self.command or [sys.executable, "-m", "node.forkserver", "--serve"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=stderr,

@@ -194,6 +194,8 @@ class Run:
                         f"capture[{i}]: {entry!r} is invalid; allowed: two directly linked nodes"
                     ) from None
         options: dict[str, Any] = {"switch": scenario.switch, "log_dir": self.out_dir / "ovs"}
+        if scenario.backend == "mininet-cluster":
+            return self._cluster_backend(scenario, token, probe.available)
         if scenario.backend == "containernet":
             from topologies.backends.containernet import ContainernetBackend
 
@@ -209,6 +211,35 @@ class Run:
         return MininetBackend(
             token, scenario.delay_mode, probe.available, scenario.capture, **options
         )
+
+    def _cluster_backend(self, scenario: Scenario, token: str, netem: bool) -> Any:
+        """The mininet-cluster backend, once every server passed the preflight."""
+        from topologies.backends.cluster import preflight
+        from topologies.backends.cluster.backend import ClusterBackend
+
+        if scenario.switch != "linux":
+            raise ScenarioError(
+                f"switch: {scenario.switch!r} is invalid with backend mininet-cluster; "
+                "allowed: linux"
+            )
+        reports = preflight.check(scenario.cluster, str(self.out_dir.resolve()))
+        found = preflight.problems(reports)
+        if scenario.delay_mode == "kernel":
+            found += [
+                f"server {r.name}: netem is not available (delay_mode: kernel needs it on every "
+                "server; or --delay-mode userspace)"
+                for r in reports
+                if r.ok and not r.facts.get("netem")
+            ]
+        if found:
+            raise ScenarioError("cluster: the preflight failed: " + "; ".join(found))
+        for report in reports:
+            log.info("cluster server %s", report.line())
+        backend = ClusterBackend(
+            token, scenario.delay_mode, netem, scenario.capture, scenario.cluster, self.out_dir
+        )
+        backend.preflight_lines = [report.line() for report in reports]
+        return backend
 
     def restart(self, node_id: str) -> int:
         """Start a dead node's process again (same config, key and directory); its new PID."""
@@ -424,6 +455,7 @@ class Run:
             "run_token": b.token,
             "switch": b.switch,
             **({"containers": b.container_meta()} if hasattr(b, "container_meta") else {}),
+            **({"cluster": b.cluster_meta()} if hasattr(b, "cluster_meta") else {}),
         }
 
     def _write_meta(self) -> None:

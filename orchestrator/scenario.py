@@ -181,6 +181,14 @@ class Scenario(Settings):
     max_message_mb: Annotated[float, Field(gt=0, le=1024)] = 64.0
     startup_timeout_s: Seconds = 120.0
 
+    @model_validator(mode="after")
+    def _cluster_given(self) -> Scenario:
+        if self.backend == "mininet-cluster" and not self.cluster.servers:
+            raise ValueError(
+                "backend mininet-cluster needs cluster.servers (this machine and the others)"
+            )
+        return self
+
 
 UNKNOWN_NAME_CHARS = 24  # at most this much of an unknown field's name in an error
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9_.\-\[\]]{1,64}$")

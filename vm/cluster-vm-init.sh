@@ -5,7 +5,7 @@
 # bcfl.addr=A.B.C.D/N, takes root's authorized_keys from the host's read-only 9p share
 # "bcflkey", starts sshd and then only reaps orphans until the VM is powered off
 # (`poweroff` / `bcfl-poweroff` over ssh: sync, then sysrq o; qemu exits).
-# Kernel arguments: bcfl.addr=10.77.0.2/24 (default), bcfl.hostname=bcfl-vm2 (default).
+# Kernel arguments: bcfl.addr=172.31.77.2/24 (default), bcfl.hostname=bcfl-vm2 (default).
 VENV_PATH=/opt/bcfl/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH=$VENV_PATH
 export HOME=/root LANG=C.UTF-8 TERM=dumb
@@ -27,7 +27,7 @@ arg() {  # arg NAME DEFAULT: the value of the kernel argument NAME=..., else DEF
   v=$(tr ' ' '\n' </proc/cmdline | sed -n "s/^$1=//p" | tail -n 1)
   echo "${v:-$2}"
 }
-ADDR=$(arg bcfl.addr 10.77.0.2/24)
+ADDR=$(arg bcfl.addr 172.31.77.2/24)
 NAME=$(arg bcfl.hostname bcfl-vm2)
 
 hostname "$NAME"

@@ -9,6 +9,9 @@
 #   vm/cluster-vm.sh ssh [CMD...]  run CMD on the guest as root (no CMD: a login shell)
 #   vm/cluster-vm.sh clock         print the guest's clock offset from the host's (no change)
 #   vm/cluster-vm.sh sync-clock    set the guest's clock from the host's again, print the offset
+#   vm/cluster-vm.sh sync-tree     copy this working tree (tracked and untracked, not ignored)
+#                                  into the running guest's /opt/bcfl/src (the editable install):
+#                                  the same code on both servers without a new image
 #   vm/cluster-vm.sh stop          power the guest off (qemu is killed after a grace period),
 #                                  remove the tap
 #
@@ -36,7 +39,7 @@
 #   BCFL_CLUSTER_VM_CPUS=2            guest CPUs
 #   BCFL_CLUSTER_VM_TIMEOUT=600       seconds start waits for ssh before it gives up (and kills qemu)
 #   BCFL_CLUSTER_VM_TAP=bcflvm0       the host's tap interface
-#   BCFL_CLUSTER_VM_NET=10.77.0       the /24: host NET.1, guest NET.2
+#   BCFL_CLUSTER_VM_NET=172.31.77       the /24: host NET.1, guest NET.2
 #   BCFL_CLUSTER_VM_NAME=bcfl-vm2     the guest's host name
 #   BCFL_CLUSTER_VM_BUILD=0           start: reuse CACHE/cluster/root.raw as it is (no refresh)
 #   BCFL_CLUSTER_VM_GRACE=30          stop: seconds between the poweroff and killing qemu
@@ -57,7 +60,7 @@ MEM=${BCFL_CLUSTER_VM_MEM:-4096}
 CPUS=${BCFL_CLUSTER_VM_CPUS:-2}
 TIMEOUT=${BCFL_CLUSTER_VM_TIMEOUT:-600}
 TAP=${BCFL_CLUSTER_VM_TAP:-bcflvm0}
-NET=${BCFL_CLUSTER_VM_NET:-10.77.0}
+NET=${BCFL_CLUSTER_VM_NET:-172.31.77}
 NAME=${BCFL_CLUSTER_VM_NAME:-bcfl-vm2}
 GRACE=${BCFL_CLUSTER_VM_GRACE:-30}
 HOST_IP=$NET.1
@@ -69,14 +72,14 @@ note() { printf '    %s\n' "$*"; }
 die() { printf 'cluster-vm: error: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-  sed -n '7,13s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+  sed -n '7,16s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
   exit 2
 }
 
 [ $# -ge 1 ] || usage
 CMD=$1
 shift
-case "$CMD" in start | status | ssh | stop | clock | sync-clock) ;; -h | --help | help) usage ;; *) usage ;; esac
+case "$CMD" in start | status | ssh | stop | clock | sync-clock | sync-tree) ;; -h | --help | help) usage ;; *) usage ;; esac
 
 [ "$(id -u)" = 0 ] || die "run as root (the tap interface, qemu's tap and the root-only key need it)"
 need() {  # need BINARY PACKAGE
@@ -88,7 +91,7 @@ need ip iproute2
 need flock util-linux
 need qemu-system-x86_64 qemu-system-x86
 [[ "$NET" =~ ^(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){2}$ ]] ||
-  die "BCFL_CLUSTER_VM_NET=$NET: three octets of a /24, e.g. 10.77.0"
+  die "BCFL_CLUSTER_VM_NET=$NET: three octets of a /24, e.g. 172.31.77"
 [[ "$TAP" =~ ^[A-Za-z0-9_.-]{1,15}$ ]] || die "BCFL_CLUSTER_VM_TAP=$TAP: an interface name (1-15 of [A-Za-z0-9_.-])"
 [[ "$NAME" =~ ^[A-Za-z0-9-]{1,63}$ ]] || die "BCFL_CLUSTER_VM_NAME=$NAME: a host name ([A-Za-z0-9-])"
 for v in MEM CPUS TIMEOUT GRACE; do
@@ -346,6 +349,17 @@ EOF
   print_info "$pid"
 }
 
+cmd_sync_tree() {
+  qemu_pid >/dev/null || die "the cluster VM is not running (vm/cluster-vm.sh start)"
+  (cd "$REPO" && git ls-files -z --cached --others --exclude-standard |
+    tar --null --ignore-failed-read -T - -cf - 2>/dev/null) |
+    gssh 'rm -rf /opt/bcfl/src.new && mkdir /opt/bcfl/src.new && tar -C /opt/bcfl/src.new -xf - &&
+      rm -rf /opt/bcfl/src.old && mv /opt/bcfl/src /opt/bcfl/src.old &&
+      mv /opt/bcfl/src.new /opt/bcfl/src && rm -rf /opt/bcfl/src.old' ||
+    die "copying the working tree into the guest failed"
+  note "working tree copied to the guest's /opt/bcfl/src"
+}
+
 cmd_stop() {
   local pid t0 asked=0
   lock
@@ -387,5 +401,6 @@ case "$CMD" in
   ssh) cmd_ssh "$@" ;;
   clock) cmd_clock check ;;
   sync-clock) cmd_clock set ;;
+  sync-tree) cmd_sync_tree ;;
   stop) cmd_stop ;;
 esac

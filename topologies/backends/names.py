@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-Backend = Literal["local", "mininet", "containernet"]
+Backend = Literal["local", "mininet", "containernet", "mininet-cluster"]
 Switch = Literal["linux", "ovs-user"]
 DelayMode = Literal["kernel", "userspace"]
 Shaping = Literal["userspace", "none"]

@@ -10,7 +10,8 @@ For each server of the `cluster:` section, in parallel:
    `topologies`: every ``.py`` file's path and bytes), the tools Mininet Cluster Edition
    needs (``mnexec``, ``sudo``, ``ip``, ``tc``, ``brctl``; ``tcpdump`` for captures),
    whether ``sudo -n true`` works, which tunnel interfaces the kernel can make (a gretap, a
-   vxlan and a tap, each tried in a throwaway network namespace), cores and memory, and
+   vxlan and a tap, each tried in a throwaway network namespace), whether it has netem (a
+   qdisc tried the same way), cores and memory, and
    whether the run directory's path (where given; a server keeps its nodes' part of the run
    directory at the same path as here) can be made, with its free disk;
 2. the clock: one ssh session echoes ``time.time()`` for each line it reads; of five
@@ -79,6 +80,10 @@ kinds = {
               "127.0.0.1", "remote", "127.0.0.2", "dstport", "4789"],
     "ssh": ["tuntap", "add", "dev", "bcflchk", "mode", "tap"],
 }
+tc = out["tools"]["tc"]
+netem = ["qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"]
+out["netem"] = bool(unshare and tc) and root is not None and subprocess.run(
+    root + [unshare, "-n", tc] + netem, capture_output=True, timeout=30).returncode == 0
 out["tunnels"] = {}
 for kind, args in kinds.items():  # made in a throwaway network namespace, gone with it
     ok = bool(unshare and ip) and root is not None and subprocess.run(

@@ -1,0 +1,520 @@
+"""The `mininet-cluster` backend: one run's Mininet hosts, bridges and daemons spread over
+several servers with Mininet Cluster Edition. Needs root here and on every server.
+
+How it works
+------------
+`endpoints` places the topology (`placement.place`: each MEC with its devices, the publisher
+here). `start_network` writes the run's ssh configuration (each server's port, user, key,
+known hosts) and builds a `MininetCluster`: every daemon a host on its server, every base
+station a Linux bridge on each server that has nodes of it (the parts joined by unshaped
+trunk tunnels), every link a veth pair or, between servers, a tunnel of the scenario's kind
+(`mnclasses`). Addresses, routes and tc shaping are the mininet backend's (`MininetBackend`),
+each command run on the server its interface is on: a host's through its shell, a bridge
+port's in its server's root namespace; a crossing link is shaped on its tunnel's two ends
+like any other link. A fork server runs on every server (here a child process; elsewhere
+``python -m node.forkserver --serve`` over ssh, the same JSON-lines protocol on its stdin and
+stdout), so daemons are forked into their hosts' namespaces as in the mininet backend and
+known by (server, PID).
+
+`start` copies the run directory to every other server (the run-level files and the
+directories of the nodes placed there, to the same absolute path), forwards each remote
+node's control socket to the same path here (one ssh connection per server with a forward
+per node), so `bcfl top`, `bcfl control` and the runner's start and stop reach every node
+alike, then forks the daemons. `stop` stops every daemon, copies the remote nodes'
+directories and captures back into the run directory, removes the forwards and has Mininet
+remove everything it made on every server.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+from node.forkserver import SERVER_ENV, ForkServer
+from topologies.backends import bridgefw
+from topologies.backends.base import Launch
+from topologies.backends.cluster.mnclasses import cluster_classes
+from topologies.backends.cluster.placement import Placement, place
+from topologies.backends.cluster.settings import LOCALHOST, ClusterSection, ServerSettings
+from topologies.backends.mininet import MininetBackend, import_mininet
+from topologies.backends.tc import link_argv
+from topologies.spec import NodeKind, TopologySpec
+
+log = logging.getLogger(__name__)
+
+COPY_TIMEOUT_S = 600.0
+TC_FROM_STDIN = "f=$(mktemp) && cat > $f && tc -batch $f 2>&1; r=$?; rm -f $f; echo rc=$r"
+REMOTE_READY_TIMEOUT_S = 600.0  # a remote fork server imports torch (minutes in an emulated VM)
+
+
+class ClusterBackend(MininetBackend):
+    """Runs a run's daemons inside Mininet hosts on several servers."""
+
+    name = "mininet-cluster"
+
+    def __init__(
+        self,
+        token: str,
+        delay_mode: str,
+        netem: bool,
+        capture: list[str | list[str]],
+        cluster: ClusterSection,
+        run_dir: Path,
+        switch: str = "linux",
+        log_dir: Path | None = None,
+    ) -> None:
+        """`cluster`: the scenario's section; `run_dir`: the run directory (the same path on
+        every server)."""
+        if switch != "linux":
+            raise ValueError(f"switch: {switch!r}: the cluster backend has Linux bridges only")
+        super().__init__(token, delay_mode, netem, capture, switch, log_dir)
+        self.cluster = cluster
+        self.run_dir = run_dir.resolve()
+        self.placement: Placement | None = None
+        self._ssh_dir = Path(tempfile.mkdtemp(prefix=f"bcfl-{token}-ssh-"))
+        self._ssh_config = self._ssh_dir / "config"
+        self._servers: dict[str, ForkServer] = {}
+        self._bridges: dict[tuple[str, str], Any] = {}  # (BS, server) -> its bridge there
+        self._where: dict[str, str] = {}  # node id -> server name
+        self._forwards: list[tuple[ServerSettings, str]] = []
+        self._copied_to: set[str] = set()  # servers that got their part of the run directory
+        self._final_by_server: dict[str, dict[int, int | None]] = {}
+        self.preflight_lines: list[str] = []  # what the preflight said of each server
+
+    # --- placement and network -----------------------------------------------------------
+
+    def endpoints(self, spec: TopologySpec) -> dict[str, str]:
+        """Place the topology, then the mininet backend's addresses."""
+        self.placement = place(spec, self.cluster)
+        self._where = dict(self.placement.server_of)
+        return super().endpoints(spec)
+
+    def cluster_meta(self) -> dict[str, Any]:
+        """What meta.json records of the cluster: servers, tunnel, placement, crossings."""
+        assert self.placement is not None
+        return {
+            "preflight": self.preflight_lines,
+            "servers": [s.model_dump(exclude={"key", "known_hosts"}) for s in self.cluster.servers],
+            "tunnel": self.cluster.tunnel,
+            "placement": self.placement.server_of,
+            "bs_servers": {bs: list(ss) for bs, ss in self.placement.bs_servers.items()},
+            "crossing_links": [
+                [link.src, link.dst, str(link.kind)] for link in self.placement.crossing
+            ],
+        }
+
+    def _settings(self, name: str) -> ServerSettings:
+        return self.cluster.server(name)
+
+    def _mn_server(self, name: str) -> str:
+        """The name Mininet Cluster Edition knows a server by: localhost or its address."""
+        server = self._settings(name)
+        return LOCALHOST if server.is_local else server.address
+
+    def _write_ssh_config(self) -> None:
+        lines = []
+        for s in self.cluster.servers:
+            if s.is_local:
+                continue
+            lines += [
+                f"Host {s.address}",
+                f"  Port {s.port}",
+                f"  User {s.user}",
+                "  BatchMode yes",
+                "  StrictHostKeyChecking accept-new",
+                "  ServerAliveInterval 15",
+                "  LogLevel ERROR",
+            ]
+            if s.key is not None:
+                lines += [f"  IdentityFile {s.key}", "  IdentitiesOnly yes"]
+            if s.known_hosts is not None:
+                lines.append(f"  UserKnownHostsFile {s.known_hosts}")
+        self._ssh_config.write_text("\n".join(lines) + "\n")
+
+    def _ssh(self, server: ServerSettings, *options: str) -> list[str]:
+        """ssh to `server` through the run's master connection (made on first use)."""
+        return [
+            "ssh",
+            "-F",
+            str(self._ssh_config),
+            "-o",
+            "ControlMaster=auto",
+            "-o",
+            f"ControlPath={self._ssh_dir}/cm-%C",
+            "-o",
+            "ControlPersist=yes",
+            *options,
+            server.address,
+        ]
+
+    def _remote(self, server: ServerSettings, script: str, stdin: bytes | None = None) -> str:
+        """Run a shell script on a remote server; its output; RuntimeError on failure."""
+        done = subprocess.run(
+            [*self._ssh(server), script],
+            input=stdin if stdin is not None else b"",
+            capture_output=True,
+            timeout=COPY_TIMEOUT_S,
+        )
+        if done.returncode != 0:
+            said = done.stderr.decode(errors="replace").strip()[-400:]
+            raise RuntimeError(f"on {server.name} ({server.destination}): {script[:80]}: {said}")
+        return done.stdout.decode(errors="replace")
+
+    def start_network(self) -> None:
+        """Build and start the network on every server (hosts, bridges, links, tunnels,
+        addresses, tc)."""
+        import_mininet()
+        from mininet.examples.cluster import MininetCluster
+        from mininet.log import setLogLevel
+
+        assert self._plan is not None and self._spec is not None and self.placement is not None
+        self._write_ssh_config()
+        self.prestart()
+        setLogLevel("warning")
+        p, spec, pl = self._plan, self._spec, self.placement
+        classes = cluster_classes(
+            str(self._ssh_config),
+            self.cluster.tunnel,
+            4096 * (zlib.crc32(self.token.encode()) % 4000),
+        )
+        self._bridge_fw = bridgefw.BridgeForwarding(self.token, f"{self.token}s")
+        self._bridge_fw.start()
+        servers = [self._mn_server(s.name) for s in self.cluster.servers]
+        net = MininetCluster(
+            servers=servers,
+            user="root",
+            controller=None,
+            host=classes.host,
+            switch=classes.bridge,
+            link=classes.link,
+            precheck=False,
+            build=False,
+            autoSetMacs=False,
+            waitConnected=False,
+        )
+        self._net = net
+        for node in spec.of_kind(NodeKind.BS):
+            parts = pl.bs_servers[node.id] or (
+                next(s.name for s in self.cluster.servers if s.is_local),
+            )
+            for k, server in enumerate(parts):
+                name = p.short[node.id] if k == 0 else f"{p.short[node.id]}p{k}"
+                self._bridges[(node.id, server)] = net.addSwitch(
+                    name, server=self._mn_server(server), user=self._settings(server).user
+                )
+        for node in spec.daemons():
+            server = self._where[node.id]
+            self._hosts[node.id] = net.addHost(
+                p.short[node.id],
+                ip=None,
+                server=self._mn_server(server),
+                user=self._settings(server).user,
+            )
+        for link in spec.physical_links():
+            a, b = link.src, link.dst
+            net.addLink(
+                self._end(a, b),
+                self._end(b, a),
+                intfName1=p.iface[(a, b)].name,
+                intfName2=p.iface[(b, a)].name,
+            )
+        for i, (bs, home, other) in enumerate(pl.trunks()):
+            net.addLink(
+                self._bridges[(bs, home)],
+                self._bridges[(bs, other)],
+                intfName1=f"{self.token}t{i}a",
+                intfName2=f"{self.token}t{i}b",
+            )
+        net.build()
+        for sw in net.switches:
+            sw.start([])
+        self._configure_hosts()
+        self._shape()
+        self._start_capture()
+
+    def _end(self, node: str, neighbour: str) -> Any:
+        """The Mininet node at `node`'s end of its link to `neighbour`: a daemon's host, or a
+        base station's bridge on the neighbour's server."""
+        if node in self._hosts:
+            return self._hosts[node]
+        return self._bridges[(node, self._where[neighbour])]
+
+    def _script_path(self, host_node: str, tmp: Path, name: str, text: str) -> Path:
+        """Write a script for `host_node` where its shell can read it (its server)."""
+        path = tmp / name
+        server = self._settings(self._where[host_node])
+        if server.is_local:
+            path.write_text(text)
+        else:
+            self._remote(
+                server,
+                f"mkdir -p {shlex.quote(str(tmp))} && cat > {shlex.quote(str(path))}",
+                text.encode(),
+            )
+        return path
+
+    def _configure_hosts(self) -> None:
+        """The mininet backend's host set-up, each script written on its host's server."""
+        from topologies.backends.addressing import route_batch
+
+        assert self._plan is not None
+        with tempfile.TemporaryDirectory(prefix=f"{self.token}-") as tmp:
+            for nid, host in self._hosts.items():
+                script = self._script_path(
+                    nid, Path(tmp), f"{nid}.ip", route_batch(self._plan, nid)
+                )
+                own = [name.name for (o, _), name in self._plan.iface.items() if o == nid]
+                keys = [
+                    "net.ipv4.ip_forward=1",
+                    "net.ipv4.conf.all.rp_filter=0",
+                    "net.ipv4.conf.default.rp_filter=0",
+                ]
+                keys += [f"net.ipv4.conf.{name}.rp_filter=0" for name in own]
+                cmd = f"ip link set lo up; ip -batch {script} 2>&1; r=$?; "
+                cmd += "sysctl -qw " + " ".join(keys) + "; echo rc=$r"
+                path = self._script_path(nid, Path(tmp), f"{nid}.sh", cmd + "\n")
+                out = str(host.cmd(f"sh {path}"))
+                if not out.strip().endswith("rc=0"):
+                    raise RuntimeError(f"configuring {nid} failed: {out.strip()}")
+            for server in self.cluster.servers:
+                if not server.is_local:
+                    self._remote(server, f"rm -rf {shlex.quote(tmp)}")
+
+    def _shape(self) -> None:
+        """tc on every directed link's egress: a host's through its shell, a bridge port's
+        in the root namespace of the server that bridge part is on."""
+        assert self._plan is not None and self._spec is not None
+        per_owner: dict[str, list[str]] = {}
+        for link in self._spec.links:
+            dev = self._plan.iface[(link.src, link.dst)].name
+            owner = link.src if link.src in self._hosts else f"bridge:{self._where[link.dst]}"
+            for argv in link_argv(dev, link, self.delay_in_kernel):
+                per_owner.setdefault(owner, []).append(" ".join(argv[1:]))
+        with tempfile.TemporaryDirectory(prefix=f"{self.token}-") as tmp:
+            for owner, lines in per_owner.items():
+                text = "\n".join(lines) + "\n"
+                if owner.startswith("bridge:"):
+                    server = self._settings(owner.split(":", 1)[1])
+                    if server.is_local:
+                        (Path(tmp) / "bridges.tc").write_text(text)
+                        proc = subprocess.run(
+                            ["tc", "-batch", str(Path(tmp) / "bridges.tc")],
+                            capture_output=True,
+                            text=True,
+                        )
+                        out = f"{proc.stdout}{proc.stderr}rc={proc.returncode}"
+                    else:
+                        out = self._remote(
+                            server,
+                            TC_FROM_STDIN,
+                            text.encode(),
+                        )
+                else:
+                    path = self._script_path(owner, Path(tmp), f"{owner}.tc", text)
+                    out = str(self._hosts[owner].cmd(f"tc -batch {path} 2>&1; echo rc=$?"))
+                if not out.strip().endswith("rc=0"):
+                    raise RuntimeError(f"tc on {owner} failed: {out.strip()}")
+            for server in self.cluster.servers:
+                if not server.is_local:
+                    self._remote(server, f"rm -rf {shlex.quote(tmp)}")
+
+    def start_capture_into(self, pcap_dir: Path) -> None:
+        """The mininet backend's captures; a remote host's tcpdump writes on its server (its
+        pcaps come back with `stop`)."""
+        for nid, _, _ in self._capture_points():
+            server = self._settings(self._where[nid])
+            if not server.is_local:
+                self._remote(server, f"mkdir -p {shlex.quote(str(pcap_dir))}")
+        super().start_capture_into(pcap_dir)
+
+    def set_link(self, a: str, b: str, up: bool) -> None:
+        """Bring a link up or down (both ends, each on its server)."""
+        assert self._plan is not None
+        for x, y in ((a, b), (b, a)):
+            name = self._plan.iface[(x, y)].name
+            self._end(x, y).cmd(f"ip link set {name} {'up' if up else 'down'}")
+
+    # --- daemons ------------------------------------------------------------------------------
+
+    def prestart(self) -> None:
+        """Launch a fork server on every server that has daemons (their imports overlap with
+        the network's build)."""
+        for server in self.cluster.servers:
+            if server.name in self._servers or server.name not in set(self._where.values()):
+                continue
+            if server.is_local:
+                fs = ForkServer()
+            else:
+                env = [f"{k}={v}" for k, v in SERVER_ENV.items()]
+                python = server.python or shutil.which("python3") or "python3"
+                words = ["env", *env, python, "-m", "node.forkserver", "--serve"]
+                fs = ForkServer(
+                    command=[*self._ssh(server), " ".join(shlex.quote(w) for w in words)],
+                    ready_timeout_s=REMOTE_READY_TIMEOUT_S,
+                )
+            fs.launch()
+            self._servers[server.name] = fs
+
+    def start(self, launches: list[Launch]) -> None:
+        """Copy the run directory out, forward the control sockets, fork every daemon."""
+        from topologies.backends.local import preload_shared
+
+        self.prestart()
+        for fs in self._servers.values():
+            if not fs.ready:
+                fs.start()
+        by_server: dict[str, list[Launch]] = {}
+        for launch in launches:
+            by_server.setdefault(self._where[launch.node_id], []).append(launch)
+        for name, own in by_server.items():
+            server = self._settings(name)
+            if not server.is_local:
+                self._copy_out(server, [launch.node_id for launch in own])
+                for launch in own:
+                    self._forward(server, Path(launch.log_path).parent / "control.sock")
+            preload_shared(self._servers[name], own)
+        for launch in launches:
+            self._launches[launch.node_id] = launch
+            self._spawn(launch)
+
+    def _copy_out(self, server: ServerSettings, node_ids: list[str]) -> None:
+        """The run-level files and these nodes' directories, to the same path there."""
+        run = self.run_dir
+        names = [p.name for p in run.iterdir() if p.name not in ("nodes", "pcap")]
+        names += [f"nodes/{nid}" for nid in node_ids if (run / "nodes" / nid).exists()]
+        tar = subprocess.Popen(["tar", "-C", str(run), "-cf", "-", *names], stdout=subprocess.PIPE)
+        quoted = shlex.quote(str(run))
+        done = subprocess.run(
+            [*self._ssh(server), f"mkdir -p {quoted} && tar -C {quoted} -xf -"],
+            stdin=tar.stdout,
+            capture_output=True,
+            timeout=COPY_TIMEOUT_S,
+        )
+        tar.wait()
+        self._copied_to.add(server.name)
+        if done.returncode != 0 or tar.returncode != 0:
+            said = done.stderr.decode(errors="replace")[-300:]
+            raise RuntimeError(f"copying the run directory to {server.name} failed: {said}")
+
+    def _copy_back(self, server: ServerSettings, node_ids: list[str]) -> None:
+        """The remote nodes' directories and the captures made there, back into the run."""
+        quoted = shlex.quote(str(self.run_dir))
+        names = " ".join(shlex.quote(f"nodes/{nid}") for nid in node_ids)
+        script = f"cd {quoted} && tar -cf - {names} $(test -d pcap && echo pcap) 2>/dev/null"
+        get = subprocess.Popen([*self._ssh(server), script], stdout=subprocess.PIPE)
+        done = subprocess.run(
+            ["tar", "-C", str(self.run_dir), "-xf", "-"],
+            stdin=get.stdout,
+            capture_output=True,
+            timeout=COPY_TIMEOUT_S,
+        )
+        get.wait()
+        if done.returncode != 0:
+            log.warning(
+                "copying back from %s: %s", server.name, done.stderr.decode(errors="replace")[-300:]
+            )
+
+    def _forward(self, server: ServerSettings, sock: Path) -> None:
+        sock.unlink(missing_ok=True)
+        spec = f"{sock}:{sock}"
+        subprocess.run(
+            [*self._ssh(server, "-O", "forward", "-L", spec)],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        self._forwards.append((server, spec))
+
+    def _spawn(self, launch: Launch) -> None:
+        host = self._hosts[launch.node_id]
+        fs = self._servers[self._where[launch.node_id]]
+        config = launch.argv[-1]
+        self._pids[launch.node_id] = fs.spawn(
+            [config], netns=host.pid, log=str(launch.log_path), seed=launch.seed
+        )
+
+    def pids(self) -> dict[str, int]:
+        """PIDs of the daemons (each on its own server: meta.json's cluster placement)."""
+        return dict(self._pids)
+
+    def poll(self) -> dict[str, int | None]:
+        """Exit codes (None while running), asked of every server's fork server (after
+        `stop`: the codes they gave last)."""
+        status = {name: fs.poll() for name, fs in self._servers.items() if fs.ready}
+        status = {**self._final_by_server, **status}
+        return {nid: status.get(self._where[nid], {}).get(pid) for nid, pid in self._pids.items()}
+
+    def kill(self, node_id: str, sig: int = signal.SIGKILL, wait_s: float | None = 10.0) -> None:
+        """Signal one daemon on its server (fault injection)."""
+        self._servers[self._where[node_id]].kill(self._pids[node_id], sig)
+        if wait_s is not None:
+            end = time.monotonic() + wait_s
+            while time.monotonic() < end and self.poll()[node_id] is None:
+                time.sleep(0.05)
+
+    def _stop_daemons(self, grace_s: float) -> None:
+        """SIGTERM every running daemon on every server, SIGKILL what is left after grace_s."""
+        final: dict[str, dict[int, int | None]] = {}
+        for name, fs in list(self._servers.items()):
+            if not fs.ready:
+                fs.stop()
+                continue
+            running = [pid for pid, code in fs.poll().items() if code is None]
+            for pid in running:
+                fs.kill(pid, signal.SIGTERM)
+            end = time.monotonic() + grace_s
+            while time.monotonic() < end and any(fs.poll().get(p) is None for p in running):
+                time.sleep(0.05)
+            for pid in [p for p in running if fs.poll().get(p) is None]:
+                fs.kill(pid, signal.SIGKILL)
+            final[name] = fs.poll()
+            fs.stop()
+        self._servers = {}
+        self._final_by_server = final
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """Stop every daemon, copy the remote nodes' directories back, remove the network on
+        every server; a failing step is logged and the later ones still run."""
+        try:
+            self._stop_daemons(grace_s)
+        except Exception as exc:
+            log.warning("stopping the daemons failed (%s); removing the network anyway", exc)
+        for dump in self._dumps:
+            dump.terminate()
+            dump.wait(timeout=5)
+        self._dumps = []
+        for server in self.cluster.servers:
+            own = [nid for nid, s in self._where.items() if s == server.name]
+            if server.name in self._copied_to and own:
+                try:
+                    self._copy_back(server, own)
+                except Exception as exc:
+                    log.warning("copying back from %s failed: %s", server.name, exc)
+        for server, spec in self._forwards:
+            subprocess.run(
+                [*self._ssh(server, "-O", "cancel", "-L", spec)], capture_output=True, timeout=30
+            )
+            Path(spec.split(":", 1)[0]).unlink(missing_ok=True)
+        self._forwards = []
+        try:
+            if self._net is not None:
+                self._net.stop()
+                self._net = None
+        finally:
+            if self._bridge_fw is not None:
+                self._bridge_fw.stop()
+                self._bridge_fw = None
+            for server in self.cluster.servers:
+                if not server.is_local:
+                    subprocess.run(
+                        [*self._ssh(server, "-O", "exit")], capture_output=True, timeout=30
+                    )
+            shutil.rmtree(self._ssh_dir, ignore_errors=True)
