@@ -68,7 +68,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         return EXIT_NOT_READY
     for report in reports:
         print(f"  {report.line()}")
-    found = preflight.problems(reports)
+    found = preflight.problems(reports) + preflight.same_machine(reports, section)
     if found:
         print(f"{len(found)} problem{'s' * (len(found) != 1)}:", file=sys.stderr)
         for problem in found:

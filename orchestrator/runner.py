@@ -223,7 +223,7 @@ class Run:
                 "allowed: linux"
             )
         reports = preflight.check(scenario.cluster, str(self.out_dir.resolve()))
-        found = preflight.problems(reports)
+        found = preflight.problems(reports) + preflight.same_machine(reports, scenario.cluster)
         if scenario.delay_mode == "kernel":
             found += [
                 f"server {r.name}: netem is not available (delay_mode: kernel needs it on every "

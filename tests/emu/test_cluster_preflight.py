@@ -122,12 +122,19 @@ def test_bcfl_cluster_check(
         f"    - {{name: peer, address: 127.0.0.1, port: {peer.port}, key: {peer.key}, "
         f"known_hosts: {peer.known_hosts}}}\n"
     )
-    assert main(["cluster", "check", str(scenario)]) == 0
-    out = capsys.readouterr().out
+    # the private sshd is this machine: every check passes, but a run would copy its
+    # directory onto itself, so the command says so
+    assert main(["cluster", "check", str(scenario)]) == 1
+    captured = capsys.readouterr()
+    out, err = captured.out, captured.err
     assert "here: 1 mec, 3 device, 1 publisher, 1 base-station bridge" in out
     assert "peer: 1 mec, 3 device, 1 base-station bridge" in out
     assert "links between servers (shaped tunnels): 1 backhaul" in out
-    assert "all 2 servers ready" in out
+    assert f"peer (root@127.0.0.1:{peer.port}): ok" in out
+    assert err.splitlines()[1:] == [
+        f"  server peer (root@127.0.0.1:{peer.port}) is this machine (the same boot id): give "
+        "it as address: localhost"
+    ]
     scenario.write_text(scenario.read_text().replace(f"port: {peer.port}", "port: 1"))
     assert main(["cluster", "check", str(scenario)]) == 1
     err = capsys.readouterr().err

@@ -405,7 +405,9 @@ class ClusterBackend(MininetBackend):
             raise RuntimeError(f"copying the run directory to {server.name} failed: {said}")
 
     def _copy_back(self, server: ServerSettings, node_ids: list[str]) -> None:
-        """The remote nodes' directories and the captures made there, back into the run."""
+        """The remote nodes' directories and the captures made there, back into the run; then
+        the server's copy of the run directory is removed (the runner refused a "remote"
+        server that is this machine, so it is never the run directory itself)."""
         quoted = shlex.quote(str(self.run_dir))
         names = " ".join(shlex.quote(f"nodes/{nid}") for nid in node_ids)
         script = f"cd {quoted} && tar -cf - {names} $(test -d pcap && echo pcap) 2>/dev/null"
@@ -417,10 +419,11 @@ class ClusterBackend(MininetBackend):
             timeout=COPY_TIMEOUT_S,
         )
         get.wait()
-        if done.returncode != 0:
-            log.warning(
-                "copying back from %s: %s", server.name, done.stderr.decode(errors="replace")[-300:]
-            )
+        if done.returncode != 0 or get.returncode != 0:
+            said = done.stderr.decode(errors="replace")[-300:]
+            log.warning("copying back from %s failed (its copy is kept): %s", server.name, said)
+            return
+        self._remote(server, f"rm -rf {quoted}")
 
     def _forward(self, server: ServerSettings, sock: Path) -> None:
         sock.unlink(missing_ok=True)

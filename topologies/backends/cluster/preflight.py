@@ -95,6 +95,8 @@ with open("/proc/meminfo") as f:
         key, _, value = line.partition(":")
         mem[key] = value.split()[0]
 out["mem_available_mb"] = int(mem.get("MemAvailable", 0)) // 1024
+with open("/proc/sys/kernel/random/boot_id") as f:
+    out["boot_id"] = f.read().strip()
 if len(sys.argv) > 1:  # the run directory's path: writable where it exists or would be made
     there = sys.argv[1]
     while not os.path.exists(there):
@@ -304,6 +306,19 @@ def check(section: ClusterSection, run_dir: str | None = None) -> list[ServerRep
             for i, s in enumerate(section.servers)
         ]
         return [f.result() for f in futures]
+
+
+def same_machine(reports: list[ServerReport], section: ClusterSection) -> list[str]:
+    """The remote servers that are this machine (the same kernel boot id as the local
+    server's): a run would copy its directory onto itself and remove it afterwards."""
+    here = [r for r, s in zip(reports, section.servers, strict=True) if s.is_local]
+    boot = here[0].facts.get("boot_id") if here else None
+    return [
+        f"server {r.name} ({r.destination}) is this machine (the same boot id): give it as "
+        "address: localhost"
+        for r, s in zip(reports, section.servers, strict=True)
+        if not s.is_local and boot and r.facts.get("boot_id") == boot
+    ]
 
 
 def problems(reports: list[ServerReport]) -> list[str]:

@@ -1,0 +1,131 @@
+"""The mininet-cluster backend on two servers: this machine and the QEMU VM of
+`vm/cluster-vm.sh` (its own kernel, reached over a tap with ssh), as root.
+
+The run places each MEC with its devices (mec1 and its devices in the VM, the rest here),
+crosses servers on the mec0-mec1 backhaul link (a VXLAN tunnel, shaped at both ends) and
+on the base station's trunk, kills a device in the VM at round 2 and restarts it at round 3,
+and must end with every round done, every ledger verified (the VM's nodes' directories
+copied back), the restarted device back in the rounds, and nothing of the run left on
+either server. Skipped unless the VM runs (`vm/cluster-vm.sh start`; `.ci/run` starts it
+and runs this file after the QEMU test, with BCFL_CLUSTER_REQUIRED=1: no skip there).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator.cli import main
+from tests.emu.leftovers import leftovers
+
+pytestmark = pytest.mark.emu
+
+REPO = Path(__file__).resolve().parents[2]
+CACHE = Path(os.environ.get("BCFL_VM_CACHE", "/var/tmp/bcfl-vm")) / "cluster"
+VM_ADDRESS = f"{os.environ.get('BCFL_CLUSTER_VM_NET', '172.31.77')}.2"
+
+
+def _skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "the cluster backend needs root"
+    status = subprocess.run(
+        [str(REPO / "vm" / "cluster-vm.sh"), "status"], capture_output=True, text=True
+    )
+    if status.returncode != 0:
+        return "the cluster VM is not running (vm/cluster-vm.sh start; .ci/run starts it)"
+    return None
+
+
+SKIP = _skip_reason()
+if SKIP is not None:
+    if os.environ.get("BCFL_CLUSTER_REQUIRED") == "1":  # .ci/run: a skip would hide a failure
+        raise RuntimeError(f"BCFL_CLUSTER_REQUIRED=1 but {SKIP}")
+    pytest.skip(SKIP, allow_module_level=True)
+
+
+def vm_ssh(script: str) -> str:
+    done = subprocess.run(
+        [str(REPO / "vm" / "cluster-vm.sh"), "ssh", script], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def scenario(tmp_path: Path) -> Path:
+    data = {
+        "name": "cluster-run",
+        "seed": 1,
+        "scheme": "vanilla",
+        "backend": "mininet-cluster",
+        "delay_mode": "userspace",
+        "dataset": {"name": "digits"},
+        "model": "mlp",
+        "training": {
+            "rounds": 4,
+            "local_epochs": 1,
+            "batch_size": 16,
+            "learning_rate": 0.1,
+            # rounds take 1-3 s here; only the round of the killed device waits this out
+            "round_deadline_s": 40,
+        },
+        "topology": {"base_stations": 1, "mecs_per_bs": 2, "devices_per_mec": 2, "t_ms": 10},
+        "startup_timeout_s": 900,
+        "faults": [
+            {"at_round": 2, "action": "crash", "nodes": ["dev1-0"]},
+            {"at_round": 3, "action": "restart", "nodes": ["dev1-0"]},
+        ],
+        "cluster": {
+            "tunnel": "vxlan",
+            "servers": [
+                {"name": "here", "address": "localhost"},
+                {
+                    "name": "vm",
+                    "address": VM_ADDRESS,
+                    "python": "/opt/bcfl/venv/bin/python",
+                    "key": str(CACHE / "id_ed25519"),
+                    "known_hosts": str(CACHE / "known_hosts"),
+                },
+            ],
+        },
+    }
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_a_run_across_this_machine_and_a_vm(tmp_path: Path) -> None:
+    subprocess.run([str(REPO / "vm" / "cluster-vm.sh"), "sync-tree"], check=True)
+    out = tmp_path / "run"
+    assert main(["run", str(scenario(tmp_path)), "--out", str(out), "--quiet"]) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    cluster = meta["cluster"]
+    assert {n for n, s in cluster["placement"].items() if s == "vm"} == {
+        "mec1",
+        "dev1-0",
+        "dev1-1",
+    }
+    assert cluster["crossing_links"] == [["mec0", "mec1", "backhaul"]]
+    assert cluster["bs_servers"] == {"bs0": ["here", "vm"]}
+    # the VM's nodes ran there and their directories came back
+    assert main(["chain", "verify", str(out)]) == 0
+    rows = (out / "metrics.csv").read_text().splitlines()
+    rounds_of = {
+        node: {int(r.split(",")[2]) for r in rows[1:] if r.split(",")[3] == node}
+        for node in ("dev1-0", "dev1-1", "mec1")
+    }
+    assert rounds_of["dev1-1"] == {1, 2, 3, 4}
+    assert 4 in rounds_of["dev1-0"] and 2 not in rounds_of["dev1-0"]  # killed, then back
+    events = (out / "events.csv").read_text()
+    assert "crash" in events and "restart" in events
+    # nothing of the run left here or in the VM
+    token = meta["run_token"]
+    assert leftovers(token) == []
+    vm_links = [line.split(":")[1].strip() for line in vm_ssh("ip -o link").splitlines()]
+    assert [name for name in vm_links if name.startswith(token)] == []
+    assert vm_ssh(f"test -e {out} && echo kept || echo gone").strip() == "gone"
+    assert "node.forkserver" not in vm_ssh("ps -eo args")
