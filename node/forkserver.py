@@ -54,7 +54,9 @@ SIGCHLD (``waitpid(-1, WNOHANG)`` via a wakeup fd) and keeps their exit codes (n
 by that signal). Children are the server's, not the client's, so only the server can wait
 for them: poll through `ForkServer.poll`. ``stop`` leaves children running; ``kill`` sends a
 signal only to a child this server forked and has not yet reaped (no PID-reuse accidents).
-If the client goes away (EOF on the request pipe) the server exits too.
+If the client goes away (EOF on the request pipe) the server exits too; with
+``--kill-on-eof`` (a fork server on another server, over ssh) it SIGKILLs its running
+children first, so a killed orchestrator leaves no daemon there.
 
 Memory (measured by tests/emu/test_forkserver.py on the 2-core development machine): 10
 ``idle_torch`` children (small CNN built, one training step done) average 40.5 MB PSS and
@@ -481,8 +483,9 @@ def _warm_node() -> None:
 class _Server:
     """The server loop: JSON-line requests on `fd_in`, replies on `fd_out`."""
 
-    def __init__(self, fd_in: int, fd_out: int) -> None:
+    def __init__(self, fd_in: int, fd_out: int, kill_on_eof: bool = False) -> None:
         self.fd_in = fd_in
+        self.kill_on_eof = kill_on_eof
         self.fd_out = fd_out
         self.children: dict[int, int | None] = {}
         self.wake_r, self.wake_w = os.pipe()
@@ -525,12 +528,23 @@ class _Server:
                     chunk = os.read(self.fd_in, 65536)
                     if not chunk:
                         log.info("client went away; fork server exits")
+                        if self.kill_on_eof:
+                            self.kill_all()
                         return
                     self._buf += chunk
                     while b"\n" in self._buf:
                         line, self._buf = self._buf.split(b"\n", 1)
                         if not self.handle(line):
                             return
+
+    def kill_all(self) -> None:
+        """SIGKILL every child still running (``--kill-on-eof``: the client is gone)."""
+        self.reap()
+        for pid, code in self.children.items():
+            if code is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                log.info("killed child %d: the client went away", pid)
 
     def handle(self, line: bytes) -> bool:
         """Answer one request; False when the server should stop."""
@@ -656,8 +670,11 @@ def _reseed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def serve() -> int:
-    """Run the server on fds 0 (requests) and 1 (replies); returns the exit code."""
+def serve(kill_on_eof: bool = False) -> int:
+    """Run the server on fds 0 (requests) and 1 (replies); returns the exit code.
+    `kill_on_eof`: when the client goes away, SIGKILL the children still running (a fork
+    server on another server, whose client is an ssh connection: an orchestrator killed with
+    -9 must not leave daemons running there)."""
     fd_in, fd_out = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
@@ -670,7 +687,7 @@ def serve() -> int:
     from node.limits import raise_nofile
 
     raise_nofile()  # children inherit it: a node with 1,000 peers holds ~3,000 fds
-    server = _Server(fd_in, fd_out)
+    server = _Server(fd_in, fd_out, kill_on_eof)
     try:
         info = _preload()
     except BaseException as exc:
@@ -682,10 +699,10 @@ def serve() -> int:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] != ["--serve"]:
-        sys.stderr.write("usage: python -m node.forkserver --serve\n")
+    if sys.argv[1:] not in (["--serve"], ["--serve", "--kill-on-eof"]):
+        sys.stderr.write("usage: python -m node.forkserver --serve [--kill-on-eof]\n")
         sys.exit(2)
-    exit_code = serve()
+    exit_code = serve(kill_on_eof=sys.argv[2:] == ["--kill-on-eof"])
     logging.shutdown()
     sys.stderr.flush()
     os._exit(exit_code)

@@ -276,3 +276,38 @@ def test_a_request_interrupted_before_its_reply_does_not_shift_later_replies(
     for pid in spawned:
         server.kill(pid, signal.SIGKILL)
     wait_for(lambda: all(server.poll()[p] is not None for p in spawned), "the idle child to die")
+
+
+def _gone(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+@pytest.mark.parametrize("kill_on_eof", [True, False])
+def test_kill_on_eof_kills_the_children_when_the_client_goes(
+    tmp_path: Path, kill_on_eof: bool
+) -> None:
+    """The mininet-cluster backend's remote fork servers (--kill-on-eof): an orchestrator
+    killed with -9 closes the ssh connection, and no daemon may stay behind; without the
+    flag (one machine) the children outlive the server, as `stop` documents."""
+    import sys
+
+    command = [sys.executable, "-m", "node.forkserver", "--serve"]
+    fs = ForkServer(command=command + (["--kill-on-eof"] if kill_on_eof else []))
+    fs.start()
+    child = fs.spawn([], log=tmp_path / "idle.log", target="idle")
+    server_pid = fs.pid
+    assert server_pid is not None and fs._proc is not None and fs._proc.stdin is not None
+    fs._proc.stdin.close()  # what a dropped ssh connection does to the remote server
+    fs._proc.wait(timeout=60)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not _gone(child):
+        time.sleep(0.05)
+    try:
+        assert _gone(child) is kill_on_eof
+    finally:
+        if not _gone(child):
+            os.kill(child, signal.SIGKILL)

@@ -502,7 +502,8 @@ def clean(token: str) -> list[str]:
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
     for line in links.splitlines():
         name = line.split(":")[1].strip().split("@")[0]
-        if name.startswith(token) and re.fullmatch(rf"{token}[hs]\d+(-eth\d+)?", name):
+        # -tNa/-tNb: the mininet-cluster backend's trunks between a base station's bridges
+        if name.startswith(token) and re.fullmatch(rf"{token}[hs]\d+(-eth\d+|-t\d+[ab])?", name):
             subprocess.run(["ip", "link", "del", name], capture_output=True)
             removed.append(f"link {name}")
     return removed

@@ -230,8 +230,8 @@ class ClusterBackend(MininetBackend):
             net.addLink(
                 self._bridges[(bs, home)],
                 self._bridges[(bs, other)],
-                intfName1=f"{self.token}t{i}a",
-                intfName2=f"{self.token}t{i}b",
+                intfName1=f"{p.short[bs]}-t{i}a",
+                intfName2=f"{p.short[bs]}-t{i}b",
             )
         net.build()
         for sw in net.switches:
@@ -355,7 +355,7 @@ class ClusterBackend(MininetBackend):
             else:
                 env = [f"{k}={v}" for k, v in SERVER_ENV.items()]
                 python = server.python or shutil.which("python3") or "python3"
-                words = ["env", *env, python, "-m", "node.forkserver", "--serve"]
+                words = ["env", *env, python, "-m", "node.forkserver", "--serve", "--kill-on-eof"]
                 fs = ForkServer(
                     command=[*self._ssh(server), " ".join(shlex.quote(w) for w in words)],
                     ready_timeout_s=REMOTE_READY_TIMEOUT_S,
