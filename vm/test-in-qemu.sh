@@ -189,37 +189,27 @@ else
   step "provisioned rootfs: cached (key $PROV_KEY)"
 fi
 
-# --- 2b. docker.io (BCFL_VM_DOCKER=1): the package only; dockerd starts in the guest --------
-if [ "$DOCKER" = 1 ]; then
-  if [ "$(cat "$CACHE/docker.stamp" 2>/dev/null || true)" != "$PROV_KEY" ]; then
-    step "docker.io into the rootfs (BCFL_VM_DOCKER=1; no daemon runs in the chroot)"
+# --- 2b/2c. extra packages only (no daemon runs in the chroot; the guest's init starts them) ---
+apt_into_rootfs() {  # apt_into_rootfs STAMP "WHY" PACKAGE...: once per PROV_KEY
+  local stamp=$1 why=$2
+  shift 2
+  if [ "$(cat "$CACHE/$stamp.stamp" 2>/dev/null || true)" != "$PROV_KEY" ]; then
+    step "$* into the rootfs ($why; no daemon runs in the chroot)"
     cp /etc/resolv.conf "$ROOTFS/etc/resolv.conf"
     chroot_mounts
-    CHROOT_CMD=(bash -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends docker.io iptables >/dev/null && docker --version')
+    CHROOT_CMD=(bash -c "apt-get update -qq && apt-get install -y -qq --no-install-recommends $* >/dev/null && dpkg-query -W $*")
     in_chroot
     cleanup
     rm -rf "$ROOTFS/var/cache/apt/archives/"*.deb "$ROOTFS/var/lib/apt/lists/"*
-    echo "$PROV_KEY" >"$CACHE/docker.stamp"
+    echo "$PROV_KEY" >"$CACHE/$stamp.stamp"
   else
-    step "docker.io in the rootfs: cached"
+    step "$* in the rootfs: cached"
   fi
-fi
-
-# --- 2c. sshd and sudo (BCFL_VM_SSHD=1): the packages only; sshd starts in the guest --------
-if [ "$SSHD" = 1 ]; then
-  if [ "$(cat "$CACHE/ssh.stamp" 2>/dev/null || true)" != "$PROV_KEY" ]; then
-    step "openssh-server, sudo, bridge-utils into the rootfs (BCFL_VM_SSHD=1; no daemon runs in the chroot)"
-    cp /etc/resolv.conf "$ROOTFS/etc/resolv.conf"
-    chroot_mounts
-    CHROOT_CMD=(bash -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends openssh-server sudo bridge-utils >/dev/null && dpkg-query -W openssh-server sudo bridge-utils')
-    in_chroot
-    cleanup
-    rm -rf "$ROOTFS/var/cache/apt/archives/"*.deb "$ROOTFS/var/lib/apt/lists/"*
-    echo "$PROV_KEY" >"$CACHE/ssh.stamp"
-  else
-    step "openssh-server and sudo in the rootfs: cached"
-  fi
-fi
+}
+# dockerd starts in the guest (BCFL_VM_DOCKER=1)
+if [ "$DOCKER" = 1 ]; then apt_into_rootfs docker BCFL_VM_DOCKER=1 docker.io iptables; fi
+# sshd starts in the cluster VM's guest (BCFL_VM_SSHD=1, vm/cluster-vm.sh)
+if [ "$SSHD" = 1 ]; then apt_into_rootfs ssh BCFL_VM_SSHD=1 openssh-server sudo bridge-utils; fi
 
 # --- 3. this working tree, the init, the disk image --------------------------------------
 step "copying the working tree into the rootfs; init = vm/qemu-init.sh (vm/cluster-vm.sh: vm/cluster-vm-init.sh)"
