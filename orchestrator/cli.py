@@ -327,12 +327,19 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
     token = args.target
     meta = Path(args.target) / "meta.json"
+    servers: list[dict[str, object]] = []
     if meta.is_file():
-        token = json.loads(meta.read_text()).get("run_token", "")
+        data = json.loads(meta.read_text())
+        token = data.get("run_token", "")
+        servers = data.get("cluster", {}).get("servers", [])
     try:
         removed = clean(token) + remove_run_containers(token)
     except ValueError as exc:
         return _fail(f"target: {exc}")
+    if servers:  # a mininet-cluster run: the other servers too
+        from topologies.backends.cluster.cleanup import clean_servers
+
+        removed += clean_servers(token, servers)
     print("\n".join(removed) if removed else f"nothing left by run token {token!r}")
     return 0
 

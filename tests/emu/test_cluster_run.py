@@ -129,3 +129,48 @@ def test_a_run_across_this_machine_and_a_vm(tmp_path: Path) -> None:
     assert [name for name in vm_links if name.startswith(token)] == []
     assert vm_ssh(f"test -e {out} && echo kept || echo gone").strip() == "gone"
     assert "node.forkserver" not in vm_ssh("ps -eo args")
+
+
+def test_a_killed_orchestrator_leaves_nothing_that_bcfl_clean_does_not_remove(
+    tmp_path: Path,
+) -> None:
+    """kill -9 of `bcfl run` mid-run: the VM's fork server kills its daemons when the ssh
+    connection drops (--kill-on-eof); `bcfl clean RUN_DIR` removes the rest on both servers
+    (Mininet's shells and interfaces here, the VM's bridge and trunk, the ssh master)."""
+    import signal
+    import sys
+    import time
+
+    subprocess.run([str(REPO / "vm" / "cluster-vm.sh"), "sync-tree"], check=True)
+    path = scenario(tmp_path)
+    path.write_text(path.read_text().replace("rounds: 4", "rounds: 200"))
+    out = tmp_path / "run"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "run", str(path), "--out", str(out), "--quiet"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    records = out / "nodes" / "pub" / "metrics.jsonl"
+    deadline = time.monotonic() + 900
+    try:
+        while time.monotonic() < deadline and run.poll() is None:
+            if records.exists() and '"event": "round"' in records.read_text():
+                break
+            time.sleep(0.5)
+        assert run.poll() is None, "the run ended before its first round"
+        assert '"event": "round"' in records.read_text()
+    finally:
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+    token = json.loads((out / "meta.json").read_text())["run_token"]
+    deadline = time.monotonic() + 120  # the VM's fork server sees the EOF, kills, exits
+    while time.monotonic() < deadline and "node.forkserver" in vm_ssh("ps -eo args"):
+        time.sleep(1)
+    assert "node.forkserver" not in vm_ssh("ps -eo args")
+    assert main(["clean", str(out)]) == 0
+    assert leftovers(token) == []
+    vm_links = [line.split(":")[1].strip() for line in vm_ssh("ip -o link").splitlines()]
+    assert [name for name in vm_links if name.startswith(token)] == []
+    ssh_left = subprocess.run(["pgrep", "-f", f"bcfl-{token}-ssh-"], capture_output=True)
+    assert ssh_left.returncode == 1, ssh_left.stdout

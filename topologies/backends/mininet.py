@@ -486,7 +486,7 @@ def clean(token: str) -> list[str]:
     if not TOKEN_RE.fullmatch(token):
         raise ValueError(f"run token {token!r} must match {TOKEN_RE.pattern}")
     removed = ovs.clean(token) + bridgefw.clean(token)
-    name_re = re.compile(rf"mininet:{token}[hs]\d+$")
+    name_re = re.compile(rf"mininet:{token}[hs]\d+(p\d+)?$")
     for pid_dir in Path("/proc").iterdir():
         if not pid_dir.name.isdigit():
             continue
@@ -502,8 +502,10 @@ def clean(token: str) -> list[str]:
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
     for line in links.splitlines():
         name = line.split(":")[1].strip().split("@")[0]
-        # -tNa/-tNb: the mininet-cluster backend's trunks between a base station's bridges
-        if name.startswith(token) and re.fullmatch(rf"{token}[hs]\d+(-eth\d+|-t\d+[ab])?", name):
+        # pN: a base station's bridge on another server, -tNa/-tNb: the trunks between them
+        # (the mininet-cluster backend)
+        pattern = rf"{token}[hs]\d+(p\d+)?(-eth\d+|-t\d+[ab])?"
+        if name.startswith(token) and re.fullmatch(pattern, name):
             subprocess.run(["ip", "link", "del", name], capture_output=True)
             removed.append(f"link {name}")
     return removed

@@ -41,6 +41,7 @@ from typing import Any
 from node.forkserver import SERVER_ENV, ForkServer
 from topologies.backends import bridgefw
 from topologies.backends.base import Launch
+from topologies.backends.cluster.cleanup import ssh_dir_prefix
 from topologies.backends.cluster.mnclasses import cluster_classes
 from topologies.backends.cluster.placement import Placement, place
 from topologies.backends.cluster.settings import LOCALHOST, ClusterSection, ServerSettings
@@ -79,7 +80,7 @@ class ClusterBackend(MininetBackend):
         self.cluster = cluster
         self.run_dir = run_dir.resolve()
         self.placement: Placement | None = None
-        self._ssh_dir = Path(tempfile.mkdtemp(prefix=f"bcfl-{token}-ssh-"))
+        self._ssh_dir = Path(tempfile.mkdtemp(prefix=ssh_dir_prefix(token)))
         self._ssh_config = self._ssh_dir / "config"
         self._servers: dict[str, ForkServer] = {}
         self._bridges: dict[tuple[str, str], Any] = {}  # (BS, server) -> its bridge there
@@ -102,7 +103,7 @@ class ClusterBackend(MininetBackend):
         assert self.placement is not None
         return {
             "preflight": self.preflight_lines,
-            "servers": [s.model_dump(exclude={"key", "known_hosts"}) for s in self.cluster.servers],
+            "servers": [s.model_dump() for s in self.cluster.servers],  # bcfl clean reads them
             "tunnel": self.cluster.tunnel,
             "placement": self.placement.server_of,
             "bs_servers": {bs: list(ss) for bs, ss in self.placement.bs_servers.items()},
@@ -150,7 +151,7 @@ class ClusterBackend(MininetBackend):
             "-o",
             f"ControlPath={self._ssh_dir}/cm-%C",
             "-o",
-            "ControlPersist=yes",
+            "ControlPersist=600",  # a master left by a killed run ends by itself
             *options,
             server.address,
         ]
