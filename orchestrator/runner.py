@@ -216,7 +216,16 @@ class Run:
         """The mininet-cluster backend, once every server passed the preflight."""
         from topologies.backends.cluster import preflight
         from topologies.backends.cluster.backend import ClusterBackend
+        from topologies.backends.cluster.placement import PlacementError, place
 
+        if not scenario.cluster.servers:  # --backend mininet-cluster on a scenario without them
+            raise ScenarioError(
+                "backend: mininet-cluster needs cluster.servers (this machine and the others)"
+            )
+        try:
+            place(self.topology, scenario.cluster)
+        except PlacementError as exc:
+            raise ScenarioError(str(exc)) from None
         if scenario.switch != "linux":
             raise ScenarioError(
                 f"switch: {scenario.switch!r} is invalid with backend mininet-cluster; "

@@ -139,3 +139,40 @@ def test_bcfl_cluster_check(
     assert main(["cluster", "check", str(scenario)]) == 1
     err = capsys.readouterr().err
     assert "server peer (root@127.0.0.1:1): ssh failed" in err
+
+
+def test_bcfl_run_refuses_a_cluster_it_cannot_use(
+    sshd: PrivateSshd, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nothing starts: no servers given, a placement naming no node, a server that fails the
+    preflight, and a "remote" server that is this machine; each one error line (exit 2)."""
+    quickstart = str(Path(__file__).resolve().parents[2] / "scenarios" / "quickstart.yaml")
+    args = ["--delay-mode", "userspace", "--quiet"]
+    assert (
+        main(
+            ["run", quickstart, "--backend", "mininet-cluster", "--out", str(tmp_path / "a"), *args]
+        )
+        == 2
+    )
+    assert "backend: mininet-cluster needs cluster.servers" in capsys.readouterr().err
+    peer = sshd.server(name="peer")
+    servers = (
+        "  servers:\n    - {name: here, address: localhost}\n"
+        f"    - {{name: peer, address: 127.0.0.1, port: PORT, key: {peer.key}, "
+        f"known_hosts: {peer.known_hosts}}}\n"
+    )
+    cases = [
+        ("  place: {dev9-9: peer}\n", peer.port, "cluster.place.dev9-9: there is no node"),
+        ("", 1, "cluster: the preflight failed: server peer (root@127.0.0.1:1): ssh failed"),
+        ("", peer.port, "is this machine (the same boot id): give it as address: localhost"),
+    ]
+    for i, (extra, port, needle) in enumerate(cases):
+        scenario = tmp_path / f"c{i}.yaml"
+        scenario.write_text(
+            "name: c\nbackend: mininet-cluster\ntopology: {devices_per_mec: 2}\n"
+            "cluster:\n  tunnel: ssh\n" + servers.replace("PORT", str(port)) + extra
+        )
+        assert main(["run", str(scenario), "--out", str(tmp_path / f"r{i}"), *args]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / f"r{i}" / "nodes").exists()
