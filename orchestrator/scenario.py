@@ -190,7 +190,7 @@ class Scenario(Settings):
         return self
 
 
-UNKNOWN_NAME_CHARS = 24  # at most this much of an unknown field's name in an error
+UNKNOWN_NAME_CHARS = 20  # at most this much of an unknown field's name in an error
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9_.\-\[\]]{1,64}$")
 
 
@@ -230,7 +230,7 @@ def _one_line(err: dict[str, Any]) -> str:
         # the unknown name cut short (UNKNOWN_NAME_CHARS): the allowed names are what helps,
         # and the line stays one readable line (tests/unit/test_scenario_hostile.py)
         where = _where(loc, UNKNOWN_NAME_CHARS)
-        return f"{where}: unknown field; allowed fields: {allowed}"
+        return f"{where}: unknown field; allowed: {allowed}"
     if kind == "missing":
         return f"{where}: required field is missing"
     msg = err["msg"].removeprefix("Value error, ").removeprefix("Input should be ")

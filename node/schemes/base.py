@@ -106,7 +106,7 @@ class Scheme(ABC):
             field = ".".join(str(p) for p in err["loc"]) or "(section)"
             if err["type"] == "extra_forbidden":
                 allowed = ", ".join(["name", *cls.Params.model_fields]) or "name"
-                raise ValueError(f"{field}: unknown field; allowed fields: {allowed}") from None
+                raise ValueError(f"{field}: unknown field; allowed: {allowed}") from None
             msg = str(err["msg"]).removeprefix("Value error, ").removeprefix("Input should be ")
             shown_input = shown(err.get("input"))
             raise ValueError(f"{field}: {shown_input} is invalid; allowed: {msg}") from None

@@ -328,7 +328,7 @@ def test_bad_devices_per_mec_names_the_field_and_forms(value: object) -> None:
         (None, "topology.d2d: null is invalid"),
         (
             {"mean_t": 0.5, "sd_t": 0.1, "bandwidth_mbit": 50.0, "delay": 1.0},
-            "topology.d2d.delay: unknown field; allowed fields: mean_t, sd_t, bandwidth_mbit",
+            "topology.d2d.delay: unknown field; allowed: mean_t, sd_t, bandwidth_mbit",
         ),
         ({"mean_t": 0.5, "sd_t": 0.1}, "topology.d2d.bandwidth_mbit: required field is missing"),
         (
