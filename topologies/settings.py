@@ -169,9 +169,7 @@ def _d2d(value: object) -> object:
         loc = tuple(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":  # the scenario's wording for an unknown field
             allowed = ", ".join(DelayDistSection.model_fields)
-            raise _nested_error(
-                loc, err["input"], f"unknown field; allowed: {allowed}"
-            ) from None
+            raise _nested_error(loc, err["input"], f"unknown field; allowed: {allowed}") from None
         raise
 
 
