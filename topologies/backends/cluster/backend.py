@@ -32,6 +32,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import zlib
@@ -355,7 +356,7 @@ class ClusterBackend(MininetBackend):
                 fs = ForkServer()
             else:
                 env = [f"{k}={v}" for k, v in SERVER_ENV.items()]
-                python = server.python or shutil.which("python3") or "python3"
+                python = server.python or sys.executable  # the preflight's default too
                 words = ["env", *env, python, "-m", "node.forkserver", "--serve", "--kill-on-eof"]
                 fs = ForkServer(
                     command=[*self._ssh(server), " ".join(shlex.quote(w) for w in words)],
