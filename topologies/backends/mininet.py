@@ -40,6 +40,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -479,6 +480,18 @@ def _wait(done: Any, timeout_s: float) -> bool:
     return bool(done())
 
 
+def process_cmdlines() -> Iterator[tuple[int, list[bytes]]]:
+    """(PID, command line split at NULs) of every process that can be read."""
+    for pid_dir in Path("/proc").iterdir():
+        if pid_dir.name.isdigit():
+            try:
+                cmdline = (pid_dir / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if cmdline and cmdline[0]:
+                yield int(pid_dir.name), cmdline
+
+
 def clean(token: str) -> list[str]:
     """Remove what a crashed run with `token` left: Mininet host shells (by the exact name
     in their command line), interfaces and bridges whose names start with the token, and a
@@ -487,18 +500,10 @@ def clean(token: str) -> list[str]:
         raise ValueError(f"run token {token!r} must match {TOKEN_RE.pattern}")
     removed = ovs.clean(token) + bridgefw.clean(token)
     name_re = re.compile(rf"mininet:{token}[hs]\d+(p\d+)?$")
-    for pid_dir in Path("/proc").iterdir():
-        if not pid_dir.name.isdigit():
-            continue
-        try:
-            cmdline = (pid_dir / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if cmdline and name_re.fullmatch(
-            cmdline[-2].decode(errors="replace") if len(cmdline) > 1 else ""
-        ):
-            os.kill(int(pid_dir.name), signal.SIGKILL)
-            removed.append(f"process {pid_dir.name}")
+    for pid, cmdline in process_cmdlines():
+        if name_re.fullmatch(cmdline[-2].decode(errors="replace") if len(cmdline) > 1 else ""):
+            os.kill(pid, signal.SIGKILL)
+            removed.append(f"process {pid}")
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
     for line in links.splitlines():
         name = line.split(":")[1].strip().split("@")[0]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from topologies.backends.cluster import ssh
 from topologies.backends.cluster.settings import ServerSettings
-from topologies.backends.mininet import TOKEN_RE
+from topologies.backends.mininet import TOKEN_RE, process_cmdlines
 
 CLEAN_TIMEOUT_S = 120.0
 CLEAN = (
@@ -36,21 +36,15 @@ def clean_ssh(token: str) -> list[str]:
     that directory."""
     prefix = ssh_dir_prefix(token)
     removed = []
-    for pid_dir in Path("/proc").iterdir():
-        if not pid_dir.name.isdigit():
-            continue
-        try:
-            cmdline = (pid_dir / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
+    for pid, cmdline in process_cmdlines():
         # an ssh client names the directory in its arguments; a master has set its title to
         # "ssh: DIR/cm-... [mux]"
         first = cmdline[0].decode(errors="replace")
         is_ssh = Path(first).name == "ssh" or first.startswith("ssh: ")
         if is_ssh and any(f"/{prefix}".encode() in arg for arg in cmdline):
             try:
-                os.kill(int(pid_dir.name), signal.SIGKILL)
-                removed.append(f"ssh process {pid_dir.name}")
+                os.kill(pid, signal.SIGKILL)
+                removed.append(f"ssh process {pid}")
             except ProcessLookupError:
                 pass
     for directory in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
