@@ -27,25 +27,23 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import statistics
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from orchestrator.scenario import load_scenario
 from topologies.backends.addressing import AddressPlan, plan
 from topologies.backends.mininet import MininetBackend, short_names
 from topologies.backends.netem import probe_netem
+from topologies.backends.ping import ping_rtts
 from topologies.builders import build_hierarchy
 from topologies.spec import LinkSpec, NodeKind, TopologySpec
 
 TOKEN = "fdn"
 ABS_TOL_MS = 0.5
 REL_TOL = 0.05
-_TIME_RE = re.compile(r"icmp_seq=(\d+) .*time=([\d.]+) ms")
 
 
 @dataclass(frozen=True)
@@ -125,15 +123,6 @@ def probes(spec: TopologySpec, p: AddressPlan) -> list[Probe]:
     return out
 
 
-def ping(host: Any, addr: str, count: int, interval_s: float) -> list[float]:
-    """RTTs (ms) of `count` pings from inside `host`, after one dropped warm-up reply."""
-    out = host.cmd(f"ping -n -c {count + 1} -i {interval_s} -W 2 {addr}")
-    rtts = [float(m.group(2)) for m in _TIME_RE.finditer(out) if int(m.group(1)) > 1]
-    if len(rtts) < count // 2:
-        raise RuntimeError(f"ping {addr}: only {len(rtts)} of {count} replies: {out[-400:]!r}")
-    return rtts
-
-
 def measure(
     spec: TopologySpec, delay_mode: str, netem: bool, count: int, interval_s: float
 ) -> dict[str, list[float]]:
@@ -149,7 +138,7 @@ def measure(
             argv = ["ip", "addr", "add", f"{bridge_address(spec, bs.id)}/16", "dev", short[bs.id]]
             subprocess.run(argv, check=True, capture_output=True)
         for pr in probes(spec, address_plan):
-            rtts[pr.name] = ping(backend.host(pr.src), pr.addr, count, interval_s)
+            rtts[pr.name] = ping_rtts(backend.host(pr.src), pr.addr, count, interval_s)
     finally:
         backend.stop()
     return rtts

@@ -495,6 +495,8 @@ class Run:
             if hasattr(self.backend, "start_network"):
                 self.backend.start_network()
                 self.backend.start_capture_into(self.out_dir / "pcap")
+                if hasattr(self.backend, "cluster_meta"):  # now with what the tunnels add
+                    self.meta["cluster"] = self.backend.cluster_meta()
             bar.startup(False)  # 0/N while the backend starts (the local fork server's imports)
             self.backend.start(launches)
             self.meta["pids"] = self.backend.pids()

@@ -11,7 +11,9 @@ trunk tunnels), every link a veth pair or, between servers, a tunnel of the scen
 (`mnclasses`). Addresses, routes and tc shaping are the mininet backend's (`MininetBackend`),
 each command run on the server its interface is on: a host's through its shell, a bridge
 port's in its server's root namespace; a crossing link is shaped on its tunnel's two ends
-like any other link. A fork server runs on every server (here a child process; elsewhere
+like any other link, with what its tunnel adds to the delay (measured before tc) taken off
+(`tunnel_delay`: in netem's delay and in the topology the nodes shape user-space delay with).
+A fork server runs on every server (here a child process; elsewhere
 ``python -m node.forkserver --serve`` over ssh, the same JSON-lines protocol on its stdin and
 stdout), so daemons are forked into their hosts' namespaces as in the mininet backend and
 known by (server, PID).
@@ -27,6 +29,7 @@ remove everything it made on every server.
 
 from __future__ import annotations
 
+import json
 import logging
 import shlex
 import shutil
@@ -46,7 +49,15 @@ from topologies.backends.cluster.cleanup import ssh_dir_prefix
 from topologies.backends.cluster.mnclasses import cluster_classes
 from topologies.backends.cluster.placement import Placement, place
 from topologies.backends.cluster.settings import LOCALHOST, ClusterSection, ServerSettings
+from topologies.backends.cluster.tunnel_delay import (
+    COUNT,
+    INTERVAL_S,
+    TunnelDelay,
+    measure,
+    subtract,
+)
 from topologies.backends.mininet import MininetBackend, import_mininet
+from topologies.backends.ping import ping_rtts
 from topologies.backends.tc import link_argv
 from topologies.spec import NodeKind, TopologySpec
 
@@ -90,6 +101,8 @@ class ClusterBackend(MininetBackend):
         self._copied_to: set[str] = set()  # servers that got their part of the run directory
         self._final_by_server: dict[str, dict[int, int | None]] = {}
         self.preflight_lines: list[str] = []  # what the preflight said of each server
+        self.tunnel_delays: list[TunnelDelay] = []  # each crossing link's, measured at start
+        self._shaped: TopologySpec | None = None  # the topology less the tunnels' delay
 
     # --- placement and network -----------------------------------------------------------
 
@@ -111,6 +124,7 @@ class ClusterBackend(MininetBackend):
             "crossing_links": [
                 [link.src, link.dst, str(link.kind)] for link in self.placement.crossing
             ],
+            "tunnel_delay": [d.to_dict() for d in self.tunnel_delays],
         }
 
     def _settings(self, name: str) -> ServerSettings:
@@ -239,8 +253,42 @@ class ClusterBackend(MininetBackend):
         for sw in net.switches:
             sw.start([])
         self._configure_hosts()
+        self._subtract_tunnels()
         self._shape()
         self._start_capture()
+
+    def _subtract_tunnels(self) -> None:
+        """Measure what each crossing link's tunnel adds (nothing is shaped yet), shape with
+        the topology less it, and give the nodes that topology (the run's shared file, which
+        `start` copies to every server)."""
+        assert self._plan is not None and self._spec is not None and self.placement is not None
+        p = self._plan
+        here = next(s.name for s in self.cluster.servers if s.is_local)
+        self.tunnel_delays = measure(
+            self._spec,
+            self.placement,
+            here,
+            lambda a, b: ping_rtts(self._hosts[a], p.address_on(b, a), COUNT, INTERVAL_S),
+        )
+        self._shaped = subtract(self._spec, self.tunnel_delays)
+        for d in self.tunnel_delays:
+            ref = "-".join(d.reference) if d.reference else "no link here"
+            line = (
+                f"tunnel {d.src}-{d.dst} ({d.kind}): adds {d.added_ms:.3f} ms one way (RTT "
+                f"{d.rtt_ms:.3f} ms against {d.reference_rtt_ms:.3f} ms on {ref}, "
+                f"spread ±{d.spread_ms:.3f}); shaped with "
+                f"{max(0.0, d.configured_ms - d.added_ms):.3f} of the configured "
+                f"{d.configured_ms:.3f} ms"
+            )
+            if d.unreachable:
+                log.warning("%s: the configured delay is below the tunnel's own", line)
+            else:
+                log.info("%s", line)
+        shared = self.run_dir / "shared.json"
+        if self.tunnel_delays and shared.exists():
+            fields = json.loads(shared.read_text())
+            fields["topology"] = self._shaped.to_dict()
+            shared.write_text(json.dumps(fields))
 
     def _end(self, node: str, neighbour: str) -> Any:
         """The Mininet node at `node`'s end of its link to `neighbour`: a daemon's host, or a
@@ -295,7 +343,7 @@ class ClusterBackend(MininetBackend):
         in the root namespace of the server that bridge part is on."""
         assert self._plan is not None and self._spec is not None
         per_owner: dict[str, list[str]] = {}
-        for link in self._spec.links:
+        for link in (self._shaped or self._spec).links:
             dev = self._plan.iface[(link.src, link.dst)].name
             owner = link.src if link.src in self._hosts else f"bridge:{self._where[link.dst]}"
             for argv in link_argv(dev, link, self.delay_in_kernel):
