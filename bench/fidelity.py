@@ -29,6 +29,10 @@
     needed); ``--pcap-scenario`` first runs SCENARIO on the mininet backend, capturing every
     node unless the scenario names its own ``capture:``.
 
+(e) ``--cluster SCENARIO``: instead of the above, a link between two servers of a
+    ``mininet-cluster`` scenario against a link of its class inside this machine: kernel round
+    trip, the one-way delay the nodes' transport gives, goodput (``bench/fidelity_cluster.py``).
+
 Run: ``python bench/fidelity.py`` (``--quick``: shorter transfers, fewer messages). Root.
 """
 
@@ -336,6 +340,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SCENARIO",
         help="run SCENARIO on mininet with captures, then measure as --pcap-run does",
     )
+    ap.add_argument(
+        "--cluster",
+        type=Path,
+        metavar="SCENARIO",
+        help="a cross-server link of a mininet-cluster SCENARIO against a same-server one",
+    )
+    ap.add_argument("--rate", type=float, default=50.0, help="--cluster: probed links' Mbit/s")
     args = ap.parse_args(argv)
     if args.pcap_run is not None:
         return print_capture_fidelity(args.pcap_run)
@@ -344,6 +355,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.pcap_scenario is not None:
         return print_capture_fidelity(run_captured(args.pcap_scenario))
+    if args.cluster is not None:
+        from bench.fidelity_cluster import run as run_cluster
+
+        dur = 3.0 if args.quick else 10.0
+        return run_cluster(args.cluster, 50 if args.quick else 200, 0.01, dur, args.rate)
     if args.netem_topology is not None:
         from bench.fidelity_netem import run
 

@@ -192,6 +192,11 @@ class MininetBackend:
         self._shape()
         self._start_capture()
 
+    def address_on(self, node: str, neighbour: str) -> str:
+        """`node`'s address on its link towards `neighbour` (after `endpoints`)."""
+        assert self._plan is not None
+        return self._plan.address_on(node, neighbour)
+
     def host(self, node_id: str) -> Any:
         """The Mininet host of a daemon node (after `start_network`)."""
         return self._hosts[node_id]

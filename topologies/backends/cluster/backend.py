@@ -262,13 +262,12 @@ class ClusterBackend(MininetBackend):
         the topology less it, and give the nodes that topology (the run's shared file, which
         `start` copies to every server)."""
         assert self._plan is not None and self._spec is not None and self.placement is not None
-        p = self._plan
         here = next(s.name for s in self.cluster.servers if s.is_local)
         self.tunnel_delays = measure(
             self._spec,
             self.placement,
             here,
-            lambda a, b: ping_rtts(self._hosts[a], p.address_on(b, a), COUNT, INTERVAL_S),
+            lambda a, b: ping_rtts(self._hosts[a], self.address_on(b, a), COUNT, INTERVAL_S),
         )
         self._shaped = subtract(self._spec, self.tunnel_delays)
         for d in self.tunnel_delays:
@@ -297,7 +296,19 @@ class ClusterBackend(MininetBackend):
             return self._hosts[node]
         return self._bridges[(node, self._where[neighbour])]
 
-    def _script_path(self, host_node: str, tmp: Path, name: str, text: str) -> Path:
+    @property
+    def shaped_topology(self) -> TopologySpec:
+        """The topology tc and the nodes shape with: crossing links less their tunnel's
+        delay (after `start_network`)."""
+        assert self._spec is not None
+        return self._shaped or self._spec
+
+    def python_for(self, node: str) -> str:
+        """The project's interpreter on the server `node` runs on."""
+        server = self._settings(self._where[node])
+        return sys.executable if server.is_local else (server.python or sys.executable)
+
+    def write_for(self, host_node: str, tmp: Path, name: str, text: str) -> Path:
         """Write a script for `host_node` where its shell can read it (its server)."""
         path = tmp / name
         server = self._settings(self._where[host_node])
@@ -318,9 +329,7 @@ class ClusterBackend(MininetBackend):
         assert self._plan is not None
         with tempfile.TemporaryDirectory(prefix=f"{self.token}-") as tmp:
             for nid, host in self._hosts.items():
-                script = self._script_path(
-                    nid, Path(tmp), f"{nid}.ip", route_batch(self._plan, nid)
-                )
+                script = self.write_for(nid, Path(tmp), f"{nid}.ip", route_batch(self._plan, nid))
                 own = [name.name for (o, _), name in self._plan.iface.items() if o == nid]
                 keys = [
                     "net.ipv4.ip_forward=1",
@@ -330,7 +339,7 @@ class ClusterBackend(MininetBackend):
                 keys += [f"net.ipv4.conf.{name}.rp_filter=0" for name in own]
                 cmd = f"ip link set lo up; ip -batch {script} 2>&1; r=$?; "
                 cmd += "sysctl -qw " + " ".join(keys) + "; echo rc=$r"
-                path = self._script_path(nid, Path(tmp), f"{nid}.sh", cmd + "\n")
+                path = self.write_for(nid, Path(tmp), f"{nid}.sh", cmd + "\n")
                 out = str(host.cmd(f"sh {path}"))
                 if not out.strip().endswith("rc=0"):
                     raise RuntimeError(f"configuring {nid} failed: {out.strip()}")
@@ -343,7 +352,7 @@ class ClusterBackend(MininetBackend):
         in the root namespace of the server that bridge part is on."""
         assert self._plan is not None and self._spec is not None
         per_owner: dict[str, list[str]] = {}
-        for link in (self._shaped or self._spec).links:
+        for link in self.shaped_topology.links:
             dev = self._plan.iface[(link.src, link.dst)].name
             owner = link.src if link.src in self._hosts else f"bridge:{self._where[link.dst]}"
             for argv in link_argv(dev, link, self.delay_in_kernel):
@@ -368,7 +377,7 @@ class ClusterBackend(MininetBackend):
                             text.encode(),
                         )
                 else:
-                    path = self._script_path(owner, Path(tmp), f"{owner}.tc", text)
+                    path = self.write_for(owner, Path(tmp), f"{owner}.tc", text)
                     out = str(self._hosts[owner].cmd(f"tc -batch {path} 2>&1; echo rc=$?"))
                 if not out.strip().endswith("rc=0"):
                     raise RuntimeError(f"tc on {owner} failed: {out.strip()}")
