@@ -22,8 +22,15 @@ of 1 local epoch, batch 8. Printed per size, with the load average before and af
 Targets (issue 12): <= 20 MB PSS per daemon at 1,000 devices; 100 devices launch -> ready
 <= 10 s including the topology; one FedAvg round at 1,000 devices completing.
 
+``--cluster SCENARIO`` runs the sizes on the ``mininet-cluster`` backend with SCENARIO's
+``cluster:`` section (servers, tunnel, placement by MEC): the same figures, with the daemons'
+memory read on each one's server (a remote server's /proc over the run's ssh connection) and
+printed per server, next to how many nodes each server got. A remote server's fork server and
+Mininet shells are not in the tree's PSS (their PIDs are the remote server's).
+
 Run: ``python bench/scale.py --backend local --sizes 10 100 300 1000``
-(``--quick``: 10 and 100 devices only).
+(``--quick``: 10 and 100 devices only;
+``--cluster scenarios/cluster_vm.yaml --sizes 10 40``: across this machine and the QEMU VM).
 """
 
 from __future__ import annotations
@@ -139,6 +146,7 @@ class Result:
     total_s: float = 0.0
     estimate_mb: float | None = None  # the preflight's memory estimate
     error: str | None = None
+    server_of: dict[str, str] = field(default_factory=dict)  # mininet-cluster: node -> server
 
 
 def shape_for(devices: int, per_mec: int = DEVICES_PER_MEC) -> Shape:
@@ -166,6 +174,7 @@ def scenario_dict(
     rounds: int,
     dataset: str = "digits",
     switch: str = "linux",
+    cluster: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A short real scenario: the MLP, `rounds` rounds of 1 local epoch, batch 8."""
     out: dict[str, Any] = {
@@ -190,8 +199,10 @@ def scenario_dict(
         },
         "startup_timeout_s": deadline_s,
     }
-    if backend == "mininet":
+    if backend in ("mininet", "mininet-cluster"):
         out |= {"delay_mode": "userspace", "switch": switch}
+    if cluster is not None:
+        out["cluster"] = cluster
     return out
 
 
@@ -223,6 +234,41 @@ def proc_stat(pid: int) -> ProcStat | None:
 
 
 SMAPS_NODES = ("pub", "mec0", "dev0-0")
+REMOTE_STAT = r"""for p in $PIDS; do
+  r=/proc/$p/smaps_rollup; [ -r $r ] || continue
+  fd=$(ls -l /proc/$p/fd 2>/dev/null)
+  echo "$p $(awk '/^Pss:/{print $2}' $r) $(awk '/^Rss:/{print $2}' $r) \
+$(printf '%s\n' "$fd" | grep -c -- '->') $(printf '%s\n' "$fd" | grep -c 'socket:') \
+$(printf '%s\n' "$fd" | grep -c 'eventfd')"
+done"""
+
+
+def remote_stats(backend: Any, server: Any, pids: list[int]) -> dict[int, ProcStat]:
+    """`proc_stat` of processes on a remote server of the cluster backend (one ssh call)."""
+    out = backend._remote(server, f"PIDS='{' '.join(map(str, pids))}'\n{REMOTE_STAT}")
+    stats = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 6 and all(x.isdigit() for x in parts):
+            pid, pss, rss, fds, tcp, ev = map(int, parts)
+            stats[pid] = ProcStat(pss * 1024 / MB, rss * 1024 / MB, fds, tcp, ev)
+    return stats
+
+
+def daemon_stats(backend: Any, daemons: dict[str, int]) -> dict[str, ProcStat]:
+    """Each live daemon's ProcStat, read on its own server."""
+    placement = getattr(backend, "placement", None)
+    if placement is None:  # one machine
+        return {nid: st for nid, pid in daemons.items() if (st := proc_stat(pid)) is not None}
+    out = {}
+    for server in backend.cluster.servers:
+        mine = {nid: pid for nid, pid in daemons.items() if placement.server_of[nid] == server.name}
+        if server.is_local:
+            out |= {nid: st for nid, pid in mine.items() if (st := proc_stat(pid)) is not None}
+        elif mine:
+            got = remote_stats(backend, server, list(mine.values()))
+            out |= {nid: got[pid] for nid, pid in mine.items() if pid in got}
+    return out
 
 
 def private_by_mapping(pid: int, top: int = 6) -> list[tuple[str, float]]:
@@ -260,10 +306,10 @@ def raise_priority() -> str:
         return "normal (could not raise)"
 
 
-def snapshot(daemons: dict[str, int], others: dict[str, list[int]]) -> Snapshot:
+def snapshot(backend: Any, daemons: dict[str, int], others: dict[str, list[int]]) -> Snapshot:
     """ProcStat of each daemon still alive, and the PSS of each group of other processes."""
     t0 = time.monotonic()
-    stats = {nid: st for nid, pid in daemons.items() if (st := proc_stat(pid)) is not None}
+    stats = daemon_stats(backend, daemons)
     other_pss = {}
     for name, pids in others.items():
         got = [st.pss_mb for pid in pids if (st := proc_stat(pid)) is not None]
@@ -322,8 +368,17 @@ def _other_pids(backend: Any) -> dict[str, list[int]]:
         out["fork server"] = [server.pid]
     hosts = getattr(backend, "_hosts", None)
     if hosts:
-        out["host shells"] = [h.pid for h in hosts.values()]
+        # mininet-cluster: a remote host's pid is its shell's on that server: not read here
+        out["host shells"] = [h.pid for n, h in hosts.items() if on_this_machine(backend, n)]
     return out
+
+
+def on_this_machine(backend: Any, node: str) -> bool:
+    """Whether daemon `node` runs here (always, but on the mininet-cluster backend)."""
+    placement = getattr(backend, "placement", None)
+    if placement is None:
+        return True
+    return bool(backend.cluster.server(placement.server_of[node]).is_local)
 
 
 PREFLIGHT_ESTIMATE: dict[str, float] = {}
@@ -346,7 +401,15 @@ def measure(args: argparse.Namespace, shape: Shape) -> Result:
     res = Result(shape, args.backend)
     PREFLIGHT_ESTIMATE.clear()
     SERVER_INFO.clear()
-    raw = scenario_dict(shape, args.backend, args.deadline, args.rounds, args.dataset, args.switch)
+    raw = scenario_dict(
+        shape,
+        args.backend,
+        args.deadline,
+        args.rounds,
+        args.dataset,
+        args.switch,
+        args.cluster_section,
+    )
     scenario = parse_scenario(raw, f"scale-{shape.devices}")
     out_dir = Path(tempfile.mkdtemp(prefix=f"bcfl-scale-{args.backend}-{shape.devices}-"))
     run = Run(scenario, out_dir, progress=args.progress)
@@ -374,7 +437,7 @@ def measure(args: argparse.Namespace, shape: Shape) -> Result:
         if server is not None and server.info:
             SERVER_INFO.update(server.info)
         if moment not in res.mem:  # no backend.poll() here: the fork server has one client
-            res.mem[moment] = snapshot(backend.pids(), _other_pids(backend))
+            res.mem[moment] = snapshot(backend, backend.pids(), _other_pids(backend))
 
     stop = threading.Event()
     follower = PublisherFollower(run.node_dir("pub") / "metrics.jsonl", on_event)
@@ -404,6 +467,8 @@ def measure(args: argparse.Namespace, shape: Shape) -> Result:
     stop.set()
     thread.join()
     res.total_s = time.monotonic() - t0
+    placement = getattr(run.backend, "placement", None)
+    res.server_of = dict(placement.server_of) if placement is not None else {}
     for key in ("net", "routes", "tc", "fork"):
         if key in times:
             res.phases[key] = times[key]
@@ -480,7 +545,15 @@ def report(res: Result) -> None:
             f"{_mean_max([float(x.eventfds) for x in d], 0)}"
             + (f"; publisher: {pub.fds} fds, {pub.tcp} TCP, {pub.eventfds} eventfds" if pub else "")
         )
-    snap = res.mem.get("round 1") or res.mem.get("ready")
+    snaps = [res.mem[m] for m in ("round 1", "ready") if m in res.mem and res.mem[m].daemons]
+    snap = snaps[0] if snaps else None
+    for server in sorted(set(res.server_of.values())):
+        mine = [n for n, s in res.server_of.items() if s == server]
+        pss = [snap.daemons[n].pss_mb for n in mine if snap and n in snap.daemons]
+        print(
+            f"  server {server}: {len(mine)} daemons ({len(pss)} read); PSS per daemon "
+            f"{_mean_max(pss)} MB"
+        )
     for nid, top in snap.private.items() if snap is not None else []:
         items = ", ".join(f"{name} {mb:.1f}" for name, mb in top)
         print(f"    private MB of {nid} by mapping: {items}")
@@ -535,6 +608,7 @@ def summary(res: Result) -> dict[str, Any]:
     """The figures as one JSON object."""
     out: dict[str, Any] = {
         "backend": res.backend,
+        "servers": {s: list(res.server_of.values()).count(s) for s in set(res.server_of.values())},
         "devices": res.shape.devices,
         "daemons": res.hosts,
         "ready_s": res.ready_s,
@@ -560,6 +634,12 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--backend", choices=("local", "mininet"), default="local")
+    ap.add_argument(
+        "--cluster",
+        type=Path,
+        metavar="SCENARIO",
+        help="run on mininet-cluster with SCENARIO's cluster: section (servers, tunnel)",
+    )
     ap.add_argument("--quick", action="store_true", help="10 and 100 devices only")
     ap.add_argument("--sizes", type=int, nargs="+", help="device counts (default 10 100 300 1000)")
     ap.add_argument("--rounds", type=int, default=3, help="FedAvg rounds (default 3)")
@@ -581,14 +661,23 @@ def main(argv: list[str] | None = None) -> int:
         help="mininet base stations: Linux bridges or Open vSwitch's user-space datapath",
     )
     args = ap.parse_args(argv)
-    if args.backend == "mininet" and os.geteuid() != 0:
+    args.cluster_section = None
+    if args.cluster is not None:
+        import yaml
+
+        args.cluster_section = (yaml.safe_load(args.cluster.read_text()) or {}).get("cluster")
+        if not isinstance(args.cluster_section, dict):
+            print(f"--cluster {args.cluster}: no cluster: section", file=sys.stderr)
+            return 2
+        args.backend = "mininet-cluster"
+    if args.backend != "local" and os.geteuid() != 0:
         print("bench/scale.py --backend mininet needs root (Mininet)", file=sys.stderr)
         return 2
     sizes = tuple(args.sizes) if args.sizes else (QUICK_SIZES if args.quick else FULL_SIZES)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     print(
         f"bcfl scale benchmark: {args.backend} backend"
-        + (f" ({args.switch} bridges, delay_mode userspace)" if args.backend == "mininet" else "")
+        + (f" ({args.switch} bridges, delay_mode userspace)" if args.backend != "local" else "")
         + f", {args.dataset}/mlp, {args.rounds} rounds, E=1, batch 8; host {platform.node()} "
         f"{os.cpu_count()} cores, "
         f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.1f} GiB RAM, "

@@ -4,9 +4,10 @@
 The run places each MEC with its devices (mec1 and its devices in the VM, the rest here),
 crosses servers on the mec0-mec1 backhaul link (a VXLAN tunnel, shaped at both ends, with
 the tunnel's measured delay taken off) and on the base station's trunk, kills a device in
-the VM at round 2 and restarts it at round 3,
-and must end with every round done, every ledger verified (the VM's nodes' directories
-copied back), the restarted device back in the rounds, and nothing of the run left on
+the VM at round 2 and restarts it at round 3, runs under Docker's firewall in the VM
+(br_netfilter, FORWARD DROP: the run's FORWARD rules must let the VM's bridge forward), and
+must end with every round done, every ledger verified (the VM's nodes' directories copied
+back), the restarted device back in the rounds, and nothing of the run left on
 either server. Skipped unless the VM runs (`vm/cluster-vm.sh start`; `.ci/run` starts it
 and runs this file after the QEMU test, with BCFL_CLUSTER_REQUIRED=1: no skip there).
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -55,6 +57,31 @@ def vm_ssh(script: str) -> str:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+@pytest.fixture(scope="module", autouse=True)
+def dockers_firewall_in_the_vm() -> Iterator[None]:
+    """What installing Docker does to a server (br_netfilter loaded, FORWARD policy DROP),
+    done to the VM for this file's runs: bridged traffic there is dropped unless the run's
+    own FORWARD rules (bridgefw, run on every server) accept it. Restored afterwards."""
+    vm_ssh(
+        "modprobe br_netfilter && sysctl -qw net.bridge.bridge-nf-call-iptables=1 "
+        "net.bridge.bridge-nf-call-ip6tables=1 && iptables -w -P FORWARD DROP && "
+        "ip6tables -w -P FORWARD DROP"
+    )
+    try:
+        yield
+    finally:
+        vm_ssh(
+            "iptables -w -P FORWARD ACCEPT; ip6tables -w -P FORWARD ACCEPT; "
+            "sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0"
+        )
+
+
+def vm_rules_of(token: str) -> list[str]:
+    """The VM's FORWARD rules tagged with the run's token."""
+    rules = vm_ssh("iptables -w -S FORWARD; ip6tables -w -S FORWARD").splitlines()
+    return [r for r in rules if f"bcfl-run-{token}" in r]
 
 
 def scenario(tmp_path: Path) -> Path:
@@ -149,6 +176,7 @@ def test_a_run_across_this_machine_and_a_vm(tmp_path: Path) -> None:
     assert [name for name in vm_links if name.startswith(token)] == []
     assert vm_ssh(f"test -e {out} && echo kept || echo gone").strip() == "gone"
     assert "node.forkserver" not in vm_ssh("ps -eo args")
+    assert vm_rules_of(token) == []  # the VM's bridge part forwarded under FORWARD DROP
 
 
 def test_a_killed_orchestrator_leaves_nothing_that_bcfl_clean_does_not_remove(
@@ -192,5 +220,6 @@ def test_a_killed_orchestrator_leaves_nothing_that_bcfl_clean_does_not_remove(
     assert leftovers(token) == []
     vm_links = [line.split(":")[1].strip() for line in vm_ssh("ip -o link").splitlines()]
     assert [name for name in vm_links if name.startswith(token)] == []
+    assert vm_rules_of(token) == []
     ssh_left = subprocess.run(["pgrep", "-f", f"bcfl-{token}-ssh-"], capture_output=True)
     assert ssh_left.returncode == 1, ssh_left.stdout

@@ -153,13 +153,8 @@ class MininetBackend:
         self.prestart()  # the fork server's imports overlap with the build
         setLogLevel("warning")
         p, spec = self._plan, self._spec
-        if self.switch == "linux":  # Docker's br_netfilter + FORWARD DROP must not matter
-            self._bridge_fw = bridgefw.BridgeForwarding(self.token, f"{self.token}s")
-            self._bridge_fw.start()
-            mn_log = logging.getLogger("mininet")
-            for old in [f for f in mn_log.filters if isinstance(f, bridgefw.HandledWarning)]:
-                mn_log.removeFilter(old)
-            mn_log.addFilter(bridgefw.HandledWarning(self._bridge_fw.added))
+        if self.switch == "linux":
+            self._start_bridge_forwarding()
         net = Mininet(build=False, controller=None, autoSetMacs=False, waitConnected=False)
         self._net = net
         nodes = {}
@@ -191,6 +186,16 @@ class MininetBackend:
         self._configure_hosts()
         self._shape()
         self._start_capture()
+
+    def _start_bridge_forwarding(self) -> None:
+        """Docker's br_netfilter + FORWARD DROP must not matter: the run's rules here, and
+        Mininet's warning about the sysctls they handle silenced."""
+        self._bridge_fw = bridgefw.BridgeForwarding(self.token, f"{self.token}s")
+        self._bridge_fw.start()
+        mn_log = logging.getLogger("mininet")
+        for old in [f for f in mn_log.filters if isinstance(f, bridgefw.HandledWarning)]:
+            mn_log.removeFilter(old)
+        mn_log.addFilter(bridgefw.HandledWarning(self._bridge_fw.added))
 
     def address_on(self, node: str, neighbour: str) -> str:
         """`node`'s address on its link towards `neighbour` (after `endpoints`)."""

@@ -101,6 +101,7 @@ class ClusterBackend(MininetBackend):
         self._copied_to: set[str] = set()  # servers that got their part of the run directory
         self._final_by_server: dict[str, dict[int, int | None]] = {}
         self.preflight_lines: list[str] = []  # what the preflight said of each server
+        self._remote_fw: list[bridgefw.BridgeForwarding] = []  # other servers' FORWARD rules
         self.tunnel_delays: list[TunnelDelay] = []  # each crossing link's, measured at start
         self._shaped: TopologySpec | None = None  # the topology less the tunnels' delay
 
@@ -171,6 +172,29 @@ class ClusterBackend(MininetBackend):
             server.address,
         ]
 
+    def _remote_bridge_forwarding(self, server: ServerSettings) -> bridgefw.BridgeForwarding:
+        """`bridgefw.BridgeForwarding` whose commands, sysctls and tools are `server`'s."""
+
+        def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [*self._ssh(server), shlex.join(argv)],
+                capture_output=True,
+                text=True,
+                timeout=COPY_TIMEOUT_S,
+            )
+
+        def answer(argv: list[str]) -> str | None:
+            done = run(argv)
+            return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else None
+
+        return bridgefw.BridgeForwarding(
+            self.token,
+            f"{self.token}s",
+            runner=run,
+            sysctl=lambda name: answer(["cat", str(bridgefw.SYSCTL_DIR / name)]),
+            which=lambda tool: answer(["sh", "-c", f"command -v {shlex.quote(tool)}"]),
+        )
+
     def _remote(self, server: ServerSettings, script: str, stdin: bytes | None = None) -> str:
         """Run a shell script on a remote server; its output; RuntimeError on failure."""
         done = subprocess.run(
@@ -201,8 +225,12 @@ class ClusterBackend(MininetBackend):
             self.cluster.tunnel,
             4096 * (zlib.crc32(self.token.encode()) % 4000),
         )
-        self._bridge_fw = bridgefw.BridgeForwarding(self.token, f"{self.token}s")
-        self._bridge_fw.start()
+        self._start_bridge_forwarding()
+        for remote in self.cluster.servers:  # the same on every server with bridge parts
+            if not remote.is_local and any(remote.name in ss for ss in pl.bs_servers.values()):
+                fw = self._remote_bridge_forwarding(remote)
+                self._remote_fw.append(fw)
+                fw.start()
         servers = [self._mn_server(s.name) for s in self.cluster.servers]
         net = MininetCluster(
             servers=servers,
@@ -574,6 +602,12 @@ class ClusterBackend(MininetBackend):
             if self._bridge_fw is not None:
                 self._bridge_fw.stop()
                 self._bridge_fw = None
+            for fw in self._remote_fw:
+                try:
+                    fw.stop()
+                except Exception as exc:  # bcfl clean removes a rule left over
+                    log.warning("removing a remote FORWARD rule failed: %s", exc)
+            self._remote_fw = []
             for server in self.cluster.servers:
                 if not server.is_local:
                     subprocess.run(
