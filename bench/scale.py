@@ -642,7 +642,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--quick", action="store_true", help="10 and 100 devices only")
     ap.add_argument("--sizes", type=int, nargs="+", help="device counts (default 10 100 300 1000)")
-    ap.add_argument("--rounds", type=int, default=3, help="FedAvg rounds (default 3)")
+    ap.add_argument(
+        "--rounds", type=int, help="FedAvg rounds (default 3; --cluster: 10, see below)"
+    )
     ap.add_argument("--per-mec", type=int, default=DEVICES_PER_MEC, help="devices per MEC (5)")
     ap.add_argument(
         "--min-free-mb",
@@ -670,6 +672,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"--cluster {args.cluster}: no cluster: section", file=sys.stderr)
             return 2
         args.backend = "mininet-cluster"
+    if args.rounds is None:
+        # a remote server's /proc is read over ssh (18 s for 24 daemons in the emulated VM):
+        # the run must outlast the snapshots, or daemons exit while they are read
+        args.rounds = 10 if args.cluster is not None else 3
     if args.backend != "local" and os.geteuid() != 0:
         print("bench/scale.py --backend mininet needs root (Mininet)", file=sys.stderr)
         return 2
