@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import shutil
 import statistics
 import tempfile
 import time
@@ -110,36 +111,41 @@ def probe_link(
     host_a, host_b = backend.host(a), backend.host(b)
     kernel = ping_rtts(host_a, addr_b, count, gap_s)
     tmp = Path(tempfile.mkdtemp(prefix=f"bcfl-{TOKEN}-"))  # the same path on both servers
-    text = json.dumps(backend.shaped_topology.to_dict())
-    topo_a = backend.write_for(a, tmp, "topology.json", text)
-    topo_b = backend.write_for(b, tmp, "topology.json", text)
-    probe = "-m topologies.backends.cluster.echo_probe"
-    ends = f"--bind tcp://{{}}:{PORT} --peer-at tcp://{{}}:{PORT} --count {count} --gap {gap_s}"
-    host_b.sendCmd(
-        f"{backend.python_for(b)} {probe} --role echo --topology {topo_b} --me {b} --peer {a} "
-        + ends.format(addr_b, addr_a)
-    )
-    out = host_a.cmd(
-        f"{backend.python_for(a)} {probe} --role ping --topology {topo_a} --me {a} --peer {b} "
-        + ends.format(addr_a, addr_b)
-    )
-    host_b.waitOutput()
-    m = re.search(r"RESULT (\[.*\])", out)
-    if m is None:
-        raise RuntimeError(f"echo probe {a} -> {b} said: {out[-600:]!r}")
-    transport = [float(x) for x in json.loads(m.group(1))]
-    sink = backend.write_for(b, tmp, "sink.py", SINK)
-    source = backend.write_for(a, tmp, "source.py", SOURCE)
-    warm_s = 1.0
-    host_b.sendCmd(f"{backend.python_for(b)} {sink} {warm_s} {dur_s}")
-    said, deadline = "", time.monotonic() + 60
-    while "listening" not in said and time.monotonic() < deadline:
-        said += str(host_b.monitor(timeoutms=1000))
-    host_a.cmd(f"{backend.python_for(a)} {source} {addr_b} {warm_s + dur_s + 2}")
-    said += str(host_b.waitOutput())
-    g = re.search(r"RESULT (\d+) ([\d.]+)", said)
-    if g is None:
-        raise RuntimeError(f"sink on {b} said: {said[-400:]!r}")
+    try:
+        text = json.dumps(backend.shaped_topology.to_dict())
+        topo_a = backend.write_for(a, tmp, "topology.json", text)
+        topo_b = backend.write_for(b, tmp, "topology.json", text)
+        probe = "-m topologies.backends.cluster.echo_probe"
+        ends = f"--bind tcp://{{}}:{PORT} --peer-at tcp://{{}}:{PORT} --count {count} --gap {gap_s}"
+        host_b.sendCmd(
+            f"{backend.python_for(b)} {probe} --role echo --topology {topo_b} --me {b} --peer {a} "
+            + ends.format(addr_b, addr_a)
+        )
+        out = host_a.cmd(
+            f"{backend.python_for(a)} {probe} --role ping --topology {topo_a} --me {a} --peer {b} "
+            + ends.format(addr_a, addr_b)
+        )
+        host_b.waitOutput()
+        m = re.search(r"RESULT (\[.*\])", out)
+        if m is None:
+            raise RuntimeError(f"echo probe {a} -> {b} said: {out[-600:]!r}")
+        transport = [float(x) for x in json.loads(m.group(1))]
+        sink = backend.write_for(b, tmp, "sink.py", SINK)
+        source = backend.write_for(a, tmp, "source.py", SOURCE)
+        warm_s = 1.0
+        host_b.sendCmd(f"{backend.python_for(b)} {sink} {warm_s} {dur_s}")
+        said, deadline = "", time.monotonic() + 60
+        while "listening" not in said and time.monotonic() < deadline:
+            said += str(host_b.monitor(timeoutms=1000))
+        host_a.cmd(f"{backend.python_for(a)} {source} {addr_b} {warm_s + dur_s + 2}")
+        said += str(host_b.waitOutput())
+        g = re.search(r"RESULT (\d+) ([\d.]+)", said)
+        if g is None:
+            raise RuntimeError(f"sink on {b} said: {said[-400:]!r}")
+    finally:
+        backend._done_with(tmp)  # the copies on the other servers
+        shutil.rmtree(tmp, ignore_errors=True)
+
     where = backend.placement.server_of if backend.placement else {}
     return LinkResult(
         label=label,

@@ -40,7 +40,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ from topologies.backends.addressing import PORT, AddressPlan, plan, route_batch
 from topologies.backends.base import Launch
 from topologies.backends.names import SWITCHES
 from topologies.backends.tc import link_argv, shaping_plan
-from topologies.spec import NodeKind, TopologySpec
+from topologies.spec import LinkSpec, NodeKind, TopologySpec
 
 log = logging.getLogger(__name__)
 
@@ -224,52 +224,94 @@ class MininetBackend:
         """A daemon node's host: a plain Mininet host (a shell in its own network namespace)."""
         return net.addHost(name, ip=None)
 
+    def write_for(self, node: str, tmp: Path, name: str, text: str) -> Path:
+        """Write the file `tmp/name` where `node`'s shell can read it (here: this machine;
+        the cluster backend writes it on the node's server). Scripts go through files: a
+        host's shell reads its commands from a terminal, whose line discipline cuts a line at
+        4,095 bytes (a host's set-up at 1,000 devices is longer: a MEC with 100 backhaul links
+        has an rp_filter key for each)."""
+        path = tmp / name
+        path.write_text(text)
+        return path
+
+    def _done_with(self, tmp: Path) -> None:
+        """After the set-up scripts in `tmp` ran (the cluster backend removes its copies on
+        the other servers; the temporary directory itself goes with its context)."""
+
     def _configure_hosts(self) -> None:
         """Per host, in one shell call: loopback up, the `ip -batch` of addresses and routes,
         forwarding sysctls and (``ovs-user``) tx offload off towards the bridges."""
         assert self._plan is not None
+        with tempfile.TemporaryDirectory(prefix=f"{self.token}-") as tmp_name:
+            tmp = Path(tmp_name)
+            try:
+                for nid, host in self._hosts.items():
+                    routes = self.write_for(nid, tmp, f"{nid}.ip", route_batch(self._plan, nid))
+                    path = self.write_for(nid, tmp, f"{nid}.sh", self._setup_script(nid, routes))
+                    out = str(host.cmd(f"sh {path}"))
+                    if not out.strip().endswith("rc=0"):
+                        raise RuntimeError(f"configuring {nid} failed: {out.strip()}")
+            finally:
+                self._done_with(tmp)
+
+    def _setup_script(self, nid: str, routes: Path) -> str:
+        """The shell script that sets host `nid` up; it ends by printing ``rc=N``."""
+        assert self._plan is not None
         bs = {n.id for n in self._plan.spec.of_kind(NodeKind.BS)}
-        with tempfile.TemporaryDirectory(prefix=f"{self.token}-") as tmp:
-            for nid, host in self._hosts.items():
-                script = Path(tmp) / f"{nid}.ip"
-                script.write_text(route_batch(self._plan, nid))
-                own = [(peer, i.name) for (o, peer), i in self._plan.iface.items() if o == nid]
-                keys = [
-                    "net.ipv4.ip_forward=1",
-                    "net.ipv4.conf.all.rp_filter=0",
-                    "net.ipv4.conf.default.rp_filter=0",
-                ]
-                keys += [f"net.ipv4.conf.{name}.rp_filter=0" for _, name in own]
-                cmd = f"ip link set lo up; ip -batch {script} 2>&1; r=$?; "
-                cmd += "sysctl -qw " + " ".join(keys) + "; "
-                if self.switch == "ovs-user":
-                    for peer, name in own:
-                        if peer in bs:
-                            cmd += f"ethtool -K {name} {ovs.TX_OFFLOAD_OFF} >/dev/null 2>&1 "
-                            cmd += "|| r=$?; "
-                out = run_script(host, cmd + "echo rc=$r", Path(tmp) / f"{nid}.sh")
-                if not out.strip().endswith("rc=0"):
-                    raise RuntimeError(f"configuring {nid} failed: {out.strip()}")
+        own = [(peer, i.name) for (o, peer), i in self._plan.iface.items() if o == nid]
+        keys = [
+            "net.ipv4.ip_forward=1",
+            "net.ipv4.conf.all.rp_filter=0",
+            "net.ipv4.conf.default.rp_filter=0",
+        ]
+        keys += [f"net.ipv4.conf.{name}.rp_filter=0" for _, name in own]
+        cmd = f"ip link set lo up; ip -batch {routes} 2>&1; r=$?; "
+        cmd += "sysctl -qw " + " ".join(keys) + "; "
+        if self.switch == "ovs-user":
+            for peer, name in own:
+                if peer in bs:
+                    cmd += f"ethtool -K {name} {ovs.TX_OFFLOAD_OFF} >/dev/null 2>&1 || r=$?; "
+        return cmd + "echo rc=$r\n"
+
+    @property
+    def shaped_topology(self) -> TopologySpec:
+        """The topology tc shapes (the cluster backend's: less what its tunnels add)."""
+        assert self._spec is not None
+        return self._spec
+
+    def _bridge_owner(self, link: LinkSpec) -> str:
+        """The key of the tc batch for a link leaving a bridge: one for all of them here
+        (the root namespace); the cluster backend's, one per server."""
+        return ""
+
+    def _tc_on_bridges(self, owner: str, tmp: Path, text: str) -> str:
+        """Run a bridge ports' tc batch; its output, ending in ``rc=N``."""
+        script = tmp / "bridges.tc"
+        script.write_text(text)
+        proc = subprocess.run(["tc", "-batch", str(script)], capture_output=True, text=True)
+        return f"{proc.stdout}{proc.stderr}rc={proc.returncode}"
 
     def _shape(self) -> None:
         """Shape every directed link on its egress interface: one ``tc -batch`` per host,
-        and one for all bridge ports (they live in the root namespace)."""
-        assert self._plan is not None and self._spec is not None
-        batches = tc_batches(self._spec, self._plan, self.delay_in_kernel)
-        with tempfile.TemporaryDirectory(prefix=f"{self.token}-") as tmp:
-            for owner, text in batches.items():
-                script = Path(tmp) / f"{owner}.tc"
-                script.write_text(text)
-                host = self._hosts.get(owner)
-                if host is None:  # the bridges' ports
-                    proc = subprocess.run(
-                        ["tc", "-batch", str(script)], capture_output=True, text=True
-                    )
-                    out = f"{proc.stdout}{proc.stderr}rc={proc.returncode}"
-                else:
-                    out = host.cmd(f"tc -batch {script} 2>&1; echo rc=$?")
-                if not out.strip().endswith("rc=0"):
-                    raise RuntimeError(f"tc on {owner} failed: {out.strip()}")
+        and one for the bridge ports (they live in the root namespace)."""
+        assert self._plan is not None
+        batches = tc_batches(
+            self.shaped_topology, self._plan, self.delay_in_kernel, self._bridge_owner
+        )
+        with tempfile.TemporaryDirectory(prefix=f"{self.token}-") as tmp_name:
+            tmp = Path(tmp_name)
+            try:
+                for owner, text in batches.items():
+                    host = self._hosts.get(owner)
+                    if host is None:
+                        out = self._tc_on_bridges(owner, tmp, text)
+                    else:
+                        path = self.write_for(owner, tmp, f"{owner}.tc", text)
+                        out = str(host.cmd(f"tc -batch {path} 2>&1; echo rc=$?"))
+                    if not out.strip().endswith("rc=0"):
+                        raise RuntimeError(f"tc on {owner or 'the bridges'} failed: {out.strip()}")
+            finally:
+                self._done_with(tmp)
 
     def _capture_points(self) -> list[tuple[str, str, str]]:
         """(host node, interface or "any", pcap file stem) for each `capture` entry: a node id
@@ -439,21 +481,26 @@ class MininetBackend:
 
 
 def run_script(host: Any, script: str, path: Path) -> str:
-    """Run `script` in a Mininet host's shell, through the file `path`: the shell reads its
-    commands from a terminal, whose line discipline cuts a line at 4,095 bytes (a host's set-up
-    at 1,000 devices is longer: a MEC with 100 backhaul links has an rp_filter key for each)."""
+    """Run `script` in a Mininet host's shell through the file `path` (see
+    `MininetBackend.write_for`: a terminal line holds 4,095 bytes)."""
     path.write_text(script + "\n")
     return str(host.cmd(f"sh {path}"))
 
 
-def tc_batches(spec: TopologySpec, p: AddressPlan, delay_in_kernel: bool) -> dict[str, str]:
+def tc_batches(
+    spec: TopologySpec,
+    p: AddressPlan,
+    delay_in_kernel: bool,
+    bridge_owner: Callable[[LinkSpec], str] = lambda _link: "",
+) -> dict[str, str]:
     """A ``tc -batch`` script per daemon node with the tc commands of the links leaving it,
-    and one under the key ``""`` for the links leaving the bridges (root namespace)."""
+    and for the links leaving the bridges one per `bridge_owner` key (default ``""``: all of
+    them, the root namespace)."""
     out: dict[str, list[str]] = {}
     daemons = {n.id for n in spec.daemons()}
     for link in spec.links:
         dev = p.iface[(link.src, link.dst)].name
-        owner = link.src if link.src in daemons else ""
+        owner = link.src if link.src in daemons else bridge_owner(link)
         for argv in link_argv(dev, link, delay_in_kernel):
             assert argv[0] == "tc"
             out.setdefault(owner, []).append(" ".join(argv[1:]))

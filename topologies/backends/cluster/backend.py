@@ -58,8 +58,7 @@ from topologies.backends.cluster.tunnel_delay import (
 )
 from topologies.backends.mininet import MininetBackend, import_mininet
 from topologies.backends.ping import ping_rtts
-from topologies.backends.tc import link_argv
-from topologies.spec import NodeKind, TopologySpec
+from topologies.spec import LinkSpec, NodeKind, TopologySpec
 
 log = logging.getLogger(__name__)
 
@@ -303,8 +302,7 @@ class ClusterBackend(MininetBackend):
             line = (
                 f"tunnel {d.src}-{d.dst} ({d.kind}): adds {d.added_ms:.3f} ms one way (RTT "
                 f"{d.rtt_ms:.3f} ms against {d.reference_rtt_ms:.3f} ms on {ref}, "
-                f"spread ±{d.spread_ms:.3f}); shaped with "
-                f"{max(0.0, d.configured_ms - d.added_ms):.3f} of the configured "
+                f"spread ±{d.spread_ms:.3f}); shaped with {d.shaped_ms:.3f} of the configured "
                 f"{d.configured_ms:.3f} ms"
             )
             if d.unreachable:
@@ -326,8 +324,8 @@ class ClusterBackend(MininetBackend):
 
     @property
     def shaped_topology(self) -> TopologySpec:
-        """The topology tc and the nodes shape with: crossing links less their tunnel's
-        delay (after `start_network`)."""
+        """The topology tc and the nodes shape with: crossing links less what their tunnel
+        adds (after `start_network`)."""
         assert self._spec is not None
         return self._shaped or self._spec
 
@@ -336,10 +334,10 @@ class ClusterBackend(MininetBackend):
         server = self._settings(self._where[node])
         return sys.executable if server.is_local else (server.python or sys.executable)
 
-    def write_for(self, host_node: str, tmp: Path, name: str, text: str) -> Path:
-        """Write a script for `host_node` where its shell can read it (its server)."""
+    def write_for(self, node: str, tmp: Path, name: str, text: str) -> Path:
+        """Write `tmp/name` on the server `node` runs on (the same path on every server)."""
         path = tmp / name
-        server = self._settings(self._where[host_node])
+        server = self._settings(self._where[node])
         if server.is_local:
             path.write_text(text)
         else:
@@ -350,68 +348,22 @@ class ClusterBackend(MininetBackend):
             )
         return path
 
-    def _configure_hosts(self) -> None:
-        """The mininet backend's host set-up, each script written on its host's server."""
-        from topologies.backends.addressing import route_batch
+    def _done_with(self, tmp: Path) -> None:
+        """Remove the set-up scripts' copies on the other servers."""
+        for server in self.cluster.servers:
+            if not server.is_local:
+                self._remote(server, f"rm -rf {shlex.quote(str(tmp))}")
 
-        assert self._plan is not None
-        with tempfile.TemporaryDirectory(prefix=f"{self.token}-") as tmp:
-            for nid, host in self._hosts.items():
-                script = self.write_for(nid, Path(tmp), f"{nid}.ip", route_batch(self._plan, nid))
-                own = [name.name for (o, _), name in self._plan.iface.items() if o == nid]
-                keys = [
-                    "net.ipv4.ip_forward=1",
-                    "net.ipv4.conf.all.rp_filter=0",
-                    "net.ipv4.conf.default.rp_filter=0",
-                ]
-                keys += [f"net.ipv4.conf.{name}.rp_filter=0" for name in own]
-                cmd = f"ip link set lo up; ip -batch {script} 2>&1; r=$?; "
-                cmd += "sysctl -qw " + " ".join(keys) + "; echo rc=$r"
-                path = self.write_for(nid, Path(tmp), f"{nid}.sh", cmd + "\n")
-                out = str(host.cmd(f"sh {path}"))
-                if not out.strip().endswith("rc=0"):
-                    raise RuntimeError(f"configuring {nid} failed: {out.strip()}")
-            for server in self.cluster.servers:
-                if not server.is_local:
-                    self._remote(server, f"rm -rf {shlex.quote(tmp)}")
+    def _bridge_owner(self, link: LinkSpec) -> str:
+        """A link leaving a base station leaves the bridge part on its other end's server."""
+        return f"bridge:{self._where[link.dst]}"
 
-    def _shape(self) -> None:
-        """tc on every directed link's egress: a host's through its shell, a bridge port's
-        in the root namespace of the server that bridge part is on."""
-        assert self._plan is not None and self._spec is not None
-        per_owner: dict[str, list[str]] = {}
-        for link in self.shaped_topology.links:
-            dev = self._plan.iface[(link.src, link.dst)].name
-            owner = link.src if link.src in self._hosts else f"bridge:{self._where[link.dst]}"
-            for argv in link_argv(dev, link, self.delay_in_kernel):
-                per_owner.setdefault(owner, []).append(" ".join(argv[1:]))
-        with tempfile.TemporaryDirectory(prefix=f"{self.token}-") as tmp:
-            for owner, lines in per_owner.items():
-                text = "\n".join(lines) + "\n"
-                if owner.startswith("bridge:"):
-                    server = self._settings(owner.split(":", 1)[1])
-                    if server.is_local:
-                        (Path(tmp) / "bridges.tc").write_text(text)
-                        proc = subprocess.run(
-                            ["tc", "-batch", str(Path(tmp) / "bridges.tc")],
-                            capture_output=True,
-                            text=True,
-                        )
-                        out = f"{proc.stdout}{proc.stderr}rc={proc.returncode}"
-                    else:
-                        out = self._remote(
-                            server,
-                            TC_FROM_STDIN,
-                            text.encode(),
-                        )
-                else:
-                    path = self.write_for(owner, Path(tmp), f"{owner}.tc", text)
-                    out = str(self._hosts[owner].cmd(f"tc -batch {path} 2>&1; echo rc=$?"))
-                if not out.strip().endswith("rc=0"):
-                    raise RuntimeError(f"tc on {owner} failed: {out.strip()}")
-            for server in self.cluster.servers:
-                if not server.is_local:
-                    self._remote(server, f"rm -rf {shlex.quote(tmp)}")
+    def _tc_on_bridges(self, owner: str, tmp: Path, text: str) -> str:
+        """The bridge ports' tc batch in the root namespace of the server `owner` names."""
+        server = self._settings(owner.split(":", 1)[1])
+        if server.is_local:
+            return super()._tc_on_bridges(owner, tmp, text)
+        return self._remote(server, TC_FROM_STDIN, text.encode())
 
     def start_capture_into(self, pcap_dir: Path) -> None:
         """The mininet backend's captures; a remote host's tcpdump writes on its server (its

@@ -60,6 +60,11 @@ class TunnelDelay:
         return max(0.0, (self.rtt_ms - self.reference_rtt_ms) / 2)
 
     @property
+    def shaped_ms(self) -> float:
+        """The delay the link is shaped with, src -> dst."""
+        return max(0.0, self.configured_ms - self.added_ms)
+
+    @property
     def unreachable(self) -> bool:
         """The configured delay is smaller than the tunnel's own."""
         return self.added_ms > self.configured_ms
@@ -75,7 +80,7 @@ class TunnelDelay:
             "added_one_way_ms": round(self.added_ms, 4),
             "spread_ms": round(self.spread_ms, 4),
             "configured_ms": self.configured_ms,
-            "shaped_ms": round(max(0.0, self.configured_ms - self.added_ms), 4),
+            "shaped_ms": round(self.shaped_ms, 4),
         }
 
 
