@@ -132,7 +132,10 @@ def test_sfl_pbft_evaluators_agree_and_a_crashed_one_is_not_needed(tmp_path: Pat
     for r in (2, 3):
         voters = {k.split("/")[1] for k in votes if k.startswith(f"{r}/")}
         assert voters <= {"mec0", "mec1", "mec2", "mec3"} and len(voters) >= 3
-        assert "mec3" not in voters, "a killed MEC does not vote"
+        # the kill lands when the orchestrator sees round 1 end (it polls the publisher's
+        # file); on a busy machine mec3 may have voted on round 2 by then, never on round 3
+        if r == 3:
+            assert "mec3" not in voters, "a killed MEC does not vote"
         record = contract.round_record(state, r)
         assert record is not None and record["accepted"]
     for node in ("mec0", "mec1", "mec2", "pub"):
