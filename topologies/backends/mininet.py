@@ -465,6 +465,16 @@ class MininetBackend:
             dump.terminate()
             dump.wait(timeout=5)
         self._dumps = []
+        self._collect()
+        self._remove_network()
+
+    def _collect(self) -> None:
+        """What must happen after the daemons and captures stopped and before the network
+        goes (nothing here; the cluster backend copies the remote directories back)."""
+
+    def _remove_network(self) -> None:
+        """Remove the hosts, links and bridges, the private Open vSwitch and the run's
+        FORWARD rules (these even when Mininet's removal fails)."""
         try:
             if self.private_ovs is not None:
                 self.private_ovs.remove_bridges()

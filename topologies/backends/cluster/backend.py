@@ -522,17 +522,9 @@ class ClusterBackend(MininetBackend):
         self._servers = {}
         self._final_by_server = final
 
-    def stop(self, grace_s: float = 10.0) -> None:
-        """Stop every daemon, copy the remote nodes' directories back, remove the network on
-        every server; a failing step is logged and the later ones still run."""
-        try:
-            self._stop_daemons(grace_s)
-        except Exception as exc:
-            log.warning("stopping the daemons failed (%s); removing the network anyway", exc)
-        for dump in self._dumps:
-            dump.terminate()
-            dump.wait(timeout=5)
-        self._dumps = []
+    def _collect(self) -> None:
+        """Copy the remote nodes' directories and captures back, then cancel the control
+        socket forwards."""
         for server in self.cluster.servers:
             own = [nid for nid, s in self._where.items() if s == server.name]
             if server.name in self._copied_to and own:
@@ -546,14 +538,13 @@ class ClusterBackend(MininetBackend):
             )
             Path(spec.split(":", 1)[0]).unlink(missing_ok=True)
         self._forwards = []
+
+    def _remove_network(self) -> None:
+        """The mininet backend's removal (Mininet removes what it made on every server),
+        then the other servers' FORWARD rules and the run's ssh connections."""
         try:
-            if self._net is not None:
-                self._net.stop()
-                self._net = None
+            super()._remove_network()
         finally:
-            if self._bridge_fw is not None:
-                self._bridge_fw.stop()
-                self._bridge_fw = None
             for fw in self._remote_fw:
                 try:
                     fw.stop()
