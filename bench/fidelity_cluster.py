@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.fidelity import SINK, SOURCE
+from orchestrator.errors import ScenarioError
 from orchestrator.scenario import load_scenario
 from topologies.backends.cluster.backend import ClusterBackend
 from topologies.backends.cluster.tunnel_delay import reference_link
@@ -161,7 +162,11 @@ def probe_link(
 
 def run(scenario_path: Path, count: int, gap_s: float, dur_s: float, rate: float) -> int:
     """Build the scenario's network on its servers, probe, print, remove it all."""
-    s = load_scenario(scenario_path)
+    try:
+        s = load_scenario(scenario_path)
+    except ScenarioError as exc:
+        print(f"bench/fidelity.py --cluster: {exc}")
+        return 2
     if s.backend != "mininet-cluster" or s.cluster is None:
         print(f"{scenario_path}: backend is {s.backend!r}; --cluster needs mininet-cluster")
         return 2

@@ -684,7 +684,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.cluster is not None:
         import yaml
 
-        args.cluster_section = (yaml.safe_load(args.cluster.read_text()) or {}).get("cluster")
+        try:
+            raw = yaml.safe_load(args.cluster.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            print(f"--cluster {args.cluster}: {exc}", file=sys.stderr)
+            return 2
+        args.cluster_section = raw.get("cluster") if isinstance(raw, dict) else None
         if not isinstance(args.cluster_section, dict):
             print(f"--cluster {args.cluster}: no cluster: section", file=sys.stderr)
             return 2
