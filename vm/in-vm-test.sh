@@ -2,8 +2,8 @@
 # What the test VM runs (called by vm/qemu-init.sh, output on the serial console and in
 # /results/in-vm.log): (a) the mininet backend on scenarios/vm_netem.yaml with real netem,
 # (b) the delay fidelity of that topology, per link, with ping (bench/fidelity.py
-# --netem-topology), (c) with BCFL_VM_PYTEST=1 also tests/emu; BCFL_VM_ONLY=run|fidelity|pytest
-# runs one of them. With BCFL_VM_DOCKER=1, dockerd runs first (its br_netfilter and iptables
+# --netem-topology), (c) with BCFL_VM_PYTEST=1 the emu tests marked kernel (=all: tests/emu);
+# BCFL_VM_ONLY=run|fidelity|pytest runs one of them. With BCFL_VM_DOCKER=1, dockerd runs first (its br_netfilter and iptables
 # FORWARD DROP must be in force, and the firewall must be the same after (a)-(c) as before).
 # Exit 0 only if all pass.
 set -u -o pipefail
@@ -112,10 +112,15 @@ else
 fi
 fi
 
-if [ "${BCFL_VM_PYTEST:-0}" = 1 ] || [ "$only" = pytest ]; then
-  stamp "(c) python -m pytest tests/emu"
+pytest_what=${BCFL_VM_PYTEST:-0}
+if [ "$only" = pytest ] && [ "$pytest_what" = 0 ]; then pytest_what=1; fi
+if [ "$pytest_what" != 0 ]; then
+  # 1: the emu tests whose outcome depends on this kernel (netem, GRE) or on Docker's
+  # firewall (marker `kernel`); the others already ran on the host. all: every emu test.
   select=()
-  if [ -n "${BCFL_VM_PYTEST_K:-}" ]; then select=(-k "$BCFL_VM_PYTEST_K"); fi
+  if [ "$pytest_what" = 1 ]; then select=(-m kernel); fi
+  stamp "(c) python -m pytest ${select[*]} tests/emu"
+  if [ -n "${BCFL_VM_PYTEST_K:-}" ]; then select+=(-k "$BCFL_VM_PYTEST_K"); fi
   if timeout 1800 /opt/bcfl/venv/bin/python -m pytest -v -p no:cacheprovider --durations=10 \
     "${select[@]}" tests/emu; then
     echo "pytest tests/emu: ok"

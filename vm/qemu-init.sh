@@ -36,15 +36,14 @@ if ! mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 results /results;
   mount --bind /root/results /results
 fi
 
-pytest_too=0
-grep -qw 'bcfl.pytest=1' /proc/cmdline && pytest_too=1
+pytest_too=$(grep -o 'bcfl.pytest=[a-z0-9]*' /proc/cmdline | cut -d= -f2)
 only=$(grep -o 'bcfl.only=[a-z]*' /proc/cmdline | cut -d= -f2)
 gate=1
 grep -qw 'bcfl.fidelity_gate=0' /proc/cmdline && gate=0
 docker=0
 grep -qw 'bcfl.docker=1' /proc/cmdline && docker=1
 pytest_k=$(grep -o 'bcfl.pytest_k=[A-Za-z0-9_]*' /proc/cmdline | cut -d= -f2)
-BCFL_VM_ONLY=$only BCFL_VM_PYTEST=$pytest_too BCFL_VM_FIDELITY_GATE=$gate BCFL_VM_DOCKER=$docker \
+BCFL_VM_ONLY=$only BCFL_VM_PYTEST=${pytest_too:-0} BCFL_VM_FIDELITY_GATE=$gate BCFL_VM_DOCKER=$docker \
   BCFL_VM_PYTEST_K=$pytest_k bash /opt/bcfl/src/vm/in-vm-test.sh 2>&1 | tee /results/in-vm.log
 if [ "${PIPESTATUS[0]}" = 0 ]; then
   echo PASS >/results/result.txt

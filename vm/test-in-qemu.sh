@@ -37,7 +37,9 @@
 #                                    vm/cluster-vm.sh uses CACHE/cluster/root.raw so that a test
 #                                    run does not replace the image of a running cluster VM
 #   BCFL_VM_REBUILD=1                throw the cache away and start again
-#   BCFL_VM_PYTEST=1                 also run the emu tests (tests/emu) inside the VM
+#   BCFL_VM_PYTEST=1                 also run inside the VM the emu tests marked `kernel` (those
+#                                    whose outcome depends on netem, GRE or Docker's firewall)
+#   BCFL_VM_PYTEST=all               also run every emu test (tests/emu) inside the VM
 #   BCFL_VM_PYTEST_K=EXPR            only the emu tests pytest -k EXPR selects ([A-Za-z0-9_])
 #   BCFL_VM_BUILD_ONLY=1             stop after making the image (no boot)
 #   BCFL_VM_APPEND=...               more kernel arguments for the guest
@@ -237,7 +239,11 @@ fi
 # --- 4. boot -----------------------------------------------------------------------------
 step "booting: qemu-system-x86_64 -accel tcg -m $MEM -smp $CPUS (timeout ${TIMEOUT}s); serial log $LOG"
 extra=""
-if [ "${BCFL_VM_PYTEST:-0}" = 1 ]; then extra="bcfl.pytest=1"; fi
+case "${BCFL_VM_PYTEST:-0}" in
+  0) ;;
+  1 | all) extra="bcfl.pytest=$BCFL_VM_PYTEST" ;;
+  *) die "BCFL_VM_PYTEST=$BCFL_VM_PYTEST: allowed: 1 (the emu tests marked kernel), all, 0" ;;
+esac
 if [ -n "${BCFL_VM_ONLY:-}" ]; then extra="$extra bcfl.only=$BCFL_VM_ONLY"; fi
 if [ "${BCFL_VM_FIDELITY_GATE:-1}" = 0 ]; then extra="$extra bcfl.fidelity_gate=0"; fi
 if [ "$DOCKER" = 1 ]; then extra="$extra bcfl.docker=1"; fi

@@ -23,7 +23,7 @@ from topologies.backends.netem import probe_netem
 REPO = Path(__file__).resolve().parents[2]
 SYSCTLS = [bridgefw.SYSCTL_DIR / name for _, name in bridgefw.FAMILIES]
 
-pytestmark = pytest.mark.emu
+pytestmark = [pytest.mark.emu, pytest.mark.kernel]
 
 if os.geteuid() != 0:
     pytest.skip("the mininet backend needs root", allow_module_level=True)

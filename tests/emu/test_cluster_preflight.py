@@ -18,7 +18,7 @@ from tests.emu.sshd import PrivateSshd, missing
 from topologies.backends.cluster import preflight
 from topologies.backends.cluster.settings import ClusterSection, ServerSettings
 
-pytestmark = pytest.mark.emu
+pytestmark = [pytest.mark.emu, pytest.mark.kernel]
 
 SKIP = missing()
 if SKIP is not None:

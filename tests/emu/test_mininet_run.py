@@ -20,7 +20,7 @@ from topologies.backends.netem import probe_netem
 
 REPO = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.emu
+pytestmark = [pytest.mark.emu, pytest.mark.kernel]
 
 if os.geteuid() != 0:
     pytest.skip("the mininet backend needs root", allow_module_level=True)

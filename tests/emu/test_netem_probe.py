@@ -24,6 +24,7 @@ from topologies.backends.tc import clear_argv, link_argv
 _MISSING = [b for b in ("ip", "tc") if shutil.which(b) is None]
 pytestmark = [
     pytest.mark.emu,
+    pytest.mark.kernel,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces, tc)"),
     pytest.mark.skipif(bool(_MISSING), reason=f"needs the binaries: {', '.join(_MISSING)}"),
 ]
