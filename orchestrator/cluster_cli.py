@@ -62,7 +62,9 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     print("servers:")
     try:
         run_dir = str(args.out.resolve()) if args.out is not None else None
-        reports = preflight.check(section, run_dir)
+        reports = preflight.check(
+            section, run_dir, preflight.node_image(section, scenario.containers)
+        )
     except RuntimeError as exc:
         print(f"bcfl: error: {exc}", file=sys.stderr)
         return EXIT_NOT_READY

@@ -231,7 +231,8 @@ class Run:
                 f"switch: {scenario.switch!r} is invalid with backend mininet-cluster; "
                 "allowed: linux"
             )
-        reports = preflight.check(scenario.cluster, str(self.out_dir.resolve()))
+        image = preflight.node_image(scenario.cluster, scenario.containers)
+        reports = preflight.check(scenario.cluster, str(self.out_dir.resolve()), image)
         found = preflight.problems(reports) + preflight.same_machine(reports, scenario.cluster)
         if scenario.delay_mode == "kernel":
             found += [
@@ -244,9 +245,24 @@ class Run:
             raise ScenarioError("cluster: the preflight failed: " + "; ".join(found))
         for report in reports:
             log.info("cluster server %s", report.line())
-        backend = ClusterBackend(
-            token, scenario.delay_mode, netem, scenario.capture, scenario.cluster, self.out_dir
-        )
+        backend: ClusterBackend
+        if image is not None:  # cluster.containers
+            from topologies.backends.cluster.containers import ClusterContainerBackend
+
+            backend = ClusterContainerBackend(
+                token,
+                scenario.delay_mode,
+                netem,
+                scenario.capture,
+                scenario.cluster,
+                self.out_dir,
+                scenario.containers,
+                image,
+            )
+        else:
+            backend = ClusterBackend(
+                token, scenario.delay_mode, netem, scenario.capture, scenario.cluster, self.out_dir
+            )
         backend.preflight_lines = [report.line() for report in reports]
         return backend
 

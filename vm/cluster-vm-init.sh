@@ -5,7 +5,9 @@
 # bcfl.addr=A.B.C.D/N, takes root's authorized_keys from the host's read-only 9p share
 # "bcflkey", starts sshd and then only reaps orphans until the VM is powered off
 # (`poweroff` / `bcfl-poweroff` over ssh: sync, then sysrq o; qemu exits).
-# Kernel arguments: bcfl.addr=172.31.77.2/24 (default), bcfl.hostname=bcfl-vm2 (default).
+# Kernel arguments: bcfl.addr=172.31.77.2/24 (default), bcfl.hostname=bcfl-vm2 (default);
+# bcfl.docker=1: mount the disk labelled bcfl-docker at /var/lib/docker and start dockerd
+# (log /var/log/dockerd.log).
 VENV_PATH=/opt/bcfl/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH=$VENV_PATH
 export HOME=/root LANG=C.UTF-8 TERM=dumb
@@ -103,6 +105,19 @@ if [ -x /usr/sbin/sshd ]; then
   fi
 else
   log "no /usr/sbin/sshd in the image (built without BCFL_VM_SSHD=1?)"
+fi
+# --- dockerd (bcfl.docker=1) ---------------------------------------------------------------
+if [ "$(arg bcfl.docker 0)" = 1 ]; then
+  mkdir -p /var/lib/docker
+  if ! mount -L bcfl-docker /var/lib/docker 2>/dev/null && ! mount /dev/vdb /var/lib/docker; then
+    log "cannot mount the Docker data disk: dockerd uses the root image's /var/lib/docker"
+  fi
+  if command -v dockerd >/dev/null; then
+    setsid -f dockerd >/var/log/dockerd.log 2>&1 </dev/null
+    log "dockerd started"
+  else
+    log "no dockerd in the image (built without BCFL_VM_DOCKER=1?)"
+  fi
 fi
 echo "BCFL-CLUSTER-VM: READY $ADDR"
 

@@ -14,6 +14,9 @@
 #                                  the same code on both servers without a new image
 #   vm/cluster-vm.sh stop          power the guest off (qemu is killed after a grace period),
 #                                  remove the tap
+#   vm/cluster-vm.sh load-image TAG  (BCFL_CLUSTER_VM_DOCKER=1) copy the Docker image TAG from
+#                                  this machine's engine (DOCKER_HOST) into the guest's:
+#                                  docker save | ssh docker load; nothing if it has it
 #
 # start:
 # 1. `BCFL_VM_SSHD=1 BCFL_VM_BUILD_ONLY=1 BCFL_VM_IMG=CACHE/cluster/root.raw vm/test-in-qemu.sh`:
@@ -44,6 +47,11 @@
 #   BCFL_CLUSTER_VM_BUILD=0           start: reuse CACHE/cluster/root.raw as it is (no refresh)
 #   BCFL_CLUSTER_VM_GRACE=30          stop: seconds between the poweroff and killing qemu
 #   BCFL_CLUSTER_VM_APPEND=...        more kernel arguments for the guest
+#   BCFL_CLUSTER_VM_DOCKER=0          1: docker.io in the image (BCFL_VM_DOCKER=1 of
+#                                     vm/test-in-qemu.sh), a second disk CACHE/cluster/docker.raw
+#                                     (ext4, sparse, BCFL_CLUSTER_VM_DOCKER_GB=12, kept across
+#                                     boots: loaded images stay) as the guest's /var/lib/docker,
+#                                     and dockerd started by the guest's init (start waits for it)
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -58,6 +66,9 @@ SSH_CONFIG=$DIR/ssh_config
 KNOWN_HOSTS=$DIR/known_hosts
 MEM=${BCFL_CLUSTER_VM_MEM:-4096}
 CPUS=${BCFL_CLUSTER_VM_CPUS:-2}
+DOCKER=${BCFL_CLUSTER_VM_DOCKER:-0}
+DOCKER_GB=${BCFL_CLUSTER_VM_DOCKER_GB:-12}
+DOCKER_DISK=$DIR/docker.raw
 TIMEOUT=${BCFL_CLUSTER_VM_TIMEOUT:-600}
 TAP=${BCFL_CLUSTER_VM_TAP:-bcflvm0}
 NET=${BCFL_CLUSTER_VM_NET:-172.31.77}
@@ -72,14 +83,14 @@ note() { printf '    %s\n' "$*"; }
 die() { printf 'cluster-vm: error: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-  sed -n '7,16s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+  sed -n '7,19s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
   exit 2
 }
 
 [ $# -ge 1 ] || usage
 CMD=$1
 shift
-case "$CMD" in start | status | ssh | stop | clock | sync-clock | sync-tree) ;; -h | --help | help) usage ;; *) usage ;; esac
+case "$CMD" in start | status | ssh | stop | clock | sync-clock | sync-tree | load-image) ;; -h | --help | help) usage ;; *) usage ;; esac
 
 [ "$(id -u)" = 0 ] || die "run as root (the tap interface, qemu's tap and the root-only key need it)"
 need() {  # need BINARY PACKAGE
@@ -94,7 +105,8 @@ need qemu-system-x86_64 qemu-system-x86
   die "BCFL_CLUSTER_VM_NET=$NET: three octets of a /24, e.g. 172.31.77"
 [[ "$TAP" =~ ^[A-Za-z0-9_.-]{1,15}$ ]] || die "BCFL_CLUSTER_VM_TAP=$TAP: an interface name (1-15 of [A-Za-z0-9_.-])"
 [[ "$NAME" =~ ^[A-Za-z0-9-]{1,63}$ ]] || die "BCFL_CLUSTER_VM_NAME=$NAME: a host name ([A-Za-z0-9-])"
-for v in MEM CPUS TIMEOUT GRACE; do
+[[ "$DOCKER" =~ ^[01]$ ]] || die "BCFL_CLUSTER_VM_DOCKER=$DOCKER: 0 or 1"
+for v in MEM CPUS TIMEOUT GRACE DOCKER_GB; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || die "BCFL_CLUSTER_VM_$v=${!v}: a whole number"
 done
 
@@ -260,9 +272,9 @@ cmd_start() {
   if [ "${BCFL_CLUSTER_VM_BUILD:-1}" = 0 ] && [ -f "$IMG" ]; then
     step "image: $IMG as it is (BCFL_CLUSTER_VM_BUILD=0)"
   else
-    step "image: BCFL_VM_SSHD=1 BCFL_VM_BUILD_ONLY=1 BCFL_VM_IMG=$IMG vm/test-in-qemu.sh"
+    step "image: BCFL_VM_SSHD=1 BCFL_VM_DOCKER=$DOCKER BCFL_VM_BUILD_ONLY=1 BCFL_VM_IMG=$IMG vm/test-in-qemu.sh"
     t_build=$(date +%s)
-    BCFL_VM_SSHD=1 BCFL_VM_BUILD_ONLY=1 BCFL_VM_IMG=$IMG BCFL_VM_CACHE=$CACHE \
+    BCFL_VM_SSHD=1 BCFL_VM_DOCKER=$DOCKER BCFL_VM_BUILD_ONLY=1 BCFL_VM_IMG=$IMG BCFL_VM_CACHE=$CACHE \
       "$REPO/vm/test-in-qemu.sh" 8>&- || die "vm/test-in-qemu.sh could not make the image"
     cp "$CACHE/vmlinuz" "$DIR/vmlinuz"
     cp "$CACHE/initrd.img" "$DIR/initrd.img"
@@ -291,6 +303,18 @@ Host $NAME $GUEST_IP
   LogLevel ERROR
 EOF
 
+  # Docker's data root: a disk of its own, kept across boots (the root image is -snapshot)
+  local docker_args=() docker_append=
+  if [ "$DOCKER" = 1 ]; then
+    if [ ! -f "$DOCKER_DISK" ]; then
+      truncate -s "${DOCKER_GB}G" "$DOCKER_DISK"
+      mkfs.ext4 -q -F -L bcfl-docker "$DOCKER_DISK" || die "mkfs.ext4 $DOCKER_DISK failed"
+      note "new Docker data disk $DOCKER_DISK (${DOCKER_GB} GB, sparse)"
+    fi
+    docker_args=(-drive "file=$DOCKER_DISK,format=raw,if=virtio,cache=unsafe,snapshot=off")
+    docker_append="bcfl.docker=1"
+  fi
+
   # 3. the tap
   remove_tap
   ip tuntap add dev "$TAP" mode tap
@@ -305,8 +329,8 @@ EOF
   TMPDIR=$DIR qemu-system-x86_64 -name bcfl-cluster-vm -accel tcg -cpu max -m "$MEM" -smp "$CPUS" \
     -display none -no-reboot \
     -kernel "$DIR/vmlinuz" -initrd "$DIR/initrd.img" \
-    -append "console=ttyS0 root=/dev/vda rw rootfstype=ext4 init=/usr/local/sbin/bcfl-cluster-vm-init panic=-1 fsck.mode=skip net.ifnames=0 loglevel=4 bcfl.addr=$GUEST_IP/24 bcfl.hostname=$NAME ${BCFL_CLUSTER_VM_APPEND:-}" \
-    -drive "file=$IMG,format=raw,if=virtio,cache=unsafe" -snapshot \
+    -append "console=ttyS0 root=/dev/vda rw rootfstype=ext4 init=/usr/local/sbin/bcfl-cluster-vm-init panic=-1 fsck.mode=skip net.ifnames=0 loglevel=4 bcfl.addr=$GUEST_IP/24 bcfl.hostname=$NAME $docker_append ${BCFL_CLUSTER_VM_APPEND:-}" \
+    -drive "file=$IMG,format=raw,if=virtio,cache=unsafe" -snapshot "${docker_args[@]}" \
     -virtfs "local,path=$SHARE,mount_tag=bcflkey,security_model=none,readonly=on,id=bcflkey" \
     -netdev "tap,id=net0,ifname=$TAP,script=no,downscript=no" \
     -device virtio-net-pci,netdev=net0,mac=52:54:00:77:00:02 \
@@ -339,6 +363,18 @@ EOF
     note "ssh-keyscan $GUEST_IP failed: $KNOWN_HOSTS not updated"
   fi
 
+  if [ "$DOCKER" = 1 ]; then
+    for _ in $(seq 100); do
+      gssh 'docker info >/dev/null 2>&1' </dev/null && break
+      sleep 3
+    done
+    if gssh 'docker info >/dev/null 2>&1' </dev/null; then
+      step "dockerd ready in the guest ($(gssh "docker version --format '{{.Server.Version}}'" </dev/null))"
+    else
+      start_failed "dockerd did not answer in the guest (its log: vm/cluster-vm.sh ssh cat /var/log/dockerd.log)"
+    fi
+  fi
+
   # 6. the clock
   if clock=$(clock_session set); then
     note "clock set from the host's: $clock"
@@ -358,6 +394,26 @@ cmd_sync_tree() {
       mv /opt/bcfl/src.new /opt/bcfl/src && rm -rf /opt/bcfl/src.old' ||
     die "copying the working tree into the guest failed"
   note "working tree copied to the guest's /opt/bcfl/src"
+}
+
+cmd_load_image() {
+  local tag=${1:-} t0
+  [ -n "$tag" ] || die "load-image: which image? (vm/cluster-vm.sh load-image TAG)"
+  [[ "$tag" =~ ^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]+)?$ ]] || die "load-image: $tag is no image tag"
+  need docker docker.io
+  qemu_pid >/dev/null || die "the cluster VM is not running (BCFL_CLUSTER_VM_DOCKER=1 vm/cluster-vm.sh start)"
+  gssh 'docker info >/dev/null 2>&1' </dev/null ||
+    die "no Docker engine answers in the guest (start it with BCFL_CLUSTER_VM_DOCKER=1)"
+  if gssh "docker image inspect $tag >/dev/null 2>&1" </dev/null; then
+    note "the guest has $tag already"
+    return 0
+  fi
+  docker image inspect "$tag" >/dev/null 2>&1 || die "this machine's engine has no $tag (bcfl image build)"
+  t0=$(date +%s)
+  step "docker save $tag | ssh guest docker load"
+  set -o pipefail
+  docker save "$tag" | gssh 'docker load -q' || die "loading $tag into the guest failed"
+  step "$tag loaded into the guest in $(($(date +%s) - t0)) s"
 }
 
 cmd_stop() {
@@ -403,4 +459,5 @@ case "$CMD" in
   sync-clock) cmd_clock set ;;
   sync-tree) cmd_sync_tree ;;
   stop) cmd_stop ;;
+  load-image) cmd_load_image "$@" ;;
 esac

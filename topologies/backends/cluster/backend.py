@@ -254,12 +254,8 @@ class ClusterBackend(MininetBackend):
                     name, server=self._mn_server(server), user=self._settings(server).user
                 )
         for node in spec.daemons():
-            server = self._where[node.id]
-            self._hosts[node.id] = net.addHost(
-                p.short[node.id],
-                ip=None,
-                server=self._mn_server(server),
-                user=self._settings(server).user,
+            self._hosts[node.id] = self._add_host_on(
+                net, classes.host, node.id, p.short[node.id], self._where[node.id]
             )
         for link in spec.physical_links():
             a, b = link.src, link.dst
@@ -283,6 +279,12 @@ class ClusterBackend(MininetBackend):
         self._subtract_tunnels()
         self._shape()
         self._start_capture()
+
+    def _add_host_on(self, net: Any, cls: type, node_id: str, name: str, server: str) -> Any:
+        """A daemon's Mininet host on its server (`cls`: the run's remote host class)."""
+        return net.addHost(
+            name, ip=None, server=self._mn_server(server), user=self._settings(server).user
+        )
 
     def _subtract_tunnels(self) -> None:
         """Measure what each crossing link's tunnel adds (nothing is shaped yet), shape with
@@ -410,6 +412,15 @@ class ClusterBackend(MininetBackend):
         for fs in self._servers.values():
             if not fs.ready:
                 fs.start()
+        for name, own in self._ship(launches).items():
+            preload_shared(self._servers[name], own)
+        for launch in launches:
+            self._launches[launch.node_id] = launch
+            self._spawn(launch)
+
+    def _ship(self, launches: list[Launch]) -> dict[str, list[Launch]]:
+        """Copy the run directory to the other servers and forward their nodes' control
+        sockets here; the launches by server."""
         by_server: dict[str, list[Launch]] = {}
         for launch in launches:
             by_server.setdefault(self._where[launch.node_id], []).append(launch)
@@ -418,11 +429,9 @@ class ClusterBackend(MininetBackend):
             if not server.is_local:
                 self._copy_out(server, [launch.node_id for launch in own])
                 for launch in own:
-                    self._forward(server, Path(launch.log_path).parent / "control.sock")
-            preload_shared(self._servers[name], own)
-        for launch in launches:
-            self._launches[launch.node_id] = launch
-            self._spawn(launch)
+                    sock = Path(launch.log_path).parent / "control.sock"
+                    self._forwards.append((server, self._forward(server, sock)))
+        return by_server
 
     def _copy_out(self, server: ServerSettings, node_ids: list[str]) -> None:
         """The run-level files and these nodes' directories, to the same path there."""
@@ -464,16 +473,24 @@ class ClusterBackend(MininetBackend):
             return
         self._remote(server, f"rm -rf {quoted}")
 
-    def _forward(self, server: ServerSettings, sock: Path) -> None:
+    def _forward(self, server: ServerSettings, sock: Path, remote: str | None = None) -> str:
+        """Forward the unix socket `remote` (default: the same path as `sock`) on `server` to
+        `sock` here, over the run's master connection; the forward's spec."""
         sock.unlink(missing_ok=True)
-        spec = f"{sock}:{sock}"
+        spec = f"{sock}:{remote or sock}"
         subprocess.run(
             [*self._ssh(server, "-O", "forward", "-L", spec)],
             check=True,
             capture_output=True,
             timeout=60,
         )
-        self._forwards.append((server, spec))
+        return spec
+
+    def _cancel_forward(self, server: ServerSettings, spec: str) -> None:
+        subprocess.run(
+            [*self._ssh(server, "-O", "cancel", "-L", spec)], capture_output=True, timeout=30
+        )
+        Path(spec.split(":", 1)[0]).unlink(missing_ok=True)
 
     def _spawn(self, launch: Launch) -> None:
         host = self._hosts[launch.node_id]
@@ -533,11 +550,11 @@ class ClusterBackend(MininetBackend):
                 except Exception as exc:
                     log.warning("copying back from %s failed: %s", server.name, exc)
         for server, spec in self._forwards:
-            subprocess.run(
-                [*self._ssh(server, "-O", "cancel", "-L", spec)], capture_output=True, timeout=30
-            )
-            Path(spec.split(":", 1)[0]).unlink(missing_ok=True)
+            self._cancel_forward(server, spec)
         self._forwards = []
+
+    def _before_disconnect(self) -> None:
+        """What must still reach the other servers after the network is gone (nothing here)."""
 
     def _remove_network(self) -> None:
         """The mininet backend's removal (Mininet removes what it made on every server),
@@ -551,6 +568,7 @@ class ClusterBackend(MininetBackend):
                 except Exception as exc:  # bcfl clean removes a rule left over
                     log.warning("removing a remote FORWARD rule failed: %s", exc)
             self._remote_fw = []
+            self._before_disconnect()
             for server in self.cluster.servers:
                 if not server.is_local:
                     subprocess.run(

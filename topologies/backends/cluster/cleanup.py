@@ -1,6 +1,8 @@
 """`bcfl clean` on the other servers of a mininet-cluster run: each server named in the run's
 meta.json is asked over ssh to run the mininet backend's `clean` for the run's token (Mininet
-host shells, interfaces and bridges carrying it, trunks included). A server's daemons need no
+host shells, interfaces and bridges carrying it, trunks included) and to remove the containers
+labelled with it from its Docker engine (``cluster.containers``; none where it has no engine or
+no Python Docker client). A server's daemons need no
 cleaning: its fork server kills them when the orchestrator's ssh connection goes
 (``--kill-on-eof``). A server that cannot be reached is reported, not fatal."""
 
@@ -21,8 +23,9 @@ from topologies.backends.mininet import TOKEN_RE, process_cmdlines
 CLEAN_TIMEOUT_S = 120.0
 CLEAN = (
     "import sys\n"
+    "from topologies.backends.docker_engine import remove_run_containers\n"
     "from topologies.backends.mininet import clean\n"
-    "print('\\n'.join(clean(sys.argv[1])))\n"
+    "print('\\n'.join(clean(sys.argv[1]) + remove_run_containers(sys.argv[1])))\n"
 )
 
 

@@ -13,7 +13,9 @@ For each server of the `cluster:` section, in parallel:
    vxlan and a tap, each tried in a throwaway network namespace), whether it has netem (a
    qdisc tried the same way), cores and memory, and
    whether the run directory's path (where given; a server keeps its nodes' part of the run
-   directory at the same path as here) can be made, with its free disk;
+   directory at the same path as here) can be made, with its free disk, and, for
+   ``containers: true``, whether ``docker`` is there, its engine answers and holds the node
+   image;
 2. the clock: one ssh session echoes ``time.time()`` for each line it reads; of five
    exchanges the one with the least round trip gives the offset, ± half that round trip
    (`clock_offset`).
@@ -97,12 +99,23 @@ with open("/proc/meminfo") as f:
 out["mem_available_mb"] = int(mem.get("MemAvailable", 0)) // 1024
 with open("/proc/sys/kernel/random/boot_id") as f:
     out["boot_id"] = f.read().strip()
-if len(sys.argv) > 1:  # the run directory's path: writable where it exists or would be made
+if len(sys.argv) > 1 and sys.argv[1]:  # the run directory: writable where it is or would be
     there = sys.argv[1]
     while not os.path.exists(there):
         there = os.path.dirname(there)
     out["run_dir_writable"] = os.path.isdir(there) and os.access(there, os.W_OK | os.X_OK)
     out["run_dir_free_gb"] = round(shutil.disk_usage(there).free / 2**30, 1)
+if len(sys.argv) > 2:  # cluster.containers: the Docker engine and the node image
+    docker = shutil.which("docker", path=path)
+    out["docker"] = {"cli": docker, "engine": None, "image": False}
+    if docker:
+        ver = subprocess.run([docker, "version", "--format", "{{.Server.Version}}"],
+                             capture_output=True, text=True, timeout=60)
+        if ver.returncode == 0 and ver.stdout.strip():
+            out["docker"]["engine"] = ver.stdout.strip()
+            out["docker"]["image"] = subprocess.run(
+                [docker, "image", "inspect", "--format", "{{.Id}}", sys.argv[2]],
+                capture_output=True, timeout=60).returncode == 0
 print("BCFL-PROBE " + json.dumps(out))
 """
 ECHO_TIME = "import sys, time\nfor _ in sys.stdin:\n    print(repr(time.time()), flush=True)\n"
@@ -166,12 +179,16 @@ def clock_offset(samples: list[tuple[float, float, float]]) -> tuple[float, floa
 
 
 def probe(
-    server: ServerSettings, python: str, connect_timeout_s: float, run_dir: str | None = None
+    server: ServerSettings,
+    python: str,
+    connect_timeout_s: float,
+    run_dir: str | None = None,
+    image: str | None = None,
 ) -> dict[str, Any]:
-    """Run `PROBE` with `python` on `server` (and the run directory's path where given); its
-    facts, or ``{"error": why}``."""
+    """Run `PROBE` with `python` on `server` (and the run directory's path, and the node
+    image to look for in its Docker engine, where given); its facts, or ``{"error": why}``."""
     timeout_s = connect_timeout_s + PROBE_TIMEOUT_S
-    words = [python, "-I", "-", *([run_dir] if run_dir else [])]
+    words = [python, "-I", "-", run_dir or "", *([image] if image else [])]
     try:
         done = ssh.run(server, words, connect_timeout_s, timeout_s, stdin=PROBE)
     except subprocess.TimeoutExpired:
@@ -232,12 +249,13 @@ def check_server(
     section: ClusterSection,
     ours: dict[str, Any],
     run_dir: str | None = None,
+    image: str | None = None,
 ) -> ServerReport:
     """Every check of one server (see the module docstring)."""
     report = ServerReport(server.name, "this machine" if server.is_local else server.destination)
     where = f"cluster.servers[{index}]"
     python = _python(server)
-    facts = probe(server, python, section.ssh_timeout_s, run_dir)
+    facts = probe(server, python, section.ssh_timeout_s, run_dir, image)
     report.facts = facts
     if "error" in facts:
         hint = ""
@@ -268,6 +286,8 @@ def check_server(
         )
     if run_dir and not facts.get("run_dir_writable"):
         report.problems.append(f"the run directory {run_dir} cannot be made by {server.user}")
+    if image is not None:
+        report.problems += docker_problems(facts.get("docker", {}), image)
     if not facts.get("tunnels", {}).get(section.tunnel):
         report.problems.append(
             f"cannot make a {section.tunnel} tunnel interface (cluster.tunnel: "
@@ -293,16 +313,43 @@ def check_server(
     return report
 
 
-def check(section: ClusterSection, run_dir: str | None = None) -> list[ServerReport]:
-    """Check every server of `section` (in parallel), and that each can make `run_dir` where
-    given; one report each, in the section's order."""
+def node_image(section: ClusterSection, containers: Any) -> str | None:
+    """The node image every server's engine must hold (``cluster.containers``; None: none):
+    the scenario's ``containers.image``, else the tag of this code (``bcfl image build``)."""
+    if not section.containers:
+        return None
+    from topologies.backends.image import default_tag
+
+    return str(containers.image or default_tag())
+
+
+def docker_problems(docker: dict[str, Any], image: str) -> list[str]:
+    """What keeps a server from running the nodes' containers (``cluster.containers``)."""
+    if not docker.get("cli"):
+        return ["docker not found (cluster.containers: true): apt-get install docker.io"]
+    if not docker.get("engine"):
+        return ["no Docker engine answers (cluster.containers: true): start dockerd"]
+    if not docker.get("image"):
+        return [
+            f"its Docker engine has no node image {image} (cluster.containers: true): "
+            f"bcfl image build there, or docker save {image} | ssh SERVER docker load"
+        ]
+    return []
+
+
+def check(
+    section: ClusterSection, run_dir: str | None = None, image: str | None = None
+) -> list[ServerReport]:
+    """Check every server of `section` (in parallel), that each can make `run_dir` and, for
+    containers, has `image` in a running Docker engine, where given; one report each, in the
+    section's order."""
     here = ServerSettings(name="here", address="localhost")
     ours = probe(here, sys.executable, section.ssh_timeout_s)
     if "error" in ours:
         raise RuntimeError(f"the probe failed on this machine: {ours['error']}")
     with ThreadPoolExecutor(max_workers=min(16, max(1, len(section.servers)))) as pool:
         futures = [
-            pool.submit(check_server, i, s, section, ours, run_dir)
+            pool.submit(check_server, i, s, section, ours, run_dir, image)
             for i, s in enumerate(section.servers)
         ]
         return [f.result() for f in futures]

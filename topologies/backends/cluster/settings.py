@@ -10,6 +10,12 @@ interpreter on that server (default: the same path as this machine's). A server 
 nodes' part of a run directory at the same absolute path as here. ``weight`` is a server's
 share of the nodes relative to the others (2: twice as many as a server of weight 1), for
 servers of different sizes.
+
+``containers: true`` runs every node in a Docker container on its server, as the
+containernet backend does on one machine (our `DockerHost` on Cluster Edition's remote host,
+limits from the scenario's ``containers:`` section). Every server with nodes then needs a
+running Docker engine holding the node image of the code it runs (``bcfl image build`` on that
+server, or ``docker save TAG | ssh SERVER docker load``); the preflight checks both.
 """
 
 from __future__ import annotations
@@ -74,6 +80,7 @@ class ClusterSection(Settings):
     place: Annotated[dict[str, ServerName], Field(max_length=100_000)] = Field(default_factory=dict)
     max_clock_skew_ms: Annotated[float, Field(gt=0, le=60_000, allow_inf_nan=False)] = 50.0
     ssh_timeout_s: Annotated[float, Field(gt=0, le=600, allow_inf_nan=False)] = 15.0
+    containers: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> ClusterSection:
