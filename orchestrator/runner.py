@@ -513,6 +513,8 @@ class Run:
                 self.backend.start_capture_into(self.out_dir / "pcap")
                 if hasattr(self.backend, "cluster_meta"):  # now with what the tunnels add
                     self.meta["cluster"] = self.backend.cluster_meta()
+                if hasattr(self.backend, "container_meta"):  # and the engines that answered
+                    self.meta["containers"] = self.backend.container_meta()
             bar.startup(False)  # 0/N while the backend starts (the local fork server's imports)
             self.backend.start(launches)
             self.meta["pids"] = self.backend.pids()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -132,3 +133,36 @@ def test_the_container_hosts_shell_joins_its_container_on_its_server() -> None:
     host.terminate()
     assert engine.containers.last is not None and engine.containers.last.removed
     assert docker_host_class(_RemoteShellHost) is cls  # one class per base
+
+
+def test_without_docker_py_the_cli_removes_the_runs_containers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another server of a cluster run may have Docker's CLI but not docker-py: `bcfl clean`
+    there removes the run's containers with `docker rm -f` (here a stand-in CLI that lists
+    three containers and logs what it is asked)."""
+    from topologies.backends import docker_engine
+
+    calls = tmp_path / "calls"
+    fake = tmp_path / "docker"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" >> {calls}\n'
+        'if [ "$1" = ps ]; then\n'
+        "  echo 'aaa bcfl-d0 tok1'\n"
+        "  echo 'bbb bcfl-d1 other'\n"
+        "  echo 'ccc mn.tok1h3'\n"
+        "fi\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+
+    def no_engine() -> None:
+        raise docker_engine.DockerUnavailable("no docker-py")
+
+    monkeypatch.setattr(docker_engine, "client", no_engine)
+    removed = docker_engine.remove_run_containers("tok1")
+    assert removed == ["container bcfl-d0", "container mn.tok1h3"]
+    asked = calls.read_text().splitlines()
+    assert asked[0].startswith("ps -a --format")
+    assert asked[1:] == ["rm -f aaa", "rm -f ccc"]  # not the other run's container

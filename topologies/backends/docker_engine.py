@@ -49,17 +49,39 @@ def client() -> Any:
 
 def remove_run_containers(token: str) -> list[str]:
     """Remove (force) every container of this run: labelled with its token (our hosts) or
-    named `mn.TOKENh<i>` (the containernet package's hosts, which carry no label of ours)."""
+    named `mn.TOKENh<i>` (the containernet package's hosts, which carry no label of ours).
+    Without docker-py (another server of a cluster run may have only Docker's CLI) the
+    `docker` command does it."""
+    package_name = re.compile(rf"mn\.{re.escape(token)}h\d+")
     try:
         c = client()
     except DockerUnavailable:
-        return []
-    package_name = re.compile(rf"mn\.{re.escape(token)}h\d+")
+        return _remove_with_cli(token, package_name)
     removed = []
     for container in c.containers.list(all=True):
         if container.labels.get(RUN_LABEL) == token or package_name.fullmatch(container.name):
             container.remove(force=True)
             removed.append(f"container {container.name}")
+    return removed
+
+
+def _remove_with_cli(token: str, package_name: re.Pattern[str]) -> list[str]:
+    docker = _which("docker")
+    if docker is None:
+        return []
+    fmt = '{{.ID}} {{.Names}} {{.Label "' + RUN_LABEL + '"}}'
+    listed = subprocess.run(
+        [docker, "ps", "-a", "--format", fmt], capture_output=True, text=True, timeout=120
+    )
+    if listed.returncode != 0:  # no engine answers: nothing of ours can be there
+        return []
+    removed = []
+    for line in listed.stdout.splitlines():
+        cid, name, label = [*line.split(), "", "", ""][:3]
+        if (label == token or package_name.fullmatch(name)) and subprocess.run(
+            [docker, "rm", "-f", cid], capture_output=True, timeout=300
+        ).returncode == 0:
+            removed.append(f"container {name}")
     return removed
 
 

@@ -24,7 +24,9 @@ node's control socket to the same path here (one ssh connection per server with 
 per node), so `bcfl top`, `bcfl control` and the runner's start and stop reach every node
 alike, then forks the daemons. `stop` stops every daemon, copies the remote nodes'
 directories and captures back into the run directory, removes the forwards and has Mininet
-remove everything it made on every server.
+remove everything it made on every server. With ``cluster.containers`` the nodes are Docker
+containers on their servers instead (`containers.ClusterContainerBackend`, overriding the
+host and daemon steps: `_add_host_on`, `prestart`, `start`, `_before_disconnect`).
 """
 
 from __future__ import annotations

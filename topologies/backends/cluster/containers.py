@@ -63,7 +63,8 @@ class ClusterContainerBackend(ContainerDaemons, ClusterBackend):
         ClusterBackend.__init__(self, token, delay_mode, netem, capture, cluster, run_dir)
         self.containers = containers
         self.image = image
-        self._engines: dict[str, Any] = {}  # server name -> docker-py client
+        self._engines: dict[str, Any] = {}  # server name -> docker-py client, while connected
+        self.engine_versions: dict[str, str] = {}  # server name -> its engine's version
         self._docker_forwards: list[tuple[Any, str]] = []
         self._execs: dict[str, str] = {}
         self._exit_codes: dict[str, int | None] = {}
@@ -73,7 +74,7 @@ class ClusterContainerBackend(ContainerDaemons, ClusterBackend):
         return {
             "image": self.image,
             "host_class": "DockerHost on Cluster Edition's RemoteHost",
-            "engines": sorted(self._engines),
+            "engines": dict(sorted(self.engine_versions.items())),
             "limits": {
                 role: self.containers.limits(role).model_dump()
                 for role in ("mec", "device", "publisher")
@@ -100,6 +101,7 @@ class ClusterContainerBackend(ContainerDaemons, ClusterBackend):
                 engine = DockerClient(base_url=f"unix://{sock}", timeout=300)
                 engine.ping()
             require(engine, self.image)
+            self.engine_versions[server_name] = str(engine.version().get("Version", "?"))
         except Exception as exc:
             raise DockerUnavailable(
                 f"server {server_name} ({server.destination}): its Docker engine: {exc}"
