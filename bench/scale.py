@@ -12,12 +12,14 @@ of 1 local epoch, batch 8. Printed per size, with the load average before and af
   publisher's ``started`` record (every node said hello); split into topology (Mininet build,
   addresses+routes, tc), fork server ready, forking every daemon, and the hellos;
 * per daemon, read from /proc by a thread that follows the publisher's metrics file (every
-  20 ms) when it logs ``started`` and round 1 (every daemon alive): PSS (mean, max), open
+  20 ms) when it logs ``started`` and each round (every daemon alive): PSS (mean, max), open
   fds (mean, max: the publisher's), TCP sockets and ZeroMQ sockets (each ZeroMQ socket owns
   one eventfd mailbox; a context owns two more: its I/O thread's and its reaper's) — and the
   whole tree's PSS: daemons + fork server + orchestrator (+ Mininet's host shells). The thread
   runs at SCHED_FIFO (root; nice -20 where refused; else normal);
-* FedAvg: whether round 1 completed and its ``round_time_s``; round 2's too.
+  With several rounds, the mean PSS per daemon after each and its growth per round from
+  round 2 on (caches that fill in the first rounds, or memory that keeps growing);
+* FedAvg: whether round 1 completed and its ``round_time_s``; the later rounds' too.
 
 Targets (issue 12): <= 20 MB PSS per daemon at 1,000 devices; 100 devices launch -> ready
 <= 10 s including the topology; one FedAvg round at 1,000 devices completing.
@@ -277,7 +279,7 @@ def daemon_stats(backend: Any, daemons: dict[str, int]) -> dict[str, ProcStat]:
     placement = getattr(backend, "placement", None)
     if placement is None:  # one machine
         return {nid: st for nid, pid in daemons.items() if (st := proc_stat(pid)) is not None}
-    out = {}
+    out: dict[str, ProcStat] = {}
     for server in backend.cluster.servers:
         mine = {nid: pid for nid, pid in daemons.items() if placement.server_of[nid] == server.name}
         if server.is_local:
@@ -446,8 +448,8 @@ def measure(args: argparse.Namespace, shape: Shape) -> Result:
         event = record.get("event")
         if event == "started":
             moment = "ready"
-        elif event == "round" and int(record.get("round", 0)) == 1:
-            moment = "round 1"
+        elif event == "round":
+            moment = f"round {int(record.get('round', 0))}"  # every round: does memory settle?
         else:
             return
         server = getattr(backend, "_server", None)
@@ -562,6 +564,16 @@ def report(res: Result) -> None:
             f"{_mean_max([float(x.eventfds) for x in d], 0)}"
             + (f"; publisher: {pub.fds} fds, {pub.tcp} TCP, {pub.eventfds} eventfds" if pub else "")
         )
+    by_round = _pss_by_round(res)
+    if len(by_round) > 1:
+        curve = ", ".join(f"{r}: {mb:.1f}" for r, mb in by_round.items())
+        print(f"  PSS per daemon (mean MB) after round {curve}")
+        last = max(by_round)
+        if last > 2:
+            print(
+                f"    from round 2 to round {last}: "
+                f"{(by_round[last] - by_round[2]) / (last - 2):+.2f} MB per daemon a round"
+            )
     snaps = [res.mem[m] for m in ("round 1", "ready") if m in res.mem and res.mem[m].daemons]
     snap = snaps[0] if snaps else None
     for server in sorted(set(res.server_of.values())):
@@ -584,6 +596,15 @@ def report(res: Result) -> None:
     print(f"  FedAvg: {rounds or 'no round completed'}; whole run {_f(res.total_s)}")
     if res.error:
         print(f"  ERROR: {res.error}")
+
+
+def _pss_by_round(res: Result) -> dict[int, float]:
+    """Mean PSS per daemon (MB) at each round the publisher logged, from its snapshots."""
+    out: dict[int, float] = {}
+    for moment, snap in res.mem.items():
+        if moment.startswith("round ") and snap.daemons:
+            out[int(moment.split()[1])] = statistics.fmean(x.pss_mb for x in snap.daemons.values())
+    return dict(sorted(out.items()))
 
 
 def verdicts(results: list[Result]) -> None:

@@ -122,9 +122,12 @@ class ChainStore:
         deferred: bool = False,
         storage_time_ms: float = 0.0,
         clock: StorageClock = REAL_CLOCK,
+        cache_kib: int | None = None,
     ) -> None:
         """`storage_time_ms`: the least time an append of a block above genesis takes (the
-        emulated block storage time t; 0: no wait). `clock`: what appends are timed with."""
+        emulated block storage time t; 0: no wait). `clock`: what appends are timed with.
+        `cache_kib`: SQLite's page cache per connection (None: SQLite's default, 2 MiB), for
+        a store that is mostly written (a light replica's)."""
         mode = synchronous.upper()
         if mode not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
@@ -132,8 +135,9 @@ class ChainStore:
         self.clock = clock
         self.path = Path(path)
         self.synchronous = mode
+        self.cache_kib = cache_kib
         self._lock = threading.RLock()
-        self._conn: sqlite3.Connection | None = _connect(self.path, mode)
+        self._conn: sqlite3.Connection | None = _connect(self.path, mode, cache_kib)
         try:
             self._transaction(_create_schema)
         except BaseException:
@@ -281,7 +285,7 @@ class ChainStore:
 
     def _write_loop(self) -> None:
         """The writer thread: store pending blocks in order, a batch per transaction."""
-        conn = _connect(self.path, self.synchronous)
+        conn = _connect(self.path, self.synchronous, self.cache_kib)
         try:
             while True:
                 with self._cv:
@@ -571,8 +575,9 @@ class ChainStore:
         logger.info("reset chain store %s", self.path)
 
 
-def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
-    """A connection in autocommit mode with WAL, `synchronous` and foreign keys on."""
+def _connect(path: Path, synchronous: str, cache_kib: int | None = None) -> sqlite3.Connection:
+    """A connection in autocommit mode with WAL, `synchronous` and foreign keys on, and a
+    page cache of `cache_kib` (None: SQLite's default)."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         conn.execute("PRAGMA busy_timeout=5000")
@@ -581,6 +586,8 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
             raise StoreError(f"could not enable WAL on {path} (got {journal})")
         conn.execute(f"PRAGMA synchronous={synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
+        if cache_kib is not None:
+            conn.execute(f"PRAGMA cache_size=-{int(cache_kib)}")  # negative: KiB, not pages
     except BaseException:
         conn.close()
         raise
@@ -684,11 +691,12 @@ def open_store(
     synchronous: str = "NORMAL",
     template: Path | None = None,
     storage_time_ms: float = 0.0,
+    cache_kib: int | None = None,
 ) -> ChainStore:
     """The node's chain store at node_dir/ledger.sqlite (the directory is created). Where
     there is no store yet and `template` names a database (`write_template`), the store
     starts as a copy of it (`from_template` is then True). `storage_time_ms`: the emulated
-    block storage time t (see `ChainStore`)."""
+    block storage time t, `cache_kib` the page cache (see `ChainStore`)."""
     node_dir = Path(node_dir)
     node_dir.mkdir(parents=True, exist_ok=True)
     path = node_dir / DB_NAME
@@ -698,7 +706,9 @@ def open_store(
         shutil.copyfile(template, tmp)
         os.replace(tmp, path)  # whole or absent, whatever happens during the copy
         copied = True
-    store = ChainStore(path, synchronous=synchronous, storage_time_ms=storage_time_ms)
+    store = ChainStore(
+        path, synchronous=synchronous, storage_time_ms=storage_time_ms, cache_kib=cache_kib
+    )
     store.from_template = copied
     return store
 

@@ -204,6 +204,27 @@ def test_light_replica_signs_with_nonces_above_its_own(tmp_path: Path) -> None:
     reopened.close()
 
 
+def test_a_light_replica_keeps_a_small_page_cache_and_a_full_one_sqlites_default(
+    tmp_path: Path,
+) -> None:
+    from node.ledger.replica import LIGHT_CACHE_KIB
+
+    light = Replica(tmp_path / "dev", _config(), DEV, light=True)
+    full = Replica(tmp_path / "mec", _config(), DEV)
+    default = sqlite3.connect(":memory:").execute("PRAGMA cache_size").fetchone()[0]
+    try:
+        for block in _blocks(2, tmp_path):  # still taking blocks, with the small cache
+            light.chain.append(block)
+        assert light.height == 2
+        assert light.chain.store._db.execute("PRAGMA cache_size").fetchone()[0] == (
+            -LIGHT_CACHE_KIB
+        )
+        assert full.chain.store._db.execute("PRAGMA cache_size").fetchone()[0] == default
+    finally:
+        light.close()
+        full.close()
+
+
 def test_a_light_replica_syncs_from_a_full_one_and_serves_its_blocks(tmp_path: Path) -> None:
     blocks = _blocks(4, tmp_path)
     full = Chain(open_store(tmp_path / "full"), _config())
