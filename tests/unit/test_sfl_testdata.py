@@ -21,6 +21,7 @@ from node.schemes.sfl.testdata import (
     group_for_round,
     group_from_bytes,
     group_to_bytes,
+    hash_order,
     make_groups,
 )
 
@@ -116,14 +117,32 @@ def test_group_from_bytes_refuses_oversized() -> None:
 # --- groups and commitment ---------------------------------------------------------------------
 
 
-def test_make_groups_consecutive_slices() -> None:
+def test_make_groups_are_disjoint_hash_ordered_draws_in_split_order() -> None:
     x, y = _data(50)
     blobs = make_groups(x, y, groups=4, group_size=10)
     assert len(blobs) == 4
+    order = hash_order(x, y)
+    seen: set[int] = set()
     for g, blob in enumerate(blobs):
         gx, gy = group_from_bytes(blob)
-        assert np.array_equal(gx, x[g * 10 : (g + 1) * 10])
-        assert np.array_equal(gy, y[g * 10 : (g + 1) * 10])
+        idx = np.sort(order[g * 10 : (g + 1) * 10])
+        assert np.array_equal(gx, x[idx]) and np.array_equal(gy, y[idx])
+        seen.update(int(i) for i in idx)
+    assert len(seen) == 40  # disjoint
+    assert make_groups(x, y, groups=4, group_size=10) == blobs  # deterministic
+
+
+def test_hash_ordered_groups_mix_an_easy_and_a_hard_half() -> None:
+    """A test split whose first half differs from its second (MNIST's cleaner first 5,000
+    test samples): consecutive slices would give groups of one half only; hash-ordered
+    groups draw from both, about equally."""
+    n = 2000
+    rng = np.random.default_rng(3)
+    x = rng.random((n, 1, 4, 4), dtype=np.float32)
+    y = np.concatenate([np.zeros(n // 2), np.ones(n // 2)]).astype(np.int64)  # halves differ
+    for blob in make_groups(x, y, groups=10, group_size=100):
+        share = float(group_from_bytes(blob)[1].mean())  # from the second half
+        assert 0.35 < share < 0.65, share
 
 
 @pytest.mark.parametrize(("groups", "size"), [(5, 9), (1, 41), (0, 5), (3, 0)])
@@ -153,12 +172,16 @@ def test_commitment_is_stable_and_binds_each_group() -> None:
     y2 = y.copy()
     y2[13] = (y2[13] + 1) % 10
     altered = commit(make_groups(x, y2, 4, 10), run_seed=7)
-    assert [a == b for a, b in zip(altered.groups, c.groups, strict=True)] == [
-        True,
-        False,
-        True,
-        True,
-    ]
+    changed = {g for g, (a, b) in enumerate(zip(altered.groups, c.groups, strict=True)) if a != b}
+
+    def group_of_13(order: np.ndarray) -> set[int]:  # the group sample 13 is in, if any
+        at = int(np.flatnonzero(order == 13)[0])
+        return {at // 10} if at < 40 else set()
+
+    holding = group_of_13(hash_order(x, y)) | group_of_13(hash_order(x, y2))
+    # the groups from the first that holds sample 13 (before or after) on change: the
+    # sample moved in the hash order and the groups after it shifted; those before did not
+    assert changed and min(changed) == min(holding)
 
 
 def test_commit_refuses_mixed_sizes_or_nothing() -> None:
