@@ -27,6 +27,7 @@ import yaml
 from orchestrator.cli import main
 from orchestrator.runner import Run
 from orchestrator.scenario import load_scenario
+from tests.emu.cluster_vm import vm_servers
 from tests.emu.leftovers import leftovers
 from topologies.backends import image
 from topologies.backends.docker_engine import RUN_LABEL, PrivateDockerd, client
@@ -35,8 +36,6 @@ pytestmark = pytest.mark.emu
 
 REPO = Path(__file__).resolve().parents[2]
 VM = REPO / "vm" / "cluster-vm.sh"
-CACHE = Path(os.environ.get("BCFL_VM_CACHE", "/var/tmp/bcfl-vm")) / "cluster"
-VM_ADDRESS = f"{os.environ.get('BCFL_CLUSTER_VM_NET', '172.31.77')}.2"
 DOCKER_ROOT = Path(os.environ.get("BCFL_TEST_DOCKER_ROOT", "/var/tmp/bcfl-test-docker"))
 
 
@@ -118,16 +117,7 @@ def scenario(tmp_path: Path) -> Path:
         "cluster": {
             "tunnel": "vxlan",
             "containers": True,
-            "servers": [
-                {"name": "here", "address": "localhost"},
-                {
-                    "name": "vm",
-                    "address": VM_ADDRESS,
-                    "python": "/opt/bcfl/venv/bin/python",
-                    "key": str(CACHE / "id_ed25519"),
-                    "known_hosts": str(CACHE / "known_hosts"),
-                },
-            ],
+            "servers": vm_servers(),
         },
     }
     path = tmp_path / "cluster.yaml"

@@ -24,13 +24,12 @@ import pytest
 import yaml
 
 from orchestrator.cli import main
+from tests.emu.cluster_vm import vm_servers
 from tests.emu.leftovers import leftovers
 
 pytestmark = pytest.mark.emu
 
 REPO = Path(__file__).resolve().parents[2]
-CACHE = Path(os.environ.get("BCFL_VM_CACHE", "/var/tmp/bcfl-vm")) / "cluster"
-VM_ADDRESS = f"{os.environ.get('BCFL_CLUSTER_VM_NET', '172.31.77')}.2"
 
 
 def _skip_reason() -> str | None:
@@ -109,16 +108,7 @@ def scenario(tmp_path: Path) -> Path:
         ],
         "cluster": {
             "tunnel": "vxlan",
-            "servers": [
-                {"name": "here", "address": "localhost"},
-                {
-                    "name": "vm",
-                    "address": VM_ADDRESS,
-                    "python": "/opt/bcfl/venv/bin/python",
-                    "key": str(CACHE / "id_ed25519"),
-                    "known_hosts": str(CACHE / "known_hosts"),
-                },
-            ],
+            "servers": vm_servers(),
         },
     }
     path = tmp_path / "cluster.yaml"
